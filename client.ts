@@ -1,0 +1,107 @@
+/**
+ * The command line for users: `deno run -A client.ts <command> ...`.
+ *
+ * @module
+ */
+
+import { Command } from "commander";
+import { type Source, catalog, getFile, peersOf, resolveFile } from "./lib/client.ts";
+import { DEFAULT_TRACKER, formatBytes, parseAddress, parseIntOption, runMain, shutdownSignal } from "./lib/cli.ts";
+import { formatAddress } from "./lib/connection.ts";
+import { UsageError } from "./lib/errors.ts";
+import type { FileSummary } from "./lib/messages.ts";
+import { ProgressView } from "./lib/progress.ts";
+
+interface GlobalOpts {
+  tracker?: string;
+  peers?: string;
+}
+
+function sourceOf(o: GlobalOpts): Source {
+  if (o.peers) {
+    const peers = o.peers.split(",").filter((s) => s.trim() !== "").map((s) => parseAddress(s.trim(), "peer address"));
+    if (peers.length === 0) throw new UsageError("--peers needs at least one host:port");
+    return { peers };
+  }
+  return { tracker: parseAddress(o.tracker ?? Deno.env.get("SHOAL_TRACKER") ?? DEFAULT_TRACKER, "--tracker") };
+}
+
+function printFiles(files: FileSummary[], json: boolean): void {
+  if (json) return console.log(JSON.stringify(files, null, 2));
+  if (files.length === 0) return console.log("no files");
+  for (const f of files) {
+    const sources = f.partial > 0 ? `${f.peers}+${f.partial} peers` : `${f.peers} peer(s)`;
+    console.log(`${f.id}  ${formatBytes(f.size).padStart(10)}  ${sources.padEnd(12)}  ${f.name}`);
+  }
+}
+
+function build(): Command {
+  const program = new Command("client")
+    .description("Shoal client: list, search and download files")
+    .option("--tracker <host:port>", `tracker address (env SHOAL_TRACKER, default ${DEFAULT_TRACKER})`)
+    .option("--peers <list>", "direct mode: comma-separated peer addresses, no tracker")
+    .exitOverride()
+    .showHelpAfterError();
+
+  program.command("files")
+    .description("list every file with a live source")
+    .option("--json", "print JSON")
+    .action(async (o) => printFiles(await catalog(sourceOf(program.opts())), Boolean(o.json)));
+
+  program.command("search")
+    .description("search files by name (case-insensitive substring)")
+    .argument("<text>")
+    .option("--json", "print JSON")
+    .action(async (text: string, o) => printFiles(await catalog(sourceOf(program.opts()), text), Boolean(o.json)));
+
+  program.command("peers")
+    .description("list the live peers of a file")
+    .argument("<file>", "file id or exact name")
+    .option("--json", "print JSON")
+    .action(async (file: string, o) => {
+      const src = sourceOf(program.opts());
+      const peers = await peersOf(src, await resolveFile(src, file));
+      if (o.json) return console.log(JSON.stringify(peers, null, 2));
+      if (peers.length === 0) return console.log("no live peers");
+      for (const p of peers) console.log(`${formatAddress(p)}  ${p.complete ? "complete" : "partial"}`);
+    });
+
+  program.command("get")
+    .description("download a file from every peer that has it")
+    .argument("<file>", "file id or exact name")
+    .option("-o, --out <path>", "output path (default: the file's name here)")
+    .option("--force", "overwrite an existing output file")
+    .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--quiet", "no progress output")
+    .option("--json", "print a JSON summary at the end")
+    .addHelpText("after", "\nExamples:\n  client.ts get 3f2a...e1 -o movie.mkv\n  client.ts --peers 127.0.0.1:9001 get notes.txt")
+    .action(async (file: string, o) => {
+      const src = sourceOf(program.opts());
+      const view = new ProgressView("get", Boolean(o.quiet) || Boolean(o.json));
+      const summary = await getFile(src, file, {
+        ...(o.out ? { out: o.out } : {}),
+        force: Boolean(o.force),
+        ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+        signal: shutdownSignal(),
+        onResolved: (id, m, out) => view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
+        onEvent: (e) => {
+          if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
+          else if (e.kind === "resumed") view.note(`resuming: reused ${e.reused} of ${e.total} chunks${e.discarded ? `, ${e.discarded} failed their check` : ""}`);
+          else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
+          else if (e.kind === "peer-dropped") view.note(`dropped peer ${e.peer}: ${e.reason}`);
+        },
+      });
+      view.done();
+      if (o.json) console.log(JSON.stringify(summary, null, 2));
+      else if (!o.quiet) {
+        console.log(`saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s, ${summary.mbPerSecond.toFixed(1)} MB/s`);
+      }
+    });
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  await build().parseAsync(argv, { from: "user" });
+}
+
+if (import.meta.main) runMain(() => main(Deno.args));

@@ -1,0 +1,83 @@
+/**
+ * What the three entry points share: argument parsing helpers, one-line
+ * error reporting with exit codes, human-readable sizes, and shutdown on
+ * SIGINT/SIGTERM.
+ *
+ * @module
+ */
+
+import { CommanderError } from "commander";
+import type { Address } from "./connection.ts";
+import { describeError, exitCodeOf, UsageError } from "./errors.ts";
+
+/** Default tracker address. */
+export const DEFAULT_TRACKER = "127.0.0.1:7070";
+
+/** Parses `host:port` or `[v6]:port`; throws UsageError. */
+export function parseAddress(text: string, what = "address"): Address {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:\s]+):(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError(`Invalid ${what} ${JSON.stringify(text)}: expected host:port`);
+  }
+  return { host: m[1]!, port };
+}
+
+/** Parses a positive integer option; throws UsageError naming the option. */
+export function parseIntOption(text: string, name: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`Invalid ${name} ${JSON.stringify(text)}: expected an integer in [${min}, ${max}]`);
+  }
+  return n;
+}
+
+/** Parses a size like `1048576`, `64k`, `1m`, `1g` (binary units). */
+export function parseSize(text: string, name: string): number {
+  const m = /^(\d+)([kKmMgG]?)(i?[bB])?$/.exec(text.trim());
+  if (!m) throw new UsageError(`Invalid ${name} ${JSON.stringify(text)}: expected a size like 1048576, 256k or 1m`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!;
+  return Number(m[1]) * mult;
+}
+
+/** `1.5 MiB`, `532 B`. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let u = 0;
+  while (n >= 1024 && u < units.length - 1) {
+    n /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/**
+ * Runs an entry point: any error becomes one line on stderr and its exit
+ * code, never a stack trace (set SHOAL_DEBUG=1 to see one).
+ */
+export async function runMain(main: () => Promise<number | void>): Promise<never> {
+  try {
+    const code = await main();
+    Deno.exit(code ?? 0);
+  } catch (err) {
+    // commander has printed its own message (or the help) already
+    if (err instanceof CommanderError) Deno.exit(err.exitCode === 0 ? 0 : 2);
+    if (Deno.env.get("SHOAL_DEBUG")) console.error(err);
+    console.error(`error: ${describeError(err)}`);
+    Deno.exit(exitCodeOf(err));
+  }
+}
+
+/** An AbortSignal that fires on the first SIGINT or SIGTERM. */
+export function shutdownSignal(): AbortSignal {
+  const ac = new AbortController();
+  const stop = () => ac.abort(new Error("interrupted"));
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    try {
+      Deno.addSignalListener(sig, stop);
+    } catch {
+      // signals are not available on every platform
+    }
+  }
+  return ac.signal;
+}

@@ -1,0 +1,114 @@
+/**
+ * What a client does, as a library: ask a tracker (or, in direct mode, a
+ * list of peers) for the catalog, resolve a file id or name, find sources,
+ * and download.
+ *
+ * @module
+ */
+
+import { isSha256Hex } from "./bytes.ts";
+import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
+import { download, type DownloadOptions, type DownloadSummary } from "./download.ts";
+import { NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
+import type { Manifest } from "./manifest.ts";
+import type { FileSummary, PeerEntry } from "./messages.ts";
+import { assertSafeFileName } from "./names.ts";
+import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
+
+/** Where a client learns about files: a tracker, or peers asked directly. */
+export type Source = { tracker: Address } | { peers: Address[] };
+
+async function withConn<T>(addr: Address, fn: (c: Connection) => Promise<T>): Promise<T> {
+  await using conn = await connect(addr);
+  return await fn(conn);
+}
+
+/** Files known to the source, optionally filtered by a name substring. */
+export async function catalog(src: Source, query?: string): Promise<FileSummary[]> {
+  if ("tracker" in src) return await withConn(src.tracker, (c) => listFiles(c, query));
+  const merged = new Map<string, FileSummary>();
+  const answers = await Promise.allSettled(src.peers.map((p) => withConn(p, (c) => listFiles(c, query))));
+  for (const a of answers) {
+    if (a.status !== "fulfilled") continue;
+    for (const f of a.value) {
+      const m = merged.get(f.id);
+      if (m) m.peers += f.peers;
+      else merged.set(f.id, { ...f });
+    }
+  }
+  if (answers.every((a) => a.status === "rejected") && src.peers.length > 0) {
+    throw new UnreachableError(`None of the peers answered: ${src.peers.map(formatAddress).join(", ")}`);
+  }
+  return [...merged.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Live peers holding `fileId`. */
+export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]> {
+  if ("tracker" in src) return await withConn(src.tracker, (c) => getPeers(c, fileId));
+  const have = await Promise.all(src.peers.map(async (p) => {
+    try {
+      const files = await withConn(p, (c) => listFiles(c));
+      return files.some((f) => f.id === fileId) ? [{ ...p, complete: true }] : [];
+    } catch {
+      return [];
+    }
+  }));
+  return have.flat();
+}
+
+/** Resolves a file id or an exact file name to one id; throws on none or several. */
+export async function resolveFile(src: Source, idOrName: string): Promise<string> {
+  if (isSha256Hex(idOrName)) return idOrName;
+  const matches = (await catalog(src, idOrName)).filter((f) => f.name === idOrName);
+  if (matches.length === 0) throw new NotFoundError(`No file named ${JSON.stringify(idOrName)} (try: files, search)`);
+  if (matches.length > 1) {
+    throw new ShoalError(
+      "ambiguous",
+      `${matches.length} files are named ${JSON.stringify(idOrName)}; pick one by id: ${matches.map((m) => m.id).join(", ")}`,
+      2,
+    );
+  }
+  return matches[0]!.id;
+}
+
+/** The manifest of `fileId`, checked against the id. */
+export async function manifestOf(src: Source, fileId: string): Promise<Manifest> {
+  if ("tracker" in src) return await withConn(src.tracker, (c) => getManifest(c, fileId));
+  for (const p of src.peers) {
+    try {
+      return await withConn(p, (c) => getManifest(c, fileId));
+    } catch {
+      // try the next peer
+    }
+  }
+  throw new NotFoundError(`No peer has file ${fileId}`);
+}
+
+/** Options for {@link getFile}. */
+export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "discover"> & {
+  /** Output path; default: the manifest's name in the current directory. */
+  out?: string;
+  /** Called once the file is resolved, before any chunk is fetched. */
+  onResolved?: (fileId: string, manifest: Manifest, out: string) => void;
+};
+
+/** Resolves `idOrName`, finds its sources and downloads it. */
+export async function getFile(src: Source, idOrName: string, options: GetOptions = {}): Promise<DownloadSummary> {
+  const fileId = await resolveFile(src, idOrName);
+  const manifest = await manifestOf(src, fileId);
+  let out = options.out;
+  if (out === undefined) {
+    try {
+      assertSafeFileName(manifest.name);
+    } catch (err) {
+      throw new UsageError(`${(err as Error).message}; choose an output path with -o`);
+    }
+    out = manifest.name;
+  }
+  const discover = async () => (await peersOf(src, fileId)).map((p) => ({ host: p.host, port: p.port }));
+  if (manifest.size > 0 && (await discover()).length === 0) {
+    throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
+  }
+  options.onResolved?.(fileId, manifest, out);
+  return await download({ ...options, fileId, manifest, out, discover });
+}

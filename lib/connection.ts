@@ -1,0 +1,272 @@
+/**
+ * A framed, typed connection over TCP: reads with a deadline, writes in
+ * order with a deadline, and the HELLO version handshake both ways.
+ *
+ * @module
+ */
+
+import {
+  ConnectionClosedError,
+  ProtocolError,
+  RemoteError,
+  TimeoutError,
+  UnreachableError,
+  VersionMismatchError,
+} from "./errors.ts";
+import { type Frame, FrameDecoder } from "./framing.ts";
+import {
+  decodeMessage,
+  encodeMessage,
+  helloMessage,
+  type Message,
+  type MessageName,
+  type MessageOf,
+  PROTOCOL_NAME,
+  PROTOCOL_VERSION,
+} from "./messages.ts";
+
+/** How long a connect may take. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** How long the HELLO exchange may take. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Default deadline for any single read or write. */
+export const DEFAULT_IO_TIMEOUT_MS = 30_000;
+/** Reads of payloads at least this large go straight into the frame buffer. */
+const DIRECT_READ_MIN = 64 * 1024;
+const SCRATCH_BYTES = 256 * 1024;
+
+/** Host and port of a TCP endpoint. */
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** Options for a {@link Connection}. */
+export interface ConnectionOptions {
+  maxFrameBytes?: number;
+  /** Deadline for each read and write; 0 disables it (never for network peers). */
+  ioTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Formats an address as `host:port` (IPv6 hosts in brackets). */
+export function formatAddress(a: Address): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** A typed connection. Close it with `await using` or {@link close}; closing twice is safe. */
+export class Connection {
+  readonly remote: string;
+  readonly ioTimeoutMs: number;
+  #conn: Deno.Conn;
+  #decoder: FrameDecoder;
+  #queue: Frame[] = [];
+  #scratch = new Uint8Array(SCRATCH_BYTES);
+  #writing: Promise<void> = Promise.resolve();
+  #closed = false;
+  #onAbort = () => this.close();
+  #signal: AbortSignal | undefined;
+
+  constructor(conn: Deno.Conn, options: ConnectionOptions = {}) {
+    this.#conn = conn;
+    this.#decoder = new FrameDecoder(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes });
+    this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remote = formatAddress({ host: addr.hostname, port: addr.port });
+    this.#signal = options.signal;
+    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  /** The remote IP address. */
+  get remoteHost(): string {
+    return (this.#conn.remoteAddr as Deno.NetAddr).hostname;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Next whole frame. Throws ConnectionClosedError, TimeoutError or ProtocolError. */
+  async receiveFrame(timeoutMs = this.ioTimeoutMs): Promise<Frame> {
+    while (this.#queue.length === 0) {
+      if (this.#closed) throw new ConnectionClosedError();
+      const target = this.#decoder.payloadTarget();
+      if (target !== null && target.length >= DIRECT_READ_MIN) {
+        const n = await this.#read(target, timeoutMs);
+        if (n === null) this.#eof();
+        const frame = this.#decoder.advance(n!);
+        if (frame) this.#queue.push(frame);
+      } else {
+        const n = await this.#read(this.#scratch, timeoutMs);
+        if (n === null) this.#eof();
+        this.#queue.push(...this.#decoder.push(this.#scratch.subarray(0, n!)));
+      }
+    }
+    return this.#queue.shift()!;
+  }
+
+  /** Next message. */
+  async receive(timeoutMs = this.ioTimeoutMs): Promise<Message> {
+    return decodeMessage(await this.receiveFrame(timeoutMs));
+  }
+
+  /** Sends a message. Writes go out whole and in call order. */
+  send(msg: Message): Promise<void> {
+    return this.sendBytes(encodeMessage(msg));
+  }
+
+  /** Sends pre-encoded frame bytes. */
+  sendBytes(bytes: Uint8Array): Promise<void> {
+    const next = this.#writing.then(() => this.#writeAll(bytes));
+    this.#writing = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Sends `msg` and waits for the reply of type `expect`. An ERROR reply
+   * throws RemoteError; any other type throws ProtocolError.
+   */
+  async request<T extends MessageName>(msg: Message, expect: T, timeoutMs = this.ioTimeoutMs): Promise<MessageOf<T>> {
+    await this.send(msg);
+    const reply = await this.receive(timeoutMs);
+    return expectMessage(reply, expect);
+  }
+
+  /** Closes the socket; pending reads fail with ConnectionClosedError. Safe to call twice. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the other side
+    }
+  }
+
+  /** Sends ERROR {code, message} if the socket still takes it, then closes. */
+  async fail(code: string, message: string): Promise<void> {
+    try {
+      await this.send({ type: "error", code, message });
+    } catch {
+      // best effort: the connection may be gone
+    }
+    this.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  #eof(): never {
+    this.close();
+    this.#decoder.finish();
+    throw new ConnectionClosedError();
+  }
+
+  async #read(into: Uint8Array, timeoutMs: number): Promise<number | null> {
+    try {
+      return await this.#deadline(this.#conn.read(into), timeoutMs, "waiting for data from " + this.remote);
+    } catch (err) {
+      if (err instanceof TimeoutError) throw err;
+      if (this.#closed) throw new ConnectionClosedError();
+      if (err instanceof Deno.errors.ConnectionReset || err instanceof Deno.errors.BadResource) {
+        this.close();
+        throw new ConnectionClosedError(`Connection to ${this.remote} was reset`);
+      }
+      throw err;
+    }
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < bytes.length) {
+      if (this.#closed) throw new ConnectionClosedError();
+      try {
+        at += await this.#deadline(this.#conn.write(bytes.subarray(at)), this.ioTimeoutMs, "sending to " + this.remote);
+      } catch (err) {
+        if (err instanceof TimeoutError) throw err;
+        this.close();
+        throw new ConnectionClosedError(`Connection to ${this.remote} broke while sending`);
+      }
+    }
+  }
+
+  /** Races `p` against a timer; on timeout the connection is closed (its stream state is unknown). */
+  async #deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+    if (ms <= 0) return await p;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(what, ms)), ms);
+    });
+    try {
+      return await Promise.race([p, timeout]);
+    } catch (err) {
+      if (err instanceof TimeoutError) {
+        p.catch(() => {});
+        this.close();
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** Narrows a reply to the expected type, turning ERROR into RemoteError. */
+export function expectMessage<T extends MessageName>(reply: Message, expect: T): MessageOf<T> {
+  if (reply.type === expect) return reply as MessageOf<T>;
+  if (reply.type === "error") throw new RemoteError(reply.code, reply.message);
+  throw new ProtocolError(`Expected a ${expect} message, got ${reply.type}`, "unexpected");
+}
+
+/** Checks a HELLO; throws VersionMismatchError or ProtocolError. */
+export function checkHello(msg: Message): void {
+  if (msg.type === "error") throw new RemoteError(msg.code, msg.message);
+  if (msg.type !== "hello" || msg.protocol !== PROTOCOL_NAME) {
+    throw new ProtocolError("The other side did not open with a Shoal HELLO", "no_hello");
+  }
+  if (msg.version !== PROTOCOL_VERSION) throw new VersionMismatchError(PROTOCOL_VERSION, msg.version);
+}
+
+/** Options for {@link connect}. */
+export interface ConnectOptions extends ConnectionOptions {
+  connectTimeoutMs?: number;
+}
+
+/** Opens a TCP connection and runs the client side of the handshake. */
+export async function connect(addr: Address, options: ConnectOptions = {}): Promise<Connection> {
+  const ms = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+  const pending = Deno.connect({ hostname: addr.host, port: addr.port });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let raw: Deno.TcpConn;
+  try {
+    raw = await Promise.race([
+      pending,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TimeoutError(`connecting to ${formatAddress(addr)}`, ms)), ms);
+      }),
+    ]);
+  } catch (err) {
+    pending.then((c) => c.close(), () => {});
+    if (err instanceof TimeoutError) throw new UnreachableError(err.message);
+    throw new UnreachableError(`Cannot reach ${formatAddress(addr)}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
+  }
+  raw.setNoDelay(true);
+  const conn = new Connection(raw, options);
+  try {
+    await conn.send(helloMessage());
+    checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS));
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+  return conn;
+}

@@ -1,0 +1,441 @@
+/**
+ * The download coordinator. It owns the schedule and the resume sidecar;
+ * a pool of fetch workers owns the peer connections, the hashing and the
+ * writes. The path of one chunk:
+ *
+ *   scheduler.next(peer) -> worker "request" -> peer PIECE -> worker checks
+ *   SHA-256, writes at offset -> "done" -> scheduler.completed -> sidecar
+ *   (after fdatasync) -> when every chunk is done: rename .part -> out.
+ *
+ * @module
+ */
+
+import { Bitfield } from "./bitfield.ts";
+import { type Address, formatAddress } from "./connection.ts";
+import { DiskError, IncompleteDownloadError, OutputExistsError, ShoalError } from "./errors.ts";
+import type { Manifest } from "./manifest.ts";
+import type { PeerNode } from "./peer.ts";
+import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
+import { readSidecar, SidecarError, writeSidecar } from "./sidecar.ts";
+import type { FromWorker, ToWorker } from "./worker_messages.ts";
+
+/** A peer that sent nothing for this long while owing us chunks is dropped. */
+export const DEFAULT_STALL_MS = 15_000;
+/** With missing chunks no live peer has, give up after this long. */
+export const DEFAULT_GIVE_UP_MS = 10_000;
+/** The sidecar is rewritten at most this often. */
+export const DEFAULT_FLUSH_MS = 300;
+/** A peer that failed is retried after this long, doubling each time. */
+const RETRY_BASE_MS = 1_000;
+/** Peers are looked up again at most this often when sources run short. */
+const REDISCOVER_MS = 2_000;
+
+/** What happens during a download, for progress output. */
+export type DownloadEvent =
+  | { kind: "resumed"; reused: number; total: number; discarded: number }
+  | { kind: "restart"; reason: string }
+  | { kind: "progress"; doneBytes: number; totalBytes: number; peers: number }
+  | { kind: "peer-dropped"; peer: string; reason: string }
+  | { kind: "bad-chunk"; peer: string; index: number };
+
+/** Options for {@link download}. */
+export interface DownloadOptions {
+  fileId: string;
+  manifest: Manifest;
+  out: string;
+  force?: boolean;
+  workers?: number;
+  pipeline?: number;
+  /** Finds sources; called at the start and again when sources run short. */
+  discover: () => Promise<Address[]>;
+  stallMs?: number;
+  giveUpMs?: number;
+  flushMs?: number;
+  /** While downloading, serve the chunks we have through this peer. */
+  peerNode?: PeerNode;
+  onEvent?: (e: DownloadEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** The outcome of a finished download. */
+export interface DownloadSummary {
+  path: string;
+  bytes: number;
+  seconds: number;
+  mbPerSecond: number;
+  chunksReused: number;
+  chunksFetched: number;
+  chunksRefetched: number;
+  bytesPerPeer: Record<string, number>;
+  peersDropped: { peer: string; reason: string }[];
+}
+
+interface PeerInfo {
+  worker: Worker;
+  lastActivity: number;
+  ready: boolean;
+}
+
+interface RetryInfo {
+  failures: number;
+  retryAt: number;
+  banned: boolean;
+}
+
+/** Downloads a file from its peers into `out`; resumes from `<out>.part.json` when present. */
+export async function download(opts: DownloadOptions): Promise<DownloadSummary> {
+  const started = performance.now();
+  const { manifest, fileId } = opts;
+  const partPath = `${opts.out}.part`;
+  const sidecarPath = `${opts.out}.part.json`;
+  if (!opts.force && await exists(opts.out)) throw new OutputExistsError(opts.out);
+
+  const n = manifest.chunks.length;
+  const resumed = await openPart(opts, partPath, sidecarPath);
+  if (n === 0) {
+    await finish(partPath, opts.out);
+    return summary(opts.out, 0, started, 0, 0, 0, {}, []);
+  }
+
+  const workerCount = Math.max(1, Math.min(opts.workers ?? navigator.hardwareConcurrency ?? 2, n));
+  const workers: Worker[] = [];
+  const pending = Promise.withResolvers<void>();
+  let failed: unknown = null;
+  const fail = (err: unknown) => {
+    if (failed === null) failed = err;
+    pending.reject(err);
+  };
+  pending.promise.catch(() => {});
+  const handlers = new Map<Worker, (m: FromWorker) => void>();
+  for (let i = 0; i < workerCount; i++) {
+    const w = new Worker(new URL("./fetch_worker.ts", import.meta.url).href, { type: "module" });
+    w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
+    w.onerror = (e) => {
+      e.preventDefault();
+      fail(new ShoalError("worker", `A fetch worker failed: ${e.message}`));
+    };
+    const init: ToWorker = { op: "init", fileId, size: manifest.size, chunkSize: manifest.chunkSize, chunks: manifest.chunks, partPath };
+    w.postMessage(init);
+    workers.push(w);
+  }
+  const send = (w: Worker, m: ToWorker) => w.postMessage(m);
+
+  let partFile: Deno.FsFile | null = null;
+  const timers: ReturnType<typeof setInterval>[] = [];
+  try {
+    // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
+    const done = new Bitfield(n);
+    let reused = 0;
+    if (resumed) {
+      const marked = [...Array(n).keys()].filter((i) => resumed.done.has(i));
+      const results = await Promise.race([
+        Promise.all(workers.map((w, k) => {
+          const { promise, resolve } = Promise.withResolvers<{ good: number[]; bad: number[] }>();
+          handlers.set(w, (m) => {
+            if (m.ev === "verified") resolve(m);
+            else if (m.ev === "fatal") fail(new DiskError(m.message));
+          });
+          send(w, { op: "verify", indexes: marked.filter((_, j) => j % workers.length === k) });
+          return promise;
+        })),
+        pending.promise.then(() => []),
+      ]);
+      let discarded = 0;
+      for (const r of results) {
+        for (const i of r.good) done.set(i);
+        discarded += r.bad.length;
+      }
+      reused = done.count;
+      opts.onEvent?.({ kind: "resumed", reused, total: n, discarded });
+    }
+
+    partFile = await Deno.open(partPath, { read: true, write: true });
+    const sched = new Scheduler(n, done);
+    const pipeline = opts.pipeline ?? DEFAULT_PIPELINE;
+    const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+    const giveUpMs = opts.giveUpMs ?? DEFAULT_GIVE_UP_MS;
+    const peers = new Map<string, PeerInfo>();
+    const retry = new Map<string, RetryInfo>();
+    const bytesPerPeer: Record<string, number> = {};
+    const dropped: { peer: string; reason: string }[] = [];
+    let fetched = 0, refetched = 0, doneBytes = done.count * manifest.chunkSize;
+    let dirty = false;
+    let nextWorker = 0;
+    let lastDiscover = 0;
+    let starvedSince: number | null = null;
+    const badChunks = new Set<number>();
+    doneBytes = 0;
+    for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += Math.min(manifest.chunkSize, manifest.size - i * manifest.chunkSize);
+
+    await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
+
+    const fill = (peer: string) => {
+      const p = peers.get(peer);
+      if (!p?.ready) return;
+      while (sched.inflight(peer) < pipeline) {
+        const index = sched.next(peer);
+        if (index === null) break;
+        send(p.worker, { op: "request", peer, index });
+      }
+    };
+    const fillAll = () => {
+      for (const peer of peers.keys()) fill(peer);
+    };
+    const dropPeer = (peer: string, reason: string, ban = false) => {
+      const p = peers.get(peer);
+      if (!p) return;
+      peers.delete(peer);
+      sched.removePeer(peer);
+      send(p.worker, { op: "drop", peer });
+      const r = retry.get(peer) ?? { failures: 0, retryAt: 0, banned: false };
+      r.failures++;
+      r.retryAt = Date.now() + RETRY_BASE_MS * 2 ** Math.min(r.failures - 1, 6);
+      r.banned ||= ban;
+      retry.set(peer, r);
+      dropped.push({ peer, reason });
+      opts.onEvent?.({ kind: "peer-dropped", peer, reason });
+      fillAll();
+    };
+    const connectTo = (addrs: Address[]) => {
+      const now = Date.now();
+      for (const a of addrs) {
+        const peer = formatAddress(a);
+        const r = retry.get(peer);
+        if (peers.has(peer) || r?.banned || (r && r.retryAt > now)) continue;
+        const worker = workers[nextWorker++ % workers.length]!;
+        peers.set(peer, { worker, lastActivity: Date.now(), ready: false });
+        send(worker, { op: "connect", peer, host: a.host, port: a.port });
+      }
+    };
+    const discover = async () => {
+      lastDiscover = Date.now();
+      try {
+        connectTo(await opts.discover());
+      } catch {
+        // the tracker may be briefly away; we try again later
+      }
+    };
+
+    const onMessage = (m: FromWorker) => {
+      if (m.ev === "fatal") return fail(new DiskError(m.message));
+      if (m.ev === "verified" || m.ev === "closed") return;
+      const p = peers.get(m.peer);
+      if (!p) return; // a message from a peer we already dropped
+      p.lastActivity = Date.now();
+      switch (m.ev) {
+        case "ready":
+          p.ready = true;
+          sched.addPeer(m.peer, new Bitfield(n, m.bits));
+          fill(m.peer);
+          break;
+        case "have":
+          sched.peerGained(m.peer, m.index);
+          fill(m.peer);
+          break;
+        case "done": {
+          if (sched.done.has(m.index)) break; // an endgame duplicate
+          for (const other of sched.completed(m.index, m.peer)) {
+            const o = peers.get(other);
+            if (o) send(o.worker, { op: "cancel", peer: other, index: m.index });
+          }
+          fetched++;
+          if (badChunks.has(m.index)) refetched++;
+          doneBytes += m.bytes;
+          bytesPerPeer[m.peer] = (bytesPerPeer[m.peer] ?? 0) + m.bytes;
+          dirty = true;
+          opts.peerNode?.gained(fileId, m.index);
+          if (sched.complete) return pending.resolve();
+          fillAll();
+          break;
+        }
+        case "bad":
+          badChunks.add(m.index);
+          sched.failed(m.index, m.peer);
+          opts.onEvent?.({ kind: "bad-chunk", peer: m.peer, index: m.index });
+          dropPeer(m.peer, `sent chunk ${m.index} with a wrong SHA-256`, true);
+          break;
+        case "reject":
+          sched.failed(m.index, m.peer, true);
+          fill(m.peer);
+          fillAll();
+          break;
+        case "gone":
+          dropPeer(m.peer, m.reason);
+          break;
+      }
+    };
+    for (const w of workers) handlers.set(w, onMessage);
+    if (sched.complete) pending.resolve();
+
+    // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
+    let flushing: Promise<void> = Promise.resolve();
+    const flush = () => {
+      if (!dirty) return flushing;
+      dirty = false;
+      const snapshot = new Bitfield(n, sched.done.bytes);
+      flushing = flushing.then(async () => {
+        await partFile!.syncData();
+        await writeSidecar(sidecarPath, { fileId, manifest, done: snapshot });
+      }).catch((err) => fail(new DiskError(`Cannot save progress: ${(err as Error).message}`, { cause: err })));
+      return flushing;
+    };
+    timers.push(setInterval(flush, opts.flushMs ?? DEFAULT_FLUSH_MS));
+    timers.push(setInterval(() => {
+      const now = Date.now();
+      for (const [peer, p] of peers) {
+        const owes = sched.inflight(peer) > 0;
+        if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
+      }
+      opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: peers.size });
+      const unavailable = sched.unavailable().length > 0;
+      const connecting = [...peers.values()].some((p) => !p.ready);
+      if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
+      if (unavailable && !connecting) starvedSince ??= now;
+      else starvedSince = null;
+      if (starvedSince !== null && now - starvedSince > giveUpMs) {
+        const missing = sched.unavailable();
+        fail(new IncompleteDownloadError(
+          `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}. ` +
+            `Progress is kept in ${sidecarPath}; run the same command again to resume.`,
+          missing,
+        ));
+      }
+    }, 250));
+    const onAbort = () => fail(new ShoalError("interrupted", "Download interrupted; progress saved for a resume", 130));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    if (opts.signal?.aborted) onAbort();
+
+    await discover();
+    try {
+      await pending.promise;
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+      for (const t of timers) clearInterval(t);
+      dirty = true;
+      await flush();
+    }
+    await partFile.syncData();
+    partFile.close();
+    partFile = null;
+    await finish(partPath, opts.out);
+    await Deno.remove(sidecarPath).catch(() => {});
+    if (opts.peerNode) {
+      await opts.peerNode.share({
+        id: fileId,
+        path: await Deno.realPath(opts.out),
+        relPath: opts.out,
+        manifest,
+        size: manifest.size,
+        mtimeMs: Date.now(),
+      });
+    }
+    return summary(opts.out, manifest.size, started, reused, fetched, refetched, bytesPerPeer, dropped);
+  } catch (err) {
+    if (failed !== null && err !== failed) throw failed;
+    throw err;
+  } finally {
+    for (const t of timers) clearInterval(t);
+    partFile?.close();
+    await closeWorkers(workers);
+    if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);
+  }
+}
+
+/** Opens or creates the `.part` file; returns the resume state when a good sidecar is there. */
+async function openPart(opts: DownloadOptions, partPath: string, sidecarPath: string) {
+  const { manifest } = opts;
+  let state = null;
+  try {
+    state = await readSidecar(sidecarPath, opts.fileId);
+    if (state) {
+      const st = await Deno.stat(partPath).catch(() => null);
+      if (!st || st.size !== manifest.size) {
+        opts.onEvent?.({ kind: "restart", reason: `${partPath} is missing or not ${manifest.size} bytes` });
+        state = null;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof SidecarError)) throw err;
+    opts.onEvent?.({ kind: "restart", reason: `ignoring ${sidecarPath}: ${err.message}` });
+    state = null;
+  }
+  if (!state) {
+    try {
+      using f = await Deno.open(partPath, { write: true, create: true, truncate: true });
+      await f.truncate(manifest.size);
+    } catch (err) {
+      throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
+    }
+    await Deno.remove(sidecarPath).catch(() => {});
+  }
+  return state;
+}
+
+async function finish(partPath: string, out: string): Promise<void> {
+  try {
+    await Deno.rename(partPath, out);
+  } catch (err) {
+    throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function closeWorkers(workers: Worker[]): Promise<void> {
+  await Promise.all(workers.map((w) => {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const timer = setTimeout(resolve, 2_000);
+    w.onmessage = (e: MessageEvent<FromWorker>) => {
+      if (e.data.ev === "closed") resolve();
+    };
+    w.postMessage({ op: "close" } satisfies ToWorker);
+    return promise.finally(() => {
+      clearTimeout(timer);
+      w.terminate();
+    });
+  }));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+function summary(
+  path: string,
+  bytes: number,
+  started: number,
+  reused: number,
+  fetched: number,
+  refetched: number,
+  bytesPerPeer: Record<string, number>,
+  peersDropped: { peer: string; reason: string }[],
+): DownloadSummary {
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    path,
+    bytes,
+    seconds,
+    mbPerSecond: seconds > 0 ? bytes / 1e6 / seconds : 0,
+    chunksReused: reused,
+    chunksFetched: fetched,
+    chunksRefetched: refetched,
+    bytesPerPeer,
+    peersDropped,
+  };
+}
+
+/** "1-3, 7, 9-12" (shortened after 20 ranges). */
+export function listIndexes(xs: number[]): string {
+  const ranges: string[] = [];
+  for (let i = 0; i < xs.length;) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    ranges.push(i === j ? `${xs[i]}` : `${xs[i]}-${xs[j]}`);
+    i = j + 1;
+  }
+  return ranges.length > 20 ? ranges.slice(0, 20).join(", ") + ", …" : ranges.join(", ");
+}

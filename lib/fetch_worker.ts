@@ -1,0 +1,164 @@
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
+/**
+ * A fetch worker: holds peer connections, sends the requests the
+ * coordinator schedules, checks each chunk's SHA-256 and writes it at its
+ * offset in the `.part` file, so hashing and disk I/O stay off the main
+ * thread. A chunk's bytes are read from the socket straight into their
+ * frame buffer, hashed and written from there: no copies.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { connect, type Connection } from "./connection.ts";
+import { describeError } from "./errors.ts";
+import type { FromWorker, ToWorker } from "./worker_messages.ts";
+
+interface FileInfo {
+  fileId: string;
+  size: number;
+  chunkSize: number;
+  chunks: string[];
+  fd: number;
+}
+
+let file: FileInfo | null = null;
+const links = new Map<string, Connection>();
+const outstanding = new Map<string, Set<number>>();
+
+function post(msg: FromWorker, transfer: Transferable[] = []): void {
+  self.postMessage(msg, transfer);
+}
+
+function chunkLen(f: FileInfo, index: number): number {
+  return Math.min(f.chunkSize, f.size - index * f.chunkSize);
+}
+
+function digestHex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+async function runPeer(peer: string, host: string, port: number): Promise<void> {
+  const f = file!;
+  let reason = "closed by the peer";
+  let conn: Connection | null = null;
+  try {
+    conn = await connect({ host, port });
+    links.set(peer, conn);
+    outstanding.set(peer, new Set());
+    const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
+    if (bf.count !== f.chunks.length) throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.chunks.length}`);
+    const bits = bf.bits.slice();
+    post({ ev: "ready", peer, bits }, [bits.buffer]);
+    while (!conn.closed) {
+      const msg = await conn.receive(0); // the coordinator watches for stalls
+      if (msg.type === "piece") {
+        const mine = outstanding.get(peer);
+        if (msg.fileId !== f.fileId || !mine?.delete(msg.index)) continue; // cancelled or unasked
+        if (msg.data.length !== chunkLen(f, msg.index) || digestHex(msg.data) !== f.chunks[msg.index]) {
+          post({ ev: "bad", peer, index: msg.index });
+          continue;
+        }
+        writeAt(f, msg.data, msg.index * f.chunkSize);
+        post({ ev: "done", peer, index: msg.index, bytes: msg.data.length });
+      } else if (msg.type === "have") {
+        if (msg.fileId === f.fileId) post({ ev: "have", peer, index: msg.index });
+      } else if (msg.type === "reject") {
+        outstanding.get(peer)?.delete(msg.index);
+        post({ ev: "reject", peer, index: msg.index, reason: msg.reason });
+      } else if (msg.type === "error") {
+        reason = `error from the peer: ${msg.message}`;
+        break;
+      } else {
+        reason = `unexpected ${msg.type} message`;
+        break;
+      }
+    }
+  } catch (err) {
+    if (err instanceof LocalDiskError) {
+      post({ ev: "fatal", message: err.message });
+    }
+    reason = describeError(err);
+  } finally {
+    conn?.close();
+    links.delete(peer);
+    outstanding.delete(peer);
+    post({ ev: "gone", peer, reason });
+  }
+}
+
+class LocalDiskError extends Error {}
+
+function writeAt(f: FileInfo, data: Uint8Array, position: number): void {
+  try {
+    let at = 0;
+    while (at < data.length) at += writeSync(f.fd, data, at, data.length - at, position + at);
+  } catch (err) {
+    throw new LocalDiskError(`Cannot write the .part file: ${describeError(err)}`);
+  }
+}
+
+function verify(indexes: number[]): void {
+  const f = file!;
+  const good: number[] = [], bad: number[] = [];
+  const buf = new Uint8Array(f.chunkSize);
+  for (const i of indexes) {
+    const len = chunkLen(f, i);
+    let at = 0;
+    while (at < len) {
+      const n = readSync(f.fd, buf, at, len - at, i * f.chunkSize + at);
+      if (n === 0) break;
+      at += n;
+    }
+    (at === len && digestHex(buf.subarray(0, len)) === f.chunks[i] ? good : bad).push(i);
+  }
+  post({ ev: "verified", good, bad });
+}
+
+self.onmessage = (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  try {
+    switch (m.op) {
+      case "init":
+        file = { ...m, fd: openSync(m.partPath, "r+") };
+        break;
+      case "connect":
+        runPeer(m.peer, m.host, m.port);
+        break;
+      case "request": {
+        const conn = links.get(m.peer);
+        if (!conn) {
+          post({ ev: "reject", peer: m.peer, index: m.index, reason: "not connected" });
+          break;
+        }
+        outstanding.get(m.peer)?.add(m.index);
+        conn.send({ type: "request", fileId: file!.fileId, index: m.index }).catch(() => conn.close());
+        break;
+      }
+      case "cancel": {
+        const conn = links.get(m.peer);
+        if (conn && outstanding.get(m.peer)?.delete(m.index)) {
+          conn.send({ type: "cancel", fileId: file!.fileId, index: m.index }).catch(() => conn.close());
+        }
+        break;
+      }
+      case "drop":
+        links.get(m.peer)?.close();
+        break;
+      case "verify":
+        verify(m.indexes);
+        break;
+      case "close":
+        for (const c of links.values()) c.close();
+        if (file) closeSync(file.fd);
+        file = null;
+        post({ ev: "closed" });
+        self.close();
+        break;
+    }
+  } catch (err) {
+    post({ ev: "fatal", message: describeError(err) });
+  }
+};

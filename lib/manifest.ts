@@ -1,0 +1,152 @@
+/**
+ * Manifests and content-derived file ids.
+ *
+ * A manifest lists a file's size, chunk size and every chunk's SHA-256,
+ * plus a suggested name. The file id is the SHA-256 of the manifest's
+ * canonical bytes *without* the name, so the same content has one id
+ * whatever it is called:
+ *
+ * ```
+ * "shoal-manifest-v1" (17 ASCII bytes)
+ * <size: u64 BE><chunkSize: u32 BE><count: u32 BE><hash 0: 32 bytes>...<hash count-1>
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { fromHex, isSha256Hex, toHex, utf8Encoder } from "./bytes.ts";
+import { ProtocolError } from "./errors.ts";
+import { MAX_CHUNK_SIZE } from "./framing.ts";
+import { fileNameProblem } from "./names.ts";
+
+/** Default chunk size: 1 MiB. */
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+/** Smallest chunk size a manifest may declare: 16 KiB. */
+export const MIN_CHUNK_SIZE = 16 * 1024;
+/** Largest file size we accept: 2^53 - 1 bytes (exact in a JS number). */
+export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
+/** Largest number of chunks in one manifest (keeps a manifest frame bounded). */
+export const MAX_CHUNKS = 1 << 20;
+
+const CANONICAL_TAG = utf8Encoder.encode("shoal-manifest-v1");
+
+/** A file's description. `chunks` are lowercase hex SHA-256 values. */
+export interface Manifest {
+  name: string;
+  size: number;
+  chunkSize: number;
+  chunks: string[];
+}
+
+/** Number of chunks a file of `size` bytes has at `chunkSize`. */
+export function chunkCount(size: number, chunkSize: number): number {
+  return Math.ceil(size / chunkSize);
+}
+
+/** Byte length of chunk `index`. */
+export function chunkLength(m: Pick<Manifest, "size" | "chunkSize">, index: number): number {
+  return Math.min(m.chunkSize, m.size - index * m.chunkSize);
+}
+
+/** The canonical bytes hashed into the file id (name excluded). */
+export function canonicalManifestBytes(m: Manifest): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(CANONICAL_TAG.length + 16 + 32 * m.chunks.length);
+  out.set(CANONICAL_TAG, 0);
+  const view = new DataView(out.buffer);
+  let at = CANONICAL_TAG.length;
+  view.setBigUint64(at, BigInt(m.size));
+  view.setUint32(at + 8, m.chunkSize);
+  view.setUint32(at + 12, m.chunks.length);
+  at += 16;
+  for (const h of m.chunks) {
+    out.set(fromHex(h), at);
+    at += 32;
+  }
+  return out;
+}
+
+/** SHA-256 of `bytes`, as lowercase hex. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** The content-derived id of a manifest (64 lowercase hex digits). */
+export function fileIdOf(m: Manifest): string {
+  return sha256Hex(canonicalManifestBytes(m));
+}
+
+/** Why `value` is not a well-formed manifest, or null when it is. */
+export function manifestProblem(value: unknown): string | null {
+  if (typeof value !== "object" || value === null) return "is not an object";
+  const m = value as Record<string, unknown>;
+  const nameProblem = fileNameProblem(m.name);
+  if (nameProblem) return `name ${nameProblem}`;
+  if (!Number.isSafeInteger(m.size) || (m.size as number) < 0) return "size is not a non-negative integer";
+  const cs = m.chunkSize;
+  if (!Number.isInteger(cs) || (cs as number) < MIN_CHUNK_SIZE || (cs as number) > MAX_CHUNK_SIZE) {
+    return `chunkSize is not an integer in [${MIN_CHUNK_SIZE}, ${MAX_CHUNK_SIZE}]`;
+  }
+  if (!Array.isArray(m.chunks)) return "chunks is not an array";
+  const want = chunkCount(m.size as number, cs as number);
+  if (want > MAX_CHUNKS) return `has ${want} chunks, more than ${MAX_CHUNKS}`;
+  if (m.chunks.length !== want) return `has ${m.chunks.length} chunk hashes, expected ${want}`;
+  if (!m.chunks.every(isSha256Hex)) return "has a chunk hash that is not 64 lowercase hex digits";
+  return null;
+}
+
+/**
+ * Checks a manifest received from anyone: well-formed and, when
+ * `expectedId` is given, hashing to that id. Returns a clean copy.
+ */
+export function verifyManifest(value: unknown, expectedId?: string): Manifest {
+  const problem = manifestProblem(value);
+  if (problem) throw new ProtocolError(`Invalid manifest: ${problem}`, "bad_manifest");
+  const v = value as Manifest;
+  const m: Manifest = { name: v.name, size: v.size, chunkSize: v.chunkSize, chunks: [...v.chunks] };
+  if (expectedId !== undefined) {
+    const id = fileIdOf(m);
+    if (id !== expectedId) {
+      throw new ProtocolError(`Manifest hashes to ${id}, not the requested id ${expectedId}`, "bad_manifest");
+    }
+  }
+  return m;
+}
+
+/** Progress callback for {@link hashFile}: bytes hashed so far of the total. */
+export type HashProgress = (done: number, total: number) => void;
+
+/**
+ * Reads a file once and builds its manifest. Reads chunk by chunk into one
+ * reused buffer, so memory stays at one chunk whatever the file size.
+ */
+export async function hashFile(
+  path: string,
+  name: string,
+  chunkSize: number = DEFAULT_CHUNK_SIZE,
+  onProgress?: HashProgress,
+): Promise<Manifest> {
+  using file = await Deno.open(path, { read: true });
+  const size = (await file.stat()).size;
+  const chunks: string[] = [];
+  const buf = new Uint8Array(chunkSize);
+  let done = 0;
+  while (done < size) {
+    const want = Math.min(chunkSize, size - done);
+    await readFull(file, buf.subarray(0, want));
+    chunks.push(toHex(createHash("sha256").update(buf.subarray(0, want)).digest()));
+    done += want;
+    onProgress?.(done, size);
+  }
+  return { name, size, chunkSize, chunks };
+}
+
+/** Reads exactly `into.length` bytes or throws (file shrank underneath us). */
+export async function readFull(file: Deno.FsFile, into: Uint8Array): Promise<void> {
+  let at = 0;
+  while (at < into.length) {
+    const n = await file.read(into.subarray(at));
+    if (n === null) throw new Error(`File ended ${into.length - at} bytes early (changed while reading?)`);
+    at += n;
+  }
+}

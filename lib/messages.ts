@@ -1,0 +1,347 @@
+/**
+ * Typed messages and their wire encoding. docs/PROTOCOL.md is the spec;
+ * this file is its executable form. Each frame carries one message; the
+ * frame's type byte says which (the table {@link WireType}). Ids are never
+ * reused or renumbered; an unknown id is answered with an `unknown_type`
+ * error and the connection is closed.
+ *
+ * Control messages carry a UTF-8 JSON object (the "type" lives in the frame
+ * header, not in the JSON). Chunk traffic is binary: a file id is its 32 raw
+ * bytes, integers are big-endian, chunk data is raw bytes.
+ *
+ * @module
+ */
+
+import { fromHex, isSha256Hex, toHex, utf8Decoder, utf8Encoder } from "./bytes.ts";
+import { ProtocolError } from "./errors.ts";
+import { type Frame, FRAME_HEADER_BYTES, writeFrameHeader } from "./framing.ts";
+import { type Manifest, verifyManifest } from "./manifest.ts";
+
+/** Wire protocol version spoken by this build. */
+export const PROTOCOL_VERSION = 1;
+/** Protocol name carried in HELLO. */
+export const PROTOCOL_NAME = "shoal";
+
+/** Frame type byte of each message. Never renumber; retire ids by leaving them out. */
+export const WireType = {
+  hello: 0x01,
+  error: 0x02,
+  ok: 0x03,
+  register: 0x10,
+  registered: 0x11,
+  heartbeat: 0x12,
+  unregister: 0x13,
+  announce: 0x14,
+  list_files: 0x20,
+  file_list: 0x21,
+  get_peers: 0x22,
+  peer_list: 0x23,
+  get_manifest: 0x24,
+  manifest: 0x25,
+  interested: 0x30,
+  bitfield: 0x31,
+  have: 0x32,
+  request: 0x33,
+  piece: 0x34,
+  cancel: 0x35,
+  reject: 0x36,
+} as const;
+
+export type MessageName = keyof typeof WireType;
+
+const NAME_OF = new Map<number, MessageName>(
+  Object.entries(WireType).map(([k, v]) => [v, k as MessageName]),
+);
+
+/** One file in a catalog answer. `peers` counts complete sources, `partial` partial ones. */
+export interface FileSummary {
+  id: string;
+  name: string;
+  size: number;
+  chunkSize: number;
+  peers: number;
+  partial: number;
+}
+
+/** A peer holding a file, as the tracker reports it. */
+export interface PeerEntry {
+  host: string;
+  port: number;
+  complete: boolean;
+}
+
+/** Every message, tagged by `type`. */
+export type Message =
+  | { type: "hello"; protocol: string; version: number; agent: string }
+  | { type: "error"; code: string; message: string }
+  | { type: "ok" }
+  | { type: "register"; port: number; host?: string }
+  | { type: "registered"; peerId: string; heartbeatMs: number; expiryMs: number }
+  | { type: "heartbeat"; peerId: string }
+  | { type: "unregister"; peerId: string }
+  | { type: "announce"; peerId: string; add: Manifest[]; partial: string[]; remove: string[] }
+  | { type: "list_files"; query?: string }
+  | { type: "file_list"; files: FileSummary[] }
+  | { type: "get_peers"; fileId: string }
+  | { type: "peer_list"; fileId: string; peers: PeerEntry[] }
+  | { type: "get_manifest"; fileId: string }
+  | { type: "manifest"; fileId: string; manifest: Manifest }
+  | { type: "interested"; fileId: string }
+  | { type: "bitfield"; fileId: string; count: number; bits: Uint8Array }
+  | { type: "have"; fileId: string; index: number }
+  | { type: "request"; fileId: string; index: number }
+  | { type: "piece"; fileId: string; index: number; data: Uint8Array }
+  | { type: "cancel"; fileId: string; index: number }
+  | { type: "reject"; fileId: string; index: number; reason: string };
+
+/** The message of a given type name. */
+export type MessageOf<T extends MessageName> = Extract<Message, { type: T }>;
+
+/** Longest string field we accept in a control message. */
+export const MAX_TEXT = 1024;
+/** Most entries in any list inside a control message. */
+export const MAX_LIST = 100_000;
+
+// ---------------------------------------------------------------- encoding
+
+/** Encodes a message into one whole frame. */
+export function encodeMessage(msg: Message): Uint8Array<ArrayBuffer> {
+  const type = WireType[msg.type];
+  switch (msg.type) {
+    case "interested":
+      return binaryFrame(type, msg.fileId, [], null);
+    case "bitfield":
+      return binaryFrame(type, msg.fileId, [msg.count], msg.bits);
+    case "have":
+    case "request":
+    case "cancel":
+      return binaryFrame(type, msg.fileId, [msg.index], null);
+    case "piece":
+      return binaryFrame(type, msg.fileId, [msg.index], msg.data);
+    case "reject":
+      return binaryFrame(type, msg.fileId, [msg.index], utf8Encoder.encode(msg.reason));
+    default: {
+      const { type: _drop, ...body } = msg;
+      return frameOf(type, utf8Encoder.encode(JSON.stringify(body)));
+    }
+  }
+}
+
+/** Bytes before the data in a PIECE frame: header, file id, index. */
+export const PIECE_PREFIX_BYTES = FRAME_HEADER_BYTES + 32 + 4;
+
+/**
+ * Allocates a whole PIECE frame for `length` data bytes and returns it with
+ * the data region, so a sender can read file bytes straight into the frame.
+ */
+export function allocPieceFrame(
+  fileId: string,
+  index: number,
+  length: number,
+): { frame: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
+  const frame = new Uint8Array(PIECE_PREFIX_BYTES + length);
+  writeFrameHeader(frame, WireType.piece, 36 + length);
+  frame.set(fileIdBytes(fileId), FRAME_HEADER_BYTES);
+  new DataView(frame.buffer).setUint32(FRAME_HEADER_BYTES + 32, index);
+  return { frame, data: frame.subarray(PIECE_PREFIX_BYTES) };
+}
+
+function frameOf(type: number, payload: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(FRAME_HEADER_BYTES + payload.length);
+  writeFrameHeader(out, type, payload.length);
+  out.set(payload, FRAME_HEADER_BYTES);
+  return out;
+}
+
+function fileIdBytes(fileId: string): Uint8Array {
+  if (!isSha256Hex(fileId)) throw new RangeError(`Cannot encode file id ${JSON.stringify(fileId)}`);
+  return fromHex(fileId);
+}
+
+function binaryFrame(type: number, fileId: string, u32s: number[], tail: Uint8Array | null) {
+  const len = 32 + 4 * u32s.length + (tail?.length ?? 0);
+  const out = new Uint8Array(FRAME_HEADER_BYTES + len);
+  writeFrameHeader(out, type, len);
+  out.set(fileIdBytes(fileId), FRAME_HEADER_BYTES);
+  const view = new DataView(out.buffer);
+  let at = FRAME_HEADER_BYTES + 32;
+  for (const n of u32s) {
+    if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`Cannot encode ${n} as u32`);
+    view.setUint32(at, n);
+    at += 4;
+  }
+  if (tail) out.set(tail, at);
+  return out;
+}
+
+// ---------------------------------------------------------------- decoding
+
+/** Decodes one frame into a message; throws ProtocolError on anything malformed. */
+export function decodeMessage(frame: Frame): Message {
+  const name = NAME_OF.get(frame.type);
+  if (name === undefined) {
+    throw new ProtocolError(`Unknown message type 0x${frame.type.toString(16).padStart(2, "0")}`, "unknown_type");
+  }
+  const p = frame.payload;
+  switch (name) {
+    case "interested":
+      return { type: name, fileId: readFileId(p, name, 0) };
+    case "bitfield": {
+      const fileId = readFileId(p, name, 4);
+      const count = u32At(p, 32);
+      const bits = p.subarray(36);
+      if (bits.length !== Math.ceil(count / 8)) {
+        throw bad(name, `holds ${bits.length} bitfield bytes for ${count} chunks`);
+      }
+      return { type: name, fileId, count, bits };
+    }
+    case "have":
+    case "request":
+    case "cancel":
+      return { type: name, fileId: readFileId(p, name, 4, true), index: u32At(p, 32) };
+    case "piece":
+      return { type: name, fileId: readFileId(p, name, 4), index: u32At(p, 32), data: p.subarray(36) };
+    case "reject": {
+      const fileId = readFileId(p, name, 4);
+      return { type: name, fileId, index: u32At(p, 32), reason: text(p.subarray(36), name) };
+    }
+    default:
+      return decodeJson(name, p);
+  }
+}
+
+function decodeJson(name: MessageName, payload: Uint8Array): Message {
+  let body: unknown;
+  try {
+    body = JSON.parse(utf8Decoder.decode(payload));
+  } catch {
+    throw bad(name, "payload is not UTF-8 JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw bad(name, "payload is not a JSON object");
+  const o = body as Record<string, unknown>;
+  const r = new Reader(name, o);
+  switch (name) {
+    case "hello":
+      return { type: name, protocol: r.str("protocol"), version: r.int("version", 0, 0xffff), agent: r.str("agent") };
+    case "error":
+      return { type: name, code: r.str("code"), message: r.str("message") };
+    case "ok":
+      return { type: name };
+    case "register": {
+      const msg: MessageOf<"register"> = { type: name, port: r.int("port", 1, 65535) };
+      if (o.host !== undefined) msg.host = r.str("host");
+      return msg;
+    }
+    case "registered":
+      return {
+        type: name,
+        peerId: r.str("peerId"),
+        heartbeatMs: r.int("heartbeatMs", 1, 86_400_000),
+        expiryMs: r.int("expiryMs", 1, 86_400_000),
+      };
+    case "heartbeat":
+    case "unregister":
+      return { type: name, peerId: r.str("peerId") };
+    case "announce":
+      return {
+        type: name,
+        peerId: r.str("peerId"),
+        add: r.list("add").map((m) => verifyManifest(m)),
+        partial: r.list("partial").map((id) => checkId(name, id)),
+        remove: r.list("remove").map((id) => checkId(name, id)),
+      };
+    case "list_files": {
+      const msg: MessageOf<"list_files"> = { type: name };
+      if (o.query !== undefined) msg.query = r.str("query");
+      return msg;
+    }
+    case "file_list":
+      return { type: name, files: r.list("files").map((f) => fileSummary(name, f)) };
+    case "get_peers":
+    case "get_manifest":
+      return { type: name, fileId: checkId(name, o.fileId) };
+    case "peer_list":
+      return { type: name, fileId: checkId(name, o.fileId), peers: r.list("peers").map((e) => peerEntry(name, e)) };
+    case "manifest": {
+      const fileId = checkId(name, o.fileId);
+      return { type: name, fileId, manifest: verifyManifest(o.manifest, fileId) };
+    }
+    default:
+      throw new ProtocolError(`Message ${name} is not a JSON message`, "malformed");
+  }
+}
+
+class Reader {
+  constructor(readonly name: string, readonly o: Record<string, unknown>) {}
+  str(key: string): string {
+    const v = this.o[key];
+    if (typeof v !== "string" || v.length > MAX_TEXT) throw bad(this.name, `field ${key} is not a string of at most ${MAX_TEXT} characters`);
+    return v;
+  }
+  int(key: string, min: number, max: number): number {
+    const v = this.o[key];
+    if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) {
+      throw bad(this.name, `field ${key} is not an integer in [${min}, ${max}]`);
+    }
+    return v as number;
+  }
+  list(key: string): unknown[] {
+    const v = this.o[key];
+    if (!Array.isArray(v) || v.length > MAX_LIST) throw bad(this.name, `field ${key} is not a list of at most ${MAX_LIST}`);
+    return v;
+  }
+}
+
+function fileSummary(name: string, v: unknown): FileSummary {
+  if (typeof v !== "object" || v === null) throw bad(name, "a file entry is not an object");
+  const r = new Reader(name, v as Record<string, unknown>);
+  return {
+    id: checkId(name, (v as Record<string, unknown>).id),
+    name: r.str("name"),
+    size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
+    chunkSize: r.int("chunkSize", 1, 0xffffffff),
+    peers: r.int("peers", 0, 0xffffffff),
+    partial: r.int("partial", 0, 0xffffffff),
+  };
+}
+
+function peerEntry(name: string, v: unknown): PeerEntry {
+  if (typeof v !== "object" || v === null) throw bad(name, "a peer entry is not an object");
+  const o = v as Record<string, unknown>;
+  const r = new Reader(name, o);
+  if (typeof o.complete !== "boolean") throw bad(name, "field complete is not a boolean");
+  return { host: r.str("host"), port: r.int("port", 1, 65535), complete: o.complete };
+}
+
+function checkId(name: string, v: unknown): string {
+  if (!isSha256Hex(v)) throw bad(name, "a file id is not 64 lowercase hex digits");
+  return v;
+}
+
+function readFileId(p: Uint8Array, name: string, extra: number, exact = false): string {
+  if (p.length < 32 + extra || (exact && p.length !== 32 + extra) || (extra === 0 && p.length !== 32)) {
+    throw bad(name, `payload of ${p.length} bytes is the wrong length`);
+  }
+  return toHex(p.subarray(0, 32));
+}
+
+function u32At(p: Uint8Array, at: number): number {
+  return new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(at);
+}
+
+function text(bytes: Uint8Array, name: string): string {
+  try {
+    return utf8Decoder.decode(bytes);
+  } catch {
+    throw bad(name, "text is not UTF-8");
+  }
+}
+
+function bad(name: string, what: string): ProtocolError {
+  return new ProtocolError(`Malformed ${name} message: ${what}`, "malformed");
+}
+
+/** The HELLO every connection opens with. */
+export function helloMessage(agent = "shoal/0.1"): MessageOf<"hello"> {
+  return { type: "hello", protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, agent };
+}

@@ -1,0 +1,203 @@
+/**
+ * A peer: serves the chunks of the files it indexed (and of downloads in
+ * progress, as a partial source) and keeps itself registered with the
+ * tracker. It never opens a path received from the network: requests name
+ * a file id and a chunk index, and only indexed ids are served.
+ *
+ * @module
+ */
+
+import { type Address, type Connection } from "./connection.ts";
+import { Bitfield } from "./bitfield.ts";
+import { ShoalError } from "./errors.ts";
+import type { SharedFile } from "./indexer.ts";
+import { chunkLength, type Manifest, readFull } from "./manifest.ts";
+import { allocPieceFrame, type FileSummary, type Message } from "./messages.ts";
+import { FrameServer, type ServerOptions } from "./server.ts";
+import { type LinkEvent, TrackerLink } from "./tracker_link.ts";
+
+/** A file this peer serves. `have` is null when the file is complete. */
+interface Served {
+  id: string;
+  path: string;
+  manifest: Manifest;
+  have: Bitfield | null;
+  interested: Set<Connection>;
+}
+
+/** Options for {@link PeerNode.start}. */
+export interface PeerOptions extends ServerOptions {
+  tracker?: Address;
+  /** Address announced to the tracker, when not the one it sees us from. */
+  advertiseHost?: string;
+  onTrackerEvent?: (e: LinkEvent) => void;
+  /** Test hook: flip a byte in every chunk served (a peer that sends bad data). */
+  corrupt?: boolean;
+}
+
+/** Transfer counters. */
+export interface PeerStats {
+  chunksServed: number;
+  bytesServed: number;
+  rejected: number;
+}
+
+/** A running peer. */
+export class PeerNode {
+  readonly server: FrameServer;
+  readonly link: TrackerLink | null;
+  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0 };
+  #files = new Map<string, Served>();
+  #corrupt: boolean;
+
+  private constructor(options: PeerOptions, files: SharedFile[]) {
+    for (const f of files) this.#put(f.id, f.path, f.manifest, null);
+    this.#corrupt = options.corrupt ?? false;
+    this.server = FrameServer.listen(options, (msg, conn) => this.#handle(msg, conn));
+    const tracker = options.tracker;
+    this.link = tracker === undefined ? null : new TrackerLink({
+      tracker,
+      port: this.server.address.port,
+      ...(options.advertiseHost === undefined ? {} : { host: options.advertiseHost }),
+      holdings: () => this.holdings(),
+      ...(options.onTrackerEvent === undefined ? {} : { onEvent: options.onTrackerEvent }),
+    });
+  }
+
+  /** Starts serving `files` and, with a tracker, registers. */
+  static start(files: SharedFile[], options: PeerOptions = {}): PeerNode {
+    return new PeerNode(options, files);
+  }
+
+  get address(): Address {
+    return this.server.address;
+  }
+
+  /** What we hold, for the tracker. */
+  holdings(): { complete: Manifest[]; partial: string[] } {
+    const complete: Manifest[] = [], partial: string[] = [];
+    for (const f of this.#files.values()) {
+      if (f.have === null) complete.push(f.manifest);
+      else if (f.have.count > 0) partial.push(f.id);
+    }
+    return { complete, partial };
+  }
+
+  /** Files served, complete ones with their manifests. */
+  catalog(): FileSummary[] {
+    return [...this.#files.values()].filter((f) => f.have === null).map((f) => ({
+      id: f.id,
+      name: f.manifest.name,
+      size: f.manifest.size,
+      chunkSize: f.manifest.chunkSize,
+      peers: 1,
+      partial: 0,
+    }));
+  }
+
+  /** Starts sharing a complete file. */
+  async share(f: SharedFile): Promise<void> {
+    const was = this.#files.get(f.id);
+    this.#put(f.id, f.path, f.manifest, null);
+    if (!was || was.have !== null) await this.link?.update([f.manifest], [], []);
+  }
+
+  /** Stops sharing a file. */
+  async unshare(id: string): Promise<void> {
+    const f = this.#files.get(id);
+    if (!f) return;
+    this.#files.delete(id);
+    for (const c of f.interested) c.close();
+    await this.link?.update([], [], [id]);
+  }
+
+  /**
+   * Serves a download in progress from its `.part` file: chunks in `have`
+   * only. Call {@link gained} as chunks arrive and {@link share} when done.
+   */
+  async sharePartial(id: string, path: string, manifest: Manifest, have: Bitfield): Promise<void> {
+    this.#put(id, path, manifest, have);
+    if (have.count > 0) await this.link?.update([], [id], []);
+  }
+
+  /** Records a chunk gained by a partial file and tells interested peers (HAVE). */
+  gained(id: string, index: number): void {
+    const f = this.#files.get(id);
+    if (!f || f.have === null) return;
+    const first = f.have.count === 0;
+    if (!f.have.set(index)) return;
+    if (first) this.link?.update([], [id], []).catch(() => {});
+    for (const c of f.interested) {
+      if (c.closed) f.interested.delete(c);
+      else c.send({ type: "have", fileId: id, index }).catch(() => c.close());
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.link?.stop();
+    await this.server.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #put(id: string, path: string, manifest: Manifest, have: Bitfield | null): void {
+    const interested = this.#files.get(id)?.interested ?? new Set<Connection>();
+    this.#files.set(id, { id, path, manifest, have, interested });
+  }
+
+  async #handle(msg: Message, conn: Connection): Promise<Message | void> {
+    switch (msg.type) {
+      case "list_files": {
+        const q = msg.query?.toLowerCase();
+        return { type: "file_list", files: this.catalog().filter((f) => q === undefined || f.name.toLowerCase().includes(q)) };
+      }
+      case "get_manifest":
+        return { type: "manifest", fileId: msg.fileId, manifest: this.#served(msg.fileId).manifest };
+      case "interested": {
+        const f = this.#served(msg.fileId);
+        for (const c of f.interested) if (c.closed) f.interested.delete(c);
+        f.interested.add(conn);
+        const bits = f.have ?? Bitfield.full(f.manifest.chunks.length);
+        return { type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes };
+      }
+      case "request":
+        return await this.#serveChunk(msg.fileId, msg.index, conn);
+      case "cancel":
+        return; // requests are served in order as they arrive; a late cancel has nothing left to stop
+      default:
+        throw new ShoalError("unsupported", `A peer does not handle ${msg.type} messages`);
+    }
+  }
+
+  async #serveChunk(fileId: string, index: number, conn: Connection): Promise<Message | void> {
+    const f = this.#files.get(fileId);
+    const reject = (reason: string): Message => {
+      this.stats.rejected++;
+      return { type: "reject", fileId, index, reason };
+    };
+    if (!f) return reject("not shared here");
+    if (index >= f.manifest.chunks.length) return reject("no such chunk");
+    if (f.have !== null && !f.have.has(index)) return reject("chunk not here yet");
+    const len = chunkLength(f.manifest, index);
+    const { frame, data } = allocPieceFrame(fileId, index, len);
+    try {
+      using file = await Deno.open(f.path, { read: true });
+      await file.seek(index * f.manifest.chunkSize, Deno.SeekMode.Start);
+      await readFull(file, data);
+    } catch {
+      return reject("cannot read the file");
+    }
+    if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
+    await conn.sendBytes(frame);
+    this.stats.chunksServed++;
+    this.stats.bytesServed += len;
+  }
+
+  #served(id: string): Served {
+    const f = this.#files.get(id);
+    if (!f) throw new ShoalError("not_found", `File ${id} is not shared here`);
+    return f;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Which chunk to ask which peer for. Pure state, no I/O.
+ *
+ * - Rarest first: among the chunks a peer has that nobody is fetching, pick
+ *   one held by the fewest live peers (ties broken at random, so several
+ *   downloaders spread over different chunks).
+ * - Load follows throughput: each peer keeps up to `pipeline` requests
+ *   outstanding and gets a new one each time one completes, so a fast peer
+ *   is asked more often than a slow one.
+ * - Endgame: once every missing chunk is already requested, an idle peer
+ *   asks for an in-flight chunk too (at most `endgameCopies` requesters per
+ *   chunk); the first copy wins and the others are cancelled.
+ *
+ * @module
+ */
+
+import { Bitfield } from "./bitfield.ts";
+
+/** Default requests outstanding per peer. */
+export const DEFAULT_PIPELINE = 4;
+/** Most peers asked for the same chunk in endgame. */
+export const ENDGAME_COPIES = 2;
+
+interface PeerState {
+  has: Bitfield;
+  inflight: Set<number>;
+}
+
+/** Chunk scheduling state for one download. */
+export class Scheduler {
+  readonly done: Bitfield;
+  #peers = new Map<string, PeerState>();
+  #availability: Uint32Array;
+  /** chunk -> peers it is requested from */
+  #requested = new Map<number, Set<string>>();
+  #random: () => number;
+
+  constructor(total: number, done?: Bitfield, random: () => number = Math.random) {
+    this.done = done ?? new Bitfield(total);
+    this.#availability = new Uint32Array(total);
+    this.#random = random;
+  }
+
+  get total(): number {
+    return this.done.size;
+  }
+
+  get complete(): boolean {
+    return this.done.complete;
+  }
+
+  get peerCount(): number {
+    return this.#peers.size;
+  }
+
+  /** Requests outstanding to `peer`. */
+  inflight(peer: string): number {
+    return this.#peers.get(peer)?.inflight.size ?? 0;
+  }
+
+  addPeer(peer: string, has: Bitfield): void {
+    this.removePeer(peer);
+    this.#peers.set(peer, { has, inflight: new Set() });
+    for (let i = 0; i < has.size; i++) if (has.has(i)) this.#availability[i]!++;
+  }
+
+  /** A peer announced a new chunk (HAVE). */
+  peerGained(peer: string, index: number): void {
+    const p = this.#peers.get(peer);
+    if (p && index < p.has.size && p.has.set(index)) this.#availability[index]!++;
+  }
+
+  /** Forgets a peer; its outstanding chunks become requestable again. */
+  removePeer(peer: string): number[] {
+    const p = this.#peers.get(peer);
+    if (!p) return [];
+    for (let i = 0; i < p.has.size; i++) if (p.has.has(i)) this.#availability[i]!--;
+    const lost = [...p.inflight];
+    for (const i of lost) this.#unrequest(i, peer);
+    this.#peers.delete(peer);
+    return lost;
+  }
+
+  /**
+   * The next chunk to request from `peer`, or null when it has nothing we
+   * need now. Marks the chunk requested from `peer`.
+   */
+  next(peer: string): number | null {
+    const p = this.#peers.get(peer);
+    if (!p) return null;
+    let best = -1, bestAvail = Infinity, ties = 0;
+    for (let i = 0; i < this.total; i++) {
+      if (this.done.has(i) || this.#requested.has(i) || !p.has.has(i)) continue;
+      const a = this.#availability[i]!;
+      if (a < bestAvail) {
+        best = i;
+        bestAvail = a;
+        ties = 1;
+      } else if (a === bestAvail && this.#random() * ++ties < 1) {
+        best = i; // reservoir sampling among equally rare chunks
+      }
+    }
+    if (best < 0) best = this.#endgamePick(peer, p);
+    if (best < 0) return null;
+    p.inflight.add(best);
+    const set = this.#requested.get(best) ?? new Set<string>();
+    set.add(peer);
+    this.#requested.set(best, set);
+    return best;
+  }
+
+  /** Marks chunk `index` verified and written; returns the other peers to cancel it on. */
+  completed(index: number, peer: string): string[] {
+    this.done.set(index);
+    const others = [...(this.#requested.get(index) ?? [])].filter((p) => p !== peer);
+    for (const p of this.#requested.get(index) ?? []) this.#peers.get(p)?.inflight.delete(index);
+    this.#requested.delete(index);
+    return others;
+  }
+
+  /** A request failed (rejected, bad hash, cancelled); the chunk can be asked of others. */
+  failed(index: number, peer: string, peerLacksIt = false): void {
+    this.#unrequest(index, peer);
+    const p = this.#peers.get(peer);
+    if (peerLacksIt && p?.has.has(index)) {
+      p.has.clear(index);
+      this.#availability[index]!--;
+    }
+  }
+
+  /** Missing chunks that no connected peer has. */
+  unavailable(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.total; i++) if (!this.done.has(i) && this.#availability[i] === 0) out.push(i);
+    return out;
+  }
+
+  #endgamePick(peer: string, p: PeerState): number {
+    let best = -1, fewest = ENDGAME_COPIES;
+    for (const [i, who] of this.#requested) {
+      if (who.has(peer) || !p.has.has(i) || who.size >= fewest) continue;
+      best = i;
+      fewest = who.size;
+    }
+    return best;
+  }
+
+  #unrequest(index: number, peer: string): void {
+    this.#peers.get(peer)?.inflight.delete(index);
+    const set = this.#requested.get(index);
+    if (!set) return;
+    set.delete(peer);
+    if (set.size === 0) this.#requested.delete(index);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * A TCP server that speaks frames: accepts, runs the server side of the
+ * HELLO handshake, then hands each message to a handler. A connection that
+ * breaks the protocol gets an ERROR frame naming the reason and is closed;
+ * every other connection keeps being served.
+ *
+ * @module
+ */
+
+import { type Address, checkHello, Connection, HANDSHAKE_TIMEOUT_MS } from "./connection.ts";
+import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError } from "./errors.ts";
+import { helloMessage, type Message } from "./messages.ts";
+
+/** Most connections served at once; more are closed on accept. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** A connection silent this long is closed. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * Handles one message. It may return a reply (sent for it) or send on
+ * `conn` itself. A thrown ShoalError is answered with an ERROR frame and the
+ * connection stays open, unless it is a ProtocolError.
+ */
+export type Handler = (msg: Message, conn: Connection) => Promise<Message | void> | Message | void;
+
+/** Options for {@link FrameServer.listen}. */
+export interface ServerOptions {
+  hostname?: string;
+  port?: number;
+  maxFrameBytes?: number;
+  maxConnections?: number;
+  idleTimeoutMs?: number;
+  /** Called when a connection ends because of an error (for logs and counters). */
+  onConnectionError?: (remote: string, err: unknown) => void;
+}
+
+/** Counters a server keeps. */
+export interface ServerStats {
+  accepted: number;
+  active: number;
+  protocolErrors: number;
+  refused: number;
+}
+
+/** A listening frame server. */
+export class FrameServer {
+  readonly address: Address;
+  readonly stats: ServerStats = { accepted: 0, active: 0, protocolErrors: 0, refused: 0 };
+  #listener: Deno.TcpListener;
+  #conns = new Set<Connection>();
+  #tasks = new Set<Promise<void>>();
+  #accepting: Promise<void>;
+  #closed = false;
+
+  private constructor(listener: Deno.TcpListener, readonly handler: Handler, readonly options: ServerOptions) {
+    this.#listener = listener;
+    const addr = listener.addr;
+    this.address = { host: addr.hostname, port: addr.port };
+    this.#accepting = this.#acceptLoop();
+  }
+
+  /** Starts listening (port 0 picks a free port; see {@link address}). */
+  static listen(options: ServerOptions, handler: Handler): FrameServer {
+    const listener = Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    return new FrameServer(listener, handler, options);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    const max = this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    while (!this.#closed) {
+      let raw: Deno.TcpConn;
+      try {
+        raw = await this.#listener.accept();
+      } catch {
+        if (this.#closed) return;
+        continue; // a failed accept (e.g. too many open files) must not stop the server
+      }
+      if (this.#conns.size >= max) {
+        this.stats.refused++;
+        raw.close();
+        continue;
+      }
+      raw.setNoDelay(true);
+      this.stats.accepted++;
+      const opts: { maxFrameBytes?: number; ioTimeoutMs: number } = {
+        ioTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      };
+      if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
+      const conn = new Connection(raw, opts);
+      this.#conns.add(conn);
+      const task = this.#serve(conn).finally(() => {
+        this.#conns.delete(conn);
+        this.#tasks.delete(task);
+        this.stats.active = this.#conns.size;
+      });
+      this.#tasks.add(task);
+      this.stats.active = this.#conns.size;
+    }
+  }
+
+  async #serve(conn: Connection): Promise<void> {
+    try {
+      const hello = await conn.receive(HANDSHAKE_TIMEOUT_MS);
+      checkHello(hello);
+      await conn.send(helloMessage());
+      while (!conn.closed) {
+        const msg = await conn.receive();
+        let reply: Message | void;
+        try {
+          reply = await this.handler(msg, conn);
+        } catch (err) {
+          if (err instanceof ProtocolError || !(err instanceof ShoalError)) throw err;
+          reply = { type: "error", code: err.code, message: err.message };
+        }
+        if (reply) await conn.send(reply);
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.stats.protocolErrors++;
+        await conn.fail(err.code, err.message);
+      } else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !this.#closed) {
+        await conn.fail("internal", "Internal error");
+      }
+      if (!(err instanceof ConnectionClosedError)) this.options.onConnectionError?.(conn.remote, err);
+    } finally {
+      conn.close();
+    }
+  }
+
+  /** Stops accepting, closes every connection, and waits for their handlers. Safe to call twice. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      try {
+        this.#listener.close();
+      } catch {
+        // already closed
+      }
+      for (const c of this.#conns) c.close();
+    }
+    await this.#accepting;
+    await Promise.allSettled([...this.#tasks]);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

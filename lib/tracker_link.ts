@@ -1,0 +1,185 @@
+/**
+ * A peer's link to the tracker: register, announce, heartbeat, and when
+ * anything fails (tracker restarted, network down), reconnect and register
+ * again with backoff. Also the one-shot catalog queries clients make.
+ *
+ * @module
+ */
+
+import { backoffMs, delay } from "./async.ts";
+import { type Address, connect, type Connection } from "./connection.ts";
+import { RemoteError } from "./errors.ts";
+import type { Manifest } from "./manifest.ts";
+import type { FileSummary, PeerEntry } from "./messages.ts";
+
+/** Announce batches stay below this many estimated JSON bytes (well under the frame cap). */
+const ANNOUNCE_BATCH_BYTES = 2 * 1024 * 1024;
+
+/** What the peer currently shares, read again at every (re)registration. */
+export interface Holdings {
+  complete: Manifest[];
+  partial: string[];
+}
+
+/** Link state changes, for logs. */
+export type LinkEvent =
+  | { kind: "registered"; peerId: string }
+  | { kind: "lost"; error: unknown; retryInMs: number };
+
+/** Options for {@link TrackerLink}. */
+export interface TrackerLinkOptions {
+  tracker: Address;
+  /** Our listening port, and host if the tracker should not use our source address. */
+  port: number;
+  host?: string;
+  holdings: () => Holdings;
+  onEvent?: (e: LinkEvent) => void;
+}
+
+/** Keeps a peer registered with the tracker until {@link stop}. */
+export class TrackerLink {
+  #opts: TrackerLinkOptions;
+  #abort = new AbortController();
+  #conn: Connection | null = null;
+  #peerId: string | null = null;
+  #running: Promise<void>;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(options: TrackerLinkOptions) {
+    this.#opts = options;
+    this.#running = this.#run();
+  }
+
+  /** The id the tracker gave us, while registered. */
+  get peerId(): string | null {
+    return this.#peerId;
+  }
+
+  /** Announces changes now if registered; a later re-registration sends the full holdings anyway. */
+  update(add: Manifest[], partial: string[], remove: string[]): Promise<void> {
+    return this.#exclusive(async () => {
+      if (!this.#conn || !this.#peerId) return;
+      try {
+        await sendAnnounce(this.#conn, this.#peerId, add, partial, remove);
+      } catch {
+        this.#conn?.close(); // the run loop notices and re-registers
+      }
+    });
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#abort.signal;
+    let attempt = 0;
+    while (!signal.aborted) {
+      try {
+        await this.#exclusive(() => this.#register());
+        attempt = 0;
+        const interval = this.#interval;
+        while (!signal.aborted) {
+          await delay(interval, signal);
+          await this.#exclusive(async () => {
+            await this.#conn!.request({ type: "heartbeat", peerId: this.#peerId! }, "ok");
+          });
+        }
+      } catch (error) {
+        this.#conn?.close();
+        this.#conn = null;
+        this.#peerId = null;
+        if (signal.aborted) break;
+        const retryInMs = error instanceof RemoteError && error.code === "unknown_peer" ? 0 : backoffMs(attempt++);
+        this.#opts.onEvent?.({ kind: "lost", error, retryInMs });
+        try {
+          await delay(retryInMs, signal);
+        } catch {
+          break;
+        }
+      }
+    }
+  }
+
+  #interval = 5_000;
+
+  async #register(): Promise<void> {
+    const conn = await connect(this.#opts.tracker, { signal: this.#abort.signal });
+    this.#conn = conn;
+    const reg = await conn.request(
+      this.#opts.host === undefined
+        ? { type: "register", port: this.#opts.port }
+        : { type: "register", port: this.#opts.port, host: this.#opts.host },
+      "registered",
+    );
+    this.#interval = reg.heartbeatMs;
+    const h = this.#opts.holdings();
+    await sendAnnounce(conn, reg.peerId, h.complete, h.partial, []);
+    this.#peerId = reg.peerId;
+    this.#opts.onEvent?.({ kind: "registered", peerId: reg.peerId });
+  }
+
+  #exclusive(fn: () => Promise<void>): Promise<void> {
+    const next = this.#queue.then(fn);
+    this.#queue = next.catch(() => {});
+    return next;
+  }
+
+  /** Unregisters (bounded by the connection's deadlines) and stops. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (!this.#abort.signal.aborted) {
+      const conn = this.#conn, peerId = this.#peerId;
+      this.#abort.abort();
+      if (conn && peerId && !conn.closed) {
+        try {
+          await this.#queue;
+          await conn.request({ type: "unregister", peerId }, "ok", 2_000);
+        } catch {
+          // the tracker will expire us
+        }
+      }
+      this.#conn?.close();
+      conn?.close();
+    }
+    await this.#running;
+  }
+}
+
+/** Sends ANNOUNCE messages, splitting the manifests into bounded batches. */
+export async function sendAnnounce(
+  conn: Connection,
+  peerId: string,
+  add: Manifest[],
+  partial: string[],
+  remove: string[],
+): Promise<void> {
+  let batch: Manifest[] = [];
+  let bytes = 0;
+  const flush = async (last: boolean) => {
+    await conn.request(
+      { type: "announce", peerId, add: batch, partial: last ? partial : [], remove: last ? remove : [] },
+      "ok",
+    );
+    batch = [];
+    bytes = 0;
+  };
+  for (const m of add) {
+    const size = 200 + m.name.length * 6 + m.chunks.length * 67;
+    if (batch.length > 0 && bytes + size > ANNOUNCE_BATCH_BYTES) await flush(false);
+    batch.push(m);
+    bytes += size;
+  }
+  await flush(true);
+}
+
+/** Catalog: files with a live source, optionally filtered by name. */
+export async function listFiles(conn: Connection, query?: string): Promise<FileSummary[]> {
+  const msg = query === undefined ? { type: "list_files" as const } : { type: "list_files" as const, query };
+  return (await conn.request(msg, "file_list")).files;
+}
+
+/** Live peers holding a file. */
+export async function getPeers(conn: Connection, fileId: string): Promise<PeerEntry[]> {
+  return (await conn.request({ type: "get_peers", fileId }, "peer_list")).peers;
+}
+
+/** A file's manifest, already checked against its id by the decoder. */
+export async function getManifest(conn: Connection, fileId: string): Promise<Manifest> {
+  return (await conn.request({ type: "get_manifest", fileId }, "manifest")).manifest;
+}

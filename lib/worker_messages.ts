@@ -1,0 +1,28 @@
+/**
+ * Messages between the download coordinator (main thread) and its fetch
+ * workers. Peers are named by a key the coordinator picks.
+ *
+ * @module
+ */
+
+/** Coordinator to worker. */
+export type ToWorker =
+  | { op: "init"; fileId: string; size: number; chunkSize: number; chunks: string[]; partPath: string }
+  | { op: "connect"; peer: string; host: string; port: number }
+  | { op: "request"; peer: string; index: number }
+  | { op: "cancel"; peer: string; index: number }
+  | { op: "drop"; peer: string }
+  | { op: "verify"; indexes: number[] }
+  | { op: "close" };
+
+/** Worker to coordinator. */
+export type FromWorker =
+  | { ev: "ready"; peer: string; bits: Uint8Array }
+  | { ev: "have"; peer: string; index: number }
+  | { ev: "done"; peer: string; index: number; bytes: number }
+  | { ev: "bad"; peer: string; index: number }
+  | { ev: "reject"; peer: string; index: number; reason: string }
+  | { ev: "gone"; peer: string; reason: string }
+  | { ev: "verified"; good: number[]; bad: number[] }
+  | { ev: "fatal"; message: string }
+  | { ev: "closed" };

@@ -1,0 +1,83 @@
+/**
+ * A peer: `deno run -A peer.ts --shared ./dir --tracker 127.0.0.1:7070`.
+ * Indexes the directory, serves its chunks and stays registered.
+ *
+ * @module
+ */
+
+import { Command, Option } from "commander";
+import { createHash } from "node:crypto";
+import { join, resolve } from "node:path";
+import type { Address } from "./lib/connection.ts";
+import { formatBytes, parseAddress, parseIntOption, parseSize, runMain, shutdownSignal } from "./lib/cli.ts";
+import { describeError } from "./lib/errors.ts";
+import { indexDirectory } from "./lib/indexer.ts";
+import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
+import { PeerNode } from "./lib/peer.ts";
+
+/** Where the hash cache of a shared directory lives: outside it, so it is never shared. */
+function defaultCacheDir(): string {
+  const base = Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? ".", ".cache");
+  return join(base, "shoal");
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = new Command("peer")
+    .description("Shoal peer: share a directory's files")
+    .requiredOption("--shared <dir>", "directory to share (recursively)")
+    .option("--tracker <host:port>", "tracker to register with (none: direct mode only)")
+    .option("--host <host>", "address to listen on", "127.0.0.1")
+    .option("--port <port>", "port to listen on (0 picks a free one)", "0")
+    .option("--advertise <host>", "address to announce to the tracker (default: as the tracker sees us)")
+    .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
+    .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
+    .option("--quiet", "print only the listening address")
+    .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
+    .addHelpText("after", "\nExample:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070")
+    .exitOverride()
+    .parse(argv, { from: "user" });
+  const o = program.opts();
+  const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
+  const port = parseIntOption(o.port, "--port", 0, 65535);
+  const chunkSize = parseSize(o.chunkSize, "--chunk-size");
+  const shared = resolve(o.shared);
+  const cachePath = join(o.cacheDir, `index-${createHash("sha256").update(shared).digest("hex").slice(0, 16)}.json`);
+  const say = (s: string) => {
+    if (!o.quiet) console.log(s);
+  };
+
+  let lastReport = 0;
+  const files = await indexDirectory(shared, {
+    chunkSize,
+    cachePath,
+    onEvent: (e) => {
+      if (e.kind === "skipped") say(`skipped ${e.relPath}: ${e.reason}`);
+      if (e.kind === "hashing" && e.total >= 64 * 1024 * 1024) {
+        const now = Date.now();
+        if (now - lastReport > 1000 || e.done === e.total) {
+          lastReport = now;
+          say(`hashing ${e.relPath}: ${Math.floor((100 * e.done) / e.total)}% of ${formatBytes(e.total)}`);
+        }
+      }
+    },
+  });
+  const node = PeerNode.start(files, {
+    hostname: o.host,
+    port,
+    ...(tracker ? { tracker } : {}),
+    ...(o.advertise ? { advertiseHost: o.advertise } : {}),
+    corrupt: Boolean(o.corrupt),
+    onTrackerEvent: (e) => {
+      if (e.kind === "registered") say(`registered with tracker as ${e.peerId}`);
+      else say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
+    },
+  });
+  console.log(`peer listening on ${node.address.host}:${node.address.port}`);
+  say(`sharing ${files.length} file(s) from ${shared}:`);
+  for (const f of files) say(`  ${f.id}  ${formatBytes(f.size).padStart(10)}  ${f.relPath}`);
+  const signal = shutdownSignal();
+  await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+  await node.close();
+}
+
+if (import.meta.main) runMain(() => main(Deno.args));
