@@ -10,7 +10,13 @@ import { DEFAULT_TRACKER, formatBytes, parseAddress, parseIntOption, runMain, sh
 import { formatAddress } from "./lib/connection.ts";
 import { UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
+import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
+
+function parseListen(text: string) {
+  const a = parseAddress(text.replace(/:0$/, ":1"), "--listen");
+  return { host: a.host, port: text.endsWith(":0") ? 0 : a.port };
+}
 
 interface GlobalOpts {
   tracker?: string;
@@ -72,17 +78,29 @@ function build(): Command {
     .option("-o, --out <path>", "output path (default: the file's name here)")
     .option("--force", "overwrite an existing output file")
     .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--seed", "keep sharing the file after the download until interrupted")
+    .option("--no-share", "do not serve chunks to others while downloading")
+    .option("--listen <host:port>", "where to serve chunks to others while downloading", "127.0.0.1:0")
     .option("--quiet", "no progress output")
     .option("--json", "print a JSON summary at the end")
     .addHelpText("after", "\nExamples:\n  client.ts get 3f2a...e1 -o movie.mkv\n  client.ts --peers 127.0.0.1:9001 get notes.txt")
     .action(async (file: string, o) => {
       const src = sourceOf(program.opts());
       const view = new ProgressView("get", Boolean(o.quiet) || Boolean(o.json));
+      const signal = shutdownSignal();
+      // Swarming: serve what we have while we download, as a partial source.
+      const listen = parseListen(o.listen);
+      await using node = o.share === false ? null : PeerNode.start([], {
+        hostname: listen.host,
+        port: listen.port,
+        ...("tracker" in src ? { tracker: src.tracker } : {}),
+      });
       const summary = await getFile(src, file, {
+        ...(node ? { peerNode: node } : {}),
         ...(o.out ? { out: o.out } : {}),
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
-        signal: shutdownSignal(),
+        signal,
         onResolved: (id, m, out) => view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
         onEvent: (e) => {
           if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
@@ -95,6 +113,10 @@ function build(): Command {
       if (o.json) console.log(JSON.stringify(summary, null, 2));
       else if (!o.quiet) {
         console.log(`saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s, ${summary.mbPerSecond.toFixed(1)} MB/s`);
+      }
+      if (o.seed && node) {
+        if (!o.quiet) console.log(`seeding on ${formatAddress(node.address)} until interrupted`);
+        await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
       }
     });
   return program;

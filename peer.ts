@@ -31,6 +31,7 @@ async function main(argv: string[]): Promise<void> {
     .option("--advertise <host>", "address to announce to the tracker (default: as the tracker sees us)")
     .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
     .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
+    .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
     .option("--quiet", "print only the listening address")
     .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
     .addHelpText("after", "\nExample:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070")
@@ -67,6 +68,7 @@ async function main(argv: string[]): Promise<void> {
     ...(tracker ? { tracker } : {}),
     ...(o.advertise ? { advertiseHost: o.advertise } : {}),
     corrupt: Boolean(o.corrupt),
+    ...(o.uploadLimit ? { uploadLimit: parseSize(o.uploadLimit, "--upload-limit") } : {}),
     onTrackerEvent: (e) => {
       if (e.kind === "registered") say(`registered with tracker as ${e.peerId}`);
       else say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);

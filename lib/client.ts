@@ -105,10 +105,18 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
     }
     out = manifest.name;
   }
-  const discover = async () => (await peersOf(src, fileId)).map((p) => ({ host: p.host, port: p.port }));
+  const self = options.peerNode?.address;
+  const isSelf = (p: Address) =>
+    self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
+  const discover = async () =>
+    (await peersOf(src, fileId)).filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
   if (manifest.size > 0 && (await discover()).length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
   options.onResolved?.(fileId, manifest, out);
   return await download({ ...options, fileId, manifest, out, discover });
+}
+
+function isLoopback(host: string): boolean {
+  return host.startsWith("127.") || host === "::1" || host === "localhost";
 }

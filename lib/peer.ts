@@ -13,6 +13,7 @@ import { ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { chunkLength, type Manifest, readFull } from "./manifest.ts";
 import { allocPieceFrame, type FileSummary, type Message } from "./messages.ts";
+import { RateLimiter } from "./rate_limit.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
 import { type LinkEvent, TrackerLink } from "./tracker_link.ts";
 
@@ -33,6 +34,8 @@ export interface PeerOptions extends ServerOptions {
   onTrackerEvent?: (e: LinkEvent) => void;
   /** Test hook: flip a byte in every chunk served (a peer that sends bad data). */
   corrupt?: boolean;
+  /** Upload limit in bytes per second, shared by all connections. */
+  uploadLimit?: number;
 }
 
 /** Transfer counters. */
@@ -49,10 +52,12 @@ export class PeerNode {
   readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0 };
   #files = new Map<string, Served>();
   #corrupt: boolean;
+  #limiter: RateLimiter | null;
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
     this.#corrupt = options.corrupt ?? false;
+    this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.server = FrameServer.listen(options, (msg, conn) => this.#handle(msg, conn));
     const tracker = options.tracker;
     this.link = tracker === undefined ? null : new TrackerLink({
@@ -190,6 +195,7 @@ export class PeerNode {
       return reject("cannot read the file");
     }
     if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
+    await this.#limiter?.take(len);
     await conn.sendBytes(frame);
     this.stats.chunksServed++;
     this.stats.bytesServed += len;

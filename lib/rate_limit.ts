@@ -1,0 +1,42 @@
+/**
+ * A token bucket for upload limits: `take(n)` waits until `n` bytes fit in
+ * the configured rate. One bucket is shared by every connection of a peer.
+ *
+ * @module
+ */
+
+import { delay } from "./async.ts";
+
+/** Limits a byte rate. */
+export class RateLimiter {
+  #tokens: number;
+  #last = performance.now();
+  #chain: Promise<void> = Promise.resolve();
+
+  /** `bytesPerSecond` > 0; the burst is one second's worth (at least `minBurst`). */
+  constructor(readonly bytesPerSecond: number, readonly minBurst = 0) {
+    if (!(bytesPerSecond > 0)) throw new RangeError(`Rate ${bytesPerSecond} must be positive`);
+    this.#tokens = this.#burst;
+  }
+
+  get #burst(): number {
+    return Math.max(this.bytesPerSecond, this.minBurst);
+  }
+
+  /** Resolves when `n` bytes may be sent. Callers are served in order. */
+  take(n: number, signal?: AbortSignal): Promise<void> {
+    const next = this.#chain.then(async () => {
+      this.#refill();
+      this.#tokens -= n;
+      if (this.#tokens < 0) await delay((-this.#tokens / this.bytesPerSecond) * 1000, signal);
+    });
+    this.#chain = next.catch(() => {});
+    return next;
+  }
+
+  #refill(): void {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.bytesPerSecond);
+    this.#last = now;
+  }
+}

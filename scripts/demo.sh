@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The demo command of the README: installs the pinned Deno (npm), then runs a
+# tracker, two peers sharing generated files, and a client that downloads one
+# and checks it (scripts/demo.ts).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+deno_bin="$(./scripts/install_deno.sh)"
+export PATH="$(dirname "$deno_bin"):$PATH" RUST_BACKTRACE=0
+deno install --frozen
+exec deno task demo "$@"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test command of the README: installs the pinned Deno (npm), the locked
+# dependencies, then runs fmt check, lint, type check and every test with the
+# op/resource sanitizers; ends with a plain `tests: N passed, N failed` line.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+deno_bin="$(./scripts/install_deno.sh)" || { echo "cannot install deno from npm" >&2; exit 1; }
+export PATH="$(dirname "$deno_bin"):$PATH" NO_COLOR=1 RUST_BACKTRACE=0
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+deno install --frozen && deno task ci 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+passed=0 failed=0
+while read -r p f; do
+  passed=$((passed + p)) failed=$((failed + f))
+done < <(sed -nE 's/^(ok|FAILED) \| ([0-9]+) passed.*\| ([0-9]+) failed.*/\2 \3/p' "$log")
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi # fmt, lint or type check failed
+echo "tests: $passed passed, $failed failed"
+exit "$status"
