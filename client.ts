@@ -5,7 +5,7 @@
  */
 
 import { Command } from "commander";
-import { type Source, catalog, getFile, peersOf, resolveFile } from "./lib/client.ts";
+import { catalog, getFile, peersOf, resolveFile, type Source } from "./lib/client.ts";
 import { DEFAULT_TRACKER, formatBytes, parseAddress, parseIntOption, runMain, shutdownSignal } from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
 import { UsageError } from "./lib/errors.ts";
@@ -83,7 +83,10 @@ function build(): Command {
     .option("--listen <host:port>", "where to serve chunks to others while downloading", "127.0.0.1:0")
     .option("--quiet", "no progress output")
     .option("--json", "print a JSON summary at the end")
-    .addHelpText("after", "\nExamples:\n  client.ts get 3f2a...e1 -o movie.mkv\n  client.ts --peers 127.0.0.1:9001 get notes.txt")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  client.ts get 3f2a...e1 -o movie.mkv\n  client.ts --peers 127.0.0.1:9001 get notes.txt",
+    )
     .action(async (file: string, o) => {
       const src = sourceOf(program.opts());
       const view = new ProgressView("get", Boolean(o.quiet) || Boolean(o.json));
@@ -101,18 +104,28 @@ function build(): Command {
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
         signal,
-        onResolved: (id, m, out) => view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
+        onResolved: (id, m, out) =>
+          view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
         onEvent: (e) => {
           if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
-          else if (e.kind === "resumed") view.note(`resuming: reused ${e.reused} of ${e.total} chunks${e.discarded ? `, ${e.discarded} failed their check` : ""}`);
-          else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
+          else if (e.kind === "resumed") {
+            view.note(
+              `resuming: reused ${e.reused} of ${e.total} chunks${
+                e.discarded ? `, ${e.discarded} failed their check` : ""
+              }`,
+            );
+          } else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
           else if (e.kind === "peer-dropped") view.note(`dropped peer ${e.peer}: ${e.reason}`);
         },
       });
       view.done();
       if (o.json) console.log(JSON.stringify(summary, null, 2));
       else if (!o.quiet) {
-        console.log(`saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s, ${summary.mbPerSecond.toFixed(1)} MB/s`);
+        console.log(
+          `saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s, ${
+            summary.mbPerSecond.toFixed(1)
+          } MB/s`,
+        );
       }
       if (o.seed && node) {
         if (!o.quiet) console.log(`seeding on ${formatAddress(node.address)} until interrupted`);

@@ -45,10 +45,11 @@ export async function catalog(src: Source, query?: string): Promise<FileSummary[
 /** Live peers holding `fileId`. */
 export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]> {
   if ("tracker" in src) return await withConn(src.tracker, (c) => getPeers(c, fileId));
+  // A peer that knows the manifest serves the file, whole or in part.
   const have = await Promise.all(src.peers.map(async (p) => {
     try {
-      const files = await withConn(p, (c) => listFiles(c));
-      return files.some((f) => f.id === fileId) ? [{ ...p, complete: true }] : [];
+      await withConn(p, (c) => getManifest(c, fileId));
+      return [{ ...p, complete: true }];
     } catch {
       return [];
     }
@@ -64,7 +65,9 @@ export async function resolveFile(src: Source, idOrName: string): Promise<string
   if (matches.length > 1) {
     throw new ShoalError(
       "ambiguous",
-      `${matches.length} files are named ${JSON.stringify(idOrName)}; pick one by id: ${matches.map((m) => m.id).join(", ")}`,
+      `${matches.length} files are named ${JSON.stringify(idOrName)}; pick one by id: ${
+        matches.map((m) => m.id).join(", ")
+      }`,
       2,
     );
   }

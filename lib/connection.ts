@@ -69,7 +69,9 @@ export class Connection {
 
   constructor(conn: Deno.Conn, options: ConnectionOptions = {}) {
     this.#conn = conn;
-    this.#decoder = new FrameDecoder(options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes });
+    this.#decoder = new FrameDecoder(
+      options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes },
+    );
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = formatAddress({ host: addr.hostname, port: addr.port });

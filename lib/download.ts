@@ -114,7 +114,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       e.preventDefault();
       fail(new ShoalError("worker", `A fetch worker failed: ${e.message}`));
     };
-    const init: ToWorker = { op: "init", fileId, size: manifest.size, chunkSize: manifest.chunkSize, chunks: manifest.chunks, partPath };
+    const init: ToWorker = {
+      op: "init",
+      fileId,
+      size: manifest.size,
+      chunkSize: manifest.chunkSize,
+      chunks: manifest.chunks,
+      partPath,
+    };
     w.postMessage(init);
     workers.push(w);
   }
@@ -165,7 +172,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
     doneBytes = 0;
-    for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += Math.min(manifest.chunkSize, manifest.size - i * manifest.chunkSize);
+    for (let i = 0; i < n; i++) {
+      if (done.has(i)) doneBytes += Math.min(manifest.chunkSize, manifest.size - i * manifest.chunkSize);
+    }
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
@@ -294,11 +303,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       else starvedSince = null;
       if (starvedSince !== null && now - starvedSince > giveUpMs) {
         const missing = sched.unavailable();
-        fail(new IncompleteDownloadError(
-          `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}. ` +
-            `Progress is kept in ${sidecarPath}; run the same command again to resume.`,
-          missing,
-        ));
+        fail(
+          new IncompleteDownloadError(
+            `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}. ` +
+              `Progress is kept in ${sidecarPath}; run the same command again to resume.`,
+            missing,
+          ),
+        );
       }
     }, 250));
     const onAbort = () => fail(new ShoalError("interrupted", "Download interrupted; progress saved for a resume", 130));

@@ -49,7 +49,9 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     links.set(peer, conn);
     outstanding.set(peer, new Set());
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
-    if (bf.count !== f.chunks.length) throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.chunks.length}`);
+    if (bf.count !== f.chunks.length) {
+      throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.chunks.length}`);
+    }
     const bits = bf.bits.slice();
     post({ ev: "ready", peer, bits }, [bits.buffer]);
     while (!conn.closed) {

@@ -71,7 +71,11 @@ export async function indexDirectory(dir: string, options: IndexOptions = {}): P
           continue;
         }
         if (!isInside(root, real)) {
-          options.onEvent?.({ kind: "skipped", relPath: relative(root, full), reason: "link leads outside the shared directory" });
+          options.onEvent?.({
+            kind: "skipped",
+            relPath: relative(root, full),
+            reason: "link leads outside the shared directory",
+          });
           continue;
         }
       }
@@ -95,8 +99,12 @@ export async function indexDirectory(dir: string, options: IndexOptions = {}): P
         manifest = { ...hit.manifest, name };
         options.onEvent?.({ kind: "cached", relPath });
       } else {
-        manifest = await hashFile(real, name, chunkSize, (done, total) =>
-          options.onEvent?.({ kind: "hashing", relPath, done, total }));
+        manifest = await hashFile(
+          real,
+          name,
+          chunkSize,
+          (done, total) => options.onEvent?.({ kind: "hashing", relPath, done, total }),
+        );
       }
       fresh.set(real, { size: st.size, mtimeMs, manifest });
       out.push({ id: fileIdOf(manifest), path: real, relPath, manifest, size: st.size, mtimeMs });

@@ -275,7 +275,9 @@ class Reader {
   constructor(readonly name: string, readonly o: Record<string, unknown>) {}
   str(key: string): string {
     const v = this.o[key];
-    if (typeof v !== "string" || v.length > MAX_TEXT) throw bad(this.name, `field ${key} is not a string of at most ${MAX_TEXT} characters`);
+    if (typeof v !== "string" || v.length > MAX_TEXT) {
+      throw bad(this.name, `field ${key} is not a string of at most ${MAX_TEXT} characters`);
+    }
     return v;
   }
   int(key: string, min: number, max: number): number {
@@ -287,7 +289,9 @@ class Reader {
   }
   list(key: string): unknown[] {
     const v = this.o[key];
-    if (!Array.isArray(v) || v.length > MAX_LIST) throw bad(this.name, `field ${key} is not a list of at most ${MAX_LIST}`);
+    if (!Array.isArray(v) || v.length > MAX_LIST) {
+      throw bad(this.name, `field ${key} is not a list of at most ${MAX_LIST}`);
+    }
     return v;
   }
 }

@@ -156,7 +156,10 @@ export class PeerNode {
     switch (msg.type) {
       case "list_files": {
         const q = msg.query?.toLowerCase();
-        return { type: "file_list", files: this.catalog().filter((f) => q === undefined || f.name.toLowerCase().includes(q)) };
+        return {
+          type: "file_list",
+          files: this.catalog().filter((f) => q === undefined || f.name.toLowerCase().includes(q)),
+        };
       }
       case "get_manifest":
         return { type: "manifest", fileId: msg.fileId, manifest: this.#served(msg.fileId).manifest };

@@ -9,7 +9,7 @@
  */
 
 import { Bitfield } from "./bitfield.ts";
-import { sha256Hex, type Manifest, verifyManifest } from "./manifest.ts";
+import { type Manifest, sha256Hex, verifyManifest } from "./manifest.ts";
 import { toBase64, utf8Encoder } from "./bytes.ts";
 
 /** Format version of the sidecar. */

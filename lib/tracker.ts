@@ -213,7 +213,10 @@ export class TrackerServer {
   /** Starts a tracker on `options.port` (0 for any free port). */
   static start(options: TrackerOptions & ServerOptions = {}): TrackerServer {
     const tracker = new Tracker(options);
-    const server = FrameServer.listen(options, (msg: Message, conn: Connection) => tracker.handle(msg, conn.remoteHost));
+    const server = FrameServer.listen(
+      options,
+      (msg: Message, conn: Connection) => tracker.handle(msg, conn.remoteHost),
+    );
     return new TrackerServer(tracker, server);
   }
 

@@ -44,6 +44,7 @@ export class TrackerLink {
   #peerId: string | null = null;
   #running: Promise<void>;
   #queue: Promise<void> = Promise.resolve();
+  #stopping = false;
 
   constructor(options: TrackerLinkOptions) {
     this.#opts = options;
@@ -121,21 +122,22 @@ export class TrackerLink {
     return next;
   }
 
-  /** Unregisters (bounded by the connection's deadlines) and stops. Safe to call twice. */
-  async stop(): Promise<void> {
-    if (!this.#abort.signal.aborted) {
-      const conn = this.#conn, peerId = this.#peerId;
-      this.#abort.abort();
-      if (conn && peerId && !conn.closed) {
-        try {
-          await this.#queue;
-          await conn.request({ type: "unregister", peerId }, "ok", 2_000);
-        } catch {
-          // the tracker will expire us
-        }
+  /**
+   * Stops heartbeating. Unregisters first (bounded) unless `unregister` is
+   * false, which leaves the tracker to expire us as after a crash. Safe to
+   * call twice.
+   */
+  async stop(options: { unregister?: boolean } = {}): Promise<void> {
+    if (!this.#stopping) {
+      this.#stopping = true;
+      if (options.unregister !== false) {
+        await this.#exclusive(async () => {
+          const conn = this.#conn, peerId = this.#peerId;
+          if (conn && peerId && !conn.closed) await conn.request({ type: "unregister", peerId }, "ok", 2_000);
+        }).catch(() => {}); // the tracker will expire us
       }
+      this.#abort.abort();
       this.#conn?.close();
-      conn?.close();
     }
     await this.#running;
   }

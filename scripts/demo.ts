@@ -16,7 +16,10 @@ import { join } from "node:path";
 import { formatBytes, parseSize } from "../lib/cli.ts";
 
 const root = new URL("..", import.meta.url).pathname;
-const { values } = parseArgs({ args: Deno.args, options: { size: { type: "string", default: "64m" }, keep: { type: "boolean" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { size: { type: "string", default: "64m" }, keep: { type: "boolean" } },
+});
 const size = parseSize(values.size!, "--size");
 const dir = join(root, "demo");
 const children: Deno.ChildProcess[] = [];
@@ -110,7 +113,11 @@ async function main(): Promise<number> {
   }
   const client = ["run", "-A", join(root, "client.ts"), "--tracker", trackerAddr!];
   const run = async (args: string[]) => {
-    const out = await new Deno.Command(Deno.execPath(), { args: [...client, ...args], stdout: "piped", stderr: "inherit" }).output();
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [...client, ...args],
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
     const text = new TextDecoder().decode(out.stdout);
     return { ok: out.success, text };
   };
@@ -122,7 +129,11 @@ async function main(): Promise<number> {
   if (!got.ok) throw new Error("the download failed");
   const summary = JSON.parse(got.text);
   const have = await sha256File(out);
-  console.log(`  downloaded ${formatBytes(summary.bytes)} in ${summary.seconds.toFixed(2)} s: ${summary.mbPerSecond.toFixed(1)} MB/s`);
+  console.log(
+    `  downloaded ${formatBytes(summary.bytes)} in ${summary.seconds.toFixed(2)} s: ${
+      summary.mbPerSecond.toFixed(1)
+    } MB/s`,
+  );
   console.log(`  bytes per peer: ${JSON.stringify(summary.bytesPerPeer)}`);
   console.log(`  sha256 ${have} ${have === want ? "matches the original" : `DIFFERS from ${want}`}`);
   return have === want ? 0 : 1;

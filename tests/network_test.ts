@@ -1,0 +1,237 @@
+// Real sockets on port 0, everything in one process: tracker, peers, client library.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { getFile } from "../lib/client.ts";
+import { connect, Connection } from "../lib/connection.ts";
+import { IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
+import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
+import { indexDirectory } from "../lib/indexer.ts";
+import { decodeMessage, encodeMessage, type Message } from "../lib/messages.ts";
+import { PeerNode } from "../lib/peer.ts";
+import { FrameServer } from "../lib/server.ts";
+import { TrackerServer } from "../lib/tracker.ts";
+import { listFiles } from "../lib/tracker_link.ts";
+
+const CHUNK = 16 * 1024;
+
+async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "shoal-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+  return b;
+}
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+/** Polls `fn` until it returns true; bounded. */
+async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Opens a raw socket that speaks HELLO, then returns the reader of frames. */
+async function rawConn(port: number) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const decoder = new FrameDecoder();
+  const buf = new Uint8Array(65536);
+  const readMessage = async (): Promise<Message | null> => {
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) return null;
+      const frames = decoder.push(buf.subarray(0, n));
+      if (frames.length > 0) return decodeMessage(frames[0]!);
+    }
+  };
+  const write = async (b: Uint8Array) => {
+    await conn.write(b);
+  };
+  return { conn, readMessage, write };
+}
+
+Deno.test("a multi-chunk file shared by two peers downloads from both, verified", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 40 + 123);
+  for (const d of ["a", "b"]) {
+    await Deno.mkdir(join(dir.path, d));
+    await Deno.writeFile(join(dir.path, d, "data.bin"), data);
+  }
+  await Deno.writeFile(join(dir.path, "a", "empty"), new Uint8Array());
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const peers = [];
+  for (const d of ["a", "b"]) {
+    const files = await indexDirectory(join(dir.path, d), { chunkSize: CHUNK });
+    // rate-limited so that neither peer can finish alone before the other is asked
+    peers.push(PeerNode.start(files, { tracker: tracker.address, uploadLimit: 200_000 }));
+  }
+  try {
+    await waitUntil(() => tracker.tracker.listFiles().some((f) => f.name === "data.bin" && f.peers === 2));
+    const src = { tracker: tracker.address };
+    const out = join(dir.path, "got.bin");
+    const summary = await getFile(src, "data.bin", { out, workers: 2 });
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    assert.equal(summary.chunksFetched, 41);
+    assert.equal(Object.keys(summary.bytesPerPeer).length, 2, "both peers served chunks");
+    assert.equal(Object.values(summary.bytesPerPeer).reduce((a, b) => a + b, 0), data.length);
+    await assert.rejects(Deno.stat(out + ".part"));
+    await assert.rejects(Deno.stat(out + ".part.json"));
+
+    const empty = join(dir.path, "got-empty");
+    await getFile(src, "empty", { out: empty });
+    assert.equal((await Deno.stat(empty)).size, 0);
+  } finally {
+    for (const p of peers) await p.close();
+  }
+});
+
+Deno.test("a peer that stops heartbeating drops out; one that exits unregisters at once", async () => {
+  await using dir = await tempDir();
+  await Deno.writeFile(join(dir.path, "f"), randomBytes(100));
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  await using tracker = TrackerServer.start({ heartbeatMs: 50, expiryMs: 300 });
+  await using a = PeerNode.start(files, { tracker: tracker.address });
+  await using b = PeerNode.start(files, { tracker: tracker.address });
+  const id = files[0]!.id;
+  await waitUntil(() => tracker.tracker.listFiles()[0]?.peers === 2);
+  await a.link!.stop(); // a clean exit unregisters: gone at once
+  assert.equal(tracker.tracker.peersOf(id).length, 1);
+  await b.link!.stop({ unregister: false }); // as after a crash: silence
+  assert.equal(tracker.tracker.peersOf(id).length, 1);
+  await waitUntil(() => tracker.tracker.listFiles().length === 0, 3_000);
+});
+
+Deno.test("garbage, oversize and unknown frames get an error and a close; the server keeps serving", async () => {
+  await using tracker = TrackerServer.start();
+  const port = tracker.address.port;
+
+  // 1. an oversize length, before any handshake
+  const r1 = await rawConn(port);
+  await r1.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x01]));
+  const e1 = await r1.readMessage();
+  assert.equal(e1?.type === "error" && e1.code, "frame_too_large");
+  assert.equal(await r1.readMessage(), null, "connection closed");
+  r1.conn.close();
+
+  // 2. a valid HELLO, then an unknown message type
+  const r2 = await rawConn(port);
+  await r2.write(encodeMessage({ type: "hello", protocol: "shoal", version: 1, agent: "test" }));
+  assert.equal((await r2.readMessage())?.type, "hello");
+  await r2.write(encodeFrame(0x7f, new Uint8Array([1, 2, 3])));
+  const e2 = await r2.readMessage();
+  assert.equal(e2?.type === "error" && e2.code, "unknown_type");
+  assert.equal(await r2.readMessage(), null);
+  r2.conn.close();
+
+  // 3. a malformed JSON payload
+  const r3 = await rawConn(port);
+  await r3.write(encodeMessage({ type: "hello", protocol: "shoal", version: 1, agent: "test" }));
+  await r3.readMessage();
+  await r3.write(encodeFrame(0x20, new TextEncoder().encode("{not json")));
+  const e3 = await r3.readMessage();
+  assert.equal(e3?.type === "error" && e3.code, "malformed");
+  r3.conn.close();
+
+  // 4. a truncated frame then EOF: the server just drops it
+  const r4 = await rawConn(port);
+  await r4.write(new Uint8Array([0, 0, 0, 10, 1, 1]));
+  await r4.conn.closeWrite();
+  await r4.readMessage().catch(() => null);
+  r4.conn.close();
+
+  // through all of that, a well-behaved client is served
+  await using c = await connect(tracker.address);
+  assert.deepEqual(await listFiles(c), []);
+  assert.ok(tracker.server.stats.protocolErrors >= 3);
+});
+
+Deno.test("a version mismatch fails with a clear message on both sides", async () => {
+  await using tracker = TrackerServer.start();
+  const r = await rawConn(tracker.address.port);
+  await r.write(encodeMessage({ type: "hello", protocol: "shoal", version: 99, agent: "future" }));
+  const e = await r.readMessage();
+  assert.equal(e?.type === "error" && e.code, "version_mismatch");
+  assert.match(e?.type === "error" ? e.message : "", /we speak 1, the other side speaks 99/);
+  r.conn.close();
+
+  // a server from the future answers our HELLO with its own version
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    const conn = await listener.accept();
+    const c = new Connection(conn);
+    await c.receive();
+    await c.send({ type: "hello", protocol: "shoal", version: 2, agent: "future" });
+    await c.receive().catch(() => {});
+    c.close();
+  })();
+  await assert.rejects(
+    connect({ host: "127.0.0.1", port: listener.addr.port }),
+    (err: unknown) => err instanceof VersionMismatchError && /we speak 1, the other side speaks 2/.test(err.message),
+  );
+  await serving;
+  listener.close();
+});
+
+Deno.test("a peer serves only indexed ids and says why it refuses", async () => {
+  await using dir = await tempDir();
+  await Deno.writeFile(join(dir.path, "f"), randomBytes(CHUNK * 2));
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  await using peer = PeerNode.start(files);
+  await using c = await connect(peer.address);
+  const unknown = "0".repeat(64);
+  await c.send({ type: "request", fileId: unknown, index: 0 });
+  const r1 = await c.receive();
+  assert.deepEqual(r1, { type: "reject", fileId: unknown, index: 0, reason: "not shared here" });
+  await c.send({ type: "request", fileId: files[0]!.id, index: 7 });
+  assert.equal((await c.receive()).type, "reject");
+  await assert.rejects(c.request({ type: "get_manifest", fileId: unknown }, "manifest"), RemoteError);
+  await c.send({ type: "request", fileId: files[0]!.id, index: 1 });
+  const piece = await c.receive();
+  assert.equal(piece.type === "piece" && sha(piece.data), files[0]!.manifest.chunks[1]);
+});
+
+Deno.test("a download with no live source for some chunks stops, names them, and keeps progress", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  await Deno.mkdir(join(dir.path, "src"));
+  await Deno.writeFile(join(dir.path, "src", "f"), data);
+  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  await using peer = PeerNode.start(files);
+  const out = join(dir.path, "out");
+  // A partial source: the same file, but only chunks 0 and 1.
+  const f = files[0]!;
+  await using partial = PeerNode.start([]);
+  const { Bitfield } = await import("../lib/bitfield.ts");
+  const have = new Bitfield(4);
+  have.set(0);
+  have.set(1);
+  await partial.sharePartial(f.id, f.path, f.manifest, have);
+  await assert.rejects(
+    getFile({ peers: [partial.address] }, f.id, { out, giveUpMs: 300, workers: 1 }),
+    (err: unknown) => err instanceof IncompleteDownloadError && /2-3/.test(err.message) && err.missing.join() === "2,3",
+  );
+  assert.ok((await Deno.stat(out + ".part.json")).isFile);
+  // Resume from the complete peer: reuses the two chunks, fetches two.
+  const summary = await getFile({ peers: [peer.address] }, f.id, { out, workers: 1 });
+  assert.equal(summary.chunksReused, 2);
+  assert.equal(summary.chunksFetched, 2);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+});
+
+Deno.test("the server closes idle connections and every connection on close()", async () => {
+  const server = FrameServer.listen({ idleTimeoutMs: 100 }, () => ({ type: "ok" }));
+  const c = await connect(server.address);
+  await assert.rejects(c.receive(2_000)); // the server hangs up on us after 100 ms of silence
+  c.close();
+  const d = await connect(server.address);
+  await server.close();
+  await server.close(); // twice is safe
+  await assert.rejects(d.receive(2_000));
+  d.close();
+});

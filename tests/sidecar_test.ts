@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { Bitfield } from "../lib/bitfield.ts";
+import { fileIdOf, type Manifest } from "../lib/manifest.ts";
+import { decodeSidecar, encodeSidecar, readSidecar, SidecarError, writeSidecar } from "../lib/sidecar.ts";
+
+const m: Manifest = { name: "f.bin", size: 40000, chunkSize: 16384, chunks: ["a", "b", "c"].map((c) => c.repeat(64)) };
+const id = fileIdOf(m);
+
+Deno.test("sidecar: round trip through a file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/f.bin.part.json`;
+    assert.equal(await readSidecar(path, id), null);
+    const done = new Bitfield(3);
+    done.set(2);
+    await writeSidecar(path, { fileId: id, manifest: m, done });
+    const back = await readSidecar(path, id);
+    assert.deepEqual(back?.done.missing(), [0, 1]);
+    assert.deepEqual(back?.manifest, m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sidecar: damage, another file, and a wrong format are each refused with a reason", () => {
+  const text = encodeSidecar({ fileId: id, manifest: m, done: Bitfield.full(3) });
+  const reason = (t: string, fileId = id) => {
+    try {
+      decodeSidecar(t, fileId);
+    } catch (err) {
+      assert.ok(err instanceof SidecarError);
+      return err.message;
+    }
+    assert.fail("accepted");
+  };
+  assert.match(reason(text.slice(0, -5)), /not valid JSON/);
+  assert.match(reason(text, "e".repeat(64)), /another file/);
+  const o = JSON.parse(text);
+  assert.match(reason(JSON.stringify({ ...o, done: "AAA=" })), /wrong length/);
+  assert.match(reason(JSON.stringify({ ...o, done: "gA==" })), /checksum/);
+  assert.match(reason(JSON.stringify({ ...o, format: 9 })), /format 9/);
+  assert.match(reason(JSON.stringify({ ...o, manifest: { ...m, size: 1 } })), /manifest/);
+});

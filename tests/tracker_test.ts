@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { Tracker } from "../lib/tracker.ts";
+import { fileIdOf, type Manifest } from "../lib/manifest.ts";
+import type { Message } from "../lib/messages.ts";
+import { ShoalError } from "../lib/errors.ts";
+
+const h = (c: string) => c.repeat(64);
+const manifest = (name: string, fill = "a"): Manifest => ({
+  name,
+  size: 20000,
+  chunkSize: 16384,
+  chunks: [h(fill), h("b")],
+});
+
+function setup() {
+  let now = 1_000_000;
+  const tracker = new Tracker({ heartbeatMs: 100, expiryMs: 300, now: () => now });
+  const register = (port: number) => {
+    const r = tracker.handle({ type: "register", port }, "10.0.0.1");
+    assert.equal(r.type, "registered");
+    return (r as Extract<Message, { type: "registered" }>).peerId;
+  };
+  return { tracker, register, advance: (ms: number) => (now += ms) };
+}
+
+Deno.test("tracker: registration, announce and catalog", () => {
+  const { tracker, register } = setup();
+  const a = register(9001), b = register(9002);
+  const m1 = manifest("Movie.mkv"), m2 = manifest("notes.txt", "c");
+  tracker.handle({ type: "announce", peerId: a, add: [m1, m2], partial: [], remove: [] }, "10.0.0.1");
+  tracker.handle({ type: "announce", peerId: b, add: [m1], partial: [], remove: [] }, "10.0.0.1");
+  const files = tracker.listFiles();
+  assert.deepEqual(files.map((f) => [f.name, f.peers, f.partial]), [["Movie.mkv", 2, 0], ["notes.txt", 1, 0]]);
+  assert.deepEqual(tracker.listFiles("movie").map((f) => f.id), [fileIdOf(m1)]);
+  assert.deepEqual(tracker.listFiles("zzz"), []);
+  const peers = tracker.peersOf(fileIdOf(m1));
+  assert.deepEqual(peers.map((p) => `${p.host}:${p.port}`).sort(), ["10.0.0.1:9001", "10.0.0.1:9002"]);
+  const got = tracker.handle({ type: "get_manifest", fileId: fileIdOf(m2) }, "x");
+  assert.equal(got.type === "manifest" && got.manifest.name, "notes.txt");
+});
+
+Deno.test("tracker: a peer that misses heartbeats drops out of every answer", () => {
+  const { tracker, register, advance } = setup();
+  const a = register(9001), b = register(9002);
+  const m = manifest("f");
+  for (const p of [a, b]) tracker.handle({ type: "announce", peerId: p, add: [m], partial: [], remove: [] }, "h");
+  advance(200);
+  tracker.handle({ type: "heartbeat", peerId: a }, "h");
+  advance(200); // b silent for 400 ms > expiry 300
+  assert.deepEqual(tracker.peersOf(fileIdOf(m)).map((p) => p.port), [9001]);
+  assert.equal(tracker.listFiles()[0]!.peers, 1);
+  assert.throws(
+    () => tracker.handle({ type: "heartbeat", peerId: b }, "h"),
+    (e: ShoalError) => e.code === "unknown_peer",
+  );
+  advance(400);
+  tracker.sweep();
+  assert.deepEqual(tracker.listFiles(), []);
+  assert.throws(() => tracker.peersOf(fileIdOf(m)), (e: ShoalError) => e.code === "not_found");
+});
+
+Deno.test("tracker: unregister, remove, partial sources and re-registration", () => {
+  const { tracker, register } = setup();
+  const a = register(9001);
+  const m = manifest("f");
+  const id = fileIdOf(m);
+  tracker.handle({ type: "announce", peerId: a, add: [m], partial: [], remove: [] }, "h");
+  const c = register(9003);
+  tracker.handle({ type: "announce", peerId: c, add: [], partial: [id], remove: [] }, "h");
+  assert.deepEqual(tracker.peersOf(id).map((p) => [p.port, p.complete]), [[9001, true], [9003, false]]);
+  assert.equal(tracker.listFiles()[0]!.partial, 1);
+  tracker.handle({ type: "announce", peerId: a, add: [], partial: [], remove: [id] }, "h");
+  assert.deepEqual(tracker.peersOf(id).map((p) => p.port), [9003]);
+  tracker.handle({ type: "unregister", peerId: c }, "h");
+  assert.deepEqual(tracker.listFiles(), []);
+  // the same address registering again replaces the old record
+  const a2 = register(9001);
+  assert.notEqual(a2, a);
+  assert.throws(
+    () => tracker.handle({ type: "heartbeat", peerId: a }, "h"),
+    (e: ShoalError) => e.code === "unknown_peer",
+  );
+  assert.equal(tracker.livePeers, 1);
+});
+
+Deno.test("tracker: unknown ids and unsupported messages are refused with a code", () => {
+  const { tracker } = setup();
+  assert.throws(
+    () => tracker.handle({ type: "get_peers", fileId: h("d") }, "h"),
+    (e: ShoalError) => e.code === "not_found",
+  );
+  assert.throws(
+    () => tracker.handle({ type: "request", fileId: h("d"), index: 0 }, "h"),
+    (e: ShoalError) => e.code === "unsupported",
+  );
+  assert.throws(
+    () => tracker.handle({ type: "announce", peerId: "nope", add: [], partial: [], remove: [] }, "h"),
+    (e: ShoalError) => e.code === "unknown_peer",
+  );
+});
