@@ -11,7 +11,8 @@ import { type Address, type Connection } from "./connection.ts";
 import { Bitfield } from "./bitfield.ts";
 import { ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
-import { chunkLength, type Manifest, readFull } from "./manifest.ts";
+import { closeSync, openSync, readSync } from "node:fs";
+import { chunkLength, type Manifest } from "./manifest.ts";
 import { allocPieceFrame, type FileSummary, type Message } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
@@ -24,6 +25,19 @@ interface Served {
   manifest: Manifest;
   have: Bitfield | null;
   interested: Set<Connection>;
+  /** Open descriptor for reads, opened on first use. */
+  fd: number | null;
+}
+
+function closeFd(f: Served | undefined): void {
+  if (f?.fd != null) {
+    try {
+      closeSync(f.fd);
+    } catch {
+      // already closed
+    }
+    f.fd = null;
+  }
 }
 
 /** Options for {@link PeerNode.start}. */
@@ -112,6 +126,7 @@ export class PeerNode {
     const f = this.#files.get(id);
     if (!f) return;
     this.#files.delete(id);
+    closeFd(f);
     for (const c of f.interested) c.close();
     await this.link?.update([], [], [id]);
   }
@@ -141,6 +156,7 @@ export class PeerNode {
   async close(): Promise<void> {
     await this.link?.stop();
     await this.server.close();
+    for (const f of this.#files.values()) closeFd(f);
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -148,8 +164,9 @@ export class PeerNode {
   }
 
   #put(id: string, path: string, manifest: Manifest, have: Bitfield | null): void {
-    const interested = this.#files.get(id)?.interested ?? new Set<Connection>();
-    this.#files.set(id, { id, path, manifest, have, interested });
+    const old = this.#files.get(id);
+    closeFd(old);
+    this.#files.set(id, { id, path, manifest, have, interested: old?.interested ?? new Set<Connection>(), fd: null });
   }
 
   async #handle(msg: Message, conn: Connection): Promise<Message | void> {
@@ -191,9 +208,14 @@ export class PeerNode {
     const len = chunkLength(f.manifest, index);
     const { frame, data } = allocPieceFrame(fileId, index, len);
     try {
-      using file = await Deno.open(f.path, { read: true });
-      await file.seek(index * f.manifest.chunkSize, Deno.SeekMode.Start);
-      await readFull(file, data);
+      // One descriptor per file and positional reads: no open or seek per chunk, no races between connections.
+      f.fd ??= openSync(f.path, "r");
+      const base = index * f.manifest.chunkSize;
+      for (let at = 0; at < len;) {
+        const n = readSync(f.fd, data, at, len - at, base + at);
+        if (n === 0) throw new Error("file shrank");
+        at += n;
+      }
     } catch {
       return reject("cannot read the file");
     }

@@ -235,3 +235,19 @@ Deno.test("the server closes idle connections and every connection on close()", 
   await assert.rejects(d.receive(2_000));
   d.close();
 });
+
+Deno.test("the tracker serves hundreds of concurrent connections, a bad one among them", async () => {
+  await using tracker = TrackerServer.start();
+  const bad = await rawConn(tracker.address.port);
+  await bad.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x01]));
+  const conns = await Promise.all(Array.from({ length: 300 }, () => connect(tracker.address)));
+  try {
+    const answers = await Promise.all(conns.map((c) => listFiles(c)));
+    assert.equal(answers.length, 300);
+    assert.ok(answers.every((a) => Array.isArray(a) && a.length === 0));
+    assert.ok(tracker.server.stats.accepted >= 301);
+  } finally {
+    for (const c of conns) c.close();
+    bad.conn.close();
+  }
+});
