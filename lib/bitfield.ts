@@ -41,7 +41,7 @@ export class Bitfield {
   }
 
   has(i: number): boolean {
-    return i >= 0 && i < this.size && (this.bytes[i >> 3]! & (0x80 >> (i & 7))) !== 0;
+    return Number.isInteger(i) && i >= 0 && i < this.size && (this.bytes[i >> 3]! & (0x80 >> (i & 7))) !== 0;
   }
 
   /** Sets bit `i`; returns true if it was not set before. */

@@ -29,7 +29,7 @@ export function isSha256Hex(s: unknown): s is string {
 }
 
 export const utf8Encoder: TextEncoder = new TextEncoder();
-export const utf8Decoder: TextDecoder = new TextDecoder("utf-8", { fatal: true });
+export const utf8Decoder: TextDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Concatenates byte arrays. */
 export function concatBytes(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {

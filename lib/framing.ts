@@ -54,6 +54,9 @@ export function encodeFrame(type: number, payload: Uint8Array): Uint8Array<Array
 
 /** Writes a frame header into the first 5 bytes of `out`. */
 export function writeFrameHeader(out: Uint8Array, type: number, length: number): void {
+  if (!Number.isInteger(type) || type < 0 || type > 255) {
+    throw new RangeError(`Cannot encode frame: type ${type} is not a u8`);
+  }
   if (length < 0 || length > 0xffffffff) {
     throw new RangeError(`Cannot encode frame: length ${length} is not a u32`);
   }

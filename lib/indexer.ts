@@ -8,7 +8,7 @@
  */
 
 import { basename, join, relative, resolve, sep as SEPARATOR } from "node:path";
-import { DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, type Manifest, verifyManifest } from "./manifest.ts";
+import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, type Manifest, verifyManifest } from "./manifest.ts";
 import { fileNameProblem } from "./names.ts";
 
 /** A file this peer shares: where it is and what it holds. */
@@ -95,14 +95,17 @@ export async function indexDirectory(dir: string, options: IndexOptions = {}): P
       const mtimeMs = st.mtime?.getTime() ?? 0;
       let manifest: Manifest;
       const hit = cache.get(real);
-      if (hit && hit.size === st.size && hit.mtimeMs === mtimeMs && hit.manifest.chunkSize === chunkSize) {
+      if (
+        hit && hit.size === st.size && hit.mtimeMs === mtimeMs &&
+        hit.manifest.chunkSize === chunkSizeFor(st.size, chunkSize)
+      ) {
         manifest = { ...hit.manifest, name };
         options.onEvent?.({ kind: "cached", relPath });
       } else {
         manifest = await hashFile(
           real,
           name,
-          chunkSize,
+          chunkSizeFor(st.size, chunkSize),
           (done, total) => options.onEvent?.({ kind: "hashing", relPath, done, total }),
         );
       }

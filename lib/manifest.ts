@@ -26,8 +26,18 @@ export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 export const MIN_CHUNK_SIZE = 16 * 1024;
 /** Largest file size we accept: 2^53 - 1 bytes (exact in a JS number). */
 export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
-/** Largest number of chunks in one manifest (keeps a manifest frame bounded). */
-export const MAX_CHUNKS = 1 << 20;
+/**
+ * Largest number of chunks in one manifest: at ~67 JSON bytes a chunk hash,
+ * a manifest message stays under 14 MB, inside the 16 MiB frame cap.
+ */
+export const MAX_CHUNKS = 200_000;
+
+/** The chunk size to use for a file: `wanted`, raised (power of two) until the file fits in MAX_CHUNKS. */
+export function chunkSizeFor(size: number, wanted: number): number {
+  let cs = wanted;
+  while (chunkCount(size, cs) > MAX_CHUNKS && cs < MAX_CHUNK_SIZE) cs *= 2;
+  return cs;
+}
 
 const CANONICAL_TAG = utf8Encoder.encode("shoal-manifest-v1");
 

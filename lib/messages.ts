@@ -139,6 +139,7 @@ export function allocPieceFrame(
   index: number,
   length: number,
 ): { frame: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
+  if (!Number.isInteger(index) || index < 0 || index > 0xffffffff) throw new RangeError(`Cannot encode index ${index}`);
   const frame = new Uint8Array(PIECE_PREFIX_BYTES + length);
   writeFrameHeader(frame, WireType.piece, 36 + length);
   frame.set(fileIdBytes(fileId), FRAME_HEADER_BYTES);

@@ -101,6 +101,7 @@ export class FrameServer {
   async #serve(conn: Connection): Promise<void> {
     try {
       const hello = await conn.receive(HANDSHAKE_TIMEOUT_MS);
+      if (hello.type !== "hello") throw new ProtocolError("The other side did not open with a Shoal HELLO", "no_hello");
       checkHello(hello);
       await conn.send(helloMessage());
       while (!conn.closed) {

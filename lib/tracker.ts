@@ -19,6 +19,8 @@ export const DEFAULT_HEARTBEAT_MS = 5_000;
 export const DEFAULT_EXPIRY_MS = 15_000;
 /** Most files one peer may announce. */
 export const MAX_FILES_PER_PEER = 100_000;
+/** Most entries in one catalog answer (keeps the reply far below the frame cap). */
+export const MAX_CATALOG_ENTRIES = 10_000;
 /** Most peers registered at once. */
 export const MAX_PEERS = 100_000;
 
@@ -108,7 +110,8 @@ export class Tracker {
       const { name, size, chunkSize } = f.manifest;
       out.push({ id, name, size, chunkSize, peers, partial });
     }
-    return out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    return out.slice(0, MAX_CATALOG_ENTRIES);
   }
 
   /** Live peers holding `fileId`, complete sources first. */
@@ -158,8 +161,10 @@ export class Tracker {
       p.complete.add(id);
     }
     for (const id of partial) {
-      const f = this.#file(id);
-      if (p.complete.has(id)) continue;
+      // A partial source of a file no complete source announced (any more) is skipped, not an error:
+      // failing would make a re-registering peer retry the same announce forever.
+      const f = this.#files.get(id);
+      if (!f || p.complete.has(id)) continue;
       f.sources.add(peerId);
       p.partial.add(id);
     }

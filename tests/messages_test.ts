@@ -1,0 +1,654 @@
+/**
+ * Codec tests on bytes for lib/messages.ts: every message round-trips,
+ * golden hex pins every message's exact bytes (the same examples appear in
+ * docs/PROTOCOL.md, and a test below checks that they agree), and bad
+ * payloads fail with a ProtocolError naming the reason.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { fromHex, toHex } from "../lib/bytes.ts";
+import { ProtocolError } from "../lib/errors.ts";
+import { encodeFrame, type Frame, FrameDecoder } from "../lib/framing.ts";
+import { fileIdOf, type Manifest } from "../lib/manifest.ts";
+import {
+  allocPieceFrame,
+  decodeMessage,
+  encodeMessage,
+  helloMessage,
+  MAX_TEXT,
+  type Message,
+  type MessageName,
+  PIECE_PREFIX_BYTES,
+  PROTOCOL_NAME,
+  PROTOCOL_VERSION,
+  WireType,
+} from "../lib/messages.ts";
+
+// ------------------------------------------------------------------ fixtures
+
+/** SHA-256 of the 5 bytes "hello": the only chunk of hello.txt. */
+const HELLO_CHUNK = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+/** hello.txt: 5 bytes, one chunk at the smallest chunk size. */
+const HELLO_TXT: Manifest = { name: "hello.txt", size: 5, chunkSize: 16384, chunks: [HELLO_CHUNK] };
+/** fileIdOf(HELLO_TXT), pinned (manifest_test.ts pins the canonical bytes it hashes). */
+const FILE_ID = "89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee";
+const PEER_ID = "3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18";
+
+function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** A three-chunk file (byte k is k mod 251), with real chunk hashes and id. */
+const REPORT_CHUNK_SIZE = 16384;
+const REPORT_BYTES = Uint8Array.from({ length: 2 * REPORT_CHUNK_SIZE + 7232 }, (_, k) => k % 251);
+const REPORT: Manifest = {
+  name: "report 2024 (final).pdf",
+  size: REPORT_BYTES.length,
+  chunkSize: REPORT_CHUNK_SIZE,
+  chunks: [0, 1, 2].map((i) => sha256Hex(REPORT_BYTES.subarray(i * REPORT_CHUNK_SIZE, (i + 1) * REPORT_CHUNK_SIZE))),
+};
+const REPORT_ID = fileIdOf(REPORT);
+
+/** Hex with whitespace allowed, to bytes. */
+function hex(s: string): Uint8Array<ArrayBuffer> {
+  return fromHex(s.replace(/\s+/g, ""));
+}
+
+/** Hex of the UTF-8 bytes of `text`, so goldens show the JSON (or text) they pin. */
+function utf8(text: string): string {
+  return toHex(new TextEncoder().encode(text));
+}
+
+/** One message of each type (and each optional-field variant), as the goldens show them. */
+const SAMPLES: Record<string, Message> = {
+  hello: { type: "hello", protocol: "shoal", version: 1, agent: "shoal/0.1" },
+  error: {
+    type: "error",
+    code: "version_mismatch",
+    message: "Protocol version mismatch: we speak 1, the other side speaks 2",
+  },
+  ok: { type: "ok" },
+  register: { type: "register", port: 7001 },
+  register_host: { type: "register", port: 7001, host: "192.0.2.10" },
+  registered: { type: "registered", peerId: PEER_ID, heartbeatMs: 5000, expiryMs: 15000 },
+  heartbeat: { type: "heartbeat", peerId: PEER_ID },
+  unregister: { type: "unregister", peerId: PEER_ID },
+  announce: { type: "announce", peerId: PEER_ID, add: [HELLO_TXT], partial: [], remove: [] },
+  list_files: { type: "list_files" },
+  list_files_query: { type: "list_files", query: "hello" },
+  file_list: {
+    type: "file_list",
+    files: [{ id: FILE_ID, name: "hello.txt", size: 5, chunkSize: 16384, peers: 2, partial: 1 }],
+  },
+  get_peers: { type: "get_peers", fileId: FILE_ID },
+  peer_list: {
+    type: "peer_list",
+    fileId: FILE_ID,
+    peers: [{ host: "192.0.2.10", port: 7001, complete: true }, { host: "198.51.100.7", port: 7002, complete: false }],
+  },
+  get_manifest: { type: "get_manifest", fileId: FILE_ID },
+  manifest: { type: "manifest", fileId: FILE_ID, manifest: HELLO_TXT },
+  interested: { type: "interested", fileId: FILE_ID },
+  bitfield: { type: "bitfield", fileId: FILE_ID, count: 1, bits: new Uint8Array([0x80]) },
+  have: { type: "have", fileId: FILE_ID, index: 0 },
+  request: { type: "request", fileId: FILE_ID, index: 0 },
+  piece: { type: "piece", fileId: FILE_ID, index: 0, data: new TextEncoder().encode("hello") },
+  cancel: { type: "cancel", fileId: FILE_ID, index: 0 },
+  reject: { type: "reject", fileId: FILE_ID, index: 258, reason: "no such chunk" },
+};
+
+/** The file id of hello.txt as it appears on the wire: 32 raw bytes. */
+const ID_BYTES = "89284bebbb2a605e9d292f79a2716a0a" + "50b35197c27b982f9521fca6b585d1ee";
+
+/**
+ * Exact bytes of each sample: `<length u32 BE><type u8><payload>`. JSON
+ * payloads are written as their text; binary payloads field by field.
+ */
+const GOLDEN: Record<string, string> = {
+  hello: "00000034" + "01" + utf8('{"protocol":"shoal","version":1,"agent":"shoal/0.1"}'),
+  error: "00000066" + "02" +
+    utf8('{"code":"version_mismatch","message":"Protocol version mismatch: we speak 1, the other side speaks 2"}'),
+  ok: "00000002" + "03" + utf8("{}"),
+  register: "0000000d" + "10" + utf8('{"port":7001}'),
+  register_host: "00000021" + "10" + utf8('{"port":7001,"host":"192.0.2.10"}'),
+  registered: "00000055" + "11" +
+    utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","heartbeatMs":5000,"expiryMs":15000}'),
+  heartbeat: "00000031" + "12" + utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18"}'),
+  unregister: "00000031" + "13" + utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18"}'),
+  announce: "000000d0" + "14" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","add":[{"name":"hello.txt","size":5,"chunkSize":16384,' +
+        '"chunks":["2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"]}],"partial":[],"remove":[]}',
+    ),
+  list_files: "00000002" + "20" + utf8("{}"),
+  list_files_query: "00000011" + "20" + utf8('{"query":"hello"}'),
+  file_list: "00000099" + "21" +
+    utf8(
+      '{"files":[{"id":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5,"chunkSize":16384,"peers":2,"partial":1}]}',
+    ),
+  get_peers: "0000004d" + "22" + utf8('{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee"}'),
+  peer_list: "000000be" + "23" +
+    utf8(
+      '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee","peers":[' +
+        '{"host":"192.0.2.10","port":7001,"complete":true},{"host":"198.51.100.7","port":7002,"complete":false}]}',
+    ),
+  get_manifest: "0000004d" + "24" +
+    utf8('{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee"}'),
+  manifest: "000000d6" + "25" +
+    utf8(
+      '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee","manifest":{"name":"hello.txt",' +
+        '"size":5,"chunkSize":16384,"chunks":["2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"]}}',
+    ),
+  interested: "00000020" + // length = 32
+    "30" + // type INTERESTED
+    ID_BYTES, // file id
+  bitfield: "00000025" + // length = 37
+    "31" + // type BITFIELD
+    ID_BYTES + // file id
+    "00000001" + // count = 1 chunk
+    "80", // bits: 1000 0000, chunk 0 present, 7 spare bits zero
+  have: "00000024" + // length = 36
+    "32" + // type HAVE
+    ID_BYTES + // file id
+    "00000000", // index = 0
+  request: "00000024" + // length = 36
+    "33" + // type REQUEST
+    ID_BYTES + // file id
+    "00000000", // index = 0
+  piece: "00000029" + // length = 41
+    "34" + // type PIECE
+    ID_BYTES + // file id
+    "00000000" + // index = 0
+    "68656c6c6f", // data: "hello"
+  cancel: "00000024" + // length = 36
+    "35" + // type CANCEL
+    ID_BYTES + // file id
+    "00000000", // index = 0
+  reject: "00000031" + // length = 49
+    "36" + // type REJECT
+    ID_BYTES + // file id
+    "00000102" + // index = 258
+    utf8("no such chunk"), // reason: the raw UTF-8 text "no such chunk"
+};
+
+/** More round-trip cases: bigger, odder, still valid. */
+const EXTRA: Message[] = [
+  { type: "hello", protocol: "shoal", version: 65535, agent: "shoal-rs/0.3 (linux; ü)" },
+  { type: "error", code: "not_found", message: `No file with id ${REPORT_ID}` },
+  { type: "register", port: 65535, host: "2001:db8::7" },
+  { type: "register", port: 1 },
+  { type: "announce", peerId: PEER_ID, add: [HELLO_TXT, REPORT], partial: [REPORT_ID], remove: [FILE_ID] },
+  { type: "announce", peerId: PEER_ID, add: [], partial: [], remove: [] },
+  { type: "list_files", query: "" },
+  { type: "file_list", files: [] },
+  {
+    type: "file_list",
+    files: [{ id: REPORT_ID, name: REPORT.name, size: REPORT.size, chunkSize: REPORT.chunkSize, peers: 0, partial: 3 }],
+  },
+  { type: "peer_list", fileId: REPORT_ID, peers: [] },
+  { type: "manifest", fileId: REPORT_ID, manifest: REPORT },
+  { type: "manifest", fileId: fileIdOf({ ...REPORT, name: "x" }), manifest: { ...REPORT, name: "x" } },
+  { type: "bitfield", fileId: REPORT_ID, count: 3, bits: new Uint8Array([0xa0]) },
+  { type: "bitfield", fileId: REPORT_ID, count: 10, bits: new Uint8Array([0xa0, 0x40]) },
+  { type: "bitfield", fileId: REPORT_ID, count: 0, bits: new Uint8Array(0) },
+  { type: "have", fileId: REPORT_ID, index: 2 },
+  { type: "request", fileId: REPORT_ID, index: 0xffffffff },
+  { type: "cancel", fileId: REPORT_ID, index: 0x01020304 },
+  { type: "piece", fileId: REPORT_ID, index: 1, data: REPORT_BYTES.subarray(REPORT_CHUNK_SIZE, 2 * REPORT_CHUNK_SIZE) },
+  { type: "piece", fileId: REPORT_ID, index: 7, data: new Uint8Array(0) },
+  { type: "reject", fileId: REPORT_ID, index: 1, reason: "chunk not here yet ✋" },
+  { type: "reject", fileId: REPORT_ID, index: 1, reason: "" },
+];
+
+/** Messages as plain values: byte arrays become hex, so deepEqual compares content. */
+function plain(msg: Message): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(msg).map(([k, v]) => [k, v instanceof Uint8Array ? toHex(v) : v]));
+}
+
+/** Encodes, frames, decodes: the path every message takes. */
+function roundTrip(msg: Message): Message {
+  const d = new FrameDecoder();
+  const frames = d.push(encodeMessage(msg));
+  assert.equal(frames.length, 1);
+  d.finish();
+  return decodeMessage(frames[0]!);
+}
+
+function frame(type: number, payload: Uint8Array | string): Frame {
+  const bytes = typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+  return { type, payload: Uint8Array.from(bytes) };
+}
+
+/** Asserts `fn` throws a ProtocolError with `code` (and not some other error). */
+function assertProtocolError(fn: () => unknown, code: string, what: string): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof ProtocolError, `${what}: threw ${String(e)}, not a ProtocolError`);
+    assert.equal(e.code, code, `${what}: ${e.message}`);
+    return true;
+  }, what);
+}
+
+// ------------------------------------------------------------------ the table
+
+Deno.test("WireType pins every message id (ids are never renumbered)", () => {
+  assert.deepEqual({ ...WireType }, {
+    hello: 0x01,
+    error: 0x02,
+    ok: 0x03,
+    register: 0x10,
+    registered: 0x11,
+    heartbeat: 0x12,
+    unregister: 0x13,
+    announce: 0x14,
+    list_files: 0x20,
+    file_list: 0x21,
+    get_peers: 0x22,
+    peer_list: 0x23,
+    get_manifest: 0x24,
+    manifest: 0x25,
+    interested: 0x30,
+    bitfield: 0x31,
+    have: 0x32,
+    request: 0x33,
+    piece: 0x34,
+    cancel: 0x35,
+    reject: 0x36,
+  });
+  assert.equal(new Set(Object.values(WireType)).size, Object.keys(WireType).length, "no id is used twice");
+});
+
+Deno.test("the fixtures cover every message type", () => {
+  const sampled = new Set(Object.values(SAMPLES).map((m) => m.type));
+  for (const name of Object.keys(WireType) as MessageName[]) {
+    assert.ok(sampled.has(name), `no sample of ${name}`);
+  }
+  assert.deepEqual(Object.keys(GOLDEN).sort(), Object.keys(SAMPLES).sort());
+  assert.equal(fileIdOf(HELLO_TXT), FILE_ID);
+  assert.equal(sha256Hex(new TextEncoder().encode("hello")), HELLO_CHUNK);
+});
+
+Deno.test("helloMessage() speaks protocol shoal version 1", () => {
+  assert.equal(PROTOCOL_NAME, "shoal");
+  assert.equal(PROTOCOL_VERSION, 1);
+  assert.deepEqual(helloMessage("shoal/0.1"), SAMPLES.hello);
+  assert.equal(toHex(encodeMessage(helloMessage("shoal/0.1"))), GOLDEN.hello);
+});
+
+// ------------------------------------------------------------------ round trips
+
+Deno.test("every sample message round-trips through encodeMessage, FrameDecoder and decodeMessage", () => {
+  for (const [key, msg] of Object.entries(SAMPLES)) {
+    assert.deepEqual(plain(roundTrip(msg)), plain(msg), key);
+  }
+});
+
+Deno.test("bigger and edge-case messages round-trip too", () => {
+  for (const msg of EXTRA) {
+    assert.deepEqual(plain(roundTrip(msg)), plain(msg), msg.type);
+  }
+});
+
+Deno.test("optional fields stay absent when not sent", () => {
+  const reg = roundTrip({ type: "register", port: 7001 });
+  assert.ok(!("host" in reg), "register without host decodes without a host key");
+  const list = roundTrip({ type: "list_files" });
+  assert.ok(!("query" in list));
+});
+
+Deno.test("a stream of every message, cut into 7-byte slices, decodes in order", () => {
+  const all = [...Object.values(SAMPLES), ...EXTRA];
+  const stream = new Uint8Array(all.reduce((n, m) => n + encodeMessage(m).length, 0));
+  let at = 0;
+  for (const m of all) {
+    const bytes = encodeMessage(m);
+    stream.set(bytes, at);
+    at += bytes.length;
+  }
+  const d = new FrameDecoder();
+  const got: Message[] = [];
+  for (let i = 0; i < stream.length; i += 7) got.push(...d.push(stream.subarray(i, i + 7)).map(decodeMessage));
+  d.finish();
+  assert.deepEqual(got.map(plain), all.map(plain));
+});
+
+Deno.test("decoders accept JSON keys in any order and ignore unknown keys", () => {
+  const reordered = decodeMessage(frame(0x01, '{"agent":"x/1","version":1,"protocol":"shoal"}'));
+  assert.deepEqual(reordered, { type: "hello", protocol: "shoal", version: 1, agent: "x/1" });
+  const extra = decodeMessage(frame(0x11, '{"expiryMs":9,"future":[1,2],"peerId":"p","heartbeatMs":3}'));
+  assert.deepEqual(extra, { type: "registered", peerId: "p", heartbeatMs: 3, expiryMs: 9 });
+  const manifest = decodeMessage(frame(
+    0x25,
+    `{"manifest":{"chunks":["${HELLO_CHUNK}"],"chunkSize":16384,"size":5,"name":"h","mtime":1},"fileId":"${FILE_ID}"}`,
+  ));
+  assert.deepEqual(manifest, { type: "manifest", fileId: FILE_ID, manifest: { ...HELLO_TXT, name: "h" } });
+});
+
+// ------------------------------------------------------------------ goldens
+
+Deno.test("golden: every message encodes to exactly the pinned bytes", () => {
+  for (const [key, msg] of Object.entries(SAMPLES)) {
+    assert.equal(toHex(encodeMessage(msg)), GOLDEN[key], key);
+  }
+});
+
+Deno.test("golden: the pinned bytes decode to the sample messages", () => {
+  for (const [key, golden] of Object.entries(GOLDEN)) {
+    const frames = new FrameDecoder().push(hex(golden));
+    assert.equal(frames.length, 1, key);
+    assert.deepEqual(plain(decodeMessage(frames[0]!)), plain(SAMPLES[key]!), key);
+  }
+});
+
+Deno.test("golden: HELLO spelled out byte by byte", () => {
+  const bytes = "00 00 00 34" + // length = 52 payload bytes
+    "01" + // type = 0x01 HELLO
+    "7b 22 70 72 6f 74 6f 63 6f 6c 22 3a 22 73 68 6f 61 6c 22 2c" + // {"protocol":"shoal",
+    "22 76 65 72 73 69 6f 6e 22 3a 31 2c" + // "version":1,
+    "22 61 67 65 6e 74 22 3a 22 73 68 6f 61 6c 2f 30 2e 31 22 7d"; // "agent":"shoal/0.1"}
+  assert.equal(toHex(encodeMessage(SAMPLES.hello!)), bytes.replace(/\s+/g, ""));
+});
+
+Deno.test("golden: REQUEST for chunk 258 spelled out byte by byte", () => {
+  const bytes = "00 00 00 24" + // length = 36: 32-byte file id + u32 index
+    "33" + // type = 0x33 REQUEST
+    "89 28 4b eb bb 2a 60 5e 9d 29 2f 79 a2 71 6a 0a" + // file id, bytes 0-15
+    "50 b3 51 97 c2 7b 98 2f 95 21 fc a6 b5 85 d1 ee" + // file id, bytes 16-31
+    "00 00 01 02"; // index = 258, u32 big-endian
+  assert.equal(toHex(encodeMessage({ type: "request", fileId: FILE_ID, index: 258 })), bytes.replace(/\s+/g, ""));
+});
+
+Deno.test("golden: allocPieceFrame() builds the same bytes as encodeMessage()", () => {
+  assert.equal(PIECE_PREFIX_BYTES, 5 + 32 + 4);
+  const { frame: bytes, data } = allocPieceFrame(FILE_ID, 0, 5);
+  assert.equal(data.length, 5);
+  data.set(new TextEncoder().encode("hello"));
+  assert.equal(toHex(bytes), GOLDEN.piece);
+  assert.equal(data.buffer, bytes.buffer, "data is a view into the frame (no copy)");
+});
+
+/** `<!-- golden: NAME -->` then a ```text block; hex is what precedes `|` on each line. */
+function docGoldens(doc: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of doc.matchAll(/<!-- golden: ([a-z0-9_]+) -->\s*```text\n([\s\S]*?)```/g)) {
+    const hexText = m[2]!.split("\n").map((line) => line.split("|")[0]!.replace(/\s+/g, "")).join("");
+    assert.ok(!out.has(m[1]!), `docs/PROTOCOL.md has two goldens named ${m[1]}`);
+    out.set(m[1]!, hexText);
+  }
+  return out;
+}
+
+Deno.test("golden: docs/PROTOCOL.md shows exactly these bytes", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/PROTOCOL.md", import.meta.url));
+  const shown = docGoldens(doc);
+  // The doc's worked REQUEST example uses index 258, to show the byte order.
+  const expected = new Map(Object.entries(GOLDEN));
+  expected.set("request_258", toHex(encodeMessage({ type: "request", fileId: FILE_ID, index: 258 })));
+  assert.deepEqual(
+    [...shown.keys()].sort(),
+    [...expected.keys()].sort(),
+    "the doc shows one golden per pinned example",
+  );
+  for (const [key, hexText] of shown) assert.equal(hexText, expected.get(key), `docs/PROTOCOL.md golden ${key}`);
+  assert.ok(doc.includes(FILE_ID), "the doc names the example file id");
+});
+
+// ------------------------------------------------------------------ malformed input
+
+Deno.test("unknown type ids are rejected with code unknown_type", () => {
+  const known = new Set<number>(Object.values(WireType));
+  let unknown = 0;
+  for (let type = 0; type <= 0xff; type++) {
+    if (known.has(type)) continue;
+    unknown++;
+    assertProtocolError(() => decodeMessage(frame(type, "{}")), "unknown_type", `type 0x${type.toString(16)}`);
+  }
+  assert.equal(unknown, 256 - 21);
+  assert.throws(() => decodeMessage(frame(0xfe, "")), /0xfe/);
+  assert.throws(() => decodeMessage(frame(0x00, "")), /0x00/);
+});
+
+Deno.test("JSON messages reject payloads that are not UTF-8 JSON objects", () => {
+  const cases: [string, number, Uint8Array | string][] = [
+    ["truncated JSON", 0x01, '{"protocol":"shoal",'],
+    ["empty payload", 0x03, ""],
+    ["not UTF-8", 0x01, new Uint8Array([0x7b, 0xff, 0xfe, 0x7d])],
+    ["array", 0x03, "[]"],
+    ["null", 0x03, "null"],
+    ["number", 0x12, "42"],
+    ["string", 0x12, '"peerId"'],
+    ["boolean", 0x20, "true"],
+    ["two values", 0x03, "{}{}"],
+  ];
+  for (const [what, type, payload] of cases) {
+    assertProtocolError(() => decodeMessage(frame(type, payload)), "malformed", what);
+  }
+});
+
+Deno.test("JSON messages reject fields of the wrong type or out of bounds", () => {
+  const long = "a".repeat(MAX_TEXT + 1);
+  const cases: [string, number, string][] = [
+    ["hello version as string", 0x01, '{"protocol":"shoal","version":"1","agent":"a"}'],
+    ["hello version fraction", 0x01, '{"protocol":"shoal","version":1.5,"agent":"a"}'],
+    ["hello version negative", 0x01, '{"protocol":"shoal","version":-1,"agent":"a"}'],
+    ["hello version above u16", 0x01, '{"protocol":"shoal","version":65536,"agent":"a"}'],
+    ["hello without agent", 0x01, '{"protocol":"shoal","version":1}'],
+    ["hello protocol as number", 0x01, '{"protocol":1,"version":1,"agent":"a"}'],
+    ["hello oversize agent", 0x01, `{"protocol":"shoal","version":1,"agent":"${long}"}`],
+    ["error code missing", 0x02, '{"message":"m"}'],
+    ["error oversize message", 0x02, `{"code":"c","message":"${long}"}`],
+    ["register port 0", 0x10, '{"port":0}'],
+    ["register port 65536", 0x10, '{"port":65536}'],
+    ["register port as string", 0x10, '{"port":"7001"}'],
+    ["register host as number", 0x10, '{"port":7001,"host":5}'],
+    ["register host null", 0x10, '{"port":7001,"host":null}'],
+    ["registered heartbeatMs 0", 0x11, '{"peerId":"p","heartbeatMs":0,"expiryMs":1}'],
+    ["registered expiryMs over a day", 0x11, '{"peerId":"p","heartbeatMs":1,"expiryMs":86400001}'],
+    ["heartbeat peerId number", 0x12, '{"peerId":7}'],
+    ["unregister oversize peerId", 0x13, `{"peerId":"${long}"}`],
+    ["announce add not a list", 0x14, '{"peerId":"p","add":{},"partial":[],"remove":[]}'],
+    ["announce without partial", 0x14, '{"peerId":"p","add":[],"remove":[]}'],
+    ["announce partial with a bad id", 0x14, '{"peerId":"p","add":[],"partial":["00"],"remove":[]}'],
+    [
+      "announce remove with an uppercase id",
+      0x14,
+      `{"peerId":"p","add":[],"partial":[],"remove":["${FILE_ID.toUpperCase()}"]}`,
+    ],
+    ["list_files query as number", 0x20, '{"query":5}'],
+    ["file_list files not a list", 0x21, '{"files":"none"}'],
+    ["file_list entry not an object", 0x21, '{"files":[7]}'],
+    [
+      "file_list entry with a bad id",
+      0x21,
+      '{"files":[{"id":"x","name":"n","size":1,"chunkSize":1,"peers":1,"partial":0}]}',
+    ],
+    [
+      "file_list entry with a negative size",
+      0x21,
+      `{"files":[{"id":"${FILE_ID}","name":"n","size":-1,"chunkSize":1,"peers":1,"partial":0}]}`,
+    ],
+    [
+      "file_list entry without peers",
+      0x21,
+      `{"files":[{"id":"${FILE_ID}","name":"n","size":1,"chunkSize":1,"partial":0}]}`,
+    ],
+    ["get_peers without fileId", 0x22, "{}"],
+    ["get_peers with a 63-digit id", 0x22, `{"fileId":"${FILE_ID.slice(1)}"}`],
+    ["get_peers with an uppercase id", 0x22, `{"fileId":"${FILE_ID.toUpperCase()}"}`],
+    ["get_manifest with a numeric id", 0x24, '{"fileId":5}'],
+    ["peer_list complete as string", 0x23, `{"fileId":"${FILE_ID}","peers":[{"host":"h","port":1,"complete":"yes"}]}`],
+    ["peer_list port 0", 0x23, `{"fileId":"${FILE_ID}","peers":[{"host":"h","port":0,"complete":true}]}`],
+    ["peer_list entry null", 0x23, `{"fileId":"${FILE_ID}","peers":[null]}`],
+    ["manifest with a bad fileId", 0x25, `{"fileId":"nope","manifest":${JSON.stringify(HELLO_TXT)}}`],
+  ];
+  for (const [what, type, payload] of cases) {
+    assertProtocolError(() => decodeMessage(frame(type, payload)), "malformed", what);
+  }
+  // The bounds themselves are accepted.
+  const atMax = "a".repeat(MAX_TEXT);
+  assert.equal((decodeMessage(frame(0x12, `{"peerId":"${atMax}"}`)) as { peerId: string }).peerId, atMax);
+  assert.equal((decodeMessage(frame(0x10, '{"port":65535}')) as { port: number }).port, 65535);
+});
+
+Deno.test("binary messages reject payloads of the wrong length", () => {
+  const id = hex(ID_BYTES);
+  const bytes = (n: number) => {
+    const out = new Uint8Array(n);
+    out.set(id.subarray(0, Math.min(n, 32)));
+    return out;
+  };
+  const cases: [string, number, number][] = [
+    ["interested short", 0x30, 31],
+    ["interested long", 0x30, 33],
+    ["interested empty", 0x30, 0],
+    ["have short", 0x32, 35],
+    ["have long", 0x32, 37],
+    ["request short", 0x33, 35],
+    ["request long", 0x33, 37],
+    ["cancel short", 0x35, 35],
+    ["cancel long", 0x35, 40],
+    ["piece without index", 0x34, 35],
+    ["reject without index", 0x36, 35],
+    ["bitfield without count", 0x31, 35],
+  ];
+  for (const [what, type, n] of cases) {
+    assertProtocolError(() => decodeMessage(frame(type, bytes(n))), "malformed", what);
+  }
+});
+
+Deno.test("BITFIELD rejects a bits length that does not match its count", () => {
+  const withBits = (count: number, bits: number[]) => {
+    const p = new Uint8Array(36 + bits.length);
+    p.set(hex(ID_BYTES));
+    new DataView(p.buffer).setUint32(32, count);
+    p.set(bits, 36);
+    return frame(0x31, p);
+  };
+  assertProtocolError(() => decodeMessage(withBits(10, [0xff])), "malformed", "10 chunks in 1 byte");
+  assertProtocolError(() => decodeMessage(withBits(10, [0xff, 0xc0, 0x00])), "malformed", "10 chunks in 3 bytes");
+  assertProtocolError(() => decodeMessage(withBits(0, [0x00])), "malformed", "0 chunks in 1 byte");
+  assertProtocolError(() => decodeMessage(withBits(0xffffffff, [])), "malformed", "2^32-1 chunks in 0 bytes");
+  const ok = decodeMessage(withBits(9, [0xff, 0x80]));
+  assert.deepEqual(plain(ok), { type: "bitfield", fileId: FILE_ID, count: 9, bits: "ff80" });
+});
+
+Deno.test("REJECT rejects a reason that is not UTF-8", () => {
+  const p = new Uint8Array(38);
+  p.set(hex(ID_BYTES));
+  p.set([0xc3, 0x28], 36); // an invalid two-byte sequence
+  assertProtocolError(() => decodeMessage(frame(0x36, p)), "malformed", "bad UTF-8 reason");
+});
+
+Deno.test("a MANIFEST whose manifest does not hash to its fileId is bad_manifest", () => {
+  const wrongId = { fileId: REPORT_ID, manifest: HELLO_TXT };
+  assertProtocolError(() => decodeMessage(frame(0x25, JSON.stringify(wrongId))), "bad_manifest", "id of another file");
+  const tampered = { fileId: FILE_ID, manifest: { ...HELLO_TXT, size: 6 } };
+  assertProtocolError(() => decodeMessage(frame(0x25, JSON.stringify(tampered))), "bad_manifest", "size changed");
+  const unsafe = { fileId: FILE_ID, manifest: { ...HELLO_TXT, name: "../hello.txt" } };
+  assertProtocolError(() => decodeMessage(frame(0x25, JSON.stringify(unsafe))), "bad_manifest", "unsafe name");
+  const missing = { fileId: FILE_ID };
+  assertProtocolError(() => decodeMessage(frame(0x25, JSON.stringify(missing))), "bad_manifest", "no manifest");
+  // A rename keeps the id: the name is not hashed.
+  const renamed = { fileId: FILE_ID, manifest: { ...HELLO_TXT, name: "greeting.txt" } };
+  assert.equal((decodeMessage(frame(0x25, JSON.stringify(renamed))) as { fileId: string }).fileId, FILE_ID);
+});
+
+Deno.test("an ANNOUNCE carrying an invalid manifest is bad_manifest", () => {
+  const body = { peerId: PEER_ID, add: [{ ...HELLO_TXT, chunks: [] }], partial: [], remove: [] };
+  assertProtocolError(() => decodeMessage(frame(0x14, JSON.stringify(body))), "bad_manifest", "chunk count wrong");
+  const slash = { peerId: PEER_ID, add: [{ ...HELLO_TXT, name: "a/b" }], partial: [], remove: [] };
+  assertProtocolError(() => decodeMessage(frame(0x14, JSON.stringify(slash))), "bad_manifest", "name with a slash");
+});
+
+Deno.test("encodeMessage() refuses values the wire cannot carry", () => {
+  assert.throws(() => encodeMessage({ type: "request", fileId: FILE_ID.toUpperCase(), index: 0 }), RangeError);
+  assert.throws(() => encodeMessage({ type: "interested", fileId: "abc" }), RangeError);
+  assert.throws(() => encodeMessage({ type: "have", fileId: FILE_ID, index: -1 }), RangeError);
+  assert.throws(() => encodeMessage({ type: "cancel", fileId: FILE_ID, index: 2 ** 32 }), RangeError);
+  assert.throws(
+    () => encodeMessage({ type: "piece", fileId: FILE_ID, index: 0.5, data: new Uint8Array(1) }),
+    RangeError,
+  );
+  assert.throws(
+    () => encodeMessage({ type: "bitfield", fileId: FILE_ID, count: Number.NaN, bits: new Uint8Array(0) }),
+    RangeError,
+  );
+});
+
+// ------------------------------------------------------------------ property test
+
+/** mulberry32: a small seeded PRNG, so a failure can be replayed from its seed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+Deno.test("property: garbage fed to FrameDecoder and decodeMessage only ever throws ProtocolError", () => {
+  const seed = 0x5eed_0001;
+  const rand = prng(seed);
+  const int = (n: number) => Math.floor(rand() * n);
+  const ids = Object.values(WireType);
+  const goldens = Object.values(GOLDEN).map(hex);
+  const codes = new Set(["malformed", "unknown_type", "bad_manifest", "frame_too_large", "truncated"]);
+  const seen = { decoded: 0, rejected: 0 };
+
+  const attempt = (stream: Uint8Array, what: string) => {
+    const d = new FrameDecoder({ maxFrameBytes: 4096 });
+    try {
+      let at = 0;
+      while (at < stream.length) {
+        const step = 1 + int(24);
+        for (const f of d.push(stream.subarray(at, at + step))) {
+          try {
+            decodeMessage(f);
+            seen.decoded++;
+          } catch (e) {
+            if (!(e instanceof ProtocolError)) throw e;
+            seen.rejected++;
+          }
+        }
+        at += step;
+      }
+      d.finish();
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError, `${what} (seed ${seed}): threw ${e instanceof Error ? e.stack : e}`);
+      assert.ok(codes.has(e.code), `${what}: unexpected code ${e.code}`);
+    }
+  };
+
+  for (let round = 0; round < 3000; round++) {
+    // 1. Raw noise.
+    attempt(Uint8Array.from({ length: int(64) }, () => int(256)), `noise round ${round}`);
+    // 2. A well-formed header with a known type and a noisy payload.
+    const payload = Uint8Array.from({ length: int(80) }, () => int(256));
+    attempt(encodeFrame(ids[int(ids.length)]!, payload), `noisy payload round ${round}`);
+    // 3. A golden frame with a few bytes of its payload flipped, or its payload cut or padded.
+    const g = Uint8Array.from(goldens[int(goldens.length)]!);
+    const body = g.subarray(5);
+    const mode = int(3);
+    if (mode === 0) {
+      for (let k = 1 + int(3); k > 0; k--) if (body.length) body[int(body.length)] = int(256);
+      attempt(g, `mutated golden round ${round}`);
+    } else {
+      const cut = mode === 1 ? body.subarray(0, int(body.length + 1)) : Uint8Array.from([...body, int(256)]);
+      attempt(encodeFrame(g[4]!, cut), `resized golden round ${round}`);
+    }
+    // 4. A golden frame whose JSON text is spliced with JSON-ish tokens.
+    const tokens = ['"', "{", "}", "[", "]", ",", ":", "null", "1e999", "-0", '"\\u0000"', "true", "1.5"];
+    const text = new TextDecoder().decode(body);
+    const pos = int(text.length + 1);
+    const spliced = text.slice(0, pos) + tokens[int(tokens.length)] + text.slice(pos + int(3));
+    attempt(encodeFrame(g[4]!, new TextEncoder().encode(spliced)), `spliced golden round ${round}`);
+  }
+  assert.ok(seen.decoded > 0, "some inputs decode");
+  assert.ok(seen.rejected > 0, "some inputs are rejected");
+});
