@@ -9,7 +9,7 @@
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary } from "./download.ts";
-import { NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
+import { NotFoundError, OutputExistsError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
 import type { FileSummary, PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
@@ -48,8 +48,11 @@ export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]>
   // A peer that knows the manifest serves the file, whole or in part.
   const have = await Promise.all(src.peers.map(async (p) => {
     try {
-      await withConn(p, (c) => getManifest(c, fileId));
-      return [{ ...p, complete: true }];
+      const complete = await withConn(p, async (c) => {
+        await getManifest(c, fileId);
+        return (await listFiles(c)).some((f) => f.id === fileId); // the catalog lists complete files only
+      });
+      return [{ ...p, complete }];
     } catch {
       return [];
     }
@@ -116,8 +119,19 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
   if (manifest.size > 0 && (await discover()).length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
+  if (!options.force && await pathExists(out)) throw new OutputExistsError(out);
   options.onResolved?.(fileId, manifest, out);
   return await download({ ...options, fileId, manifest, out, discover });
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
 }
 
 function isLoopback(host: string): boolean {

@@ -92,6 +92,7 @@ export class Connection {
   async receiveFrame(timeoutMs = this.ioTimeoutMs): Promise<Frame> {
     while (this.#queue.length === 0) {
       if (this.#closed) throw new ConnectionClosedError();
+      this.#decoder.check();
       const target = this.#decoder.payloadTarget();
       if (target !== null && target.length >= DIRECT_READ_MIN) {
         const n = await this.#read(target, timeoutMs);
@@ -166,8 +167,9 @@ export class Connection {
   }
 
   #eof(): never {
-    this.close();
+    // A cut-off frame throws TruncatedFrameError with the socket still open, so a server can answer it.
     this.#decoder.finish();
+    this.close();
     throw new ConnectionClosedError();
   }
 

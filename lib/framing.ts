@@ -13,7 +13,7 @@
  * @module
  */
 
-import { FrameTooLargeError, TruncatedFrameError } from "./errors.ts";
+import { FrameTooLargeError, ProtocolError, TruncatedFrameError } from "./errors.ts";
 
 /** Bytes in a frame header: u32 length + u8 type. */
 export const FRAME_HEADER_BYTES = 5;
@@ -88,6 +88,7 @@ export class FrameDecoder {
   #type = 0;
   #payload: Uint8Array<ArrayBuffer> | null = null;
   #payloadFill = 0;
+  #error: ProtocolError | null = null;
 
   constructor(options: FrameDecoderOptions = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -117,9 +118,29 @@ export class FrameDecoder {
     return this.#takeIfWhole();
   }
 
-  /** Consumes `bytes`; returns the frames they complete. Throws ProtocolError on a bad length. */
+  /**
+   * Consumes `bytes`; returns the frames they complete. Throws ProtocolError
+   * on a bad length; frames completed before it in the same bytes are
+   * returned first and the error is thrown by the next call.
+   */
   push(bytes: Uint8Array): Frame[] {
+    if (this.#error) throw this.#error;
     const frames: Frame[] = [];
+    try {
+      this.#consume(bytes, frames);
+    } catch (err) {
+      if (frames.length === 0 || !(err instanceof ProtocolError)) throw err;
+      this.#error = err;
+    }
+    return frames;
+  }
+
+  /** Throws the error held back by {@link push}, if any. */
+  check(): void {
+    if (this.#error) throw this.#error;
+  }
+
+  #consume(bytes: Uint8Array, frames: Frame[]): void {
     let at = 0;
     while (at < bytes.length) {
       if (this.#payload === null) {
@@ -138,7 +159,6 @@ export class FrameDecoder {
       const frame = this.#takeIfWhole();
       if (frame) frames.push(frame);
     }
-    return frames;
   }
 
   /** Call at end of stream: throws TruncatedFrameError if a frame was cut short. */

@@ -1,0 +1,303 @@
+/**
+ * End-to-end, issue 3: downloads from several peers that die, lie, or hold
+ * only part of the file; a client killed and rerun; damaged resume state.
+ *
+ * Slow transfers come from `--upload-limit` on the serving peers; every
+ * "mid-download" point is found by polling the client's resume sidecar
+ * (`<out>.part.json`), never by sleeping.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { Bitfield } from "../../lib/bitfield.ts";
+import { fileIdOf, hashFile } from "../../lib/manifest.ts";
+import { writeSidecar } from "../../lib/sidecar.ts";
+import {
+  E2E,
+  exists,
+  type FileEntry,
+  type GetSummary,
+  MiB,
+  type PeerEntry,
+  readSidecarProgress,
+  sha256File,
+  waitUntil,
+  writeRandomFile,
+  zeroChunks,
+} from "./harness.ts";
+
+/** Bound on any single wait for progress. */
+const PROGRESS_TIMEOUT_MS = 30_000;
+
+/** Waits until the sidecar at `out.part.json` marks at least `min` chunks done; returns its count. */
+async function waitForProgress(out: string, min: number, what: string): Promise<number> {
+  const p = await waitUntil(
+    async () => {
+      const s = await readSidecarProgress(`${out}.part.json`);
+      return s && s.done >= min ? s : null;
+    },
+    PROGRESS_TIMEOUT_MS,
+    `${what}: ${min} chunks in ${out}.part.json`,
+  );
+  return p.done;
+}
+
+Deno.test("e2e swarm: a peer SIGKILLed mid-download; the other two finish it", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const size = 32 * MiB, chunks = 128; // 256 KiB chunks
+  await writeRandomFile(`${dir}/big.bin`, size);
+  const sha = await sha256File(`${dir}/big.bin`);
+  const tracker = await env.tracker();
+  const peers = await Promise.all(
+    [0, 1, 2].map(() => env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "3m" })),
+  );
+
+  const target = `${out}/big.bin`;
+  const client = await env.spawn("client.ts", ["--tracker", tracker.addr, "get", "big.bin", "-o", target, "--json"]);
+  await waitForProgress(target, Math.ceil(chunks * 0.35), "before the kill");
+  const victim = peers[2]!;
+  victim.proc.kill("SIGKILL");
+  await victim.proc.wait();
+  assert.equal(await exists(target), false, "the download was still running when the peer died");
+
+  const status = await client.wait(60_000);
+  assert.equal(status.code, 0, client.describe());
+  const s = JSON.parse(client.stdout) as GetSummary;
+  assert.equal(await sha256File(target), sha);
+  assert.equal(s.chunksFetched, chunks);
+  assert.ok((s.bytesPerPeer[victim.addr] ?? 0) > 0, `the killed peer served before it died: ${client.stdout}`);
+  assert.ok(
+    s.peersDropped.some((d) => d.peer === victim.addr),
+    `the killed peer is reported dropped: ${client.stdout}`,
+  );
+  for (const p of peers.slice(0, 2)) assert.ok((s.bytesPerPeer[p.addr] ?? 0) > 0, `${p.addr} served`);
+  assert.equal(Object.values(s.bytesPerPeer).reduce((a, b) => a + b, 0), size);
+});
+
+Deno.test("e2e swarm: a corrupting peer is dropped and its chunks fetched again", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  await writeRandomFile(`${dir}/data.bin`, 4 * MiB);
+  const sha = await sha256File(`${dir}/data.bin`);
+  const tracker = await env.tracker();
+  // the good peer is slowed so the corrupt one surely gets requests before the end
+  const [good, bad] = await Promise.all([
+    env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "1m" }),
+    env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", corrupt: true }),
+  ]);
+
+  const r = await env.clientOk(["--tracker", tracker.addr], "get", "data.bin", "-o", `${out}/data.bin`, "--json");
+  const s = r.json<GetSummary>();
+  assert.equal(await sha256File(`${out}/data.bin`), sha);
+  const dropped = s.peersDropped.find((d) => d.peer === bad.addr);
+  assert.ok(dropped, `the corrupt peer ${bad.addr} is named in peersDropped: ${r.stdout}`);
+  assert.match(dropped.reason, /SHA-256|hash|corrupt/i);
+  assert.ok(s.chunksRefetched > 0, `a bad chunk was fetched again: ${r.stdout}`);
+  assert.ok(!s.peersDropped.some((d) => d.peer === good.addr), `the good peer is kept: ${r.stdout}`);
+  assert.equal(s.bytesPerPeer[bad.addr] ?? 0, 0, "no byte from the corrupt peer was accepted");
+  assert.equal(s.bytesPerPeer[good.addr], 4 * MiB);
+});
+
+Deno.test("e2e swarm: a client SIGKILLed at several points resumes each time", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const chunks = 64; // 16 MiB in 256 KiB chunks
+  await writeRandomFile(`${dir}/resume.bin`, 16 * MiB);
+  const sha = await sha256File(`${dir}/resume.bin`);
+  const tracker = await env.tracker();
+  await env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "2m" });
+  const target = `${out}/resume.bin`;
+  const get = (...extra: string[]) =>
+    env.spawn("client.ts", ["--tracker", tracker.addr, "get", "resume.bin", "-o", target, ...extra]);
+
+  // killed right at the start: the .part exists, maybe no sidecar yet
+  const c0 = await get();
+  await waitUntil(() => exists(`${target}.part`), PROGRESS_TIMEOUT_MS, `${target}.part`);
+  c0.kill("SIGKILL");
+  await c0.wait();
+
+  // killed at ~20%
+  const c1 = await get();
+  await waitForProgress(target, Math.ceil(chunks * 0.2), "run 1");
+  c1.kill("SIGKILL");
+  await c1.wait();
+  const k1 = (await readSidecarProgress(`${target}.part.json`))!.done;
+  assert.ok(k1 < chunks, "run 1 was killed before the end");
+
+  // killed at ~60%; it must have reused what run 1 saved
+  const c2 = await get();
+  const resumed = await c2.waitForLine(/^resuming: reused (\d+) of (\d+) chunks/, PROGRESS_TIMEOUT_MS, "stderr");
+  assert.equal(Number(resumed[1]), k1, "every chunk the sidecar marked was reused");
+  assert.equal(Number(resumed[2]), chunks);
+  await waitForProgress(target, Math.ceil(chunks * 0.6), "run 2");
+  c2.kill("SIGKILL");
+  await c2.wait();
+  const k2 = (await readSidecarProgress(`${target}.part.json`))!.done;
+  assert.ok(k2 > k1 && k2 < chunks, `run 2 progressed and was killed before the end (${k1} -> ${k2})`);
+  assert.equal(await exists(target), false);
+
+  // the last run finishes, fetching only what is missing
+  const c3 = await get("--json");
+  const status = await c3.wait(60_000);
+  assert.equal(status.code, 0, c3.describe());
+  const s = JSON.parse(c3.stdout) as GetSummary;
+  assert.equal(await sha256File(target), sha);
+  assert.equal(s.chunksReused, k2);
+  assert.ok(s.chunksReused > 0);
+  assert.equal(s.chunksFetched, chunks - k2);
+  assert.ok(s.chunksFetched < chunks);
+  assert.equal(await exists(`${target}.part`), false);
+  assert.equal(await exists(`${target}.part.json`), false);
+});
+
+Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a third client", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), work = await env.tempDir();
+  const chunkSize = 256 * 1024, chunks = 32; // 8 MiB
+  await writeRandomFile(`${dir}/swarm.bin`, chunks * chunkSize);
+  const sha = await sha256File(`${dir}/swarm.bin`);
+
+  // 1. The seeder S, slow (about one chunk a second), is the only complete source.
+  //    Expiry is long enough that C1 stays listed while it is paused below.
+  const tracker = await env.tracker(200, 6000);
+  const seeder = await env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "256k" });
+  const src = ["--tracker", tracker.addr];
+  const fileId = (await env.clientOk(src, "files", "--json")).json<FileEntry[]>()[0]!.id;
+  const partialSources = async () =>
+    (await env.clientOk(src, "peers", fileId, "--json")).json<PeerEntry[]>().filter((p) => !p.complete)
+      .map((p) => `${p.host}:${p.port}`);
+
+  // 2. Interrupted downloads, as the client leaves them: C1's holds the even
+  //    chunks, C2's the odd ones (the .part has zeros elsewhere; the sidecar is
+  //    written by lib/sidecar.ts itself). Waiting for a random download to
+  //    split this way would be a race; this makes the split exact.
+  const manifest = await hashFile(`${dir}/swarm.bin`, "swarm.bin", chunkSize);
+  assert.equal(fileIdOf(manifest), fileId, "setup: the manifest hashed here is the one the seeder announced");
+  const even = [...Array(chunks).keys()].filter((i) => i % 2 === 0);
+  const odd = [...Array(chunks).keys()].filter((i) => i % 2 === 1);
+  const out1 = `${work}/c1.bin`, out2 = `${work}/c2.bin`, out3 = `${work}/c3.bin`;
+  for (const [out, have, lack] of [[out1, even, odd], [out2, odd, even]] as const) {
+    await Deno.copyFile(`${dir}/swarm.bin`, `${out}.part`);
+    await zeroChunks(`${out}.part`, chunkSize, [...lack]);
+    const done = new Bitfield(chunks);
+    for (const i of have) done.set(i);
+    await writeSidecar(`${out}.part.json`, { fileId, manifest, done });
+  }
+
+  // 3. C1 resumes with the even half and announces itself as a partial source.
+  //    It is then paused (SIGSTOP) so that C2, which will learn of it, cannot
+  //    complete from it while S is alive.
+  const c1 = await env.spawn("client.ts", [...src, "get", fileId, "-o", out1, "--seed"]);
+  const r1 = await c1.waitForLine(/^resuming: reused (\d+) of (\d+) chunks(.*)$/, 30_000, "stderr");
+  assert.deepEqual([r1[1], r1[2], r1[3]], [`${chunks / 2}`, `${chunks}`, ""], "C1 resumed with the even half");
+  const c1Addr = (await waitUntil(async () => (await partialSources())[0], 10_000, "C1 as a partial source"))!;
+  c1.kill("SIGSTOP");
+
+  // 4. C2 resumes with the odd half; it learns of S and C1.
+  const c2 = await env.spawn("client.ts", [...src, "get", fileId, "-o", out2, "--seed"]);
+  const r2 = await c2.waitForLine(/^resuming: reused (\d+) of (\d+) chunks(.*)$/, 30_000, "stderr");
+  assert.deepEqual([r2[1], r2[2], r2[3]], [`${chunks / 2}`, `${chunks}`, ""], "C2 resumed with the odd half");
+  const c2Addr = await waitUntil(
+    async () => (await partialSources()).find((a) => a !== c1Addr),
+    10_000,
+    "C2 as a partial source",
+  );
+
+  // 5. Together they hold every chunk, neither holds all: S leaves.
+  assert.equal(await exists(out1), false, "C1 is not complete");
+  assert.equal(await exists(out2), false, "C2 is not complete");
+  seeder.proc.kill("SIGKILL");
+  await seeder.proc.wait();
+  c1.kill("SIGCONT");
+
+  // 6. C3 downloads from the two partial sources only.
+  const r3 = await env.clientOk(src, "get", fileId, "-o", out3, "--json");
+  const s3 = r3.json<GetSummary>();
+  assert.equal(await sha256File(out3), sha);
+  const sources = Object.keys(s3.bytesPerPeer).filter((p) => s3.bytesPerPeer[p]! > 0);
+  assert.ok(sources.length > 0);
+  for (const p of sources) assert.ok([c1Addr, c2Addr].includes(p), `C3 fetched from ${p}, not C1/C2: ${r3.stdout}`);
+  assert.equal(s3.bytesPerPeer[seeder.addr] ?? 0, 0, "nothing came from the departed seeder");
+
+  // C1 and C2 complete from each other, then stop cleanly on SIGTERM.
+  for (const [c, out] of [[c1, out1], [c2, out2]] as const) {
+    await c.waitForLine(/^saved /, 30_000);
+    assert.equal(await sha256File(out), sha);
+    c.kill("SIGTERM");
+    assert.equal((await c.wait()).code, 0, c.describe());
+  }
+});
+
+Deno.test("e2e swarm: damaged resume state is reported and the download starts over", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), work = await env.tempDir();
+  const chunks = 16; // 4 MiB in 256 KiB chunks
+  await writeRandomFile(`${dir}/x.bin`, 4 * MiB);
+  await writeRandomFile(`${dir}/y.bin`, 4 * MiB);
+  const sha = await sha256File(`${dir}/x.bin`);
+  // a slow peer to make partial downloads, a fast one to finish them (direct mode)
+  const [slow, fast] = await Promise.all([
+    env.peer({ shared: dir, chunkSize: "256k", uploadLimit: "1m" }),
+    env.peer({ shared: dir, chunkSize: "256k" }),
+  ]);
+
+  /** A download of `name` into `out` from the slow peer, killed once its sidecar shows progress. */
+  const partial = async (name: string, out: string) => {
+    const c = await env.spawn("client.ts", ["--peers", slow.addr, "get", name, "-o", out, "--no-share"]);
+    await waitForProgress(out, 2, `partial ${name}`);
+    c.kill("SIGKILL");
+    await c.wait();
+    const p = (await readSidecarProgress(`${out}.part.json`))!;
+    assert.ok(p.done < chunks, `${name} was killed before the end`);
+    return p;
+  };
+  const px = await partial("x.bin", `${work}/x-orig`);
+  await partial("y.bin", `${work}/y-orig`);
+
+  /** A copy of the partial x download at `${work}/${name}`, with its sidecar taken from `sidecarFrom`. */
+  const copyState = async (name: string, sidecarFrom = `${work}/x-orig`) => {
+    const out = `${work}/${name}`;
+    await Deno.copyFile(`${work}/x-orig.part`, `${out}.part`);
+    await Deno.copyFile(`${sidecarFrom}.part.json`, `${out}.part.json`);
+    return out;
+  };
+  /** Reruns the download of x into `out` from the fast peer; checks the result; returns stderr. */
+  const rerun = async (out: string) => {
+    const r = await env.clientOk(["--peers", fast.addr], "get", "x.bin", "-o", out);
+    assert.equal(await sha256File(out), sha, `${out} is correct`);
+    assert.equal(await exists(`${out}.part.json`), false);
+    return r.stderr;
+  };
+
+  // baseline: intact state is resumed, not restarted
+  const intact = await rerun(await copyState("intact"));
+  assert.match(intact, new RegExp(`^resuming: reused ${px.done} of ${chunks} chunks`, "m"));
+  assert.doesNotMatch(intact, /starting over/);
+
+  // a sidecar with bytes flipped
+  const flipped = await copyState("flipped");
+  const bytes = await Deno.readFile(`${flipped}.part.json`);
+  for (const at of [0.3, 0.5, 0.7]) bytes[Math.floor(bytes.length * at)]! ^= 0xff;
+  await Deno.writeFile(`${flipped}.part.json`, bytes);
+  const e1 = await rerun(flipped);
+  assert.match(e1, /^starting over: .*flipped\.part\.json/m, e1);
+  assert.doesNotMatch(e1, /^resuming:/m);
+
+  // the sidecar of another file's download
+  const foreign = await copyState("foreign", `${work}/y-orig`);
+  const e2 = await rerun(foreign);
+  assert.match(e2, /^starting over: .*another file/m, e2);
+  assert.doesNotMatch(e2, /^resuming:/m);
+
+  // a .part of the wrong size
+  const short = await copyState("short");
+  await Deno.truncate(`${short}.part`, 2 * MiB + 1);
+  const e3 = await rerun(short);
+  assert.match(e3, /^starting over: .*short\.part.*\d+ bytes/m, e3);
+  assert.doesNotMatch(e3, /^resuming:/m);
+
+  // the slow peer was only there to make partial state
+  assert.equal(slow.proc.status, null);
+});
