@@ -13,7 +13,7 @@ import {
   UnreachableError,
   VersionMismatchError,
 } from "./errors.ts";
-import { type Frame, FrameDecoder } from "./framing.ts";
+import { type Frame, FrameDecoder, type FrameDecoderOptions } from "./framing.ts";
 import {
   decodeMessage,
   encodeMessage,
@@ -46,6 +46,8 @@ export interface ConnectionOptions {
   maxFrameBytes?: number;
   /** Deadline for each read and write; 0 disables it (never for network peers). */
   ioTimeoutMs?: number;
+  /** Payload buffers for received frames (see FrameDecoderOptions.allocate). */
+  allocate?: (length: number) => Uint8Array<ArrayBuffer>;
   signal?: AbortSignal;
 }
 
@@ -69,9 +71,10 @@ export class Connection {
 
   constructor(conn: Deno.Conn, options: ConnectionOptions = {}) {
     this.#conn = conn;
-    this.#decoder = new FrameDecoder(
-      options.maxFrameBytes === undefined ? {} : { maxFrameBytes: options.maxFrameBytes },
-    );
+    const decoderOptions: FrameDecoderOptions = {};
+    if (options.maxFrameBytes !== undefined) decoderOptions.maxFrameBytes = options.maxFrameBytes;
+    if (options.allocate !== undefined) decoderOptions.allocate = options.allocate;
+    this.#decoder = new FrameDecoder(decoderOptions);
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remote = formatAddress({ host: addr.hostname, port: addr.port });

@@ -15,6 +15,7 @@ import { closeSync, openSync, readSync, writeSync } from "node:fs";
 import { connect, type Connection } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
+import { BufferPool } from "./buffer_pool.ts";
 
 interface FileInfo {
   fileId: string;
@@ -25,6 +26,8 @@ interface FileInfo {
 }
 
 let file: FileInfo | null = null;
+/** Buffers for whole PIECE payloads (36 header bytes + a full chunk). */
+let pool: BufferPool | null = null;
 const links = new Map<string, Connection>();
 const outstanding = new Map<string, Set<number>>();
 
@@ -45,7 +48,7 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
   let reason = "closed by the peer";
   let conn: Connection | null = null;
   try {
-    conn = await connect({ host, port });
+    conn = await connect({ host, port }, { allocate: (n) => pool!.take(n) });
     links.set(peer, conn);
     outstanding.set(peer, new Set());
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
@@ -57,14 +60,8 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     while (!conn.closed) {
       const msg = await conn.receive(0); // the coordinator watches for stalls
       if (msg.type === "piece") {
-        const mine = outstanding.get(peer);
-        if (msg.fileId !== f.fileId || !mine?.delete(msg.index)) continue; // cancelled or unasked
-        if (msg.data.length !== chunkLen(f, msg.index) || digestHex(msg.data) !== f.chunks[msg.index]) {
-          post({ ev: "bad", peer, index: msg.index });
-          continue;
-        }
-        writeAt(f, msg.data, msg.index * f.chunkSize);
-        post({ ev: "done", peer, index: msg.index, bytes: msg.data.length });
+        onPiece(peer, f, msg.index, msg.fileId, msg.data);
+        pool!.give(new Uint8Array(msg.data.buffer as ArrayBuffer)); // hashed and written: the buffer is free
       } else if (msg.type === "have") {
         if (msg.fileId === f.fileId) post({ ev: "have", peer, index: msg.index });
       } else if (msg.type === "reject") {
@@ -89,6 +86,17 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     outstanding.delete(peer);
     post({ ev: "gone", peer, reason });
   }
+}
+
+/** Checks a received chunk against the manifest and writes it at its offset. */
+function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data: Uint8Array): void {
+  if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return; // cancelled or never asked
+  if (data.length !== chunkLen(f, index) || digestHex(data) !== f.chunks[index]) {
+    post({ ev: "bad", peer, index });
+    return;
+  }
+  writeAt(f, data, index * f.chunkSize);
+  post({ ev: "done", peer, index, bytes: data.length });
 }
 
 class LocalDiskError extends Error {}
@@ -125,6 +133,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     switch (m.op) {
       case "init":
         file = { ...m, fd: openSync(m.partPath, "r+") };
+        pool = new BufferPool(36 + m.chunkSize);
         break;
       case "connect":
         runPeer(m.peer, m.host, m.port);

@@ -68,6 +68,8 @@ export function writeFrameHeader(out: Uint8Array, type: number, length: number):
 export interface FrameDecoderOptions {
   /** Largest payload accepted; larger lengths throw FrameTooLargeError. */
   maxFrameBytes?: number;
+  /** Where payload buffers come from (a pool, say); contents may be stale, every byte is overwritten. */
+  allocate?: (length: number) => Uint8Array<ArrayBuffer>;
 }
 
 /**
@@ -89,9 +91,11 @@ export class FrameDecoder {
   #payload: Uint8Array<ArrayBuffer> | null = null;
   #payloadFill = 0;
   #error: ProtocolError | null = null;
+  #allocate: (length: number) => Uint8Array<ArrayBuffer>;
 
   constructor(options: FrameDecoderOptions = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#allocate = options.allocate ?? ((n) => new Uint8Array(n));
   }
 
   /** Bytes held toward the frame being assembled. */
@@ -175,7 +179,7 @@ export class FrameDecoder {
     const length = view.getUint32(0);
     if (length > this.maxFrameBytes) throw new FrameTooLargeError(length, this.maxFrameBytes);
     this.#type = this.#header[4]!;
-    this.#payload = new Uint8Array(length);
+    this.#payload = this.#allocate(length);
     this.#payloadFill = 0;
   }
 

@@ -138,9 +138,10 @@ export function allocPieceFrame(
   fileId: string,
   index: number,
   length: number,
+  allocate: (n: number) => Uint8Array<ArrayBuffer> = (n) => new Uint8Array(n),
 ): { frame: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
   if (!Number.isInteger(index) || index < 0 || index > 0xffffffff) throw new RangeError(`Cannot encode index ${index}`);
-  const frame = new Uint8Array(PIECE_PREFIX_BYTES + length);
+  const frame = allocate(PIECE_PREFIX_BYTES + length);
   writeFrameHeader(frame, WireType.piece, 36 + length);
   frame.set(fileIdBytes(fileId), FRAME_HEADER_BYTES);
   new DataView(frame.buffer).setUint32(FRAME_HEADER_BYTES + 32, index);

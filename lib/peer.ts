@@ -13,7 +13,8 @@ import { ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { closeSync, openSync, readSync } from "node:fs";
 import { chunkLength, type Manifest } from "./manifest.ts";
-import { allocPieceFrame, type FileSummary, type Message } from "./messages.ts";
+import { BufferPool } from "./buffer_pool.ts";
+import { allocPieceFrame, type FileSummary, type Message, PIECE_PREFIX_BYTES } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
 import { type LinkEvent, TrackerLink } from "./tracker_link.ts";
@@ -67,6 +68,7 @@ export class PeerNode {
   #files = new Map<string, Served>();
   #corrupt: boolean;
   #limiter: RateLimiter | null;
+  #pools = new Map<number, BufferPool>();
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
@@ -206,7 +208,8 @@ export class PeerNode {
     if (index >= f.manifest.chunks.length) return reject("no such chunk");
     if (f.have !== null && !f.have.has(index)) return reject("chunk not here yet");
     const len = chunkLength(f.manifest, index);
-    const { frame, data } = allocPieceFrame(fileId, index, len);
+    const pool = this.#poolFor(PIECE_PREFIX_BYTES + f.manifest.chunkSize);
+    const { frame, data } = allocPieceFrame(fileId, index, len, (n) => pool.take(n));
     try {
       // One descriptor per file and positional reads: no open or seek per chunk, no races between connections.
       f.fd ??= openSync(f.path, "r");
@@ -221,9 +224,19 @@ export class PeerNode {
     }
     if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
     await this.#limiter?.take(len);
-    await conn.sendBytes(frame);
+    try {
+      await conn.sendBytes(frame);
+    } finally {
+      pool.give(frame); // the kernel has the bytes (or the connection is gone)
+    }
     this.stats.chunksServed++;
     this.stats.bytesServed += len;
+  }
+
+  #poolFor(size: number): BufferPool {
+    let pool = this.#pools.get(size);
+    if (!pool) this.#pools.set(size, pool = new BufferPool(size, 8));
+    return pool;
   }
 
   #served(id: string): Served {
