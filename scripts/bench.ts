@@ -552,6 +552,7 @@ interface Options {
   timeoutMs: number;
   keep: boolean;
   json?: string;
+  outDir?: string;
 }
 
 function options(args: string[]): Options {
@@ -564,12 +565,15 @@ function options(args: string[]): Options {
       timeout: { type: "string" },
       json: { type: "string" },
       keep: { type: "boolean", default: false },
+      "out-dir": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "usage: deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]",
+      "usage: deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]\n" +
+        "                       [--out-dir DIR]   where downloads are written (default: the work dir on disk;\n" +
+        "                                         /dev/shm compares the engines without the disk)",
     );
     Deno.exit(0);
   }
@@ -588,6 +592,7 @@ function options(args: string[]): Options {
     ...(workers !== undefined ? { workers } : {}),
     timeoutMs,
     keep: values.keep!,
+    ...(values["out-dir"] ? { outDir: values["out-dir"] } : {}),
     ...(values.json ? { json: values.json } : {}),
   };
 }
@@ -760,6 +765,9 @@ async function main(): Promise<number> {
     cleaning ??= (async () => {
       // every child, and each nginx master (adopted by PID: what nginx_serve.sh stop does)
       await procs.stopAll();
+      if (o.outDir) {
+        await Deno.remove(join(o.outDir, `shoal-bench-out-${Deno.pid}`), { recursive: true }).catch(() => {});
+      }
       await tracker?.[Symbol.asyncDispose]();
       if (o.keep) console.log(`work dir kept: ${work}`);
       else {
@@ -844,7 +852,8 @@ async function main(): Promise<number> {
       }
     }
 
-    const outDir = join(work, "out");
+    const outDir = o.outDir ? join(o.outDir, `shoal-bench-out-${Deno.pid}`) : join(work, "out");
+    say(`downloads go to ${outDir}`);
     const rssFile = join(work, "rss.txt");
     const m = { timeoutMs: o.timeoutMs, bytes: o.size, rssFile };
     for (let run = 1; run <= o.runs && !interrupted; run++) {
