@@ -251,3 +251,18 @@ Deno.test("the tracker serves hundreds of concurrent connections, a bad one amon
     bad.conn.close();
   }
 });
+
+Deno.test("a peer registers again by itself when the tracker restarts", async () => {
+  await using dir = await tempDir();
+  await Deno.writeFile(join(dir.path, "f"), randomBytes(1000));
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  const first = TrackerServer.start({ heartbeatMs: 50, expiryMs: 500 });
+  const port = first.address.port;
+  await using peer = PeerNode.start(files, { tracker: first.address });
+  await waitUntil(() => first.tracker.listFiles().length === 1);
+  await first.close();
+  await using second = TrackerServer.start({ port, heartbeatMs: 50, expiryMs: 500 });
+  await waitUntil(() => second.tracker.listFiles().length === 1, 10_000);
+  assert.equal(second.tracker.listFiles()[0]!.id, files[0]!.id);
+  assert.ok(peer.link?.peerId);
+});
