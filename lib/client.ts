@@ -8,7 +8,7 @@
 
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
-import { download, type DownloadOptions, type DownloadSummary } from "./download.ts";
+import { download, type DownloadOptions, type DownloadSummary, exists } from "./download.ts";
 import { NotFoundError, OutputExistsError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
 import type { FileSummary, PeerEntry } from "./messages.ts";
@@ -119,19 +119,9 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
   if (manifest.size > 0 && (await discover()).length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
-  if (!options.force && await pathExists(out)) throw new OutputExistsError(out);
+  if (!options.force && await exists(out)) throw new OutputExistsError(out);
   options.onResolved?.(fileId, manifest, out);
   return await download({ ...options, fileId, manifest, out, discover });
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 function isLoopback(host: string): boolean {

@@ -405,7 +405,8 @@ async function closeWorkers(workers: Worker[]): Promise<void> {
   }));
 }
 
-async function exists(path: string): Promise<boolean> {
+/** True when something (even a broken link) is at `path`. */
+export async function exists(path: string): Promise<boolean> {
   try {
     await Deno.lstat(path);
     return true;
