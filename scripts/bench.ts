@@ -860,56 +860,29 @@ async function main(): Promise<number> {
       if (!shoal.missing && swarm) {
         await emptyDir(outDir);
         const out = join(outDir, basename(src));
-        const argv = [
-          Deno.execPath(),
-          "run",
-          "-A",
-          join(ROOT, "client.ts"),
-          "--tracker",
-          swarm.tracker,
-          "get",
-          swarm.id,
-        ];
-        argv.push("-o", out, "--json", "--quiet", ...(o.workers ? ["--workers", String(o.workers)] : []));
-        await step(shoal, run, async () => {
-          const r = await measure(procs, "shoal-client", argv, m);
-          shoal.argv = r.argv;
-          r.sample.toolMbps = parseClientSummary(r.stdout).mbPerSecond;
-          await verifyAndDrop(procs, out, want);
-          return r.sample;
-        });
+        const argv = shoalGetArgv(swarm.tracker, swarm.id, out, o.workers);
+        await timedDownload(procs, shoal, run, "shoal-client", argv, m, out, want, shoalOwnMbps);
       }
       if (!http.missing) {
         await emptyDir(outDir);
-        const argv = ["aria2c", "--no-conf=true", "-x4", "-s4", "-k1M", "--file-allocation=none"];
-        argv.push(
-          "--summary-interval=0",
-          "--show-console-readout=false",
-          "--console-log-level=warn",
-          "--allow-overwrite=true",
+        const argv = aria2HttpArgv(outDir, basename(src), urls);
+        await timedDownload(
+          procs,
+          http,
+          run,
+          "aria2c-http",
+          argv,
+          m,
+          join(outDir, basename(src)),
+          want,
+          parseAria2Speed,
         );
-        argv.push(`--dir=${outDir}`, `--out=${basename(src)}`, ...urls);
-        await step(http, run, async () => {
-          const r = await measure(procs, "aria2c-http", argv, m);
-          http.argv = r.argv;
-          const own = parseAria2Speed(r.stdout);
-          if (own !== undefined) r.sample.toolMbps = own;
-          await verifyAndDrop(procs, join(outDir, basename(src)), want);
-          return r.sample;
-        });
       }
       if (!bt.missing) {
         await emptyDir(outDir);
         const argv = ["aria2c", ...ARIA2_BT_COMMON, `--dir=${outDir}`, `--listen-port=${freePort()}`, "--seed-time=0"];
         argv.push("--bt-max-peers=0", "--allow-overwrite=true", torrent);
-        await step(bt, run, async () => {
-          const r = await measure(procs, "aria2c-bt", argv, m);
-          bt.argv = r.argv;
-          const own = parseAria2Speed(r.stdout);
-          if (own !== undefined) r.sample.toolMbps = own;
-          await verifyAndDrop(procs, join(outDir, basename(src)), want);
-          return r.sample;
-        });
+        await timedDownload(procs, bt, run, "aria2c-bt", argv, m, join(outDir, basename(src)), want, parseAria2Speed);
       }
     }
 
@@ -945,6 +918,51 @@ async function main(): Promise<number> {
     Deno.removeSignalListener("SIGTERM", onSignal);
     await cleanup();
   }
+}
+
+/** `client.ts get` as the benchmarks run it: JSON summary, no progress output. */
+export function shoalGetArgv(tracker: string, fileId: string, out: string, workers?: number): string[] {
+  const argv = [Deno.execPath(), "run", "-A", join(ROOT, "client.ts"), "--tracker", tracker, "get", fileId];
+  argv.push("-o", out, "--json", "--quiet", ...(workers ? ["--workers", String(workers)] : []));
+  return argv;
+}
+
+/** aria2c over HTTP from every URL at once, 1 MiB pieces, quiet. */
+export function aria2HttpArgv(outDir: string, name: string, urls: string[]): string[] {
+  const argv = ["aria2c", "--no-conf=true", "-x4", "-s4", "-k1M", "--file-allocation=none"];
+  argv.push("--summary-interval=0", "--show-console-readout=false", "--console-log-level=warn");
+  argv.push("--allow-overwrite=true", `--dir=${outDir}`, `--out=${name}`, ...urls);
+  return argv;
+}
+
+/** The client's own MB/s from its `--json` summary. */
+export function shoalOwnMbps(stdout: string): number {
+  return parseClientSummary(stdout).mbPerSecond;
+}
+
+/**
+ * One timed download: measures `argv`, records the tool's own figure, then
+ * checks and removes `out`. Failures are recorded by {@link step}.
+ */
+export function timedDownload(
+  procs: Procs,
+  r: ToolResult,
+  run: number,
+  name: string,
+  argv: string[],
+  m: Parameters<typeof measure>[3],
+  out: string,
+  want: string,
+  ownMbps: (stdout: string) => number | undefined,
+): Promise<void> {
+  return step(r, run, async () => {
+    const x = await measure(procs, name, argv, m);
+    r.argv = x.argv;
+    const own = ownMbps(x.stdout);
+    if (own !== undefined) x.sample.toolMbps = own;
+    await verifyAndDrop(procs, out, want);
+    return x.sample;
+  });
 }
 
 /** Runs one measurement, recording a sample or the error; prints one line. */

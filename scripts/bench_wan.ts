@@ -25,24 +25,24 @@ import { parseArgs } from "node:util";
 import { formatBytes, parseIntOption, parseSize } from "../lib/cli.ts";
 import {
   aptInstall,
+  aria2HttpArgv,
   emptyDir,
   ensureCommands,
   machineLines,
   MB,
-  measure,
   medianMbps,
   NETLAB_DIR,
   parseAria2Speed,
-  parseClientSummary,
   Procs,
   removeWork,
   ROOT,
+  shoalGetArgv,
+  shoalOwnMbps,
   sleep,
-  step,
   table,
   TIME_BIN,
+  timedDownload,
   type ToolResult,
-  verifyAndDrop,
   writeRandomFile,
 } from "./bench.ts";
 
@@ -309,34 +309,23 @@ async function main(): Promise<number> {
       if (!shoal.missing) {
         await emptyDir(outDir);
         const out = join(outDir, basename(src));
-        const argv = [deno, "run", "-A", join(ROOT, "client.ts"), "--tracker", trackerAddr, "get", fileId];
-        argv.push("-o", out, "--json", "--quiet", ...(o.workers ? ["--workers", String(o.workers)] : []));
-        await step(shoal, run, async () => {
-          const r = await measure(procs, "shoal-client", argv, m);
-          shoal.argv = r.argv;
-          r.sample.toolMbps = parseClientSummary(r.stdout).mbPerSecond;
-          await verifyAndDrop(procs, out, want);
-          return r.sample;
-        });
+        const argv = shoalGetArgv(trackerAddr, fileId, out, o.workers);
+        await timedDownload(procs, shoal, run, "shoal-client", argv, m, out, want, shoalOwnMbps);
       }
       if (!http.missing) {
         await emptyDir(outDir);
-        const argv = ["aria2c", "--no-conf=true", "-x4", "-s4", "-k1M", "--file-allocation=none"];
-        argv.push(
-          "--summary-interval=0",
-          "--show-console-readout=false",
-          "--console-log-level=warn",
-          "--allow-overwrite=true",
+        const argv = aria2HttpArgv(outDir, basename(src), urls);
+        await timedDownload(
+          procs,
+          http,
+          run,
+          "aria2c-http",
+          argv,
+          m,
+          join(outDir, basename(src)),
+          want,
+          parseAria2Speed,
         );
-        argv.push(`--dir=${outDir}`, `--out=${basename(src)}`, ...urls);
-        await step(http, run, async () => {
-          const r = await measure(procs, "aria2c-http", argv, m);
-          http.argv = r.argv;
-          const own = parseAria2Speed(r.stdout);
-          if (own !== undefined) r.sample.toolMbps = own;
-          await verifyAndDrop(procs, join(outDir, basename(src)), want);
-          return r.sample;
-        });
       }
     }
 
