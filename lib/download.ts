@@ -13,7 +13,7 @@
 import { Bitfield } from "./bitfield.ts";
 import { type Address, formatAddress } from "./connection.ts";
 import { DiskError, IncompleteDownloadError, OutputExistsError, ShoalError } from "./errors.ts";
-import type { Manifest } from "./manifest.ts";
+import { chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { readSidecar, SidecarError, writeSidecar } from "./sidecar.ts";
@@ -165,16 +165,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
     const dropped: { peer: string; reason: string }[] = [];
-    let fetched = 0, refetched = 0, doneBytes = done.count * manifest.chunkSize;
+    let fetched = 0, refetched = 0, doneBytes = 0;
     let dirty = false;
     let nextWorker = 0;
     let lastDiscover = 0;
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
-    doneBytes = 0;
-    for (let i = 0; i < n; i++) {
-      if (done.has(i)) doneBytes += Math.min(manifest.chunkSize, manifest.size - i * manifest.chunkSize);
-    }
+    for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += chunkLength(manifest, i);
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 

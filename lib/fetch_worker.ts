@@ -16,6 +16,7 @@ import { connect, type Connection } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { BufferPool } from "./buffer_pool.ts";
+import { chunkLength } from "./manifest.ts";
 
 interface FileInfo {
   fileId: string;
@@ -33,10 +34,6 @@ const outstanding = new Map<string, Set<number>>();
 
 function post(msg: FromWorker, transfer: Transferable[] = []): void {
   self.postMessage(msg, transfer);
-}
-
-function chunkLen(f: FileInfo, index: number): number {
-  return Math.min(f.chunkSize, f.size - index * f.chunkSize);
 }
 
 function digestHex(bytes: Uint8Array): string {
@@ -91,7 +88,7 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
 /** Checks a received chunk against the manifest and writes it at its offset. */
 function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data: Uint8Array): void {
   if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return; // cancelled or never asked
-  if (data.length !== chunkLen(f, index) || digestHex(data) !== f.chunks[index]) {
+  if (data.length !== chunkLength(f, index) || digestHex(data) !== f.chunks[index]) {
     post({ ev: "bad", peer, index });
     return;
   }
@@ -115,7 +112,7 @@ function verify(indexes: number[]): void {
   const good: number[] = [], bad: number[] = [];
   const buf = new Uint8Array(f.chunkSize);
   for (const i of indexes) {
-    const len = chunkLen(f, i);
+    const len = chunkLength(f, i);
     let at = 0;
     while (at < len) {
       const n = readSync(f.fd, buf, at, len - at, i * f.chunkSize + at);
