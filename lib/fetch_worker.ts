@@ -11,7 +11,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
+import { preadFull } from "./file_io.ts";
 import { connect, type Connection } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -113,12 +114,7 @@ function verify(indexes: number[]): void {
   const buf = new Uint8Array(f.chunkSize);
   for (const i of indexes) {
     const len = chunkLength(f, i);
-    let at = 0;
-    while (at < len) {
-      const n = readSync(f.fd, buf, at, len - at, i * f.chunkSize + at);
-      if (n === 0) break;
-      at += n;
-    }
+    const at = preadFull(f.fd, buf.subarray(0, len), i * f.chunkSize);
     (at === len && digestHex(buf.subarray(0, len)) === f.chunks[i] ? good : bad).push(i);
   }
   post({ ev: "verified", good, bad });

@@ -11,7 +11,8 @@ import { type Address, type Connection } from "./connection.ts";
 import { Bitfield } from "./bitfield.ts";
 import { ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
+import { preadFull } from "./file_io.ts";
 import { chunkLength, type Manifest } from "./manifest.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { allocPieceFrame, type FileSummary, type Message, PIECE_PREFIX_BYTES } from "./messages.ts";
@@ -213,12 +214,7 @@ export class PeerNode {
     try {
       // One descriptor per file and positional reads: no open or seek per chunk, no races between connections.
       f.fd ??= openSync(f.path, "r");
-      const base = index * f.manifest.chunkSize;
-      for (let at = 0; at < len;) {
-        const n = readSync(f.fd, data, at, len - at, base + at);
-        if (n === 0) throw new Error("file shrank");
-        at += n;
-      }
+      if (preadFull(f.fd, data, index * f.manifest.chunkSize) < len) throw new Error("file shrank");
     } catch {
       return reject("cannot read the file");
     }
