@@ -12,6 +12,7 @@ import { UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
+import { addAccountCommands } from "./lib/account_cli.ts";
 
 function parseListen(text: string) {
   const a = parseAddress(text.replace(/:0$/, ":1"), "--listen");
@@ -21,6 +22,7 @@ function parseListen(text: string) {
 interface GlobalOpts {
   tracker?: string;
   peers?: string;
+  home?: string;
 }
 
 function sourceOf(o: GlobalOpts): Source {
@@ -46,6 +48,7 @@ function build(): Command {
     .description("Shoal client: list, search and download files")
     .option("--tracker <host:port>", `tracker address (env SHOAL_TRACKER, default ${DEFAULT_TRACKER})`)
     .option("--peers <list>", "direct mode: comma-separated peer addresses, no tracker")
+    .option("--home <dir>", "your local state: session, background peer (env SHOAL_HOME, default ~/.shoal)")
     .exitOverride()
     .showHelpAfterError();
 
@@ -132,6 +135,11 @@ function build(): Command {
         await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
       }
     });
+  addAccountCommands(
+    program,
+    () => program.opts(),
+    () => program.opts().tracker ?? Deno.env.get("SHOAL_TRACKER") ?? DEFAULT_TRACKER,
+  );
   return program;
 }
 

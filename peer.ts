@@ -10,7 +10,9 @@ import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import type { Address } from "./lib/connection.ts";
 import { formatBytes, parseAddress, parseIntOption, parseSize, runMain, shutdownSignal } from "./lib/cli.ts";
-import { describeError } from "./lib/errors.ts";
+import { describeError, UsageError } from "./lib/errors.ts";
+import { runDaemon } from "./lib/daemon.ts";
+import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
 import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
 import { PeerNode } from "./lib/peer.ts";
@@ -24,7 +26,7 @@ function defaultCacheDir(): string {
 async function main(argv: string[]): Promise<void> {
   const program = new Command("peer")
     .description("Shoal peer: share a directory's files")
-    .requiredOption("--shared <dir>", "directory to share (recursively)")
+    .option("--shared <dir>", "directory to share (recursively)")
     .option("--tracker <host:port>", "tracker to register with (none: direct mode only)")
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0 picks a free one)", "0")
@@ -33,13 +35,21 @@ async function main(argv: string[]): Promise<void> {
     .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
     .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
     .option("--quiet", "print only the listening address")
+    .option("--daemon", "run as the logged-in user's background peer (client.ts login starts it)")
+    .option("--home <dir>", "state directory of the user (default: $SHOAL_HOME or ~/.shoal)")
     .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
-    .addHelpText("after", "\nExample:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070\n" +
+        "  deno run -A peer.ts --daemon --home ~/.shoal    (what login starts)",
+    )
     .exitOverride()
     .parse(argv, { from: "user" });
   const o = program.opts();
-  const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
   const port = parseIntOption(o.port, "--port", 0, 65535);
+  if (o.daemon) return await daemon(o, port);
+  if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");
+  const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
   const chunkSize = parseSize(o.chunkSize, "--chunk-size");
   const shared = resolve(o.shared);
   const cachePath = join(o.cacheDir, `index-${createHash("sha256").update(shared).digest("hex").slice(0, 16)}.json`);
@@ -71,7 +81,7 @@ async function main(argv: string[]): Promise<void> {
     ...(o.uploadLimit ? { uploadLimit: parseSize(o.uploadLimit, "--upload-limit") } : {}),
     onTrackerEvent: (e) => {
       if (e.kind === "registered") say(`registered with tracker as ${e.peerId}`);
-      else say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
+      else if (e.kind === "lost") say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
     },
   });
   console.log(`peer listening on ${node.address.host}:${node.address.port}`);
@@ -80,6 +90,38 @@ async function main(argv: string[]): Promise<void> {
   const signal = shutdownSignal();
   await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
   await node.close();
+}
+
+/** `--daemon`: the user's background peer; it writes to peer.log in the user's state directory. */
+async function daemon(o: Record<string, string>, port: number): Promise<void> {
+  const home = Home.resolve(o.home);
+  await home.ensure();
+  const log = await Deno.open(home.logPath, { append: true, create: true, mode: 0o600 });
+  const enc = new TextEncoder();
+  const say = (line: string) => {
+    try {
+      log.writeSync(enc.encode(`${new Date().toISOString()} ${line}\n`));
+    } catch {
+      // a full disk must not stop the peer
+    }
+  };
+  try {
+    const session = await home.session();
+    await runDaemon({
+      home,
+      tracker: parseAddress(o.tracker ?? session.tracker, "--tracker"),
+      hostname: o.host ?? "127.0.0.1",
+      port,
+      ...(o.advertise ? { advertiseHost: o.advertise } : {}),
+      log: say,
+      signal: shutdownSignal(),
+    });
+  } catch (err) {
+    say(`peer daemon failed: ${describeError(err)}`);
+    throw err;
+  } finally {
+    log.close();
+  }
 }
 
 if (import.meta.main) runMain(() => main(Deno.args));

@@ -6,7 +6,10 @@
 
 import { Command } from "commander";
 import { parseIntOption, runMain, shutdownSignal } from "./lib/cli.ts";
+import { ShoalError } from "./lib/errors.ts";
 import { DEFAULT_EXPIRY_MS, DEFAULT_HEARTBEAT_MS, TrackerServer } from "./lib/tracker.ts";
+import { Accounts, DEFAULT_GRANT_TTL_MS, DEFAULT_SESSION_TTL_MS } from "./lib/accounts.ts";
+import { AccountStore } from "./lib/account_store.ts";
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command("tracker")
@@ -15,17 +18,39 @@ async function main(argv: string[]): Promise<void> {
     .option("--port <port>", "port to listen on (0 picks a free one)", "7070")
     .option("--heartbeat-ms <ms>", "how often peers heartbeat", String(DEFAULT_HEARTBEAT_MS))
     .option("--expiry-ms <ms>", "a peer silent this long drops out", String(DEFAULT_EXPIRY_MS))
-    .addHelpText("after", "\nExample:\n  deno run -A tracker.ts --port 7070")
+    .option("--db <path>", "SQLite database of accounts and groups (:memory: for a throwaway one)", "./tracker.db")
+    .option("--session-ttl <seconds>", "how long a login lasts", String(DEFAULT_SESSION_TTL_MS / 1000))
+    .option(
+      "--grant-ttl <seconds>",
+      "how long a grant to fetch a group file lasts",
+      String(DEFAULT_GRANT_TTL_MS / 1000),
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  deno run -A tracker.ts --port 7070\n  deno run -A tracker.ts --db :memory: --grant-ttl 10",
+    )
     .exitOverride()
     .parse(argv, { from: "user" });
   const o = program.opts();
+  let store: AccountStore;
+  try {
+    store = new AccountStore(o.db);
+  } catch (err) {
+    throw new ShoalError("db", `Cannot open the database ${o.db}: ${(err as Error).message}`);
+  }
+  const accounts = new Accounts(store, {
+    sessionTtlMs: parseIntOption(o.sessionTtl, "--session-ttl", 1) * 1000,
+    grantTtlMs: parseIntOption(o.grantTtl, "--grant-ttl", 1) * 1000,
+  });
   const server = TrackerServer.start({
+    accounts,
     hostname: o.host,
     port: parseIntOption(o.port, "--port", 0, 65535),
     heartbeatMs: parseIntOption(o.heartbeatMs, "--heartbeat-ms"),
     expiryMs: parseIntOption(o.expiryMs, "--expiry-ms"),
   });
   console.log(`tracker listening on ${server.address.host}:${server.address.port}`);
+  console.log(`accounts in ${o.db} (schema ${store.schemaVersion})`);
   const signal = shutdownSignal();
   await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
   await server.close();

@@ -76,15 +76,18 @@ export class Connection {
     if (options.allocate !== undefined) decoderOptions.allocate = options.allocate;
     this.#decoder = new FrameDecoder(decoderOptions);
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
-    const addr = conn.remoteAddr as Deno.NetAddr;
-    this.remote = formatAddress({ host: addr.hostname, port: addr.port });
+    const addr = conn.remoteAddr;
+    this.remote = addr.transport === "unix"
+      ? `unix:${addr.path || "local"}`
+      : formatAddress({ host: (addr as Deno.NetAddr).hostname, port: (addr as Deno.NetAddr).port });
     this.#signal = options.signal;
     this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  /** The remote IP address. */
+  /** The remote IP address ("local" on a Unix socket). */
   get remoteHost(): string {
-    return (this.#conn.remoteAddr as Deno.NetAddr).hostname;
+    const addr = this.#conn.remoteAddr;
+    return addr.transport === "unix" ? "local" : (addr as Deno.NetAddr).hostname;
   }
 
   get closed(): boolean {
@@ -267,7 +270,21 @@ export async function connect(addr: Address, options: ConnectOptions = {}): Prom
     clearTimeout(timer);
   }
   raw.setNoDelay(true);
-  const conn = new Connection(raw, options);
+  return await handshake(new Connection(raw, options));
+}
+
+/** Connects to a local Unix socket (a peer daemon's control channel) and does the HELLO exchange. */
+export async function connectUnix(path: string, options: ConnectOptions = {}): Promise<Connection> {
+  let raw: Deno.UnixConn;
+  try {
+    raw = await Deno.connect({ transport: "unix", path });
+  } catch (err) {
+    throw new UnreachableError(`Cannot reach ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return await handshake(new Connection(raw, options));
+}
+
+async function handshake(conn: Connection): Promise<Connection> {
   try {
     await conn.send(helloMessage());
     checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS));

@@ -12,7 +12,14 @@
 
 import { Bitfield } from "./bitfield.ts";
 import { type Address, formatAddress } from "./connection.ts";
-import { DiskError, IncompleteDownloadError, OutputExistsError, ShoalError } from "./errors.ts";
+import {
+  AccountError,
+  DiskError,
+  IncompleteDownloadError,
+  OutputExistsError,
+  RemoteError,
+  ShoalError,
+} from "./errors.ts";
 import { chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
@@ -53,6 +60,12 @@ export interface DownloadOptions {
   flushMs?: number;
   /** While downloading, serve the chunks we have through this peer. */
   peerNode?: PeerNode;
+  /**
+   * For a group file: gets a fresh grant from the tracker. Called before
+   * the first connection and again at half of each grant's lifetime; when
+   * it throws an AccountError (access lost), the download stops.
+   */
+  authorize?: () => Promise<{ grant: string; expiresAt: number }>;
   onEvent?: (e: DownloadEvent) => void;
   signal?: AbortSignal;
 }
@@ -313,6 +326,25 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     opts.signal?.addEventListener("abort", onAbort, { once: true });
     if (opts.signal?.aborted) onAbort();
 
+    if (opts.authorize) {
+      let current = { ...await opts.authorize(), at: Date.now() };
+      for (const w of workers) send(w, { op: "grant", grant: current.grant });
+      let refreshing = false;
+      timers.push(setInterval(async () => {
+        const halfLife = (current.expiresAt - current.at) / 2;
+        if (refreshing || Date.now() - current.at < halfLife) return;
+        refreshing = true;
+        try {
+          current = { ...await opts.authorize!(), at: Date.now() };
+          for (const w of workers) send(w, { op: "grant", grant: current.grant });
+        } catch (err) {
+          // Access lost: stop now. Anything else (tracker briefly away): try again on the next tick.
+          if (err instanceof AccountError || (err instanceof RemoteError && err.exitCode !== 1)) fail(err);
+        } finally {
+          refreshing = false;
+        }
+      }, 200));
+    }
     await discover();
     try {
       await pending.promise;

@@ -17,7 +17,39 @@ export const ExitCode = {
   incomplete: 6,
   exists: 7,
   disk: 8,
+  unknownUser: 10,
+  badPassword: 11,
+  duplicate: 12,
+  unknownGroup: 13,
+  notMember: 14,
+  notOwner: 15,
+  sessionExpired: 16,
+  notLoggedIn: 17,
+  rateLimited: 18,
+  accessDenied: 19,
+  interrupted: 130,
 } as const;
+
+/** Exit code for each error code an ERROR frame may carry (others exit 1). */
+const EXIT_BY_CODE: Record<string, number> = {
+  not_found: ExitCode.notFound,
+  unknown_user: ExitCode.unknownUser,
+  bad_password: ExitCode.badPassword,
+  duplicate: ExitCode.duplicate,
+  unknown_group: ExitCode.unknownGroup,
+  not_member: ExitCode.notMember,
+  not_owner: ExitCode.notOwner,
+  session_expired: ExitCode.sessionExpired,
+  not_logged_in: ExitCode.notLoggedIn,
+  rate_limited: ExitCode.rateLimited,
+  grant_refused: ExitCode.accessDenied,
+  access_denied: ExitCode.accessDenied,
+};
+
+/** The exit code for an error code (see {@link ExitCode}). */
+export function exitCodeFor(code: string): number {
+  return EXIT_BY_CODE[code] ?? ExitCode.failure;
+}
 
 /** Base class: a failure with a stable machine-readable code. */
 export class ShoalError extends Error {
@@ -70,7 +102,15 @@ export class VersionMismatchError extends ProtocolError {
 export class RemoteError extends ShoalError {
   override name = "RemoteError";
   constructor(code: string, message: string) {
-    super(code, message, code === "not_found" ? ExitCode.notFound : ExitCode.failure);
+    super(code, message, exitCodeFor(code));
+  }
+}
+
+/** An account, group or access rule refused a request; `code` says which (see {@link exitCodeFor}). */
+export class AccountError extends ShoalError {
+  override name = "AccountError";
+  constructor(code: string, message: string) {
+    super(code, message, exitCodeFor(code));
   }
 }
 

@@ -28,6 +28,8 @@ interface FileInfo {
 }
 
 let file: FileInfo | null = null;
+/** The grant presented to peers of a group file (refreshed by the coordinator). */
+let grant: string | null = null;
 /** Buffers for whole PIECE payloads (36 header bytes + a full chunk). */
 let pool: BufferPool | null = null;
 const links = new Map<string, Connection>();
@@ -49,6 +51,7 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     conn = await connect({ host, port }, { allocate: (n) => pool!.take(n) });
     links.set(peer, conn);
     outstanding.set(peer, new Set());
+    if (grant !== null) await conn.request({ type: "authorize", fileId: f.fileId, grant }, "ok");
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
     if (bf.count !== f.chunks.length) {
       throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.chunks.length}`);
@@ -65,6 +68,8 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
       } else if (msg.type === "reject") {
         outstanding.get(peer)?.delete(msg.index);
         post({ ev: "reject", peer, index: msg.index, reason: msg.reason });
+      } else if (msg.type === "ok") {
+        // a refreshed grant was accepted
       } else if (msg.type === "error") {
         reason = `error from the peer: ${msg.message}`;
         break;
@@ -130,6 +135,12 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         break;
       case "connect":
         runPeer(m.peer, m.host, m.port);
+        break;
+      case "grant":
+        grant = m.grant;
+        for (const conn of links.values()) {
+          conn.send({ type: "authorize", fileId: file!.fileId, grant }).catch(() => conn.close());
+        }
         break;
       case "request": {
         const conn = links.get(m.peer);

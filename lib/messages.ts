@@ -45,6 +45,34 @@ export const WireType = {
   piece: 0x34,
   cancel: 0x35,
   reject: 0x36,
+  authorize: 0x37,
+  create_user: 0x40,
+  login: 0x41,
+  session: 0x42,
+  logout: 0x43,
+  whoami: 0x44,
+  create_group: 0x48,
+  join_group: 0x49,
+  leave_group: 0x4a,
+  accept_request: 0x4b,
+  remove_member: 0x4c,
+  list_groups: 0x4d,
+  group_list: 0x4e,
+  list_requests: 0x4f,
+  user_list: 0x50,
+  list_group_files: 0x51,
+  group_lookup: 0x52,
+  group_file: 0x53,
+  get_grant: 0x54,
+  grant: 0x55,
+  stop_sharing: 0x56,
+  ctl_status: 0x60,
+  ctl_state: 0x61,
+  ctl_share: 0x62,
+  ctl_shared: 0x63,
+  ctl_unshare: 0x64,
+  ctl_stop: 0x65,
+  ctl_session: 0x66,
 } as const;
 
 export type MessageName = keyof typeof WireType;
@@ -61,6 +89,37 @@ export interface FileSummary {
   chunkSize: number;
   peers: number;
   partial: number;
+  /** group files only: who shared it first */
+  owner?: string;
+}
+
+/** A group as `list_groups` shows it; `role` is what the asking user is to it. */
+export interface GroupEntry {
+  name: string;
+  owner: string;
+  members: number;
+  role: "owner" | "member" | "requested" | "none";
+}
+
+/** A file shared into a group by a peer (ANNOUNCE `groupAdd`). */
+export interface GroupShare {
+  group: string;
+  manifest: Manifest;
+}
+
+/** A group file a peer stops serving (ANNOUNCE `groupRemove`). */
+export interface GroupUnshare {
+  group: string;
+  fileId: string;
+}
+
+/** One file a local peer daemon shares into a group. */
+export interface CtlShareEntry {
+  group: string;
+  fileId: string;
+  name: string;
+  size: number;
+  path: string;
 }
 
 /** A peer holding a file, as the tracker reports it. */
@@ -75,11 +134,19 @@ export type Message =
   | { type: "hello"; protocol: string; version: number; agent: string }
   | { type: "error"; code: string; message: string }
   | { type: "ok" }
-  | { type: "register"; port: number; host?: string }
-  | { type: "registered"; peerId: string; heartbeatMs: number; expiryMs: number }
+  | { type: "register"; port: number; host?: string; token?: string }
+  | { type: "registered"; peerId: string; heartbeatMs: number; expiryMs: number; publicKey?: string }
   | { type: "heartbeat"; peerId: string }
   | { type: "unregister"; peerId: string }
-  | { type: "announce"; peerId: string; add: Manifest[]; partial: string[]; remove: string[] }
+  | {
+    type: "announce";
+    peerId: string;
+    add: Manifest[];
+    partial: string[];
+    remove: string[];
+    groupAdd?: GroupShare[];
+    groupRemove?: GroupUnshare[];
+  }
   | { type: "list_files"; query?: string }
   | { type: "file_list"; files: FileSummary[] }
   | { type: "get_peers"; fileId: string }
@@ -92,7 +159,50 @@ export type Message =
   | { type: "request"; fileId: string; index: number }
   | { type: "piece"; fileId: string; index: number; data: Uint8Array }
   | { type: "cancel"; fileId: string; index: number }
-  | { type: "reject"; fileId: string; index: number; reason: string };
+  | { type: "reject"; fileId: string; index: number; reason: string }
+  | { type: "authorize"; fileId: string; grant: string }
+  | { type: "create_user"; name: string; password: string }
+  | { type: "login"; name: string; password: string }
+  | { type: "session"; user: string; token: string; expiresAt: number }
+  | { type: "logout"; token: string }
+  | { type: "whoami"; token: string }
+  | { type: "create_group"; token: string; group: string }
+  | { type: "join_group"; token: string; group: string }
+  | { type: "leave_group"; token: string; group: string }
+  | { type: "accept_request"; token: string; group: string; user: string }
+  | { type: "remove_member"; token: string; group: string; user: string }
+  | { type: "list_groups"; token: string }
+  | { type: "group_list"; groups: GroupEntry[] }
+  | { type: "list_requests"; token: string; group: string }
+  | { type: "user_list"; users: string[] }
+  | { type: "list_group_files"; token: string; group: string }
+  | { type: "group_lookup"; token: string; group: string; file: string }
+  | {
+    type: "group_file";
+    group: string;
+    fileId: string;
+    manifest: Manifest;
+    peers: PeerEntry[];
+    grant: string;
+    grantExpiresAt: number;
+  }
+  | { type: "get_grant"; token: string; group: string; fileId: string }
+  | { type: "grant"; grant: string; expiresAt: number }
+  | { type: "stop_sharing"; token: string; group: string; file: string }
+  | { type: "ctl_status" }
+  | {
+    type: "ctl_state";
+    user: string;
+    tracker: string;
+    address: string;
+    registered: boolean;
+    shares: CtlShareEntry[];
+  }
+  | { type: "ctl_share"; path: string; group: string }
+  | { type: "ctl_shared"; group: string; fileId: string; name: string; size: number }
+  | { type: "ctl_unshare"; group: string; file: string }
+  | { type: "ctl_stop" }
+  | { type: "ctl_session"; token: string };
 
 /** The message of a given type name. */
 export type MessageOf<T extends MessageName> = Extract<Message, { type: T }>;
@@ -232,26 +342,44 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
     case "register": {
       const msg: MessageOf<"register"> = { type: name, port: r.int("port", 1, 65535) };
       if (o.host !== undefined) msg.host = r.str("host");
+      if (o.token !== undefined) msg.token = r.str("token");
       return msg;
     }
-    case "registered":
-      return {
+    case "registered": {
+      const msg: MessageOf<"registered"> = {
         type: name,
         peerId: r.str("peerId"),
         heartbeatMs: r.int("heartbeatMs", 1, 86_400_000),
         expiryMs: r.int("expiryMs", 1, 86_400_000),
       };
+      if (o.publicKey !== undefined) msg.publicKey = r.str("publicKey");
+      return msg;
+    }
     case "heartbeat":
     case "unregister":
       return { type: name, peerId: r.str("peerId") };
-    case "announce":
-      return {
+    case "announce": {
+      const msg: MessageOf<"announce"> = {
         type: name,
         peerId: r.str("peerId"),
         add: r.list("add").map((m) => verifyManifest(m)),
         partial: r.list("partial").map((id) => checkId(name, id)),
         remove: r.list("remove").map((id) => checkId(name, id)),
       };
+      if (o.groupAdd !== undefined) {
+        msg.groupAdd = r.list("groupAdd").map((e) => {
+          const g = r.sub(e);
+          return { group: g.str("group"), manifest: verifyManifest(g.o.manifest) };
+        });
+      }
+      if (o.groupRemove !== undefined) {
+        msg.groupRemove = r.list("groupRemove").map((e) => {
+          const g = r.sub(e);
+          return { group: g.str("group"), fileId: checkId(name, g.o.fileId) };
+        });
+      }
+      return msg;
+    }
     case "list_files": {
       const msg: MessageOf<"list_files"> = { type: name };
       if (o.query !== undefined) msg.query = r.str("query");
@@ -268,10 +396,103 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
       const fileId = checkId(name, o.fileId);
       return { type: name, fileId, manifest: verifyManifest(o.manifest, fileId) };
     }
+    case "authorize":
+      return { type: name, fileId: checkId(name, o.fileId), grant: r.str("grant") };
+    case "create_user":
+    case "login":
+      return { type: name, name: r.str("name"), password: r.str("password") };
+    case "session":
+      return { type: name, user: r.str("user"), token: r.str("token"), expiresAt: r.int("expiresAt", 0, MAX_TIME) };
+    case "logout":
+    case "whoami":
+    case "list_groups":
+      return { type: name, token: r.str("token") };
+    case "create_group":
+    case "join_group":
+    case "leave_group":
+    case "list_requests":
+    case "list_group_files":
+      return { type: name, token: r.str("token"), group: r.str("group") };
+    case "accept_request":
+    case "remove_member":
+      return { type: name, token: r.str("token"), group: r.str("group"), user: r.str("user") };
+    case "group_list":
+      return {
+        type: name,
+        groups: r.list("groups").map((e) => {
+          const g = r.sub(e);
+          const role = g.str("role");
+          if (!ROLES.includes(role)) throw bad(name, `role ${JSON.stringify(role)} is unknown`);
+          return {
+            name: g.str("name"),
+            owner: g.str("owner"),
+            members: g.int("members", 0, 0xffffffff),
+            role: role as GroupEntry["role"],
+          };
+        }),
+      };
+    case "user_list":
+      return { type: name, users: r.list("users").map((u) => r.text(u)) };
+    case "group_lookup":
+    case "stop_sharing":
+      return { type: name, token: r.str("token"), group: r.str("group"), file: r.str("file") };
+    case "group_file":
+      return {
+        type: name,
+        group: r.str("group"),
+        fileId: checkId(name, o.fileId),
+        manifest: verifyManifest(o.manifest, checkId(name, o.fileId)),
+        peers: r.list("peers").map((e) => peerEntry(name, e)),
+        grant: r.str("grant"),
+        grantExpiresAt: r.int("grantExpiresAt", 0, MAX_TIME),
+      };
+    case "get_grant":
+      return { type: name, token: r.str("token"), group: r.str("group"), fileId: checkId(name, o.fileId) };
+    case "grant":
+      return { type: name, grant: r.str("grant"), expiresAt: r.int("expiresAt", 0, MAX_TIME) };
+    case "ctl_status":
+    case "ctl_stop":
+      return { type: name };
+    case "ctl_state":
+      return {
+        type: name,
+        user: r.str("user"),
+        tracker: r.str("tracker"),
+        address: r.str("address"),
+        registered: r.bool("registered"),
+        shares: r.list("shares").map((e) => {
+          const g = r.sub(e);
+          return {
+            group: g.str("group"),
+            fileId: checkId(name, g.o.fileId),
+            name: g.str("name"),
+            size: g.int("size", 0, Number.MAX_SAFE_INTEGER),
+            path: g.str("path"),
+          };
+        }),
+      };
+    case "ctl_share":
+      return { type: name, path: r.str("path"), group: r.str("group") };
+    case "ctl_shared":
+      return {
+        type: name,
+        group: r.str("group"),
+        fileId: checkId(name, o.fileId),
+        name: r.str("name"),
+        size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
+      };
+    case "ctl_unshare":
+      return { type: name, group: r.str("group"), file: r.str("file") };
+    case "ctl_session":
+      return { type: name, token: r.str("token") };
     default:
       throw new ProtocolError(`Message ${name} is not a JSON message`, "malformed");
   }
 }
+
+/** Latest time accepted in a message (year 9999), Unix milliseconds. */
+const MAX_TIME = 253_402_300_799_000;
+const ROLES: string[] = ["owner", "member", "requested", "none"];
 
 class Reader {
   constructor(readonly name: string, readonly o: Record<string, unknown>) {}
@@ -289,6 +510,23 @@ class Reader {
     }
     return v as number;
   }
+  bool(key: string): boolean {
+    const v = this.o[key];
+    if (typeof v !== "boolean") throw bad(this.name, `field ${key} is not a boolean`);
+    return v;
+  }
+  /** A reader for an object nested in a list. */
+  sub(v: unknown): Reader {
+    if (typeof v !== "object" || v === null || Array.isArray(v)) throw bad(this.name, "a list entry is not an object");
+    return new Reader(this.name, v as Record<string, unknown>);
+  }
+  /** A bare string list entry. */
+  text(v: unknown): string {
+    if (typeof v !== "string" || v.length > MAX_TEXT) {
+      throw bad(this.name, `a list entry is not a string of at most ${MAX_TEXT} characters`);
+    }
+    return v;
+  }
   list(key: string): unknown[] {
     const v = this.o[key];
     if (!Array.isArray(v) || v.length > MAX_LIST) {
@@ -301,7 +539,7 @@ class Reader {
 function fileSummary(name: string, v: unknown): FileSummary {
   if (typeof v !== "object" || v === null) throw bad(name, "a file entry is not an object");
   const r = new Reader(name, v as Record<string, unknown>);
-  return {
+  const f: FileSummary = {
     id: checkId(name, (v as Record<string, unknown>).id),
     name: r.str("name"),
     size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
@@ -309,6 +547,8 @@ function fileSummary(name: string, v: unknown): FileSummary {
     peers: r.int("peers", 0, 0xffffffff),
     partial: r.int("partial", 0, 0xffffffff),
   };
+  if ((v as Record<string, unknown>).owner !== undefined) f.owner = r.str("owner");
+  return f;
 }
 
 function peerEntry(name: string, v: unknown): PeerEntry {

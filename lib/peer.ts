@@ -15,17 +15,24 @@ import { closeSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
 import { chunkLength, type Manifest } from "./manifest.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { allocPieceFrame, type FileSummary, type Message, PIECE_PREFIX_BYTES } from "./messages.ts";
+import { allocPieceFrame, type FileSummary, type GroupShare, type Message, PIECE_PREFIX_BYTES } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
-import { type LinkEvent, TrackerLink } from "./tracker_link.ts";
+import { type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
+import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
 
-/** A file this peer serves. `have` is null when the file is complete. */
+/**
+ * A file this peer serves. `have` is null when the file is complete. A file
+ * in no group is public; a file in groups only is served to connections
+ * holding a grant for it (see {@link PeerNode.authorize}).
+ */
 interface Served {
   id: string;
   path: string;
   manifest: Manifest;
   have: Bitfield | null;
+  public: boolean;
+  groups: Set<string>;
   interested: Set<Connection>;
   /** Open descriptor for reads, opened on first use. */
   fd: number | null;
@@ -52,6 +59,10 @@ export interface PeerOptions extends ServerOptions {
   corrupt?: boolean;
   /** Upload limit in bytes per second, shared by all connections. */
   uploadLimit?: number;
+  /** Session token to register with, for a user's peer that shares into groups. */
+  token?: () => string | undefined;
+  /** The tracker's grant key (base64url), when known without registering (tests, direct mode). */
+  trackerKey?: string;
 }
 
 /** Transfer counters. */
@@ -70,9 +81,13 @@ export class PeerNode {
   #corrupt: boolean;
   #limiter: RateLimiter | null;
   #pools = new Map<number, BufferPool>();
+  /** Per connection: file id -> expiry of the grant it presented. */
+  #grants = new WeakMap<Connection, Map<string, number>>();
+  #trackerKey: string | undefined;
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
+    this.#trackerKey = options.trackerKey;
     this.#corrupt = options.corrupt ?? false;
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.server = FrameServer.listen(options, (msg, conn) => this.#handle(msg, conn));
@@ -82,6 +97,7 @@ export class PeerNode {
       port: this.server.address.port,
       ...(options.advertiseHost === undefined ? {} : { host: options.advertiseHost }),
       holdings: () => this.holdings(),
+      ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.onTrackerEvent === undefined ? {} : { onEvent: options.onTrackerEvent }),
     });
   }
@@ -96,18 +112,20 @@ export class PeerNode {
   }
 
   /** What we hold, for the tracker. */
-  holdings(): { complete: Manifest[]; partial: string[] } {
-    const complete: Manifest[] = [], partial: string[] = [];
+  holdings(): Holdings {
+    const complete: Manifest[] = [], partial: string[] = [], groups: GroupShare[] = [];
     for (const f of this.#files.values()) {
+      for (const group of f.groups) if (f.have === null) groups.push({ group, manifest: f.manifest });
+      if (!f.public) continue;
       if (f.have === null) complete.push(f.manifest);
       else if (f.have.count > 0) partial.push(f.id);
     }
-    return { complete, partial };
+    return { complete, partial, groups };
   }
 
-  /** Files served, complete ones with their manifests. */
+  /** Public files served, complete ones with their manifests. */
   catalog(): FileSummary[] {
-    return [...this.#files.values()].filter((f) => f.have === null).map((f) => ({
+    return [...this.#files.values()].filter((f) => f.have === null && f.public).map((f) => ({
       id: f.id,
       name: f.manifest.name,
       size: f.manifest.size,
@@ -117,21 +135,62 @@ export class PeerNode {
     }));
   }
 
-  /** Starts sharing a complete file. */
+  /** Starts sharing a complete file publicly. */
   async share(f: SharedFile): Promise<void> {
     const was = this.#files.get(f.id);
     this.#put(f.id, f.path, f.manifest, null);
-    if (!was || was.have !== null) await this.link?.update([f.manifest], [], []);
+    if (!was || was.have !== null || !was.public) await this.link?.update([f.manifest], [], []);
+  }
+
+  /**
+   * Shares a complete file into a group: served only against a grant. The
+   * tracker must accept it (the user is a member), else this throws and
+   * nothing changes.
+   */
+  async shareInGroup(f: SharedFile, group: string): Promise<void> {
+    if (!this.link) throw new ShoalError("no_tracker", "Sharing into a group needs a tracker");
+    await this.link.updateGroups([{ group, manifest: f.manifest }], []);
+    this.addGroupShareLocally(f, group);
+  }
+
+  /** Adds a group file to what we serve without telling the tracker (the next registration will). */
+  addGroupShareLocally(f: SharedFile, group: string): void {
+    const was = this.#files.get(f.id);
+    if (was && was.have === null) was.groups.add(group);
+    else this.#put(f.id, f.path, f.manifest, null, { public: false, groups: new Set([group]) });
+  }
+
+  /** Stops serving a file in a group; the file goes when it is in no group and not public. */
+  async unshareFromGroup(id: string, group: string): Promise<void> {
+    const f = this.#files.get(id);
+    if (!f || !f.groups.delete(group)) return;
+    await this.link?.updateGroups([], [{ group, fileId: id }]).catch(() => {}); // re-registration sends the truth
+    if (f.groups.size === 0 && !f.public) this.#forget(f);
+  }
+
+  /** Group files served, as `[group, fileId]` pairs. */
+  groupShares(): { group: string; fileId: string; name: string; size: number; path: string }[] {
+    const out = [];
+    for (const f of this.#files.values()) {
+      for (const group of f.groups) {
+        out.push({ group, fileId: f.id, name: f.manifest.name, size: f.manifest.size, path: f.path });
+      }
+    }
+    return out;
   }
 
   /** Stops sharing a file. */
   async unshare(id: string): Promise<void> {
     const f = this.#files.get(id);
     if (!f) return;
-    this.#files.delete(id);
+    this.#forget(f);
+    await this.link?.update([], [], [id]);
+  }
+
+  #forget(f: Served): void {
+    this.#files.delete(f.id);
     closeFd(f);
     for (const c of f.interested) c.close();
-    await this.link?.update([], [], [id]);
   }
 
   /**
@@ -166,10 +225,50 @@ export class PeerNode {
     return this.close();
   }
 
-  #put(id: string, path: string, manifest: Manifest, have: Bitfield | null): void {
+  #put(
+    id: string,
+    path: string,
+    manifest: Manifest,
+    have: Bitfield | null,
+    access: { public: boolean; groups: Set<string> } = { public: true, groups: new Set() },
+  ): void {
     const old = this.#files.get(id);
     closeFd(old);
-    this.#files.set(id, { id, path, manifest, have, interested: old?.interested ?? new Set<Connection>(), fd: null });
+    this.#files.set(id, {
+      id,
+      path,
+      manifest,
+      have,
+      public: access.public || (old?.public ?? false),
+      groups: new Set([...access.groups, ...(old?.groups ?? [])]),
+      interested: old?.interested ?? new Set<Connection>(),
+      fd: null,
+    });
+  }
+
+  /**
+   * Checks a grant a connection presents for a group file and remembers it
+   * for that connection until it expires. Throws GrantError.
+   */
+  authorize(conn: Connection, fileId: string, grant: string): void {
+    const key = this.link?.trackerKey ?? this.#trackerKey;
+    if (!key) throw new GrantError("this peer does not know its tracker's key yet");
+    const claims = verifyGrant(publicKeyFrom(key), grant, fileId);
+    const f = this.#files.get(fileId);
+    if (!f) throw new ShoalError("not_found", `File ${fileId} is not shared here`);
+    if (!f.groups.has(claims.group)) throw new GrantError(`file ${fileId} is not shared in group ${claims.group} here`);
+    let m = this.#grants.get(conn);
+    if (!m) this.#grants.set(conn, m = new Map());
+    m.set(fileId, Math.max(m.get(fileId) ?? 0, claims.exp));
+  }
+
+  /** Why `conn` may not have `f` now, or null when it may. */
+  #denied(f: Served, conn: Connection): string | null {
+    if (f.public) return null;
+    const exp = this.#grants.get(conn)?.get(f.id);
+    if (exp === undefined) return "a grant is required for this group file";
+    if (exp <= Date.now()) return "the grant has expired";
+    return null;
   }
 
   async #handle(msg: Message, conn: Connection): Promise<Message | void> {
@@ -181,10 +280,13 @@ export class PeerNode {
           files: this.catalog().filter((f) => q === undefined || f.name.toLowerCase().includes(q)),
         };
       }
+      case "authorize":
+        this.authorize(conn, msg.fileId, msg.grant);
+        return { type: "ok" };
       case "get_manifest":
-        return { type: "manifest", fileId: msg.fileId, manifest: this.#served(msg.fileId).manifest };
+        return { type: "manifest", fileId: msg.fileId, manifest: this.#served(msg.fileId, conn).manifest };
       case "interested": {
-        const f = this.#served(msg.fileId);
+        const f = this.#served(msg.fileId, conn);
         for (const c of f.interested) if (c.closed) f.interested.delete(c);
         f.interested.add(conn);
         const bits = f.have ?? Bitfield.full(f.manifest.chunks.length);
@@ -206,6 +308,8 @@ export class PeerNode {
       return { type: "reject", fileId, index, reason };
     };
     if (!f) return reject("not shared here");
+    const denied = this.#denied(f, conn);
+    if (denied) return reject(denied);
     if (index >= f.manifest.chunks.length) return reject("no such chunk");
     if (f.have !== null && !f.have.has(index)) return reject("chunk not here yet");
     const len = chunkLength(f.manifest, index);
@@ -235,9 +339,11 @@ export class PeerNode {
     return pool;
   }
 
-  #served(id: string): Served {
+  #served(id: string, conn: Connection): Served {
     const f = this.#files.get(id);
     if (!f) throw new ShoalError("not_found", `File ${id} is not shared here`);
+    const denied = this.#denied(f, conn);
+    if (denied) throw new GrantError(denied);
     return f;
   }
 }

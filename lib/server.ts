@@ -27,6 +27,8 @@ export type Handler = (msg: Message, conn: Connection) => Promise<Message | void
 export interface ServerOptions {
   hostname?: string;
   port?: number;
+  /** Listen on this Unix socket path instead of TCP (a local control channel). */
+  path?: string;
   maxFrameBytes?: number;
   maxConnections?: number;
   idleTimeoutMs?: number;
@@ -46,29 +48,33 @@ export interface ServerStats {
 export class FrameServer {
   readonly address: Address;
   readonly stats: ServerStats = { accepted: 0, active: 0, protocolErrors: 0, refused: 0 };
-  #listener: Deno.TcpListener;
+  #listener: Deno.Listener;
   #conns = new Set<Connection>();
   #tasks = new Set<Promise<void>>();
   #accepting: Promise<void>;
   #closed = false;
 
-  private constructor(listener: Deno.TcpListener, readonly handler: Handler, readonly options: ServerOptions) {
+  private constructor(listener: Deno.Listener, readonly handler: Handler, readonly options: ServerOptions) {
     this.#listener = listener;
     const addr = listener.addr;
-    this.address = { host: addr.hostname, port: addr.port };
+    this.address = addr.transport === "unix"
+      ? { host: addr.path, port: 0 }
+      : { host: (addr as Deno.NetAddr).hostname, port: (addr as Deno.NetAddr).port };
     this.#accepting = this.#acceptLoop();
   }
 
   /** Starts listening (port 0 picks a free port; see {@link address}). */
   static listen(options: ServerOptions, handler: Handler): FrameServer {
-    const listener = Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    const listener = options.path !== undefined
+      ? Deno.listen({ transport: "unix", path: options.path })
+      : Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
     return new FrameServer(listener, handler, options);
   }
 
   async #acceptLoop(): Promise<void> {
     const max = this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     while (!this.#closed) {
-      let raw: Deno.TcpConn;
+      let raw: Deno.Conn;
       try {
         raw = await this.#listener.accept();
       } catch {
@@ -80,7 +86,7 @@ export class FrameServer {
         raw.close();
         continue;
       }
-      raw.setNoDelay(true);
+      if (raw.remoteAddr.transport === "tcp") (raw as Deno.TcpConn).setNoDelay(true);
       this.stats.accepted++;
       const opts: { maxFrameBytes?: number; ioTimeoutMs: number } = {
         ioTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,

@@ -7,9 +7,10 @@
  * @module
  */
 
-import { NotFoundError, ShoalError } from "./errors.ts";
+import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
 import { fileIdOf, type Manifest } from "./manifest.ts";
-import type { FileSummary, Message, PeerEntry } from "./messages.ts";
+import type { FileSummary, GroupShare, GroupUnshare, Message, PeerEntry } from "./messages.ts";
+import type { Accounts, Session } from "./accounts.ts";
 import { type Connection } from "./connection.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
 
@@ -31,7 +32,13 @@ interface PeerRecord {
   lastSeen: number;
   complete: Set<string>;
   partial: Set<string>;
+  /** set when the peer registered with a session token: whose peer it is */
+  session?: Session;
+  /** group files it serves, as `group "\n" fileId` */
+  groupFiles: Set<string>;
 }
+
+type MessageGroupList = Extract<Message, { type: "group_list" }>["groups"];
 
 interface FileRecord {
   manifest: Manifest;
@@ -44,6 +51,8 @@ export interface TrackerOptions {
   expiryMs?: number;
   /** Clock, for tests. */
   now?: () => number;
+  /** Accounts and groups; without them the tracker serves public sharing only. */
+  accounts?: Accounts;
 }
 
 /** The tracker's state and its answer to each request. Pure of I/O. */
@@ -54,11 +63,13 @@ export class Tracker {
   #peers = new Map<string, PeerRecord>();
   #byAddress = new Map<string, string>();
   #files = new Map<string, FileRecord>();
+  readonly accounts: Accounts | null;
 
   constructor(options: TrackerOptions = {}) {
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.expiryMs = options.expiryMs ?? DEFAULT_EXPIRY_MS;
     this.#now = options.now ?? Date.now;
+    this.accounts = options.accounts ?? null;
   }
 
   /** Number of live peers. */
@@ -72,7 +83,7 @@ export class Tracker {
   handle(msg: Message, remoteHost: string): Message {
     switch (msg.type) {
       case "register":
-        return this.#register(msg.host ?? remoteHost, msg.port);
+        return this.#register(msg.host ?? remoteHost, msg.port, msg.token);
       case "heartbeat":
         this.#peer(msg.peerId).lastSeen = this.#now();
         return { type: "ok" };
@@ -81,6 +92,9 @@ export class Tracker {
         return { type: "ok" };
       case "announce":
         this.#announce(msg.peerId, msg.add, msg.partial, msg.remove);
+        if (msg.groupAdd || msg.groupRemove) {
+          this.#announceGroups(msg.peerId, msg.groupAdd ?? [], msg.groupRemove ?? []);
+        }
         return { type: "ok" };
       case "list_files":
         return { type: "file_list", files: this.listFiles(msg.query) };
@@ -89,8 +103,125 @@ export class Tracker {
       case "get_manifest":
         return { type: "manifest", fileId: msg.fileId, manifest: this.#file(msg.fileId).manifest };
       default:
+        return this.#handleGroups(msg);
+    }
+  }
+
+  /** Answers any request, including those that hash passwords (create_user, login). */
+  async respond(msg: Message, remoteHost: string): Promise<Message> {
+    if (msg.type === "create_user") {
+      await this.#accounts().createUser(msg.name, msg.password);
+      return { type: "ok" };
+    }
+    if (msg.type === "login") {
+      const { token, session } = await this.#accounts().login(msg.name, msg.password, remoteHost);
+      return { type: "session", user: session.user, token, expiresAt: session.expiresAt };
+    }
+    return this.handle(msg, remoteHost);
+  }
+
+  #accounts(): Accounts {
+    if (!this.accounts) throw new ShoalError("unsupported", "This tracker has no accounts");
+    return this.accounts;
+  }
+
+  #handleGroups(msg: Message): Message {
+    const a = this.#accounts();
+    switch (msg.type) {
+      case "logout":
+        a.logout(msg.token);
+        return { type: "ok" };
+      case "whoami": {
+        const s = a.session(msg.token);
+        return { type: "session", user: s.user, token: msg.token, expiresAt: s.expiresAt };
+      }
+      case "create_group":
+        a.createGroup(msg.token, msg.group);
+        return { type: "ok" };
+      case "join_group":
+        a.joinGroup(msg.token, msg.group);
+        return { type: "ok" };
+      case "leave_group":
+        a.leaveGroup(msg.token, msg.group);
+        return { type: "ok" };
+      case "accept_request":
+        a.acceptRequest(msg.token, msg.group, msg.user);
+        return { type: "ok" };
+      case "remove_member":
+        a.removeMember(msg.token, msg.group, msg.user);
+        return { type: "ok" };
+      case "list_groups":
+        return { type: "group_list", groups: a.listGroups(msg.token) as MessageGroupList };
+      case "list_requests":
+        return { type: "user_list", users: a.listRequests(msg.token, msg.group) };
+      case "list_group_files":
+        return {
+          type: "file_list",
+          files: a.groupFiles(msg.token, msg.group).slice(0, MAX_CATALOG_ENTRIES).map((f) => ({
+            id: f.fileId,
+            name: f.name,
+            size: f.size,
+            chunkSize: f.manifest.chunkSize,
+            peers: this.groupPeers(msg.group, f.fileId, f.sharers).length,
+            partial: 0,
+            owner: f.owner,
+          })),
+        };
+      case "group_lookup": {
+        const { file } = a.groupFile(msg.token, msg.group, msg.file);
+        const { grant, expiresAt } = a.grant(msg.token, msg.group, file.fileId);
+        return {
+          type: "group_file",
+          group: msg.group,
+          fileId: file.fileId,
+          manifest: file.manifest,
+          peers: this.groupPeers(msg.group, file.fileId, file.sharers),
+          grant,
+          grantExpiresAt: expiresAt,
+        };
+      }
+      case "get_grant": {
+        const { grant, expiresAt } = a.grant(msg.token, msg.group, msg.fileId);
+        return { type: "grant", grant, expiresAt };
+      }
+      case "stop_sharing": {
+        a.stopSharing(msg.token, msg.group, msg.file);
+        return { type: "ok" };
+      }
+      default:
         throw new ShoalError("unsupported", `The tracker does not handle ${msg.type} messages`);
     }
+  }
+
+  /** Live peers serving a group file whose user still shares it there (membership can change under them). */
+  groupPeers(group: string, fileId: string, sharers: string[]): PeerEntry[] {
+    const key = `${group}\n${fileId}`;
+    const out: PeerEntry[] = [];
+    for (const p of this.#peers.values()) {
+      if (p.groupFiles.has(key) && this.#live(p) && p.session && sharers.includes(p.session.user)) {
+        out.push({ host: p.host, port: p.port, complete: true });
+      }
+    }
+    return out;
+  }
+
+  #announceGroups(peerId: string, add: GroupShare[], remove: GroupUnshare[]): void {
+    const p = this.#peer(peerId);
+    if (!p.session) {
+      throw new AccountError("not_logged_in", "Only a peer registered with a session may share into a group");
+    }
+    const a = this.#accounts();
+    if (p.groupFiles.size + add.length > MAX_FILES_PER_PEER) {
+      throw new ShoalError("too_many_files", `A peer may share at most ${MAX_FILES_PER_PEER} files`);
+    }
+    // The session may have ended since the peer registered.
+    const session = p.session.expiresAt > this.#now() ? p.session : null;
+    for (const s of add) {
+      if (!session) throw new AccountError("session_expired", "The session has expired; log in again");
+      const fileId = a.share(session, s.group, s.manifest);
+      p.groupFiles.add(`${s.group}\n${fileId}`);
+    }
+    for (const r of remove) p.groupFiles.delete(`${r.group}\n${r.fileId}`);
   }
 
   /** Catalog of files with at least one live source, filtered by a case-insensitive name substring. */
@@ -134,16 +265,28 @@ export class Tracker {
     return this.#now() - p.lastSeen <= this.expiryMs;
   }
 
-  #register(host: string, port: number): Message {
+  #register(host: string, port: number, token?: string): Message {
+    const session = token === undefined ? undefined : this.#accounts().session(token);
     const key = `${host}|${port}`;
     const old = this.#byAddress.get(key);
     if (old !== undefined) this.#drop(old);
     if (this.#peers.size >= MAX_PEERS) this.sweep();
     if (this.#peers.size >= MAX_PEERS) throw new ShoalError("full", "The tracker has too many peers");
     const id = crypto.randomUUID();
-    this.#peers.set(id, { id, host, port, lastSeen: this.#now(), complete: new Set(), partial: new Set() });
+    this.#peers.set(id, {
+      id,
+      host,
+      port,
+      lastSeen: this.#now(),
+      complete: new Set(),
+      partial: new Set(),
+      groupFiles: new Set(),
+      ...(session ? { session } : {}),
+    });
     this.#byAddress.set(key, id);
-    return { type: "registered", peerId: id, heartbeatMs: this.heartbeatMs, expiryMs: this.expiryMs };
+    const reply: Message = { type: "registered", peerId: id, heartbeatMs: this.heartbeatMs, expiryMs: this.expiryMs };
+    if (this.accounts) reply.publicKey = this.accounts.key.publicKey;
+    return reply;
   }
 
   #announce(peerId: string, add: Manifest[], partial: string[], remove: string[]): void {
@@ -220,7 +363,7 @@ export class TrackerServer {
     const tracker = new Tracker(options);
     const server = FrameServer.listen(
       options,
-      (msg: Message, conn: Connection) => tracker.handle(msg, conn.remoteHost),
+      (msg: Message, conn: Connection) => tracker.respond(msg, conn.remoteHost),
     );
     return new TrackerServer(tracker, server);
   }
@@ -232,6 +375,7 @@ export class TrackerServer {
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
     await this.server.close();
+    this.tracker.accounts?.store.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -8,10 +8,12 @@
 
 import { backoffMs, delay } from "./async.ts";
 import { type Address, connect, type Connection } from "./connection.ts";
-import { RemoteError } from "./errors.ts";
+import { RemoteError, UnreachableError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
-import type { FileSummary, PeerEntry } from "./messages.ts";
+import type { FileSummary, GroupShare, GroupUnshare, Message, PeerEntry } from "./messages.ts";
 
+/** How long a group update waits for a registration in progress. */
+const REGISTER_WAIT_MS = 5_000;
 /** Announce batches stay below this many estimated JSON bytes (well under the frame cap). */
 const ANNOUNCE_BATCH_BYTES = 2 * 1024 * 1024;
 
@@ -19,12 +21,15 @@ const ANNOUNCE_BATCH_BYTES = 2 * 1024 * 1024;
 export interface Holdings {
   complete: Manifest[];
   partial: string[];
+  /** files shared into groups (needs a session token) */
+  groups?: GroupShare[];
 }
 
 /** Link state changes, for logs. */
 export type LinkEvent =
   | { kind: "registered"; peerId: string }
-  | { kind: "lost"; error: unknown; retryInMs: number };
+  | { kind: "lost"; error: unknown; retryInMs: number }
+  | { kind: "group-refused"; group: string; error: unknown };
 
 /** Options for {@link TrackerLink}. */
 export interface TrackerLinkOptions {
@@ -33,6 +38,8 @@ export interface TrackerLinkOptions {
   port: number;
   host?: string;
   holdings: () => Holdings;
+  /** The session token to register with, if any; read at every (re)registration. */
+  token?: () => string | undefined;
   onEvent?: (e: LinkEvent) => void;
 }
 
@@ -51,9 +58,48 @@ export class TrackerLink {
     this.#running = this.#run();
   }
 
+  #trackerKey: string | null = null;
+
   /** The id the tracker gave us, while registered. */
   get peerId(): string | null {
     return this.#peerId;
+  }
+
+  /** The tracker's grant-signing public key (base64url), once registered with a tracker that has accounts. */
+  get trackerKey(): string | null {
+    return this.#trackerKey;
+  }
+
+  /** Drops the connection so the link registers again (e.g. with a new session token). */
+  reconnect(): void {
+    this.#peerId = null;
+    this.#conn?.close();
+  }
+
+  /**
+   * Shares files into groups or stops, now. Unlike {@link update}, a refusal
+   * (not a member, session expired) is thrown to the caller; with no
+   * tracker connection this throws too, and the next registration sends
+   * the holdings anyway.
+   */
+  async updateGroups(add: GroupShare[], remove: GroupUnshare[]): Promise<void> {
+    // Right after start or a reconnect, registration may be moments away.
+    for (let waited = 0; !this.#peerId && waited < REGISTER_WAIT_MS && !this.#stopping; waited += 100) await delay(100);
+    return await this.#exclusive(async () => {
+      if (!this.#conn || !this.#peerId) throw new UnreachableError("Not registered with the tracker right now");
+      await this.#conn.request(
+        {
+          type: "announce",
+          peerId: this.#peerId,
+          add: [],
+          partial: [],
+          remove: [],
+          groupAdd: add,
+          groupRemove: remove,
+        },
+        "ok",
+      );
+    });
   }
 
   /** Announces changes now if registered; a later re-registration sends the full holdings anyway. */
@@ -103,15 +149,27 @@ export class TrackerLink {
   async #register(): Promise<void> {
     const conn = await connect(this.#opts.tracker, { signal: this.#abort.signal });
     this.#conn = conn;
-    const reg = await conn.request(
-      this.#opts.host === undefined
-        ? { type: "register", port: this.#opts.port }
-        : { type: "register", port: this.#opts.port, host: this.#opts.host },
-      "registered",
-    );
+    const msg: Message = { type: "register", port: this.#opts.port };
+    if (this.#opts.host !== undefined) msg.host = this.#opts.host;
+    const token = this.#opts.token?.();
+    if (token !== undefined) msg.token = token;
+    const reg = await conn.request(msg, "registered");
     this.#interval = reg.heartbeatMs;
+    this.#trackerKey = reg.publicKey ?? null;
     const h = this.#opts.holdings();
     await sendAnnounce(conn, reg.peerId, h.complete, h.partial, []);
+    for (const g of h.groups ?? []) {
+      // One at a time: a group we were removed from must not stop the others (or registration).
+      try {
+        await conn.request(
+          { type: "announce", peerId: reg.peerId, add: [], partial: [], remove: [], groupAdd: [g] },
+          "ok",
+        );
+      } catch (error) {
+        if (!(error instanceof RemoteError)) throw error;
+        this.#opts.onEvent?.({ kind: "group-refused", group: g.group, error });
+      }
+    }
     this.#peerId = reg.peerId;
     this.#opts.onEvent?.({ kind: "registered", peerId: reg.peerId });
   }

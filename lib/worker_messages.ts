@@ -9,6 +9,7 @@
 export type ToWorker =
   | { op: "init"; fileId: string; size: number; chunkSize: number; chunks: string[]; partPath: string }
   | { op: "connect"; peer: string; host: string; port: number }
+  | { op: "grant"; grant: string }
   | { op: "request"; peer: string; index: number }
   | { op: "cancel"; peer: string; index: number }
   | { op: "drop"; peer: string }

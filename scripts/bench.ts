@@ -605,7 +605,16 @@ async function startShoal(
   size: number,
 ): Promise<{ tracker: string; id: string }> {
   const deno = Deno.execPath();
-  const tracker = procs.spawn("shoal-tracker", [deno, "run", "-A", join(ROOT, "tracker.ts"), "--port", "0"]);
+  const tracker = procs.spawn("shoal-tracker", [
+    deno,
+    "run",
+    "-A",
+    join(ROOT, "tracker.ts"),
+    "--port",
+    "0",
+    "--db",
+    ":memory:",
+  ]);
   const [, host, port] = await procs.waitFor(tracker, /tracker listening on (\S+):(\d+)/, 30_000);
   const addr = `${host}:${port}`;
   const hashMs = 60_000 + (SEEDS * size / (50 * MB)) * 1000;

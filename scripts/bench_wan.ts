@@ -216,7 +216,18 @@ async function main(): Promise<number> {
     try {
       const tracker = procs.spawn(
         "shoal-tracker",
-        inNode("tracker")([deno, "run", "-A", join(ROOT, "tracker.ts"), "--host", "0.0.0.0", "--port", "0"]),
+        inNode("tracker")([
+          deno,
+          "run",
+          "-A",
+          join(ROOT, "tracker.ts"),
+          "--host",
+          "0.0.0.0",
+          "--port",
+          "0",
+          "--db",
+          ":memory:",
+        ]),
       );
       const [, , port] = await procs.waitFor(tracker, /tracker listening on (\S+):(\d+)/, 30_000);
       trackerAddr = `${await ip("tracker")}:${port}`;

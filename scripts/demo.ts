@@ -105,7 +105,7 @@ async function main(): Promise<number> {
   await Deno.writeTextFile(join(b!, "notes.txt"), "Peer B shares this note.\n");
   const want = await sha256File(join(a!, "big.bin"));
 
-  const tracker = spawn("tracker.ts", ["--port", "0"]);
+  const tracker = spawn("tracker.ts", ["--port", "0", "--db", ":memory:"]);
   const [, trackerAddr] = await waitFor(tracker.lines, /tracker listening on (\S+)/, "tracker");
   for (const [name, d] of [["peer-a", a!], ["peer-b", b!]] as const) {
     const p = spawn("peer.ts", ["--shared", d, "--tracker", trackerAddr!, "--cache-dir", join(cache!, name)]);

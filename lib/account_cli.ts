@@ -1,0 +1,367 @@
+/**
+ * The account and group commands of client.ts (snake_case, with
+ * kebab-case aliases): create_user, login, logout, status, create_group,
+ * list_groups, join_group, leave_group, list_requests, accept_request,
+ * remove_member, upload_file, list_files, download_file, show_downloads,
+ * stop_sharing. Each is a few calls to the tracker, the local daemon and
+ * the download engine; this file only parses and prints.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { basename, join, resolve } from "node:path";
+import { formatBytes, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
+import { type Address, connect, type Connection } from "./connection.ts";
+import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
+import { download, exists } from "./download.ts";
+import { describeError, OutputExistsError, RemoteError } from "./errors.ts";
+import { Home, type SessionFile } from "./home.ts";
+import type { Message, MessageName, MessageOf } from "./messages.ts";
+import { assertSafeFileName } from "./names.ts";
+import { readPassword } from "./prompt.ts";
+import { ProgressView } from "./progress.ts";
+
+/** Options every command may use, from the program. */
+export interface AccountGlobals {
+  tracker?: string;
+  home?: string;
+}
+
+async function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
+  await using conn: Connection = await connect(tracker);
+  return await conn.request(msg, expect);
+}
+
+async function password(given: string | undefined, what: string): Promise<string> {
+  if (given !== undefined) {
+    if (Deno.stdin.isTerminal()) {
+      console.error("warning: a password on the command line is visible to other users; omit it to be asked");
+    }
+    return given;
+  }
+  return await readPassword(`${what}: `);
+}
+
+function table(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  for (const r of rows) console.log(r.map((c, i) => i === r.length - 1 ? c : c.padEnd(widths[i]!)).join("  "));
+}
+
+/** Adds the account and group commands to `program`. */
+export function addAccountCommands(
+  program: Command,
+  globals: () => AccountGlobals,
+  defaultTracker: () => string,
+): void {
+  const home = () => Home.resolve(globals().home);
+  const trackerOf = (s: SessionFile) => parseAddress(s.tracker, "tracker");
+  /** The session and a request to its tracker. */
+  const withSession = async <T extends MessageName>(
+    make: (token: string) => Message,
+    expect: T,
+  ): Promise<MessageOf<T>> => {
+    const s = await home().session();
+    return await call(trackerOf(s), make(s.token), expect);
+  };
+  const cmd = (name: string, description: string) => {
+    const c = program.command(name).description(description);
+    return name.includes("_") ? c.alias(name.replaceAll("_", "-")) : c;
+  };
+
+  cmd("create_user", "create an account on the tracker")
+    .argument("<name>")
+    .argument("[password]", "asked for when omitted (or read from stdin when it is not a terminal)")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  client.ts create_user alice\n  echo 's3cret-pw' | client.ts create_user alice",
+    )
+    .action(async (name: string, pw?: string) => {
+      const tracker = parseAddress(defaultTracker(), "--tracker");
+      await call(tracker, { type: "create_user", name, password: await password(pw, "new password") }, "ok");
+      console.log(`created user ${name}`);
+    });
+
+  cmd("login", "log in; starts a background peer that serves your group files until logout")
+    .argument("<name>")
+    .argument("[password]", "asked for when omitted (or read from stdin when it is not a terminal)")
+    .option("--json", "print JSON")
+    .addHelpText("after", "\nExample:\n  client.ts --tracker 127.0.0.1:7070 login alice")
+    .action(async (name: string, pw: string | undefined, o) => {
+      const h = home();
+      const trackerText = defaultTracker();
+      const tracker = parseAddress(trackerText, "--tracker");
+      const r = await call(tracker, { type: "login", name, password: await password(pw, "password") }, "session");
+      const session: SessionFile = { user: r.user, tracker: trackerText, token: r.token, expiresAt: r.expiresAt };
+      await h.writeSession(session);
+      const state = await ensureDaemon(h, session);
+      if (o.json) return console.log(JSON.stringify({ user: r.user, expiresAt: r.expiresAt, peer: state.address }));
+      console.log(`logged in as ${r.user} until ${new Date(r.expiresAt).toISOString()}`);
+      console.log(`background peer on ${state.address}, sharing ${state.shares.length} group file(s)`);
+    });
+
+  cmd("logout", "log out: ends the session on the tracker and stops the background peer")
+    .action(async () => {
+      const h = home();
+      const s = await h.session();
+      await stopDaemon(h);
+      try {
+        await call(trackerOf(s), { type: "logout", token: s.token }, "ok");
+      } catch (err) {
+        if (!(err instanceof RemoteError && err.code === "session_expired")) throw err;
+      }
+      await h.removeSession();
+      console.log(`logged out ${s.user}`);
+    });
+
+  cmd("status", "who is logged in, the tracker, and the background peer with what it shares")
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      const h = home();
+      const s = await h.readSession();
+      let session: string;
+      if (!s) session = "not logged in";
+      else {
+        try {
+          await call(trackerOf(s), { type: "whoami", token: s.token }, "session");
+          session = "valid";
+        } catch (err) {
+          session = err instanceof RemoteError ? describeError(err) : `tracker unreachable (${describeError(err)})`;
+        }
+      }
+      const d = await daemonStatus(h);
+      if (o.json) {
+        return console.log(
+          JSON.stringify(
+            { home: h.dir, user: s?.user ?? null, tracker: s?.tracker ?? null, session, peer: d },
+            null,
+            2,
+          ),
+        );
+      }
+      console.log(`home:    ${h.dir}`);
+      console.log(
+        `user:    ${s ? `${s.user} (session ${session}, until ${new Date(s.expiresAt).toISOString()})` : session}`,
+      );
+      if (s) console.log(`tracker: ${s.tracker}`);
+      if (!d) return console.log("peer:    not running");
+      console.log(
+        `peer:    ${d.address} (${d.registered ? "registered" : "not registered"}), ${d.shares.length} group file(s)`,
+      );
+      for (const f of d.shares) {
+        console.log(`  [${f.group}] ${f.name} (${formatBytes(f.size)}) ${f.fileId.slice(0, 16)}…  ${f.path}`);
+      }
+    });
+
+  cmd("create_group", "create a group (you own it)")
+    .argument("<group>")
+    .action(async (group: string) => {
+      await withSession((token) => ({ type: "create_group", token, group }), "ok");
+      console.log(`created group ${group}`);
+    });
+
+  cmd("list_groups", "every group, its owner, members, and what you are to it")
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      const r = await withSession((token) => ({ type: "list_groups", token }), "group_list");
+      if (o.json) return console.log(JSON.stringify(r.groups, null, 2));
+      if (r.groups.length === 0) return console.log("no groups");
+      table([
+        ["GROUP", "OWNER", "MEMBERS", "YOU"],
+        ...r.groups.map((g) => [g.name, g.owner, String(g.members), g.role]),
+      ]);
+    });
+
+  cmd("join_group", "ask to join a group (its owner accepts)")
+    .argument("<group>")
+    .action(async (group: string) => {
+      await withSession((token) => ({ type: "join_group", token, group }), "ok");
+      console.log(`asked to join ${group}; its owner must accept`);
+    });
+
+  cmd("leave_group", "leave a group (your files in it stop being shared there)")
+    .argument("<group>")
+    .action(async (group: string) => {
+      await withSession((token) => ({ type: "leave_group", token, group }), "ok");
+      const h = home();
+      const d = await daemonStatus(h);
+      for (const f of d?.shares.filter((f) => f.group === group) ?? []) {
+        await ctl(h, { type: "ctl_unshare", group, file: f.fileId }, "ok").catch(() => {});
+      }
+      console.log(`left ${group}`);
+    });
+
+  cmd("list_requests", "pending join requests of a group you own")
+    .argument("<group>")
+    .option("--json", "print JSON")
+    .action(async (group: string, o) => {
+      const r = await withSession((token) => ({ type: "list_requests", token, group }), "user_list");
+      if (o.json) return console.log(JSON.stringify(r.users));
+      if (r.users.length === 0) return console.log("no pending requests");
+      for (const u of r.users) console.log(u);
+    });
+
+  cmd("accept_request", "admit a user who asked to join a group you own")
+    .argument("<group>")
+    .argument("<user>")
+    .action(async (group: string, user: string) => {
+      await withSession((token) => ({ type: "accept_request", token, group, user }), "ok");
+      console.log(`${user} is now a member of ${group}`);
+    });
+
+  cmd("remove_member", "remove a member from a group you own (their access ends within a grant's lifetime)")
+    .argument("<group>")
+    .argument("<user>")
+    .action(async (group: string, user: string) => {
+      await withSession((token) => ({ type: "remove_member", token, group, user }), "ok");
+      console.log(`removed ${user} from ${group}`);
+    });
+
+  cmd("upload_file", "share a local file into a group (your background peer serves it while you are logged in)")
+    .argument("<path>")
+    .argument("<group>")
+    .option("--json", "print JSON")
+    .addHelpText("after", "\nExample:\n  client.ts upload_file ./report.pdf team")
+    .action(async (path: string, group: string, o) => {
+      const h = home();
+      const s = await h.session();
+      await ensureDaemon(h, s);
+      const r = await ctl(h, { type: "ctl_share", path: resolve(path), group }, "ctl_shared");
+      if (o.json) return console.log(JSON.stringify(r));
+      console.log(`sharing ${r.name} (${formatBytes(r.size)}) in ${r.group} as ${r.fileId}`);
+    });
+
+  cmd("list_files", "the files of a group you belong to")
+    .argument("<group>")
+    .option("--json", "print JSON")
+    .action(async (group: string, o) => {
+      const r = await withSession((token) => ({ type: "list_group_files", token, group }), "file_list");
+      if (o.json) return console.log(JSON.stringify(r.files, null, 2));
+      if (r.files.length === 0) return console.log(`no files in ${group}`);
+      table([
+        ["ID", "SIZE", "PEERS", "OWNER", "NAME"],
+        ...r.files.map((f) => [f.id, formatBytes(f.size), String(f.peers), f.owner ?? "", f.name]),
+      ]);
+    });
+
+  cmd("download_file", "download a group file (by name or id) to <dest> (a file path or a directory)")
+    .argument("<group>")
+    .argument("<file>", "file name in the group, or its id")
+    .argument("<dest>")
+    .option("--force", "overwrite an existing file")
+    .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--quiet", "no progress output")
+    .option("--json", "print a JSON summary at the end")
+    .addHelpText("after", "\nExample:\n  client.ts download_file team report.pdf ./downloads/")
+    .action(async (group: string, file: string, dest: string, o) => {
+      const h = home();
+      const s = await h.session();
+      const tracker = trackerOf(s);
+      const first = await call(tracker, { type: "group_lookup", token: s.token, group, file }, "group_file");
+      const { manifest, fileId } = first;
+      let out = dest;
+      if ((await Deno.stat(dest).catch(() => null))?.isDirectory) {
+        assertSafeFileName(manifest.name);
+        out = join(dest, manifest.name);
+      }
+      if (!o.force && await exists(out)) throw new OutputExistsError(out);
+      const own = (await h.readDaemon().catch(() => null))?.address;
+      const record = {
+        group,
+        name: manifest.name,
+        fileId,
+        dest: resolve(out),
+        pid: Deno.pid,
+        startedAt: Date.now(),
+      };
+      await h.putDownload({ ...record, state: "D", updatedAt: Date.now() });
+      const view = new ProgressView("download", Boolean(o.quiet) || Boolean(o.json));
+      view.note(`${manifest.name} (${formatBytes(manifest.size)}) from ${group} -> ${out}`);
+      let lookups = 0;
+      try {
+        const summary = await download({
+          fileId,
+          manifest,
+          out,
+          force: Boolean(o.force),
+          ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+          signal: shutdownSignal(),
+          discover: async () => {
+            const r = lookups++ === 0
+              ? first
+              : await call(tracker, { type: "group_lookup", token: s.token, group, file: fileId }, "group_file");
+            return r.peers.filter((p) => `${p.host}:${p.port}` !== own).map((p) => ({ host: p.host, port: p.port }));
+          },
+          authorize: async () => {
+            if (lookups <= 1) return { grant: first.grant, expiresAt: first.grantExpiresAt };
+            const g = await call(tracker, { type: "get_grant", token: s.token, group, fileId }, "grant");
+            return { grant: g.grant, expiresAt: g.expiresAt };
+          },
+          onEvent: (e) => {
+            if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
+            else if (e.kind === "resumed") view.note(`resuming: reused ${e.reused} of ${e.total} chunks`);
+            else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
+            else if (e.kind === "peer-dropped") view.note(`dropped peer ${e.peer}: ${e.reason}`);
+          },
+        });
+        view.done();
+        await h.putDownload({ ...record, state: "C", updatedAt: Date.now() });
+        // Become a source: the background peer shares the new copy in the group.
+        let sharing = false;
+        if (await daemonStatus(h)) {
+          sharing = await ctl(h, { type: "ctl_share", path: resolve(out), group }, "ctl_shared").then(
+            () => true,
+            () => false,
+          );
+        }
+        if (o.json) return console.log(JSON.stringify({ ...summary, group, sharing }, null, 2));
+        if (!o.quiet) {
+          console.log(
+            `saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s` +
+              (sharing ? `; now sharing it in ${group}` : ""),
+          );
+        }
+      } catch (err) {
+        view.done();
+        await h.putDownload({ ...record, state: "F", updatedAt: Date.now(), error: describeError(err) });
+        throw err;
+      }
+    });
+
+  cmd(
+    "show_downloads",
+    "group downloads: [D] in progress, [C] complete, [F] failed or interrupted (run again to resume)",
+  )
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      const all = await home().readDownloads();
+      // A "D" whose process is gone was interrupted.
+      const shown = all.map((d) =>
+        d.state === "D" && !alive(d.pid) ? { ...d, state: "F" as const, error: "interrupted" } : d
+      );
+      if (o.json) return console.log(JSON.stringify(shown, null, 2));
+      if (shown.length === 0) return console.log("no downloads");
+      for (const d of shown) {
+        console.log(`[${d.state}] ${d.group} ${d.name} -> ${d.dest}${d.error ? ` (${d.error})` : ""}`);
+      }
+    });
+
+  cmd("stop_sharing", "stop sharing a file in a group")
+    .argument("<group>")
+    .argument("<file>", "file name in the group, or its id")
+    .action(async (group: string, file: string) => {
+      await withSession((token) => ({ type: "stop_sharing", token, group, file }), "ok");
+      const h = home();
+      if (await daemonStatus(h)) await ctl(h, { type: "ctl_unshare", group, file }, "ok").catch(() => {});
+      console.log(`stopped sharing ${basename(file)} in ${group}`);
+    });
+}
+
+function alive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    return Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
+}

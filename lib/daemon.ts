@@ -1,0 +1,188 @@
+/**
+ * A user's background peer (`peer.ts --daemon`), started by `login` and
+ * stopped by `logout`: it registers with the user's session token, serves
+ * the files the user shares into groups (only against grants), and takes
+ * commands from its owner over a Unix socket in the user's private state
+ * directory (see home.ts). The socket is the control channel: mode 0600 in
+ * a 0700 directory, so only its owner (and root) can connect.
+ *
+ * @module
+ */
+
+import { basename, resolve } from "node:path";
+import { type Address, connectUnix, formatAddress } from "./connection.ts";
+import { describeError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
+import { type Home, type ShareRecord } from "./home.ts";
+import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile } from "./manifest.ts";
+import type { Message } from "./messages.ts";
+import { assertSafeFileName } from "./names.ts";
+import { PeerNode } from "./peer.ts";
+import { FrameServer } from "./server.ts";
+import { isSha256Hex } from "./bytes.ts";
+
+/** Options for {@link runDaemon}. */
+export interface DaemonOptions {
+  home: Home;
+  tracker: Address;
+  hostname?: string;
+  port?: number;
+  advertiseHost?: string;
+  log: (line: string) => void;
+  signal: AbortSignal;
+}
+
+/** Runs the daemon until `signal` aborts or its owner sends CTL_STOP. */
+export async function runDaemon(o: DaemonOptions): Promise<void> {
+  const { home, log } = o;
+  await home.ensure();
+  if (await answers(home.socketPath)) {
+    throw new ShoalError("already_running", `A peer daemon already serves ${home.dir}`);
+  }
+  await Deno.remove(home.socketPath).catch(() => {}); // stale, from a crash
+  let session = await home.session();
+  let token = session.token;
+
+  // Re-check what we shared last time before announcing it: files may have changed or gone.
+  const shares: ShareRecord[] = [];
+  for (const s of await home.readShares()) {
+    try {
+      shares.push(await refresh(s));
+    } catch (err) {
+      log(`not sharing ${s.path} in ${s.group} any more: ${describeError(err)}`);
+    }
+  }
+  await home.writeShares(shares);
+
+  const node = PeerNode.start([], {
+    hostname: o.hostname ?? "127.0.0.1",
+    port: o.port ?? 0,
+    tracker: o.tracker,
+    ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+    token: () => token,
+    onTrackerEvent: (e) => {
+      if (e.kind === "registered") log(`registered with tracker as ${e.peerId}`);
+      else if (e.kind === "group-refused") {
+        log(`the tracker refused sharing into ${e.group}: ${describeError(e.error)}`);
+      } else log(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
+    },
+  });
+  for (const s of shares) node.addGroupShareLocally(asShared(s), s.group);
+
+  const stop = new AbortController();
+  const onStop = () => stop.abort();
+  o.signal.addEventListener("abort", onStop, { once: true });
+
+  const handle = async (msg: Message): Promise<Message> => {
+    switch (msg.type) {
+      case "ctl_status":
+        return {
+          type: "ctl_state",
+          user: session.user,
+          tracker: formatAddress(o.tracker),
+          address: formatAddress(node.address),
+          registered: node.link?.peerId != null,
+          shares: node.groupShares(),
+        };
+      case "ctl_share": {
+        const rec = await shareRecord(msg.path, msg.group);
+        await node.shareInGroup(asShared(rec), msg.group);
+        const all = (await home.readShares()).filter((s) => !(s.group === rec.group && s.fileId === rec.fileId));
+        await home.writeShares([...all, rec]);
+        log(`sharing ${rec.path} in ${rec.group} as ${rec.fileId}`);
+        return { type: "ctl_shared", group: rec.group, fileId: rec.fileId, name: rec.manifest.name, size: rec.size };
+      }
+      case "ctl_unshare": {
+        const all = await home.readShares();
+        const hit = all.filter((s) =>
+          s.group === msg.group && (isSha256Hex(msg.file) ? s.fileId === msg.file : s.manifest.name === msg.file)
+        );
+        if (hit.length === 0) throw new NotFoundError(`This peer does not share ${msg.file} in ${msg.group}`);
+        for (const h of hit) await node.unshareFromGroup(h.fileId, h.group);
+        await home.writeShares(all.filter((s) => !hit.includes(s)));
+        log(`stopped sharing ${msg.file} in ${msg.group}`);
+        return { type: "ok" };
+      }
+      case "ctl_session": {
+        if (msg.token === token) return { type: "ok" };
+        token = msg.token;
+        session = await home.session();
+        node.link?.reconnect(); // register again with the new token
+        return { type: "ok" };
+      }
+      case "ctl_stop":
+        queueMicrotask(onStop);
+        return { type: "ok" };
+      default:
+        throw new ShoalError("unsupported", `The control channel does not handle ${msg.type} messages`);
+    }
+  };
+  const control = FrameServer.listen({
+    path: home.socketPath,
+    idleTimeoutMs: 60_000,
+    onConnectionError: (_remote, err) => log(`control request failed: ${describeError(err)}`),
+  }, handle);
+  await Deno.chmod(home.socketPath, 0o600);
+  await home.writeDaemon({
+    pid: Deno.pid,
+    user: session.user,
+    tracker: formatAddress(o.tracker),
+    address: formatAddress(node.address),
+    socket: home.socketPath,
+  });
+  log(`peer daemon for ${session.user} listening on ${formatAddress(node.address)}, control ${home.socketPath}`);
+  try {
+    await new Promise((r) => stop.signal.addEventListener("abort", r, { once: true }));
+  } finally {
+    o.signal.removeEventListener("abort", onStop);
+    await control.close();
+    await node.close();
+    await Deno.remove(home.socketPath).catch(() => {});
+    await Deno.remove(home.daemonPath).catch(() => {});
+    log("peer daemon stopped");
+  }
+}
+
+/** True when something answers HELLO on the socket. */
+export async function answers(socket: string): Promise<boolean> {
+  try {
+    const c = await connectUnix(socket);
+    c.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function asShared(s: ShareRecord) {
+  return {
+    id: s.fileId,
+    path: s.path,
+    relPath: basename(s.path),
+    manifest: s.manifest,
+    size: s.size,
+    mtimeMs: s.mtimeMs,
+  };
+}
+
+/** Hashes a file to share into a group. */
+async function shareRecord(path: string, group: string): Promise<ShareRecord> {
+  const full = resolve(path);
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(full);
+  } catch (err) {
+    throw new NotFoundError(`Cannot share ${full}: ${describeError(err)}`);
+  }
+  if (!st.isFile) throw new UsageError(`Cannot share ${full}: not a regular file`);
+  const name = basename(full);
+  assertSafeFileName(name);
+  const manifest = await hashFile(full, name, chunkSizeFor(st.size, DEFAULT_CHUNK_SIZE));
+  return { group, path: full, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0, manifest, fileId: fileIdOf(manifest) };
+}
+
+/** The record again, hashed again only when the file changed since. */
+async function refresh(s: ShareRecord): Promise<ShareRecord> {
+  const st = await Deno.stat(s.path);
+  if (st.isFile && st.size === s.size && (st.mtime?.getTime() ?? 0) === s.mtimeMs) return s;
+  return await shareRecord(s.path, s.group);
+}

@@ -1,0 +1,180 @@
+/**
+ * A user's local Shoal state (`SHOAL_HOME`, default `~/.shoal`), private to
+ * them (directory 0700, files 0600):
+ *
+ * - `session.json`: who is logged in, to which tracker, with which token;
+ * - `daemon.json`, `peer.sock`, `peer.log`: the background peer that serves
+ *   the user's group files while they are logged in (daemon.ts);
+ * - `shares.json`: what that peer shares into which group, so sharing
+ *   resumes at the next login;
+ * - `downloads.json`: group downloads, for `show_downloads`.
+ *
+ * Files are replaced whole (temp file, then rename), so a crash never
+ * leaves half a file.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { AccountError, ShoalError } from "./errors.ts";
+import type { Manifest } from "./manifest.ts";
+
+/** The logged-in session. */
+export interface SessionFile {
+  user: string;
+  /** tracker address, host:port */
+  tracker: string;
+  token: string;
+  expiresAt: number;
+}
+
+/** What the running daemon wrote about itself. */
+export interface DaemonFile {
+  pid: number;
+  user: string;
+  tracker: string;
+  /** the daemon's peer address, host:port */
+  address: string;
+  socket: string;
+}
+
+/** One file the daemon shares into a group. */
+export interface ShareRecord {
+  group: string;
+  path: string;
+  size: number;
+  mtimeMs: number;
+  manifest: Manifest;
+  fileId: string;
+}
+
+/** One group download. */
+export interface DownloadRecord {
+  group: string;
+  name: string;
+  fileId: string;
+  dest: string;
+  /** D: in progress, C: complete, F: failed or interrupted (run it again to resume) */
+  state: "D" | "C" | "F";
+  pid: number;
+  startedAt: number;
+  updatedAt: number;
+  error?: string;
+}
+
+/** Longest local state file read (they hold small JSON). */
+const MAX_STATE_BYTES = 64 * 1024 * 1024;
+
+/** The state directory and its files. */
+export class Home {
+  constructor(readonly dir: string) {}
+
+  /** `--home`, else `SHOAL_HOME`, else `~/.shoal`. */
+  static resolve(flag?: string): Home {
+    const dir = flag ?? Deno.env.get("SHOAL_HOME") ?? join(Deno.env.get("HOME") ?? ".", ".shoal");
+    return new Home(dir);
+  }
+
+  get sessionPath(): string {
+    return join(this.dir, "session.json");
+  }
+  get daemonPath(): string {
+    return join(this.dir, "daemon.json");
+  }
+  get socketPath(): string {
+    return join(this.dir, "peer.sock");
+  }
+  get logPath(): string {
+    return join(this.dir, "peer.log");
+  }
+  get sharesPath(): string {
+    return join(this.dir, "shares.json");
+  }
+  get downloadsPath(): string {
+    return join(this.dir, "downloads.json");
+  }
+
+  /** Creates the directory, private to this user. */
+  async ensure(): Promise<void> {
+    await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(this.dir, 0o700);
+  }
+
+  async readSession(): Promise<SessionFile | null> {
+    const s = await this.#read<SessionFile>(this.sessionPath);
+    if (s === null) return null;
+    const ok = typeof s.user === "string" && typeof s.tracker === "string" && typeof s.token === "string" &&
+      Number.isSafeInteger(s.expiresAt);
+    if (!ok) throw new ShoalError("bad_state", `${this.sessionPath} is damaged; log in again`);
+    return s;
+  }
+
+  /** The session, or a not_logged_in error. */
+  async session(): Promise<SessionFile> {
+    const s = await this.readSession();
+    if (!s) throw new AccountError("not_logged_in", `Not logged in (no session in ${this.dir}); run login first`);
+    return s;
+  }
+
+  writeSession(s: SessionFile): Promise<void> {
+    return this.#write(this.sessionPath, s);
+  }
+
+  async removeSession(): Promise<void> {
+    await Deno.remove(this.sessionPath).catch(() => {});
+  }
+
+  readDaemon(): Promise<DaemonFile | null> {
+    return this.#read<DaemonFile>(this.daemonPath);
+  }
+
+  writeDaemon(d: DaemonFile): Promise<void> {
+    return this.#write(this.daemonPath, d);
+  }
+
+  async readShares(): Promise<ShareRecord[]> {
+    return (await this.#read<ShareRecord[]>(this.sharesPath)) ?? [];
+  }
+
+  writeShares(s: ShareRecord[]): Promise<void> {
+    return this.#write(this.sharesPath, s);
+  }
+
+  async readDownloads(): Promise<DownloadRecord[]> {
+    return (await this.#read<DownloadRecord[]>(this.downloadsPath)) ?? [];
+  }
+
+  /** Adds or replaces the record for `dest` (several clients may run: read, change, replace). */
+  async putDownload(r: DownloadRecord): Promise<void> {
+    const all = (await this.readDownloads()).filter((d) => d.dest !== r.dest);
+    all.push(r);
+    await this.#write(this.downloadsPath, all);
+  }
+
+  async #read<T>(path: string): Promise<T | null> {
+    let text: string;
+    try {
+      const st = await Deno.stat(path);
+      if (st.size > MAX_STATE_BYTES) {
+        throw new ShoalError("bad_state", `${path} is larger than ${MAX_STATE_BYTES} bytes`);
+      }
+      text = await Deno.readTextFile(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ShoalError("bad_state", `${path} is not valid JSON; remove it or log in again`);
+    }
+  }
+
+  async #write(path: string, value: unknown): Promise<void> {
+    await this.ensure();
+    const tmp = `${path}.${Deno.pid}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify(value, null, 2) + "\n", { mode: 0o600 });
+    await Deno.chmod(tmp, 0o600);
+    await Deno.rename(tmp, path);
+  }
+}
