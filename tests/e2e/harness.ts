@@ -371,8 +371,8 @@ export class E2E implements AsyncDisposable {
     return r;
   }
 
-  /** Starts a tracker on a free port. */
-  async tracker(heartbeatMs = 200, expiryMs = 1000): Promise<Server> {
+  /** Starts a tracker on a free port (`extra` may name another port, a database, ...). */
+  async tracker(heartbeatMs = 200, expiryMs = 1000, extra: string[] = ["--db", ":memory:"]): Promise<Server> {
     const proc = await this.spawn("tracker.ts", [
       "--port",
       "0",
@@ -380,6 +380,7 @@ export class E2E implements AsyncDisposable {
       String(heartbeatMs),
       "--expiry-ms",
       String(expiryMs),
+      ...extra,
     ]);
     const m = await proc.waitForLine(/^tracker listening on (\S+:\d+)$/);
     return { proc, ...endpoint(m[1]!) };

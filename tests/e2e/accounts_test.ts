@@ -1,0 +1,239 @@
+/**
+ * End-to-end, issue 4: accounts, groups and grants with real processes.
+ * Alice shares a file into a group, Bob joins and downloads it, Carol (not
+ * a member) cannot see, look up or fetch it, not even by talking to
+ * Alice's peer directly; the tracker restarts mid-scenario and loses
+ * nothing; passwords never reach the database in clear.
+ *
+ * Each user has their own state directory (`--home`), as on their own
+ * machine; `login` starts their background peer, `logout` stops it.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  E2E,
+  type Endpoint,
+  expectOneErrorLine,
+  MiB,
+  type RunResult,
+  sha256File,
+  waitUntil,
+  writeRandomFile,
+} from "./harness.ts";
+import { connect } from "../../lib/connection.ts";
+import { generateSigningKey, signGrant } from "../../lib/grants.ts";
+import { RemoteError } from "../../lib/errors.ts";
+
+/** Exit codes of lib/errors.ts, repeated as the contract under test. */
+const EXIT = {
+  unknownUser: 10,
+  badPassword: 11,
+  duplicate: 12,
+  unknownGroup: 13,
+  notMember: 14,
+  notOwner: 15,
+  sessionExpired: 16,
+  notLoggedIn: 17,
+  rateLimited: 18,
+} as const;
+
+interface User {
+  name: string;
+  password: string;
+  home: string;
+  /** runs `client.ts --tracker T --home H <args>` */
+  run: (...args: string[]) => Promise<RunResult>;
+  ok: (...args: string[]) => Promise<RunResult>;
+}
+
+async function user(env: E2E, tracker: () => string, name: string): Promise<User> {
+  const home = await env.tempDir(`shoal-e2e-home-${name}-`);
+  const source = () => ["--tracker", tracker(), "--home", home];
+  return {
+    name,
+    password: `${name}-password-1`,
+    home,
+    run: (...args) => env.client(source(), ...args),
+    ok: (...args) => env.clientOk(source(), ...args),
+  };
+}
+
+/** Stops a user's background peer (a detached process the harness did not spawn). */
+async function logoutQuietly(u: User): Promise<void> {
+  await u.run("logout").catch(() => {});
+  const d = await Deno.readTextFile(`${u.home}/daemon.json`).then((t) => JSON.parse(t), () => null);
+  if (d?.pid) {
+    try {
+      Deno.kill(d.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function addr(text: string): Endpoint {
+  const i = text.lastIndexOf(":");
+  return { host: text.slice(0, i), port: Number(text.slice(i + 1)), addr: text };
+}
+
+/** Sends one message to a peer directly and returns the reply (or the remote error). */
+async function ask(peer: Endpoint, msgs: Parameters<Awaited<ReturnType<typeof connect>>["send"]>[0][]) {
+  await using conn = await connect({ host: peer.host, port: peer.port });
+  const replies: string[] = [];
+  for (const m of msgs) {
+    await conn.send(m);
+    const r = await conn.receive(5_000);
+    replies.push(
+      r.type === "error" ? `error ${r.code}: ${r.message}` : r.type === "reject" ? `reject: ${r.reason}` : r.type,
+    );
+  }
+  return replies;
+}
+
+Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kept out, the tracker restarts", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const db = `${await env.tempDir()}/tracker.db`;
+  await writeRandomFile(`${dir}/report.bin`, 3 * MiB + 12345);
+  const want = await sha256File(`${dir}/report.bin`);
+  let tracker = await env.tracker(200, 1000, ["--db", db, "--grant-ttl", "2"]);
+  const alice = await user(env, () => tracker.addr, "alice");
+  const bob = await user(env, () => tracker.addr, "bob");
+  const carol = await user(env, () => tracker.addr, "carol");
+  try {
+    // Alice: account, login (starts her background peer), group, upload.
+    await alice.ok("create_user", alice.name, alice.password);
+    assert.equal((await alice.run("create_user", alice.name, "another-pw-1")).code, EXIT.duplicate);
+    await alice.ok("login", alice.name, alice.password);
+    await alice.ok("create_group", "team");
+    const up = await alice.ok("upload_file", `${dir}/report.bin`, "team", "--json");
+    const fileId = up.json<{ fileId: string }>().fileId;
+    const aliceStatus = (await alice.ok("status", "--json")).json<{ peer: { address: string; shares: unknown[] } }>();
+    assert.equal(aliceStatus.peer.shares.length, 1);
+    const alicePeer = addr(aliceStatus.peer.address);
+
+    // Bob asks to join (the password comes from stdin: not a terminal here).
+    await bob.ok("create_user", bob.name, bob.password);
+    assert.equal((await bob.run("login", bob.name, "wrong-password")).code, EXIT.badPassword);
+    assert.equal((await bob.run("login", "nobody", "whatever-pw")).code, EXIT.unknownUser);
+    await bob.ok("login", bob.name, bob.password);
+    assert.equal((await bob.run("list_files", "team")).code, EXIT.notMember);
+    await bob.ok("join_group", "team");
+    assert.equal((await bob.run("join_group", "nope")).code, EXIT.unknownGroup);
+    assert.equal((await bob.run("list_requests", "team")).code, EXIT.notOwner);
+
+    // The tracker restarts (killed): accounts, groups, requests and files survive.
+    const port = tracker.port;
+    tracker.proc.kill("SIGKILL");
+    await tracker.proc.wait();
+    tracker = await env.tracker(200, 1000, ["--db", db, "--grant-ttl", "2", "--port", String(port)]);
+    assert.deepEqual((await alice.ok("list_requests", "team", "--json")).json(), ["bob"]);
+    await alice.ok("accept_request", "team", "bob");
+    const groups = (await bob.ok("list_groups", "--json")).json<{ name: string; role: string }[]>();
+    assert.deepEqual(groups.map((g) => [g.name, g.role]), [["team", "member"]]);
+    // Alice's peer registers again by itself and serves the file.
+    const files = await waitUntil(
+      async () => {
+        const f = (await bob.ok("list_files", "team", "--json")).json<{ id: string; peers: number; owner: string }[]>();
+        return f.length === 1 && f[0]!.peers === 1 ? f : null;
+      },
+      20_000,
+      "alice's peer to re-register after the tracker restart",
+    );
+    assert.equal(files[0]!.id, fileId);
+    assert.equal(files[0]!.owner, "alice");
+
+    // Bob downloads by name into a directory: identical bytes, shown complete.
+    const got = await bob.ok("download_file", "team", "report.bin", out, "--json");
+    assert.equal(got.json<{ bytes: number }>().bytes, 3 * MiB + 12345);
+    assert.equal(await sha256File(`${out}/report.bin`), want);
+    const shown = (await bob.ok("show_downloads")).stdout;
+    assert.match(shown, /^\[C\] team report\.bin -> .*report\.bin$/m);
+
+    // Carol is not a member: she can neither list, look up, nor download.
+    await carol.ok("create_user", carol.name, carol.password);
+    await carol.ok("login", carol.name, carol.password);
+    const listed = await carol.run("list_files", "team");
+    assert.equal(listed.code, EXIT.notMember);
+    assert.match(expectOneErrorLine(listed.stderr), /carol is not a member of team/);
+    assert.equal((await carol.run("download_file", "team", fileId, `${out}/stolen.bin`)).code, EXIT.notMember);
+    assert.equal((await carol.run("accept_request", "team", "carol")).code, EXIT.notOwner);
+
+    // Carol talks to Alice's peer directly, knowing the file id and the address.
+    const noGrant = await ask(alicePeer, [
+      { type: "interested", fileId },
+      { type: "request", fileId, index: 0 },
+      { type: "get_manifest", fileId },
+    ]);
+    assert.match(noGrant[0]!, /^error grant_refused: .*grant is required/);
+    assert.match(noGrant[1]!, /^reject: a grant is required/);
+    assert.match(noGrant[2]!, /^error grant_refused/);
+    const forged = signGrant(generateSigningKey(), {
+      v: 1,
+      user: "carol",
+      group: "team",
+      fileId,
+      exp: Date.now() + 60_000,
+    });
+    const tampered = await ask(alicePeer, [{ type: "authorize", fileId, grant: forged }, {
+      type: "request",
+      fileId,
+      index: 0,
+    }]);
+    assert.match(tampered[0]!, /^error grant_refused: Grant refused: bad signature/);
+    assert.match(tampered[1]!, /^reject: a grant is required/);
+
+    // A real grant (Bob's) works once, then expires; and it never opens another file.
+    const bobSession = JSON.parse(await Deno.readTextFile(`${bob.home}/session.json`));
+    const g = await (async () => {
+      await using t = await connect({ host: tracker.host, port: tracker.port });
+      return await t.request({ type: "get_grant", token: bobSession.token, group: "team", fileId }, "grant");
+    })();
+    const otherId = "ab".repeat(32);
+    const other = await ask(alicePeer, [{ type: "authorize", fileId: otherId, grant: g.grant }]);
+    assert.match(other[0]!, /^error grant_refused: Grant refused: it is for file/);
+    const valid = await ask(alicePeer, [{ type: "authorize", fileId, grant: g.grant }, { type: "interested", fileId }]);
+    assert.deepEqual(valid, ["ok", "bitfield"]);
+    await waitUntil(() => Date.now() > g.expiresAt + 50, 5_000, "the grant to expire");
+    const expired = await ask(alicePeer, [{ type: "authorize", fileId, grant: g.grant }]);
+    assert.match(expired[0]!, /^error grant_refused: Grant refused: expired/);
+    // Carol cannot get a grant from the tracker either.
+    const carolSession = JSON.parse(await Deno.readTextFile(`${carol.home}/session.json`));
+    await assert.rejects(async () => {
+      await using t = await connect({ host: tracker.host, port: tracker.port });
+      await t.request({ type: "get_grant", token: carolSession.token, group: "team", fileId }, "grant");
+    }, (e: unknown) => e instanceof RemoteError && e.code === "not_member");
+
+    // Logged out: the session is revoked and the background peer gone.
+    await carol.ok("logout");
+    assert.equal((await carol.run("list_groups")).code, EXIT.notLoggedIn);
+    await assert.rejects(async () => {
+      await using t = await connect({ host: tracker.host, port: tracker.port });
+      await t.request({ type: "whoami", token: carolSession.token }, "session");
+    }, (e: unknown) => e instanceof RemoteError && e.code === "session_expired");
+
+    // Login attempts are rate-limited per user.
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await carol.run("login", carol.name, "bad-password")).code, EXIT.badPassword);
+    }
+    const limited = await carol.run("login", carol.name, carol.password);
+    assert.equal(limited.code, EXIT.rateLimited);
+    assert.match(expectOneErrorLine(limited.stderr), /Too many login attempts/);
+  } finally {
+    for (const u of [alice, bob, carol]) await logoutQuietly(u);
+  }
+
+  // Passwords are stored only as scrypt hashes: no password appears in the database files.
+  tracker.proc.kill("SIGTERM");
+  await tracker.proc.wait();
+  for (const f of [db, `${db}-wal`]) {
+    const bytes = await Deno.readFile(f).catch(() => new Uint8Array());
+    const text = new TextDecoder("latin1").decode(bytes);
+    for (const u of [alice, bob, carol]) assert.ok(!text.includes(u.password), `${u.name}'s password in ${f}`);
+    if (f === db) assert.ok(text.includes("scrypt"), "the KDF parameters are stored");
+  }
+  const log = await Deno.readTextFile(`${alice.home}/peer.log`);
+  assert.ok(!log.includes(alice.password), "password in the peer log");
+});
