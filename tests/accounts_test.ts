@@ -1,0 +1,233 @@
+// Accounts, groups and grants: the store and its migrations, the rules, grant signing, the login
+// limiter, and (real sockets on port 0) a download that stops when the user loses access.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { AccountStore, SCHEMA_VERSION } from "../lib/account_store.ts";
+import { Accounts } from "../lib/accounts.ts";
+import { AttemptLimiter } from "../lib/attempt_limiter.ts";
+import { connect } from "../lib/connection.ts";
+import { download } from "../lib/download.ts";
+import { AccountError, RemoteError, ShoalError } from "../lib/errors.ts";
+import { generateSigningKey, GrantError, publicKeyFrom, signGrant, verifyGrant } from "../lib/grants.ts";
+import { fileIdOf, hashFile, type Manifest } from "../lib/manifest.ts";
+import type { KdfParams } from "../lib/passwords.ts";
+import type { Message, MessageName } from "../lib/messages.ts";
+import { PeerNode } from "../lib/peer.ts";
+import { TrackerServer } from "../lib/tracker.ts";
+
+/** Cheap scrypt for tests (the default costs ~0.15 s a hash). */
+const FAST_KDF: KdfParams = { alg: "scrypt", N: 1024, r: 8, p: 1, keyLen: 32 };
+const HELLO: Manifest = {
+  name: "hello.txt",
+  size: 5,
+  chunkSize: 16384,
+  chunks: ["2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"],
+};
+
+function code(c: string) {
+  return (e: unknown) => e instanceof ShoalError && e.code === c;
+}
+
+async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "shoal-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+Deno.test("store: a reopened database keeps users, sessions, groups, requests, files and the signing key", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "t.db");
+  let store = new AccountStore(path);
+  let a = new Accounts(store, { kdf: FAST_KDF });
+  const key = a.key.publicKey;
+  await a.createUser("alice", "alice-pw-1");
+  await a.createUser("bob", "bob-pw-123");
+  const { token } = await a.login("alice", "alice-pw-1", "h");
+  const bob = (await a.login("bob", "bob-pw-123", "h")).token;
+  a.createGroup(token, "team");
+  a.joinGroup(bob, "team");
+  a.share(a.session(token), "team", HELLO);
+  store.close();
+
+  store = new AccountStore(path);
+  assert.equal(store.schemaVersion, SCHEMA_VERSION);
+  a = new Accounts(store, { kdf: FAST_KDF });
+  assert.equal(a.key.publicKey, key, "same signing key after a restart");
+  assert.equal(a.session(token).user, "alice");
+  assert.deepEqual(a.listRequests(token, "team"), ["bob"]);
+  a.acceptRequest(token, "team", "bob");
+  const files = a.groupFiles(bob, "team");
+  assert.deepEqual(files.map((f) => [f.fileId, f.name, f.owner, f.sharers]), [[fileIdOf(HELLO), "hello.txt", "alice", [
+    "alice",
+  ]]]);
+  store.close();
+});
+
+Deno.test("store: refuses a database from a newer version", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "t.db");
+  const s = new AccountStore(path);
+  s.db.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
+  s.close();
+  assert.throws(() => new AccountStore(path), /schema version/);
+});
+
+Deno.test("accounts: names, passwords, duplicates, owners and members", async () => {
+  const a = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF });
+  await assert.rejects(a.createUser("../x", "long-enough"), code("usage"));
+  await assert.rejects(a.createUser("ok", "short"), code("usage"));
+  await a.createUser("alice", "alice-pw-1");
+  await a.createUser("bob", "bob-pw-123");
+  await assert.rejects(a.createUser("alice", "alice-pw-2"), code("duplicate"));
+  await assert.rejects(a.login("nobody", "x-password", "h"), code("unknown_user"));
+  await assert.rejects(a.login("alice", "wrong-pw-1", "h"), code("bad_password"));
+  const alice = (await a.login("alice", "alice-pw-1", "h")).token;
+  const bob = (await a.login("bob", "bob-pw-123", "h")).token;
+  assert.equal(alice.length, 43, "256-bit token, base64url");
+  a.createGroup(alice, "team");
+  assert.throws(() => a.createGroup(bob, "team"), code("duplicate"));
+  assert.throws(() => a.joinGroup(bob, "nope"), code("unknown_group"));
+  assert.throws(() => a.groupFiles(bob, "team"), code("not_member"));
+  a.joinGroup(bob, "team");
+  assert.throws(() => a.joinGroup(bob, "team"), code("duplicate"));
+  assert.throws(() => a.listRequests(bob, "team"), code("not_owner"));
+  assert.throws(() => a.acceptRequest(alice, "team", "carol"), code("unknown_user"));
+  a.acceptRequest(alice, "team", "bob");
+  assert.deepEqual(a.listGroups(bob).map((g) => [g.name, g.owner, g.members, g.role]), [[
+    "team",
+    "alice",
+    2,
+    "member",
+  ]]);
+  assert.throws(() => a.leaveGroup(alice, "team"), code("is_owner"));
+  const id = a.share(a.session(bob), "team", HELLO);
+  assert.equal(a.grant(bob, "team", id).grant.split(".").length, 2);
+  a.leaveGroup(bob, "team");
+  assert.throws(() => a.grant(bob, "team", id), code("not_member"));
+  assert.deepEqual(a.groupFiles(alice, "team"), [], "a file goes with its last sharer");
+  a.logout(bob);
+  assert.throws(() => a.session(bob), code("session_expired"));
+  a.store.close();
+});
+
+Deno.test("accounts: sessions expire; login is rate-limited per user and per address", async () => {
+  let now = 1_000_000;
+  const a = new Accounts(new AccountStore(":memory:"), {
+    kdf: FAST_KDF,
+    sessionTtlMs: 1000,
+    maxFailuresPerUser: 3,
+    maxLoginsPerAddress: 6,
+    now: () => now,
+  });
+  await a.createUser("alice", "alice-pw-1");
+  const { token } = await a.login("alice", "alice-pw-1", "10.0.0.1");
+  now += 1001;
+  assert.throws(() => a.session(token), (e: unknown) => e instanceof AccountError && /expired/.test(e.message));
+  for (let i = 0; i < 3; i++) await assert.rejects(a.login("alice", "bad-pw-xx", "10.0.0.1"), code("bad_password"));
+  await assert.rejects(a.login("alice", "alice-pw-1", "10.0.0.2"), code("rate_limited"), "per user, from any address");
+  for (let i = 0; i < 2; i++) await assert.rejects(a.login(`u${i}`, "x-password", "10.0.0.1"), code("unknown_user"));
+  await assert.rejects(a.login("zed", "x-password", "10.0.0.1"), code("rate_limited"), "per address");
+  now += 60_001;
+  assert.ok((await a.login("alice", "alice-pw-1", "10.0.0.1")).token, "the window passes");
+  a.store.close();
+});
+
+Deno.test("attempt limiter: a sliding window per key", () => {
+  let now = 0;
+  const l = new AttemptLimiter(2, 100, () => now);
+  l.record("k");
+  assert.equal(l.retryAfter("k"), 0);
+  l.record("k");
+  assert.equal(l.retryAfter("k"), 100);
+  assert.equal(l.retryAfter("other"), 0);
+  now = 60;
+  assert.equal(l.retryAfter("k"), 40);
+  now = 101;
+  assert.equal(l.retryAfter("k"), 0);
+});
+
+Deno.test("grants: verified against the tracker key, expiry and the file they name", () => {
+  const key = generateSigningKey();
+  const pub = publicKeyFrom(key.publicKey);
+  const fileId = fileIdOf(HELLO);
+  const claims = { v: 1 as const, user: "bob", group: "team", fileId, exp: 2_000 };
+  const g = signGrant(key, claims);
+  assert.deepEqual(verifyGrant(pub, g, fileId, 1_000), claims);
+  const refused = (grant: string, id: string, now: number, re: RegExp) =>
+    assert.throws(
+      () => verifyGrant(pub, grant, id, now),
+      (e: unknown) => e instanceof GrantError && re.test(e.message),
+    );
+  refused(g, fileId, 2_000, /expired/);
+  refused(g, "ab".repeat(32), 1_000, /for file/);
+  refused(signGrant(generateSigningKey(), claims), fileId, 1_000, /bad signature/);
+  const [body, sig] = g.split(".");
+  const forgedBody = btoa(JSON.stringify({ ...claims, user: "carol" })).replaceAll("=", "");
+  refused(`${forgedBody}.${sig}`, fileId, 1_000, /bad signature/);
+  refused(`${body}`, fileId, 1_000, /malformed/);
+  refused("x".repeat(2000), fileId, 1_000, /longer than/);
+  assert.throws(() => publicKeyFrom("not a key"), GrantError);
+});
+
+Deno.test("network: a download stops within a grant's lifetime once the user is removed from the group", async () => {
+  await using dir = await tempDir();
+  const accounts = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, grantTtlMs: 600 });
+  await using tracker = TrackerServer.start({ port: 0, accounts });
+  await accounts.createUser("alice", "alice-pw-1");
+  await accounts.createUser("bob", "bob-pw-123");
+  const alice = (await accounts.login("alice", "alice-pw-1", "h")).token;
+  const bob = (await accounts.login("bob", "bob-pw-123", "h")).token;
+  accounts.createGroup(alice, "team");
+  accounts.joinGroup(bob, "team");
+  accounts.acceptRequest(alice, "team", "bob");
+
+  const src = join(dir.path, "big.bin");
+  const data = new Uint8Array(2 * 1024 * 1024);
+  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  await Deno.writeFile(src, data);
+  const manifest = await hashFile(src, "big.bin", 16384);
+  const fileId = fileIdOf(manifest);
+  // 200 kB/s: the 2 MiB download would take ~10 s.
+  await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 200_000 });
+  await peer.shareInGroup(
+    { id: fileId, path: src, relPath: "big.bin", manifest, size: data.length, mtimeMs: 0 },
+    "team",
+  );
+
+  const ask = async <T extends "grant" | "group_file">(
+    msg: Parameters<typeof connect>[0] extends never ? never : object,
+    want: T,
+  ) => {
+    await using c = await connect(tracker.address);
+    // deno-lint-ignore no-explicit-any
+    return await c.request(msg as any, want);
+  };
+  const lookup = await ask({ type: "group_lookup", token: bob, group: "team", file: "big.bin" }, "group_file");
+  assert.equal(lookup.peers.length, 1);
+  let removedAt = 0;
+  const started = Date.now();
+  const err = await download({
+    fileId,
+    manifest,
+    out: join(dir.path, "out.bin"),
+    workers: 1,
+    discover: () => Promise.resolve(lookup.peers.map((p) => ({ host: p.host, port: p.port }))),
+    authorize: async () => {
+      const g = await ask({ type: "get_grant", token: bob, group: "team", fileId }, "grant");
+      return { grant: g.grant, expiresAt: g.expiresAt };
+    },
+    onEvent: (e) => {
+      if (e.kind === "progress" && e.doneBytes > 0 && removedAt === 0) {
+        removedAt = Date.now();
+        accounts.removeMember(alice, "team", "bob");
+      }
+    },
+  }).then(() => null, (e) => e);
+  assert.ok(err instanceof RemoteError && err.code === "not_member", `stopped with ${err}`);
+  assert.ok(removedAt > 0, "the download had started");
+  const after = Date.now() - removedAt;
+  assert.ok(after <= 600 + 500, `stopped ${after} ms after the removal (grant lifetime 600 ms)`);
+  assert.ok(Date.now() - started < 8_000, "well before the download could have finished");
+  // The partial download is kept for a resume, never a complete-looking file.
+  await assert.rejects(Deno.stat(join(dir.path, "out.bin")));
+  assert.ok((await Deno.stat(join(dir.path, "out.bin.part"))).isFile);
+});
