@@ -206,6 +206,13 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
       await t.request({ type: "get_grant", token: carolSession.token, group: "team", fileId }, "grant");
     }, (e: unknown) => e instanceof RemoteError && e.code === "not_member");
 
+    // Logging out stops Alice's peer; logging in again resumes sharing the same file.
+    await alice.ok("logout");
+    assert.equal((await alice.ok("status", "--json")).json<{ peer: unknown }>().peer, null);
+    await alice.ok("login", alice.name, alice.password);
+    const again = (await alice.ok("status", "--json")).json<{ peer: { shares: { fileId: string }[] } }>();
+    assert.deepEqual(again.peer.shares.map((f) => f.fileId), [fileId]);
+
     // Logged out: the session is revoked and the background peer gone.
     await carol.ok("logout");
     assert.equal((await carol.run("list_groups")).code, EXIT.notLoggedIn);
