@@ -101,6 +101,11 @@ Deno.test("accounts: names, passwords, duplicates, owners and members", async ()
   assert.throws(() => a.leaveGroup(alice, "team"), code("is_owner"));
   const id = a.share(a.session(bob), "team", HELLO);
   assert.equal(a.grant(bob, "team", id).grant.split(".").length, 2);
+  const aliceId = a.share(a.session(alice), "team", { ...HELLO, name: "other.txt", chunkSize: 32768 });
+  assert.ok(a.grant(bob, "team", aliceId).grant);
+  assert.equal(a.stopSharing(alice, "team", "other.txt"), aliceId);
+  assert.throws(() => a.grant(bob, "team", aliceId), code("not_found"), "stop_sharing: no new grants");
+  assert.throws(() => a.stopSharing(alice, "team", "other.txt"), code("not_found"));
   a.leaveGroup(bob, "team");
   assert.throws(() => a.grant(bob, "team", id), code("not_member"));
   assert.deepEqual(a.groupFiles(alice, "team"), [], "a file goes with its last sharer");
