@@ -277,7 +277,7 @@ export function addAccountCommands(
       await h.putDownload({ ...record, state: "D", updatedAt: Date.now() });
       const view = new ProgressView("download", Boolean(o.quiet) || Boolean(o.json));
       view.note(`${manifest.name} (${formatBytes(manifest.size)}) from ${group} -> ${out}`);
-      let lookups = 0;
+      let lookups = 0, usedFirstGrant = false;
       try {
         const summary = await download({
           fileId,
@@ -293,7 +293,10 @@ export function addAccountCommands(
             return r.peers.filter((p) => `${p.host}:${p.port}` !== own).map((p) => ({ host: p.host, port: p.port }));
           },
           authorize: async () => {
-            if (lookups <= 1) return { grant: first.grant, expiresAt: first.grantExpiresAt };
+            if (!usedFirstGrant) {
+              usedFirstGrant = true;
+              return { grant: first.grant, expiresAt: first.grantExpiresAt };
+            }
             const g = await call(tracker, { type: "get_grant", token: s.token, group, fileId }, "grant");
             return { grant: g.grant, expiresAt: g.expiresAt };
           },

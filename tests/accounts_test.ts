@@ -232,3 +232,38 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   await assert.rejects(Deno.stat(join(dir.path, "out.bin")));
   assert.ok((await Deno.stat(join(dir.path, "out.bin.part"))).isFile);
 });
+
+Deno.test("network: grants are refreshed during a download longer than their lifetime", async () => {
+  await using dir = await tempDir();
+  const accounts = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, grantTtlMs: 1000 });
+  await using tracker = TrackerServer.start({ port: 0, accounts });
+  await accounts.createUser("alice", "alice-pw-1");
+  const alice = (await accounts.login("alice", "alice-pw-1", "h")).token;
+  accounts.createGroup(alice, "team");
+  const src = join(dir.path, "f.bin");
+  const data = new Uint8Array(512 * 1024);
+  crypto.getRandomValues(data.subarray(0, 65536));
+  await Deno.writeFile(src, data);
+  const manifest = await hashFile(src, "f.bin", 16384);
+  const fileId = fileIdOf(manifest);
+  // 150 kB/s: about 3.5 s, several grant lifetimes.
+  await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 150_000 });
+  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size: data.length, mtimeMs: 0 }, "team");
+  let grants = 0;
+  const out = join(dir.path, "out.bin");
+  const summary = await download({
+    fileId,
+    manifest,
+    out,
+    workers: 1,
+    discover: () => Promise.resolve([peer.address]),
+    authorize: () => {
+      grants++;
+      return Promise.resolve(accounts.grant(alice, "team", fileId));
+    },
+  });
+  assert.equal(summary.bytes, data.length);
+  assert.deepEqual(await Deno.readFile(out), data);
+  assert.ok(grants >= 3, `${grants} grants for a download of ${summary.seconds.toFixed(1)} s`);
+  assert.equal(peer.stats.rejected, 0, "no request went out with an expired grant");
+});

@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import { fromHex, toHex } from "../lib/bytes.ts";
 import { ProtocolError } from "../lib/errors.ts";
 import { encodeFrame, type Frame, FrameDecoder } from "../lib/framing.ts";
+import { publicKeyFrom, verifyGrant } from "../lib/grants.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import {
   allocPieceFrame,
@@ -36,6 +37,19 @@ const HELLO_TXT: Manifest = { name: "hello.txt", size: 5, chunkSize: 16384, chun
 /** fileIdOf(HELLO_TXT), pinned (manifest_test.ts pins the canonical bytes it hashes). */
 const FILE_ID = "89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee";
 const PEER_ID = "3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18";
+
+/** A session token as LOGIN hands it out: 32 random bytes, base64url (43 characters). Fake. */
+const TOKEN = "q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I";
+/** A grant, abbreviated: a real one is `base64url(claims) "." base64url(signature)`, about 265 characters. */
+const GRANT = "eyJ2Ijox...sig";
+/** The Ed25519 public key of RFC 8032 section 7.1 TEST 1, as REGISTERED sends a key: raw 32 bytes, base64url. */
+const TRACKER_KEY = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+/** 2027-01-01T00:00:00Z, Unix ms: when the sample session ends (24 h after its login). */
+const SESSION_EXPIRES = 1798761600000;
+/** 2026-12-31T00:01:00Z, Unix ms: when the sample grant ends (60 s after it was issued). */
+const GRANT_EXPIRES = 1798675260000;
+/** Latest time a message may carry (9999-12-31T23:59:59Z), Unix ms. */
+const MAX_TIME = 253402300799000;
 
 function sha256Hex(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -98,6 +112,78 @@ const SAMPLES: Record<string, Message> = {
   piece: { type: "piece", fileId: FILE_ID, index: 0, data: new TextEncoder().encode("hello") },
   cancel: { type: "cancel", fileId: FILE_ID, index: 0 },
   reject: { type: "reject", fileId: FILE_ID, index: 258, reason: "no such chunk" },
+  // Accounts, groups and grants.
+  register_token: { type: "register", port: 7001, token: TOKEN },
+  registered_key: {
+    type: "registered",
+    peerId: PEER_ID,
+    heartbeatMs: 5000,
+    expiryMs: 15000,
+    publicKey: TRACKER_KEY,
+  },
+  announce_groups: {
+    type: "announce",
+    peerId: PEER_ID,
+    add: [],
+    partial: [],
+    remove: [],
+    groupAdd: [{ group: "team", manifest: HELLO_TXT }],
+    groupRemove: [{ group: "drafts", fileId: FILE_ID }],
+  },
+  file_list_owner: {
+    type: "file_list",
+    files: [{ id: FILE_ID, name: "hello.txt", size: 5, chunkSize: 16384, peers: 1, partial: 0, owner: "alice" }],
+  },
+  authorize: { type: "authorize", fileId: FILE_ID, grant: GRANT },
+  create_user: { type: "create_user", name: "alice", password: "correct horse" },
+  login: { type: "login", name: "alice", password: "correct horse" },
+  session: { type: "session", user: "alice", token: TOKEN, expiresAt: SESSION_EXPIRES },
+  logout: { type: "logout", token: TOKEN },
+  whoami: { type: "whoami", token: TOKEN },
+  create_group: { type: "create_group", token: TOKEN, group: "team" },
+  join_group: { type: "join_group", token: TOKEN, group: "team" },
+  leave_group: { type: "leave_group", token: TOKEN, group: "team" },
+  accept_request: { type: "accept_request", token: TOKEN, group: "team", user: "bob" },
+  remove_member: { type: "remove_member", token: TOKEN, group: "team", user: "bob" },
+  list_groups: { type: "list_groups", token: TOKEN },
+  group_list: {
+    type: "group_list",
+    groups: [
+      { name: "lab", owner: "carol", members: 4, role: "requested" },
+      { name: "team", owner: "alice", members: 2, role: "owner" },
+    ],
+  },
+  list_requests: { type: "list_requests", token: TOKEN, group: "team" },
+  user_list: { type: "user_list", users: ["bob", "dave"] },
+  list_group_files: { type: "list_group_files", token: TOKEN, group: "team" },
+  group_lookup: { type: "group_lookup", token: TOKEN, group: "team", file: "hello.txt" },
+  group_file: {
+    type: "group_file",
+    group: "team",
+    fileId: FILE_ID,
+    manifest: HELLO_TXT,
+    peers: [{ host: "192.0.2.10", port: 7001, complete: true }],
+    grant: GRANT,
+    grantExpiresAt: GRANT_EXPIRES,
+  },
+  get_grant: { type: "get_grant", token: TOKEN, group: "team", fileId: FILE_ID },
+  grant: { type: "grant", grant: GRANT, expiresAt: GRANT_EXPIRES },
+  stop_sharing: { type: "stop_sharing", token: TOKEN, group: "team", file: "hello.txt" },
+  // The local control channel (client to its own background peer, over a Unix socket).
+  ctl_status: { type: "ctl_status" },
+  ctl_state: {
+    type: "ctl_state",
+    user: "alice",
+    tracker: "192.0.2.1:7070",
+    address: "0.0.0.0:7001",
+    registered: true,
+    shares: [{ group: "team", fileId: FILE_ID, name: "hello.txt", size: 5, path: "/home/alice/hello.txt" }],
+  },
+  ctl_share: { type: "ctl_share", path: "/home/alice/hello.txt", group: "team" },
+  ctl_shared: { type: "ctl_shared", group: "team", fileId: FILE_ID, name: "hello.txt", size: 5 },
+  ctl_unshare: { type: "ctl_unshare", group: "team", file: "hello.txt" },
+  ctl_stop: { type: "ctl_stop" },
+  ctl_session: { type: "ctl_session", token: TOKEN },
 };
 
 /** The file id of hello.txt as it appears on the wire: 32 raw bytes. */
@@ -173,6 +259,86 @@ const GOLDEN: Record<string, string> = {
     ID_BYTES + // file id
     "00000102" + // index = 258
     utf8("no such chunk"), // reason: the raw UTF-8 text "no such chunk"
+  // Accounts, groups and grants.
+  register_token: "00000043" + "10" + utf8('{"port":7001,"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
+  registered_key: "0000008f" + "11" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","heartbeatMs":5000,"expiryMs":15000,' +
+        '"publicKey":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}',
+    ),
+  announce_groups: "00000169" + "14" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","add":[],"partial":[],"remove":[],' +
+        '"groupAdd":[{"group":"team","manifest":{"name":"hello.txt","size":5,"chunkSize":16384,' +
+        '"chunks":["2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"]}}],' +
+        '"groupRemove":[{"group":"drafts",' +
+        '"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee"}]}',
+    ),
+  file_list_owner: "000000a9" + "21" +
+    utf8(
+      '{"files":[{"id":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5,"chunkSize":16384,"peers":1,"partial":0,"owner":"alice"}]}',
+    ),
+  authorize: "00000066" + "37" +
+    utf8('{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee","grant":"eyJ2Ijox...sig"}'),
+  create_user: "0000002b" + "40" + utf8('{"name":"alice","password":"correct horse"}'),
+  login: "0000002b" + "41" + utf8('{"name":"alice","password":"correct horse"}'),
+  session: "00000060" + "42" +
+    utf8('{"user":"alice","token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","expiresAt":1798761600000}'),
+  logout: "00000037" + "43" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
+  whoami: "00000037" + "44" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
+  create_group: "00000046" + "48" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team"}'),
+  join_group: "00000046" + "49" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team"}'),
+  leave_group: "00000046" + "4a" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team"}'),
+  accept_request: "00000053" + "4b" +
+    utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team","user":"bob"}'),
+  remove_member: "00000053" + "4c" +
+    utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team","user":"bob"}'),
+  list_groups: "00000037" + "4d" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
+  group_list: "00000085" + "4e" +
+    utf8(
+      '{"groups":[{"name":"lab","owner":"carol","members":4,"role":"requested"},{"name":"team",' +
+        '"owner":"alice","members":2,"role":"owner"}]}',
+    ),
+  list_requests: "00000046" + "4f" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team"}'),
+  user_list: "00000018" + "50" + utf8('{"users":["bob","dave"]}'),
+  list_group_files: "00000046" + "51" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team"}'),
+  group_lookup: "00000059" + "52" +
+    utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team","file":"hello.txt"}'),
+  group_file: "00000159" + "53" +
+    utf8(
+      '{"group":"team","fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"manifest":{"name":"hello.txt","size":5,"chunkSize":16384,' +
+        '"chunks":["2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"]},' +
+        '"peers":[{"host":"192.0.2.10","port":7001,"complete":true}],"grant":"eyJ2Ijox...sig",' +
+        '"grantExpiresAt":1798675260000}',
+    ),
+  get_grant: "00000092" + "54" +
+    utf8(
+      '{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team",' +
+        '"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee"}',
+    ),
+  grant: "00000034" + "55" + utf8('{"grant":"eyJ2Ijox...sig","expiresAt":1798675260000}'),
+  stop_sharing: "00000059" + "56" +
+    utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I","group":"team","file":"hello.txt"}'),
+  // The local control channel.
+  ctl_status: "00000002" + "60" + utf8("{}"),
+  ctl_state: "000000f9" + "61" +
+    utf8(
+      '{"user":"alice","tracker":"192.0.2.1:7070","address":"0.0.0.0:7001","registered":true,' +
+        '"shares":[{"group":"team",' +
+        '"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee","name":"hello.txt",' +
+        '"size":5,"path":"/home/alice/hello.txt"}]}',
+    ),
+  ctl_share: "0000002f" + "62" + utf8('{"path":"/home/alice/hello.txt","group":"team"}'),
+  ctl_shared: "00000078" + "63" +
+    utf8(
+      '{"group":"team","fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5}',
+    ),
+  ctl_unshare: "00000023" + "64" + utf8('{"group":"team","file":"hello.txt"}'),
+  ctl_stop: "00000002" + "65" + utf8("{}"),
+  ctl_session: "00000037" + "66" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
 };
 
 /** More round-trip cases: bigger, odder, still valid. */
@@ -202,6 +368,38 @@ const EXTRA: Message[] = [
   { type: "piece", fileId: REPORT_ID, index: 7, data: new Uint8Array(0) },
   { type: "reject", fileId: REPORT_ID, index: 1, reason: "chunk not here yet ✋" },
   { type: "reject", fileId: REPORT_ID, index: 1, reason: "" },
+  { type: "register", port: 7001, host: "192.0.2.10", token: TOKEN },
+  {
+    type: "announce",
+    peerId: PEER_ID,
+    add: [],
+    partial: [],
+    remove: [],
+    groupAdd: [{ group: "team", manifest: REPORT }, { group: "lab", manifest: HELLO_TXT }],
+  },
+  { type: "announce", peerId: PEER_ID, add: [], partial: [], remove: [], groupRemove: [] },
+  { type: "session", user: "alice", token: TOKEN, expiresAt: 0 },
+  { type: "grant", grant: GRANT, expiresAt: MAX_TIME },
+  { type: "group_list", groups: [] },
+  {
+    type: "group_list",
+    groups: [
+      { name: "a", owner: "b", members: 0, role: "none" },
+      { name: "c", owner: "d", members: 0xffffffff, role: "member" },
+    ],
+  },
+  { type: "user_list", users: [] },
+  {
+    type: "group_file",
+    group: "lab",
+    fileId: REPORT_ID,
+    manifest: REPORT,
+    peers: [],
+    grant: GRANT,
+    grantExpiresAt: GRANT_EXPIRES,
+  },
+  { type: "ctl_state", user: "alice", tracker: "[2001:db8::1]:7070", address: "", registered: false, shares: [] },
+  { type: "ctl_shared", group: "team", fileId: REPORT_ID, name: REPORT.name, size: REPORT.size },
 ];
 
 /** Messages as plain values: byte arrays become hex, so deepEqual compares content. */
@@ -257,6 +455,34 @@ Deno.test("WireType pins every message id (ids are never renumbered)", () => {
     piece: 0x34,
     cancel: 0x35,
     reject: 0x36,
+    authorize: 0x37,
+    create_user: 0x40,
+    login: 0x41,
+    session: 0x42,
+    logout: 0x43,
+    whoami: 0x44,
+    create_group: 0x48,
+    join_group: 0x49,
+    leave_group: 0x4a,
+    accept_request: 0x4b,
+    remove_member: 0x4c,
+    list_groups: 0x4d,
+    group_list: 0x4e,
+    list_requests: 0x4f,
+    user_list: 0x50,
+    list_group_files: 0x51,
+    group_lookup: 0x52,
+    group_file: 0x53,
+    get_grant: 0x54,
+    grant: 0x55,
+    stop_sharing: 0x56,
+    ctl_status: 0x60,
+    ctl_state: 0x61,
+    ctl_share: 0x62,
+    ctl_shared: 0x63,
+    ctl_unshare: 0x64,
+    ctl_stop: 0x65,
+    ctl_session: 0x66,
   });
   assert.equal(new Set(Object.values(WireType)).size, Object.keys(WireType).length, "no id is used twice");
 });
@@ -297,6 +523,13 @@ Deno.test("optional fields stay absent when not sent", () => {
   assert.ok(!("host" in reg), "register without host decodes without a host key");
   const list = roundTrip({ type: "list_files" });
   assert.ok(!("query" in list));
+  assert.ok(!("token" in reg), "register without token decodes without a token key");
+  const registered = roundTrip(SAMPLES.registered!);
+  assert.ok(!("publicKey" in registered), "a tracker without accounts sends no publicKey");
+  const announce = roundTrip(SAMPLES.announce!);
+  assert.ok(!("groupAdd" in announce) && !("groupRemove" in announce));
+  const files = roundTrip(SAMPLES.file_list!) as Extract<Message, { type: "file_list" }>;
+  assert.ok(!("owner" in files.files[0]!), "a public catalog entry has no owner");
 });
 
 Deno.test("a stream of every message, cut into 7-byte slices, decodes in order", () => {
@@ -396,6 +629,22 @@ Deno.test("golden: docs/PROTOCOL.md shows exactly these bytes", async () => {
   assert.ok(doc.includes(FILE_ID), "the doc names the example file id");
 });
 
+Deno.test("docs/PROTOCOL.md: the worked grant example verifies with the example tracker key", async () => {
+  const doc = await Deno.readTextFile(new URL("../docs/PROTOCOL.md", import.meta.url));
+  const m = doc.match(/<!-- grant: example -->\s*```text\n([^\n]+)\n```/);
+  assert.ok(m, "the doc shows a worked grant");
+  const grant = m[1]!.trim();
+  const claims = { v: 1, user: "alice", group: "team", fileId: FILE_ID, exp: GRANT_EXPIRES };
+  assert.deepEqual(verifyGrant(publicKeyFrom(TRACKER_KEY), grant, FILE_ID, GRANT_EXPIRES - 1), claims);
+  // The first part is the claims JSON exactly as the doc shows it, in base64url.
+  const base64 = grant.split(".")[0]!.replaceAll("-", "+").replaceAll("_", "/");
+  const text = new TextDecoder().decode(Uint8Array.from(atob(base64), (c) => c.charCodeAt(0)));
+  assert.equal(text, JSON.stringify(claims));
+  assert.ok(doc.includes(text), "the doc shows the claims as JSON");
+  assert.throws(() => verifyGrant(publicKeyFrom(TRACKER_KEY), grant, FILE_ID, GRANT_EXPIRES), /expired/);
+  assert.throws(() => verifyGrant(publicKeyFrom(TRACKER_KEY), grant, REPORT_ID, GRANT_EXPIRES - 1), /not/);
+});
+
 // ------------------------------------------------------------------ malformed input
 
 Deno.test("unknown type ids are rejected with code unknown_type", () => {
@@ -406,7 +655,7 @@ Deno.test("unknown type ids are rejected with code unknown_type", () => {
     unknown++;
     assertProtocolError(() => decodeMessage(frame(type, "{}")), "unknown_type", `type 0x${type.toString(16)}`);
   }
-  assert.equal(unknown, 256 - 21);
+  assert.equal(unknown, 256 - 49);
   assert.throws(() => decodeMessage(frame(0xfe, "")), /0xfe/);
   assert.throws(() => decodeMessage(frame(0x00, "")), /0x00/);
 });
@@ -483,6 +732,81 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
     ["peer_list port 0", 0x23, `{"fileId":"${FILE_ID}","peers":[{"host":"h","port":0,"complete":true}]}`],
     ["peer_list entry null", 0x23, `{"fileId":"${FILE_ID}","peers":[null]}`],
     ["manifest with a bad fileId", 0x25, `{"fileId":"nope","manifest":${JSON.stringify(HELLO_TXT)}}`],
+    // Accounts, groups and grants.
+    ["register token as number", 0x10, '{"port":7001,"token":7}'],
+    ["register oversize token", 0x10, `{"port":7001,"token":"${long}"}`],
+    ["registered publicKey null", 0x11, '{"peerId":"p","heartbeatMs":1,"expiryMs":1,"publicKey":null}'],
+    ["announce groupAdd not a list", 0x14, '{"peerId":"p","add":[],"partial":[],"remove":[],"groupAdd":{}}'],
+    [
+      "announce groupAdd entry without group",
+      0x14,
+      `{"peerId":"p","add":[],"partial":[],"remove":[],"groupAdd":[{"manifest":${JSON.stringify(HELLO_TXT)}}]}`,
+    ],
+    [
+      "announce groupRemove entry a string",
+      0x14,
+      '{"peerId":"p","add":[],"partial":[],"remove":[],"groupRemove":["x"]}',
+    ],
+    [
+      "announce groupRemove with a bad id",
+      0x14,
+      '{"peerId":"p","add":[],"partial":[],"remove":[],"groupRemove":[{"group":"team","fileId":"00"}]}',
+    ],
+    [
+      "file_list owner as number",
+      0x21,
+      `{"files":[{"id":"${FILE_ID}","name":"n","size":1,"chunkSize":1,"peers":1,"partial":0,"owner":1}]}`,
+    ],
+    ["authorize with a bad fileId", 0x37, '{"fileId":"89284beb","grant":"g"}'],
+    ["authorize without grant", 0x37, `{"fileId":"${FILE_ID}"}`],
+    ["authorize oversize grant", 0x37, `{"fileId":"${FILE_ID}","grant":"${long}"}`],
+    ["create_user without password", 0x40, '{"name":"alice"}'],
+    ["login oversize password", 0x41, `{"name":"alice","password":"${long}"}`],
+    ["session expiresAt not an integer", 0x42, '{"user":"u","token":"t","expiresAt":1.5}'],
+    ["session expiresAt as string", 0x42, '{"user":"u","token":"t","expiresAt":"1798761600000"}'],
+    ["session expiresAt negative", 0x42, '{"user":"u","token":"t","expiresAt":-1}'],
+    ["session expiresAt after year 9999", 0x42, `{"user":"u","token":"t","expiresAt":${MAX_TIME + 1}}`],
+    ["logout token as number", 0x43, '{"token":5}'],
+    ["whoami without token", 0x44, "{}"],
+    ["create_group without group", 0x48, '{"token":"t"}'],
+    ["accept_request without user", 0x4b, '{"token":"t","group":"g"}'],
+    ["remove_member user null", 0x4c, '{"token":"t","group":"g","user":null}'],
+    ["group_list with an unknown role", 0x4e, '{"groups":[{"name":"g","owner":"o","members":1,"role":"admin"}]}'],
+    ["group_list members negative", 0x4e, '{"groups":[{"name":"g","owner":"o","members":-1,"role":"member"}]}'],
+    ["group_list entry not an object", 0x4e, '{"groups":["team"]}'],
+    ["user_list entry as number", 0x50, '{"users":["bob",7]}'],
+    ["user_list oversize entry", 0x50, `{"users":["${long}"]}`],
+    ["group_lookup without file", 0x52, '{"token":"t","group":"g"}'],
+    [
+      "group_file without grant",
+      0x53,
+      `{"group":"g","fileId":"${FILE_ID}","manifest":${JSON.stringify(HELLO_TXT)},"peers":[],"grantExpiresAt":1}`,
+    ],
+    [
+      "group_file grantExpiresAt as string",
+      0x53,
+      `{"group":"g","fileId":"${FILE_ID}","manifest":${
+        JSON.stringify(HELLO_TXT)
+      },"peers":[],"grant":"g","grantExpiresAt":"1"}`,
+    ],
+    ["get_grant with an uppercase fileId", 0x54, `{"token":"t","group":"g","fileId":"${FILE_ID.toUpperCase()}"}`],
+    ["grant expiresAt fraction", 0x55, '{"grant":"g","expiresAt":1798675260000.5}'],
+    ["stop_sharing file as number", 0x56, '{"token":"t","group":"g","file":1}'],
+    [
+      "ctl_state registered not a boolean",
+      0x61,
+      '{"user":"u","tracker":"t","address":"a","registered":"yes","shares":[]}',
+    ],
+    [
+      "ctl_state share with a negative size",
+      0x61,
+      `{"user":"u","tracker":"t","address":"a","registered":true,"shares":[` +
+      `{"group":"g","fileId":"${FILE_ID}","name":"n","size":-1,"path":"p"}]}`,
+    ],
+    ["ctl_share without path", 0x62, '{"group":"g"}'],
+    ["ctl_shared with a bad fileId", 0x63, '{"group":"g","fileId":"x","name":"n","size":1}'],
+    ["ctl_unshare group as list", 0x64, '{"group":[],"file":"f"}'],
+    ["ctl_session without token", 0x66, "{}"],
   ];
   for (const [what, type, payload] of cases) {
     assertProtocolError(() => decodeMessage(frame(type, payload)), "malformed", what);
@@ -491,6 +815,8 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
   const atMax = "a".repeat(MAX_TEXT);
   assert.equal((decodeMessage(frame(0x12, `{"peerId":"${atMax}"}`)) as { peerId: string }).peerId, atMax);
   assert.equal((decodeMessage(frame(0x10, '{"port":65535}')) as { port: number }).port, 65535);
+  const latest = decodeMessage(frame(0x42, `{"user":"u","token":"t","expiresAt":${MAX_TIME}}`));
+  assert.equal((latest as { expiresAt: number }).expiresAt, MAX_TIME);
 });
 
 Deno.test("binary messages reject payloads of the wrong length", () => {
@@ -561,6 +887,14 @@ Deno.test("an ANNOUNCE carrying an invalid manifest is bad_manifest", () => {
   assertProtocolError(() => decodeMessage(frame(0x14, JSON.stringify(body))), "bad_manifest", "chunk count wrong");
   const slash = { peerId: PEER_ID, add: [{ ...HELLO_TXT, name: "a/b" }], partial: [], remove: [] };
   assertProtocolError(() => decodeMessage(frame(0x14, JSON.stringify(slash))), "bad_manifest", "name with a slash");
+  const group = { peerId: PEER_ID, add: [], partial: [], remove: [], groupAdd: [{ group: "team", manifest: {} }] };
+  assertProtocolError(() => decodeMessage(frame(0x14, JSON.stringify(group))), "bad_manifest", "groupAdd manifest");
+});
+
+Deno.test("a GROUP_FILE whose manifest does not hash to its fileId is bad_manifest", () => {
+  const body = { ...SAMPLES.group_file!, fileId: REPORT_ID } as Record<string, unknown>;
+  delete body.type;
+  assertProtocolError(() => decodeMessage(frame(0x53, JSON.stringify(body))), "bad_manifest", "id of another file");
 });
 
 Deno.test("encodeMessage() refuses values the wire cannot carry", () => {
