@@ -12,7 +12,8 @@
 import type { Command } from "commander";
 import { basename, join, resolve } from "node:path";
 import { formatBytes, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
-import { type Address, connect, type Connection } from "./connection.ts";
+import type { Address } from "./connection.ts";
+import { withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
 import { download, exists } from "./download.ts";
 import { describeError, OutputExistsError, RemoteError } from "./errors.ts";
@@ -28,9 +29,8 @@ export interface AccountGlobals {
   home?: string;
 }
 
-async function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
-  await using conn: Connection = await connect(tracker);
-  return await conn.request(msg, expect);
+function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
+  return withConn(tracker, (c) => c.request(msg, expect));
 }
 
 async function password(given: string | undefined, what: string): Promise<string> {

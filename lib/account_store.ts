@@ -13,6 +13,7 @@
 
 import { DatabaseSync } from "node:sqlite";
 import type { Manifest } from "./manifest.ts";
+import type { GroupEntry } from "./messages.ts";
 import { parseKdfParams, type PasswordHash } from "./passwords.ts";
 
 /** Schema steps; step i brings the database from version i to i + 1. Never edit one that shipped. */
@@ -215,7 +216,7 @@ export class AccountStore {
   }
 
   /** Every group with its owner, member count, and what `userId` is to it. */
-  groups(userId: number): { name: string; owner: string; members: number; role: string }[] {
+  groups(userId: number): GroupEntry[] {
     const rows = this.db.prepare(
       `SELECT g.name, u.name AS owner, g.owner_id,
               (SELECT COUNT(*) FROM members m WHERE m.group_id = g.id) AS members,

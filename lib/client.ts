@@ -18,7 +18,8 @@ import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
 /** Where a client learns about files: a tracker, or peers asked directly. */
 export type Source = { tracker: Address } | { peers: Address[] };
 
-async function withConn<T>(addr: Address, fn: (c: Connection) => Promise<T>): Promise<T> {
+/** Runs `fn` on a fresh connection to `addr`, closed afterwards. */
+export async function withConn<T>(addr: Address, fn: (c: Connection) => Promise<T>): Promise<T> {
   await using conn = await connect(addr);
   return await fn(conn);
 }

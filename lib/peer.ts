@@ -61,8 +61,6 @@ export interface PeerOptions extends ServerOptions {
   uploadLimit?: number;
   /** Session token to register with, for a user's peer that shares into groups. */
   token?: () => string | undefined;
-  /** The tracker's grant key (base64url), when known without registering (tests, direct mode). */
-  trackerKey?: string;
 }
 
 /** Transfer counters. */
@@ -83,11 +81,9 @@ export class PeerNode {
   #pools = new Map<number, BufferPool>();
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
-  #trackerKey: string | undefined;
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
-    this.#trackerKey = options.trackerKey;
     this.#corrupt = options.corrupt ?? false;
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.server = FrameServer.listen(options, (msg, conn) => this.#handle(msg, conn));
@@ -155,9 +151,7 @@ export class PeerNode {
 
   /** Adds a group file to what we serve without telling the tracker (the next registration will). */
   addGroupShareLocally(f: SharedFile, group: string): void {
-    const was = this.#files.get(f.id);
-    if (was && was.have === null) was.groups.add(group);
-    else this.#put(f.id, f.path, f.manifest, null, { public: false, groups: new Set([group]) });
+    this.#put(f.id, f.path, f.manifest, null, { public: false, groups: new Set([group]) }); // keeps other groups
   }
 
   /** Stops serving a file in a group; the file goes when it is in no group and not public. */
@@ -251,7 +245,7 @@ export class PeerNode {
    * for that connection until it expires. Throws GrantError.
    */
   authorize(conn: Connection, fileId: string, grant: string): void {
-    const key = this.link?.trackerKey ?? this.#trackerKey;
+    const key = this.link?.trackerKey;
     if (!key) throw new GrantError("this peer does not know its tracker's key yet");
     const claims = verifyGrant(publicKeyFrom(key), grant, fileId);
     const f = this.#files.get(fileId);

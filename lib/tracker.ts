@@ -38,8 +38,6 @@ interface PeerRecord {
   groupFiles: Set<string>;
 }
 
-type MessageGroupList = Extract<Message, { type: "group_list" }>["groups"];
-
 interface FileRecord {
   manifest: Manifest;
   sources: Set<string>;
@@ -151,7 +149,7 @@ export class Tracker {
         a.removeMember(msg.token, msg.group, msg.user);
         return { type: "ok" };
       case "list_groups":
-        return { type: "group_list", groups: a.listGroups(msg.token) as MessageGroupList };
+        return { type: "group_list", groups: a.listGroups(msg.token) };
       case "list_requests":
         return { type: "user_list", users: a.listRequests(msg.token, msg.group) };
       case "list_group_files":

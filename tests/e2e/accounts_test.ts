@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import {
   E2E,
   type Endpoint,
+  endpoint,
   expectOneErrorLine,
   MiB,
   type RunResult,
@@ -25,6 +26,7 @@ import {
 import { connect } from "../../lib/connection.ts";
 import { generateSigningKey, signGrant } from "../../lib/grants.ts";
 import { RemoteError } from "../../lib/errors.ts";
+import type { Message } from "../../lib/messages.ts";
 
 /** Exit codes of lib/errors.ts, repeated as the contract under test. */
 const EXIT = {
@@ -73,13 +75,8 @@ async function logoutQuietly(u: User): Promise<void> {
   }
 }
 
-function addr(text: string): Endpoint {
-  const i = text.lastIndexOf(":");
-  return { host: text.slice(0, i), port: Number(text.slice(i + 1)), addr: text };
-}
-
 /** Sends one message to a peer directly and returns the reply (or the remote error). */
-async function ask(peer: Endpoint, msgs: Parameters<Awaited<ReturnType<typeof connect>>["send"]>[0][]) {
+async function ask(peer: Endpoint, msgs: Message[]) {
   await using conn = await connect({ host: peer.host, port: peer.port });
   const replies: string[] = [];
   for (const m of msgs) {
@@ -112,7 +109,7 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     const fileId = up.json<{ fileId: string }>().fileId;
     const aliceStatus = (await alice.ok("status", "--json")).json<{ peer: { address: string; shares: unknown[] } }>();
     assert.equal(aliceStatus.peer.shares.length, 1);
-    const alicePeer = addr(aliceStatus.peer.address);
+    const alicePeer = endpoint(aliceStatus.peer.address);
 
     // Bob asks to join (the password comes from stdin: not a terminal here).
     await bob.ok("create_user", bob.name, bob.password);

@@ -248,7 +248,8 @@ export interface Endpoint {
   addr: string;
 }
 
-function endpoint(addr: string): Endpoint {
+/** Splits `host:port`. */
+export function endpoint(addr: string): Endpoint {
   const i = addr.lastIndexOf(":");
   return { host: addr.slice(0, i), port: Number(addr.slice(i + 1)), addr };
 }
