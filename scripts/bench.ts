@@ -545,7 +545,8 @@ export function table(results: ToolResult[], shoalTool = "shoal"): string[] {
 
 const SEEDS = 4;
 
-interface Options {
+/** Options shared by the loopback and WAN benchmarks. */
+export interface Options {
   size: number;
   runs: number;
   workers?: number;
@@ -555,26 +556,30 @@ interface Options {
   outDir?: string;
 }
 
-function options(args: string[]): Options {
+/**
+ * Parses a benchmark's command line. `outDir` says whether `--out-dir` is
+ * accepted; the default deadline per download is start-up plus the file at
+ * `slowMBps`.
+ */
+export function benchOptions(
+  args: string[],
+  o: { usage: string; defaultSize: string; slowMBps: number; outDir: boolean },
+): Options {
   const { values } = parseArgs({
     args,
     options: {
-      size: { type: "string", default: "1g" },
+      size: { type: "string", default: o.defaultSize },
       runs: { type: "string", default: "3" },
       workers: { type: "string" },
       timeout: { type: "string" },
       json: { type: "string" },
       keep: { type: "boolean", default: false },
-      "out-dir": { type: "string" },
+      ...(o.outDir ? { "out-dir": { type: "string" as const } } : {}),
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
-    console.log(
-      "usage: deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]\n" +
-        "                       [--out-dir DIR]   where downloads are written (default: the work dir on disk;\n" +
-        "                                         /dev/shm compares the engines without the disk)",
-    );
+    console.log(o.usage);
     Deno.exit(0);
   }
   const size = parseSize(values.size!, "--size");
@@ -584,17 +589,28 @@ function options(args: string[]): Options {
   if (values.timeout !== undefined && !(Number(values.timeout) > 0)) {
     throw new Error("--timeout must be a number of seconds > 0");
   }
-  // default deadline per download: generous, 5 MB/s plus start-up
-  const timeoutMs = values.timeout ? Number(values.timeout) * 1000 : 60_000 + (size / (5 * MB)) * 1000;
+  const timeoutMs = values.timeout ? Number(values.timeout) * 1000 : 60_000 + (size / (o.slowMBps * MB)) * 1000;
+  const outDir = (values as { "out-dir"?: string })["out-dir"];
   return {
     size,
     runs,
     ...(workers !== undefined ? { workers } : {}),
     timeoutMs,
     keep: values.keep!,
-    ...(values["out-dir"] ? { outDir: values["out-dir"] } : {}),
+    ...(outDir ? { outDir } : {}),
     ...(values.json ? { json: values.json } : {}),
   };
+}
+
+function options(args: string[]): Options {
+  return benchOptions(args, {
+    usage: "usage: deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]\n" +
+      "                       [--out-dir DIR]   where downloads are written (default: the work dir on disk;\n" +
+      "                                         /dev/shm compares the engines without the disk)",
+    defaultSize: "1g",
+    slowMBps: 5, // generous
+    outDir: true,
+  });
 }
 
 /** Tracker + 4 peers on loopback; returns the file id once the tracker lists 4 peers. */

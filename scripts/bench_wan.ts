@@ -21,17 +21,18 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { parseArgs } from "node:util";
-import { formatBytes, parseIntOption, parseSize } from "../lib/cli.ts";
+import { formatBytes } from "../lib/cli.ts";
 import {
   aptInstall,
   aria2HttpArgv,
+  benchOptions,
   emptyDir,
   ensureCommands,
   machineLines,
   MB,
   medianMbps,
   NETLAB_DIR,
+  type Options,
   parseAria2Speed,
   Procs,
   removeWork,
@@ -58,51 +59,14 @@ const HTTP_PORT = 8080;
 const NETLAB = join(NETLAB_DIR, "netlab.sh");
 const NGINX = join(NETLAB_DIR, "nginx_serve.sh");
 
-interface Options {
-  size: number;
-  runs: number;
-  workers?: number;
-  timeoutMs: number;
-  keep: boolean;
-  json?: string;
-}
-
 function options(args: string[]): Options {
-  const { values } = parseArgs({
-    args,
-    options: {
-      size: { type: "string", default: "256m" },
-      runs: { type: "string", default: "3" },
-      workers: { type: "string" },
-      timeout: { type: "string" },
-      json: { type: "string" },
-      keep: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (values.help) {
-    console.log(
+  return benchOptions(args, {
+    usage:
       "usage: deno task bench:wan [--size 256m] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]",
-    );
-    Deno.exit(0);
-  }
-  const size = parseSize(values.size!, "--size");
-  const runs = Number(values.runs);
-  if (!(size > 0) || !Number.isInteger(runs) || runs < 1) throw new Error("--size must be > 0 and --runs >= 1");
-  const workers = values.workers === undefined ? undefined : parseIntOption(values.workers, "--workers", 1, 64);
-  if (values.timeout !== undefined && !(Number(values.timeout) > 0)) {
-    throw new Error("--timeout must be a number of seconds > 0");
-  }
-  // default deadline per download: a quarter of the ceiling plus start-up
-  const timeoutMs = values.timeout ? Number(values.timeout) * 1000 : 60_000 + (size / (CEILING_MBPS / 4 * MB)) * 1000;
-  return {
-    size,
-    runs,
-    ...(workers !== undefined ? { workers } : {}),
-    timeoutMs,
-    keep: values.keep!,
-    ...(values.json ? { json: values.json } : {}),
-  };
+    defaultSize: "256m",
+    slowMBps: CEILING_MBPS / 4, // a quarter of the ceiling
+    outDir: false,
+  });
 }
 
 /** Whether a Debian package is installed. */
