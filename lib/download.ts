@@ -23,6 +23,7 @@ import {
 import { chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
+import { pipelineDepth, RateMeter } from "./rate_meter.ts";
 import { readSidecar, SidecarError, writeSidecar } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
@@ -52,6 +53,7 @@ export interface DownloadOptions {
   out: string;
   force?: boolean;
   workers?: number;
+  /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
   /** Finds sources; called at the start and again when sources run short. */
   discover: () => Promise<Address[]>;
@@ -87,6 +89,8 @@ interface PeerInfo {
   worker: Worker;
   lastActivity: number;
   ready: boolean;
+  /** Chunk bytes received from this peer, smoothed: sizes its request queue. */
+  meter: RateMeter;
 }
 
 interface RetryInfo {
@@ -191,7 +195,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const fill = (peer: string) => {
       const p = peers.get(peer);
       if (!p?.ready) return;
-      while (sched.inflight(peer) < pipeline) {
+      const depth = pipelineDepth(p.meter.measured ? p.meter.rate : null, manifest.chunkSize, pipeline);
+      while (sched.inflight(peer) < depth) {
         const index = sched.next(peer);
         if (index === null) break;
         send(p.worker, { op: "request", peer, index });
@@ -222,7 +227,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const r = retry.get(peer);
         if (peers.has(peer) || r?.banned || (r && r.retryAt > now)) continue;
         const worker = workers[nextWorker++ % workers.length]!;
-        peers.set(peer, { worker, lastActivity: Date.now(), ready: false });
+        peers.set(peer, { worker, lastActivity: Date.now(), ready: false, meter: new RateMeter() });
         send(worker, { op: "connect", peer, host: a.host, port: a.port });
       }
     };
@@ -261,8 +266,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           if (badChunks.has(m.index)) refetched++;
           doneBytes += m.bytes;
           bytesPerPeer[m.peer] = (bytesPerPeer[m.peer] ?? 0) + m.bytes;
+          p.meter.add(m.bytes);
           dirty = true;
-          opts.peerNode?.gained(fileId, m.index);
+          opts.peerNode?.gained(fileId, m.index, m.bytes);
           if (sched.complete) return pending.resolve();
           fillAll();
           break;
@@ -301,6 +307,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     timers.push(setInterval(flush, opts.flushMs ?? DEFAULT_FLUSH_MS));
     timers.push(setInterval(() => {
       const now = Date.now();
+      for (const p of peers.values()) if (p.ready) p.meter.sample();
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");

@@ -7,19 +7,19 @@
  */
 
 import { formatBytes } from "./cli.ts";
+import { RateMeter } from "./rate_meter.ts";
 
 /** How often a line is printed when stderr is not a terminal. */
 const PIPE_INTERVAL_MS = 3_000;
-/** Smoothing factor of the rate average per update. */
+/** Smoothing factor of the rate average per update (smoother than the scheduler's: people read it). */
 const ALPHA = 0.2;
 
 /** Renders progress to stderr. */
 export class ProgressView {
   #tty = Deno.stderr.isTerminal();
   #started = performance.now();
-  #lastAt = performance.now();
   #lastBytes = 0;
-  #rate = 0;
+  #meter = new RateMeter(performance.now(), ALPHA);
   #lastPrint = 0;
   #enc = new TextEncoder();
 
@@ -28,17 +28,13 @@ export class ProgressView {
   update(doneBytes: number, totalBytes: number, peers: number): void {
     if (this.quiet) return;
     const now = performance.now();
-    const dt = (now - this.#lastAt) / 1000;
-    if (dt > 0) {
-      const inst = (doneBytes - this.#lastBytes) / dt;
-      this.#rate = this.#rate === 0 ? inst : ALPHA * inst + (1 - ALPHA) * this.#rate;
-    }
-    this.#lastAt = now;
+    this.#meter.add(Math.max(0, doneBytes - this.#lastBytes));
     this.#lastBytes = doneBytes;
+    const rate = this.#meter.sample(now);
     const pct = totalBytes === 0 ? 100 : (100 * doneBytes) / totalBytes;
-    const eta = this.#rate > 0 ? (totalBytes - doneBytes) / this.#rate : Infinity;
+    const eta = rate > 0 ? (totalBytes - doneBytes) / rate : Infinity;
     const stats = `${pct.toFixed(1).padStart(5)}%  ${formatBytes(doneBytes)}/${formatBytes(totalBytes)}  ` +
-      `${formatBytes(this.#rate)}/s  ETA ${formatEta(eta)}  ${peers} peer(s)`;
+      `${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${peers} peer(s)`;
     if (this.#tty) {
       const width = 24;
       const filled = Math.round((width * pct) / 100);

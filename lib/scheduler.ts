@@ -4,9 +4,10 @@
  * - Rarest first: among the chunks a peer has that nobody is fetching, pick
  *   one held by the fewest live peers (ties broken at random, so several
  *   downloaders spread over different chunks).
- * - Load follows throughput: each peer keeps up to `pipeline` requests
- *   outstanding and gets a new one each time one completes, so a fast peer
- *   is asked more often than a slow one.
+ * - Load follows throughput: the coordinator keeps a queue of requests
+ *   outstanding per peer, sized from that peer's measured rate
+ *   (rate_meter.ts), and asks for a new chunk each time one completes; so a
+ *   fast peer both gets more requests at once and gets them more often.
  * - Endgame: once every missing chunk is already requested, an idle peer
  *   asks for an in-flight chunk too (at most `endgameCopies` requesters per
  *   chunk); the first copy wins and the others are cancelled.
@@ -16,7 +17,7 @@
 
 import { Bitfield } from "./bitfield.ts";
 
-/** Default requests outstanding per peer. */
+/** Requests outstanding per peer before its rate is measured. */
 export const DEFAULT_PIPELINE = 4;
 /** Most peers asked for the same chunk in endgame. */
 export const ENDGAME_COPIES = 2;

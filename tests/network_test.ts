@@ -91,6 +91,38 @@ Deno.test("a multi-chunk file shared by two peers downloads from both, verified"
   }
 });
 
+Deno.test("load follows measured throughput: a slow peer gets few chunks, the download does not wait on it", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 256); // 4 MiB
+  for (const d of ["fast", "slow"]) {
+    await Deno.mkdir(join(dir.path, d));
+    await Deno.writeFile(join(dir.path, d, "data.bin"), data);
+  }
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const limits: Record<string, number | undefined> = { fast: undefined, slow: 100_000 };
+  const peers: PeerNode[] = [];
+  for (const d of ["fast", "slow"]) {
+    const files = await indexDirectory(join(dir.path, d), { chunkSize: CHUNK });
+    const limit = limits[d];
+    peers.push(PeerNode.start(files, { tracker: tracker.address, ...(limit ? { uploadLimit: limit } : {}) }));
+  }
+  try {
+    await waitUntil(() => tracker.tracker.listFiles().some((f) => f.name === "data.bin" && f.peers === 2));
+    const out = join(dir.path, "got.bin");
+    const started = performance.now();
+    const summary = await getFile({ tracker: tracker.address }, "data.bin", { out, workers: 2 });
+    const seconds = (performance.now() - started) / 1000;
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    const slow = `127.0.0.1:${peers[1]!.address.port}`;
+    const slowBytes = summary.bytesPerPeer[slow] ?? 0;
+    // The slow peer alone would need 40 s; at most its first queue of requests goes to it.
+    assert.ok(slowBytes <= data.length / 8, `slow peer served ${slowBytes} of ${data.length} bytes`);
+    assert.ok(seconds < 20, `took ${seconds.toFixed(1)} s: the download waited on the slow peer`);
+  } finally {
+    for (const p of peers) await p.close();
+  }
+});
+
 Deno.test("a peer that stops heartbeating drops out; one that exits unregisters at once", async () => {
   await using dir = await tempDir();
   await Deno.writeFile(join(dir.path, "f"), randomBytes(100));

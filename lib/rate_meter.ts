@@ -1,0 +1,72 @@
+/**
+ * Byte rates, smoothed, and what they imply for request pipelining.
+ *
+ * The download coordinator keeps one {@link RateMeter} per peer and sizes
+ * each peer's request queue from it ({@link pipelineDepth}): enough chunks
+ * outstanding to cover {@link PIPELINE_WINDOW_S} of that peer's measured
+ * throughput. A fast peer gets a deep queue and so most of the work; a slow
+ * one a shallow queue, so few chunks wait on it (which also keeps the
+ * endgame short). The progress bar uses the same meter for its rate.
+ *
+ * @module
+ */
+
+/** Smoothing factor of the moving average per sample. */
+export const RATE_ALPHA = 0.3;
+/** Seconds of a peer's throughput its request queue should cover. */
+export const PIPELINE_WINDOW_S = 0.5;
+/** Fewest requests outstanding per peer (one in flight, one queued behind it). */
+export const MIN_PIPELINE = 2;
+/** Most requests outstanding per peer (bounds what a peer can owe us). */
+export const MAX_PIPELINE = 16;
+
+/** An exponential moving average of a byte rate, sampled at the caller's pace. */
+export class RateMeter {
+  #rate = 0;
+  #sampled = false;
+  #pending = 0;
+  #lastAt: number;
+
+  constructor(now: number = performance.now(), readonly alpha: number = RATE_ALPHA) {
+    this.#lastAt = now;
+  }
+
+  /** Counts bytes moved since the last sample. */
+  add(bytes: number): void {
+    this.#pending += bytes;
+  }
+
+  /** Folds the bytes counted since the last sample into the average; returns the rate in bytes/s. */
+  sample(now: number = performance.now()): number {
+    const dt = (now - this.#lastAt) / 1000;
+    if (dt <= 0) return this.#rate;
+    const inst = this.#pending / dt;
+    this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
+    this.#sampled = true;
+    this.#pending = 0;
+    this.#lastAt = now;
+    return this.#rate;
+  }
+
+  /** Bytes per second; 0 before the first sample. */
+  get rate(): number {
+    return this.#rate;
+  }
+
+  /** True once at least one sample was taken. */
+  get measured(): boolean {
+    return this.#sampled;
+  }
+}
+
+/**
+ * Requests to keep outstanding to a peer moving `bytesPerSecond` in chunks
+ * of `chunkSize`: its rate times {@link PIPELINE_WINDOW_S}, plus one so the
+ * queue never drains while a reply is on its way, clamped to
+ * [{@link MIN_PIPELINE}, {@link MAX_PIPELINE}]. Unmeasured peers get `initial`.
+ */
+export function pipelineDepth(bytesPerSecond: number | null, chunkSize: number, initial: number): number {
+  if (bytesPerSecond === null) return initial;
+  const want = Math.ceil((bytesPerSecond * PIPELINE_WINDOW_S) / Math.max(1, chunkSize)) + 1;
+  return Math.min(MAX_PIPELINE, Math.max(MIN_PIPELINE, want));
+}
