@@ -46,6 +46,29 @@ export type DownloadEvent =
   | { kind: "peer-dropped"; peer: string; reason: string }
   | { kind: "bad-chunk"; peer: string; index: number };
 
+/** Most chunk indexes listed in a {@link DownloadStatus}. */
+const STATUS_MAX_LISTED = 1_000;
+
+/** A live view of a download in progress, for `status` and `why` in the peer shell. */
+export interface DownloadStatus {
+  fileId: string;
+  name: string;
+  totalChunks: number;
+  doneChunks: number;
+  totalBytes: number;
+  doneBytes: number;
+  /** Bytes per second over all peers, smoothed. */
+  rate: number;
+  /** Missing chunks (at most {@link STATUS_MAX_LISTED} listed). */
+  missing: number[];
+  /** Missing chunks no connected peer has (at most {@link STATUS_MAX_LISTED} listed). */
+  unavailable: number[];
+  /** Connected peers: how much of what we miss each has, what it owes us, its rate. */
+  peers: { peer: string; ready: boolean; inflight: number; rate: number; bytes: number; hasMissing: number }[];
+  /** Peers dropped so far and why (the last error of each). */
+  dropped: { peer: string; reason: string }[];
+}
+
 /** Options for {@link download}. */
 export interface DownloadOptions {
   fileId: string;
@@ -69,6 +92,8 @@ export interface DownloadOptions {
    */
   authorize?: () => Promise<{ grant: string; expiresAt: number }>;
   onEvent?: (e: DownloadEvent) => void;
+  /** Receives, once the download starts, a function that returns its current {@link DownloadStatus}. */
+  inspect?: (status: () => DownloadStatus) => void;
   signal?: AbortSignal;
 }
 
@@ -291,6 +316,31 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     };
     for (const w of workers) handlers.set(w, onMessage);
     if (sched.complete) pending.resolve();
+    const total = new RateMeter();
+    let totalCounted = doneBytes;
+    opts.inspect?.(() => {
+      const missing = [...Array(n).keys()].filter((i) => !sched.done.has(i));
+      return {
+        fileId,
+        name: manifest.name,
+        totalChunks: n,
+        doneChunks: sched.done.count,
+        totalBytes: manifest.size,
+        doneBytes,
+        rate: total.rate,
+        missing: missing.slice(0, STATUS_MAX_LISTED),
+        unavailable: sched.unavailable().slice(0, STATUS_MAX_LISTED),
+        peers: [...peers].map(([peer, p]) => ({
+          peer,
+          ready: p.ready,
+          inflight: sched.inflight(peer),
+          rate: p.meter.rate,
+          bytes: bytesPerPeer[peer] ?? 0,
+          hasMissing: missing.filter((i) => sched.peerHas(peer, i)).length,
+        })),
+        dropped: [...new Map(dropped.map((d) => [d.peer, d])).values()],
+      };
+    });
 
     // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
     let flushing: Promise<void> = Promise.resolve();
@@ -308,6 +358,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     timers.push(setInterval(() => {
       const now = Date.now();
       for (const p of peers.values()) if (p.ready) p.meter.sample();
+      total.add(doneBytes - totalCounted);
+      totalCounted = doneBytes;
+      total.sample();
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");

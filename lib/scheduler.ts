@@ -129,6 +129,16 @@ export class Scheduler {
     }
   }
 
+  /** Peers known to the scheduler. */
+  peers(): string[] {
+    return [...this.#peers.keys()];
+  }
+
+  /** Whether `peer` said it has chunk `index`. */
+  peerHas(peer: string, index: number): boolean {
+    return this.#peers.get(peer)?.has.has(index) ?? false;
+  }
+
   /** Missing chunks that no connected peer has. */
   unavailable(): number[] {
     const out: number[] = [];
