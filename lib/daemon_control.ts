@@ -6,13 +6,13 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
 import { delay } from "./async.ts";
 import { connectUnix } from "./connection.ts";
 import { ShoalError } from "./errors.ts";
 import type { Home, SessionFile } from "./home.ts";
 import type { Message, MessageName, MessageOf } from "./messages.ts";
 import { answers } from "./daemon.ts";
+import { peerCommand } from "./launch.ts";
 
 /** How long a freshly started daemon may take to register with the tracker. */
 export const DAEMON_START_TIMEOUT_MS = 20_000;
@@ -47,9 +47,9 @@ export async function ensureDaemon(home: Home, session: SessionFile): Promise<Me
     return await waitRegistered(home, null);
   }
   if (running) await stopDaemon(home);
-  const peerScript = fileURLToPath(new URL("../peer.ts", import.meta.url));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", peerScript, "--daemon", "--home", home.dir],
+  const peer = peerCommand(["--daemon", "--home", home.dir]);
+  const child = new Deno.Command(peer.command, {
+    args: peer.args,
     stdin: "null",
     stdout: "null",
     stderr: "null",

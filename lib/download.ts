@@ -24,6 +24,7 @@ import { chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { pipelineDepth, RateMeter } from "./rate_meter.ts";
+import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, writeSidecar } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
@@ -150,7 +151,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   pending.promise.catch(() => {});
   const handlers = new Map<Worker, (m: FromWorker) => void>();
   for (let i = 0; i < workerCount; i++) {
-    const w = new Worker(new URL("./fetch_worker.ts", import.meta.url).href, { type: "module" });
+    const w = new Worker(fetchWorkerUrl(), { type: "module" });
     w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
     w.onerror = (e) => {
       e.preventDefault();

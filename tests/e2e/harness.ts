@@ -87,6 +87,26 @@ export async function waitUntil<T>(
 /** Which output of a child. */
 export type StreamName = "stdout" | "stderr";
 
+/**
+ * Which build of the entry points a test runs: the TypeScript source
+ * (default), `deno task bundle`'s `.js` files in `dir`, or `deno task
+ * compile`'s binaries in `dir`.
+ */
+export type Entries = { kind: "source" } | { kind: "bundle"; dir: string } | { kind: "compiled"; dir: string };
+
+/** The command line that starts `script` ("client.ts", ...) of `entries` with `args`. */
+function entryCommand(entries: Entries, script: string, args: string[]): { command: string; args: string[] } {
+  const name = script.replace(/\.ts$/, "");
+  switch (entries.kind) {
+    case "source":
+      return { command: DENO, args: ["run", "-A", "--config", `${ROOT}deno.json`, `${ROOT}${script}`, ...args] };
+    case "bundle":
+      return { command: DENO, args: ["run", "-A", "--no-config", `${entries.dir}/${name}.js`, ...args] };
+    case "compiled":
+      return { command: `${entries.dir}/${name}`, args };
+  }
+}
+
 /** A spawned entry point with its output collected line by line. */
 export class Proc {
   readonly name: string;
@@ -98,11 +118,12 @@ export class Proc {
   #status: Deno.CommandStatus | null = null;
   #finished: Promise<Deno.CommandStatus>;
 
-  constructor(script: string, args: string[], cwd: string) {
+  constructor(script: string, args: string[], cwd: string, entries: Entries = { kind: "source" }) {
     this.name = script;
     this.args = args;
-    this.#child = new Deno.Command(DENO, {
-      args: ["run", "-A", "--config", `${ROOT}deno.json`, `${ROOT}${script}`, ...args],
+    const cmd = entryCommand(entries, script, args);
+    this.#child = new Deno.Command(cmd.command, {
+      args: cmd.args,
       cwd,
       env: childEnv(),
       clearEnv: true,
@@ -305,8 +326,13 @@ export interface PeerEntry {
  */
 export class E2E implements AsyncDisposable {
   #procs: Proc[] = [];
+  readonly entries: Entries;
   #dirs: string[] = [];
   #cwd: string | null = null;
+
+  constructor(entries: Entries = { kind: "source" }) {
+    this.entries = entries;
+  }
 
   /** A fresh temp dir, removed at cleanup. */
   async tempDir(prefix = "shoal-e2e-"): Promise<string> {
@@ -321,9 +347,9 @@ export class E2E implements AsyncDisposable {
     return this.#cwd;
   }
 
-  /** Spawns `deno run -A <ROOT>/<script> ...args`; the child is killed at cleanup. */
+  /** Spawns `deno run -A <ROOT>/<script> ...args` (or its build); the child is killed at cleanup. */
   async spawn(script: string, args: string[]): Promise<Proc> {
-    const p = new Proc(script, args, await this.cwd());
+    const p = new Proc(script, args, await this.cwd(), this.entries);
     this.#procs.push(p);
     return p;
   }
