@@ -17,4 +17,11 @@ while read -r p f; do
 done < <(sed -nE 's/^(ok|FAILED) \| ([0-9]+) passed.*\| ([0-9]+) failed.*/\2 \3/p' "$log")
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi # fmt, lint or type check failed
 echo "tests: $passed passed, $failed failed"
+# Ignored tests are ones that could not run here (the compiled binaries where deno compile cannot build): say so.
+ignored=0
+while read -r i; do ignored=$((ignored + i)); done < <(sed -nE 's/^(ok|FAILED) \|.*\| ([0-9]+) ignored.*/\2/p' "$log")
+if [ "$ignored" -gt 0 ]; then
+  echo "not run: ${ignored} test(s), named here:"
+  grep -E '\.\.\. ignored' "$log" | sed 's/ \.\.\. ignored.*//; s/^/  /'
+fi
 exit "$status"
