@@ -4,15 +4,24 @@
  * @module
  */
 
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { catalog, getFile, peersOf, resolveFile, type Source } from "./lib/client.ts";
-import { DEFAULT_TRACKER, formatBytes, parseAddress, parseIntOption, runMain, shutdownSignal } from "./lib/cli.ts";
+import {
+  DEFAULT_TRACKER,
+  formatBytes,
+  formatFileSummary,
+  parseAddress,
+  parseIntOption,
+  runMain,
+  shutdownSignal,
+} from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
 import { UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
 import { addAccountCommands } from "./lib/account_cli.ts";
+import { configure } from "./lib/config.ts";
 
 function parseListen(text: string) {
   const a = parseAddress(text.replace(/:0$/, ":1"), "--listen");
@@ -31,24 +40,24 @@ function sourceOf(o: GlobalOpts): Source {
     if (peers.length === 0) throw new UsageError("--peers needs at least one host:port");
     return { peers };
   }
-  return { tracker: parseAddress(o.tracker ?? Deno.env.get("SHOAL_TRACKER") ?? DEFAULT_TRACKER, "--tracker") };
+  return { tracker: parseAddress(o.tracker ?? DEFAULT_TRACKER, "--tracker") };
 }
 
 function printFiles(files: FileSummary[], json: boolean): void {
   if (json) return console.log(JSON.stringify(files, null, 2));
   if (files.length === 0) return console.log("no files");
-  for (const f of files) {
-    const sources = f.partial > 0 ? `${f.peers}+${f.partial} peers` : `${f.peers} peer(s)`;
-    console.log(`${f.id}  ${formatBytes(f.size).padStart(10)}  ${sources.padEnd(12)}  ${f.name}`);
-  }
+  for (const f of files) console.log(formatFileSummary(f));
 }
 
 function build(): Command {
   const program = new Command("client")
     .description("Shoal client: list, search and download files")
-    .option("--tracker <host:port>", `tracker address (env SHOAL_TRACKER, default ${DEFAULT_TRACKER})`)
+    .addOption(new Option("--tracker <host:port>", `tracker address (default ${DEFAULT_TRACKER})`).env("SHOAL_TRACKER"))
     .option("--peers <list>", "direct mode: comma-separated peer addresses, no tracker")
-    .option("--home <dir>", "your local state: session, background peer (env SHOAL_HOME, default ~/.shoal)")
+    .addOption(
+      new Option("--home <dir>", "your local state: session, background peer (default ~/.shoal)").env("SHOAL_HOME"),
+    )
+    .option("--config <file>", "config file (env SHOAL_CONFIG, default ~/.config/shoal/config.json)")
     .exitOverride()
     .showHelpAfterError();
 
@@ -138,13 +147,15 @@ function build(): Command {
   addAccountCommands(
     program,
     () => program.opts(),
-    () => program.opts().tracker ?? Deno.env.get("SHOAL_TRACKER") ?? DEFAULT_TRACKER,
+    () => program.opts().tracker ?? DEFAULT_TRACKER,
   );
   return program;
 }
 
 async function main(argv: string[]): Promise<void> {
-  await build().parseAsync(argv, { from: "user" });
+  const program = build();
+  await configure(program, "client", argv);
+  await program.parseAsync(argv, { from: "user" });
 }
 
 if (import.meta.main) runMain(() => main(Deno.args));

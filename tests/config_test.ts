@@ -1,0 +1,90 @@
+import assert from "node:assert/strict";
+import { Command, Option } from "commander";
+import { join } from "node:path";
+import { applyConfig, configPath, configure, MAX_CONFIG_BYTES, readConfig } from "../lib/config.ts";
+import { UsageError } from "../lib/errors.ts";
+
+function program(): Command {
+  const p = new Command("client")
+    .addOption(new Option("--tracker <host:port>").env("SHOAL_TEST_TRACKER"))
+    .option("--config <file>")
+    .exitOverride();
+  p.command("get").option("--workers <n>").option("--no-share").action(() => {});
+  return p;
+}
+
+async function withFile(text: string, fn: (path: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-config-" });
+  try {
+    const path = join(dir, "config.json");
+    await Deno.writeTextFile(path, text);
+    await fn(path);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("config: found by --config, then SHOAL_CONFIG, then the XDG default (optional)", () => {
+  assert.deepEqual(configPath(["--config", "/a.json", "files"], {}), { path: "/a.json", required: true });
+  assert.deepEqual(configPath(["--config=/b.json"], {}), { path: "/b.json", required: true });
+  assert.deepEqual(configPath(["files"], { SHOAL_CONFIG: "/c.json" }), { path: "/c.json", required: true });
+  assert.deepEqual(configPath([], { XDG_CONFIG_HOME: "/x" }), { path: "/x/shoal/config.json", required: false });
+  assert.deepEqual(configPath([], { HOME: "/h" }), { path: "/h/.config/shoal/config.json", required: false });
+  assert.deepEqual(configPath(["--", "--config", "/no"], { HOME: "/h" }).required, false, "after -- it is an argument");
+  assert.throws(() => configPath(["--config"], {}), UsageError);
+});
+
+Deno.test("config: precedence is flag > environment > file > default", async () => {
+  await withFile(JSON.stringify({ client: { tracker: "file:1", workers: 3, "no-share": true } }), async (path) => {
+    const argv = (extra: string[]) => ["--config", path, ...extra, "get"];
+    const run = async (extra: string[]) => {
+      const p = program();
+      await configure(p, "client", argv(extra));
+      await p.parseAsync(argv(extra), { from: "user" });
+      return { tracker: p.opts().tracker, get: p.commands[0]!.opts() };
+    };
+    Deno.env.delete("SHOAL_TEST_TRACKER");
+    let r = await run([]);
+    assert.equal(r.tracker, "file:1");
+    assert.equal(r.get.workers, "3", "a subcommand's option from the file");
+    assert.equal(r.get.share, false, "a negatable switch set in the file");
+    Deno.env.set("SHOAL_TEST_TRACKER", "env:2");
+    try {
+      r = await run([]);
+      assert.equal(r.tracker, "env:2");
+      r = await run(["--tracker", "flag:3"]);
+      assert.equal(r.tracker, "flag:3");
+    } finally {
+      Deno.env.delete("SHOAL_TEST_TRACKER");
+    }
+  });
+});
+
+Deno.test("config: the default file may be absent, a named one may not", async () => {
+  assert.deepEqual(await readConfig("client", { path: "/nonexistent/shoal.json", required: false }), {});
+  await assert.rejects(readConfig("client", { path: "/nonexistent/shoal.json", required: true }), UsageError);
+});
+
+Deno.test("config: bad files are errors that name the file and the key", async () => {
+  const cases: [string, RegExp][] = [
+    ["{ not json", /not valid JSON/],
+    ["[1, 2]", /must hold a JSON object/],
+    [JSON.stringify({ clients: {} }), /unknown section "clients"/],
+    [JSON.stringify({ client: [] }), /"client" must be an object/],
+    [JSON.stringify({ client: { tracker: { host: "x" } } }), /client\.tracker must be a string, number or boolean/],
+    ["x".repeat(MAX_CONFIG_BYTES + 1), /the limit is/],
+  ];
+  for (const [text, re] of cases) {
+    await withFile(text, async (path) => {
+      await assert.rejects(readConfig("client", { path, required: true }), (e: Error) => {
+        assert.ok(e instanceof UsageError);
+        assert.match(e.message, re);
+        assert.ok(e.message.includes(path), "names the file");
+        return true;
+      });
+    });
+  }
+  assert.throws(() => applyConfig(program(), { trackr: "x" }, "/f.json", "client"), /client has no option --trackr/);
+  assert.throws(() => applyConfig(program(), { share: "yes" }, "/f.json", "client"), /has no option --share/);
+  assert.throws(() => applyConfig(program(), { "no-share": "yes" }, "/f.json", "client"), /is a switch/);
+});
