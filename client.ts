@@ -16,7 +16,7 @@ import {
   shutdownSignal,
 } from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
-import { UsageError } from "./lib/errors.ts";
+import { ExitCode, UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
@@ -49,7 +49,16 @@ function printFiles(files: FileSummary[], json: boolean): void {
   for (const f of files) console.log(formatFileSummary(f));
 }
 
-function build(): Command {
+/** The exit codes, for --help (lib/errors.ts ExitCode is the source). */
+const EXIT_CODES_HELP = "Exit codes:\n" +
+  Object.entries(ExitCode).map(([k, v]) =>
+    `  ${String(v).padStart(3)}  ${k.replace(/[A-Z]/g, (c) => " " + c.toLowerCase())}`
+  )
+    .join("\n") +
+  "\n\nConfig: flags > environment (SHOAL_TRACKER, SHOAL_HOME, SHOAL_CONFIG) > config file > defaults";
+
+/** The client's command tree (exported for the help test). */
+export function build(): Command {
   const program = new Command("client")
     .description("Shoal client: list, search and download files")
     .addOption(new Option("--tracker <host:port>", `tracker address (default ${DEFAULT_TRACKER})`).env("SHOAL_TRACKER"))
@@ -58,24 +67,28 @@ function build(): Command {
       new Option("--home <dir>", "your local state: session, background peer (default ~/.shoal)").env("SHOAL_HOME"),
     )
     .option("--config <file>", "config file (env SHOAL_CONFIG, default ~/.config/shoal/config.json)")
+    .addHelpText("after", `\n${EXIT_CODES_HELP}`)
     .exitOverride()
     .showHelpAfterError();
 
   program.command("files")
     .description("list every file with a live source")
     .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  client.ts files\n  client.ts --tracker 10.0.0.5:7070 files --json")
     .action(async (o) => printFiles(await catalog(sourceOf(program.opts())), Boolean(o.json)));
 
   program.command("search")
     .description("search files by name (case-insensitive substring)")
     .argument("<text>")
     .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  client.ts search report\n  client.ts search .mkv --json")
     .action(async (text: string, o) => printFiles(await catalog(sourceOf(program.opts()), text), Boolean(o.json)));
 
   program.command("peers")
     .description("list the live peers of a file")
     .argument("<file>", "file id or exact name")
     .option("--json", "print JSON")
+    .addHelpText("after", "\nExamples:\n  client.ts peers report.pdf\n  client.ts peers 3f2a...e1 --json")
     .action(async (file: string, o) => {
       const src = sourceOf(program.opts());
       const peers = await peersOf(src, await resolveFile(src, file));

@@ -11,7 +11,7 @@
 
 import type { Command } from "commander";
 import { basename, join, resolve } from "node:path";
-import { formatBytes, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
+import { formatBytes, paint, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
 import type { Address } from "./connection.ts";
 import { withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
@@ -64,29 +64,31 @@ export function addAccountCommands(
     const s = await home().session();
     return await call(trackerOf(s), make(s.token), expect);
   };
-  const cmd = (name: string, description: string) => {
-    const c = program.command(name).description(description);
+  /** A command with its kebab-case alias and its examples at the end of --help. */
+  const cmd = (name: string, description: string, examples: string[]) => {
+    const c = program.command(name).description(description)
+      .addHelpText("after", `\nExample${examples.length > 1 ? "s" : ""}:\n${examples.map((e) => `  ${e}`).join("\n")}`);
     return name.includes("_") ? c.alias(name.replaceAll("_", "-")) : c;
   };
 
-  cmd("create_user", "create an account on the tracker")
+  cmd("create_user", "create an account on the tracker", [
+    "client.ts create_user alice",
+    "echo 's3cret-pw' | client.ts create_user alice",
+  ])
     .argument("<name>")
     .argument("[password]", "asked for when omitted (or read from stdin when it is not a terminal)")
-    .addHelpText(
-      "after",
-      "\nExamples:\n  client.ts create_user alice\n  echo 's3cret-pw' | client.ts create_user alice",
-    )
     .action(async (name: string, pw?: string) => {
       const tracker = parseAddress(defaultTracker(), "--tracker");
       await call(tracker, { type: "create_user", name, password: await password(pw, "new password") }, "ok");
       console.log(`created user ${name}`);
     });
 
-  cmd("login", "log in; starts a background peer that serves your group files until logout")
+  cmd("login", "log in; starts a background peer that serves your group files until logout", [
+    "client.ts --tracker 127.0.0.1:7070 login alice",
+  ])
     .argument("<name>")
     .argument("[password]", "asked for when omitted (or read from stdin when it is not a terminal)")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExample:\n  client.ts --tracker 127.0.0.1:7070 login alice")
     .action(async (name: string, pw: string | undefined, o) => {
       const h = home();
       const trackerText = defaultTracker();
@@ -100,7 +102,7 @@ export function addAccountCommands(
       console.log(`background peer on ${state.address}, sharing ${state.shares.length} group file(s)`);
     });
 
-  cmd("logout", "log out: ends the session on the tracker and stops the background peer")
+  cmd("logout", "log out: ends the session on the tracker and stops the background peer", ["client.ts logout"])
     .action(async () => {
       const h = home();
       const s = await h.session();
@@ -114,7 +116,10 @@ export function addAccountCommands(
       console.log(`logged out ${s.user}`);
     });
 
-  cmd("status", "who is logged in, the tracker, and the background peer with what it shares")
+  cmd("status", "who is logged in, the tracker, and the background peer with what it shares", [
+    "client.ts status",
+    "client.ts status --json",
+  ])
     .option("--json", "print JSON")
     .action(async (o) => {
       const h = home();
@@ -153,14 +158,17 @@ export function addAccountCommands(
       }
     });
 
-  cmd("create_group", "create a group (you own it)")
+  cmd("create_group", "create a group (you own it)", ["client.ts create_group team"])
     .argument("<group>")
     .action(async (group: string) => {
       await withSession((token) => ({ type: "create_group", token, group }), "ok");
       console.log(`created group ${group}`);
     });
 
-  cmd("list_groups", "every group, its owner, members, and what you are to it")
+  cmd("list_groups", "every group, its owner, members, and what you are to it", [
+    "client.ts list_groups",
+    "client.ts list_groups --json",
+  ])
     .option("--json", "print JSON")
     .action(async (o) => {
       const r = await withSession((token) => ({ type: "list_groups", token }), "group_list");
@@ -172,14 +180,14 @@ export function addAccountCommands(
       ]);
     });
 
-  cmd("join_group", "ask to join a group (its owner accepts)")
+  cmd("join_group", "ask to join a group (its owner accepts)", ["client.ts join_group team"])
     .argument("<group>")
     .action(async (group: string) => {
       await withSession((token) => ({ type: "join_group", token, group }), "ok");
       console.log(`asked to join ${group}; its owner must accept`);
     });
 
-  cmd("leave_group", "leave a group (your files in it stop being shared there)")
+  cmd("leave_group", "leave a group (your files in it stop being shared there)", ["client.ts leave_group team"])
     .argument("<group>")
     .action(async (group: string) => {
       await withSession((token) => ({ type: "leave_group", token, group }), "ok");
@@ -191,7 +199,7 @@ export function addAccountCommands(
       console.log(`left ${group}`);
     });
 
-  cmd("list_requests", "pending join requests of a group you own")
+  cmd("list_requests", "pending join requests of a group you own", ["client.ts list_requests team"])
     .argument("<group>")
     .option("--json", "print JSON")
     .action(async (group: string, o) => {
@@ -201,7 +209,7 @@ export function addAccountCommands(
       for (const u of r.users) console.log(u);
     });
 
-  cmd("accept_request", "admit a user who asked to join a group you own")
+  cmd("accept_request", "admit a user who asked to join a group you own", ["client.ts accept_request team bob"])
     .argument("<group>")
     .argument("<user>")
     .action(async (group: string, user: string) => {
@@ -209,7 +217,9 @@ export function addAccountCommands(
       console.log(`${user} is now a member of ${group}`);
     });
 
-  cmd("remove_member", "remove a member from a group you own (their access ends within a grant's lifetime)")
+  cmd("remove_member", "remove a member from a group you own (their access ends within a grant's lifetime)", [
+    "client.ts remove_member team bob",
+  ])
     .argument("<group>")
     .argument("<user>")
     .action(async (group: string, user: string) => {
@@ -217,11 +227,12 @@ export function addAccountCommands(
       console.log(`removed ${user} from ${group}`);
     });
 
-  cmd("upload_file", "share a local file into a group (your background peer serves it while you are logged in)")
+  cmd("upload_file", "share a local file into a group (your background peer serves it while you are logged in)", [
+    "client.ts upload_file ./report.pdf team",
+  ])
     .argument("<path>")
     .argument("<group>")
     .option("--json", "print JSON")
-    .addHelpText("after", "\nExample:\n  client.ts upload_file ./report.pdf team")
     .action(async (path: string, group: string, o) => {
       const h = home();
       const s = await h.session();
@@ -231,7 +242,10 @@ export function addAccountCommands(
       console.log(`sharing ${r.name} (${formatBytes(r.size)}) in ${r.group} as ${r.fileId}`);
     });
 
-  cmd("list_files", "the files of a group you belong to")
+  cmd("list_files", "the files of a group you belong to", [
+    "client.ts list_files team",
+    "client.ts list_files team --json",
+  ])
     .argument("<group>")
     .option("--json", "print JSON")
     .action(async (group: string, o) => {
@@ -244,7 +258,9 @@ export function addAccountCommands(
       ]);
     });
 
-  cmd("download_file", "download a group file (by name or id) to <dest> (a file path or a directory)")
+  cmd("download_file", "download a group file (by name or id) to <dest> (a file path or a directory)", [
+    "client.ts download_file team report.pdf ./downloads/",
+  ])
     .argument("<group>")
     .argument("<file>", "file name in the group, or its id")
     .argument("<dest>")
@@ -252,7 +268,6 @@ export function addAccountCommands(
     .option("--workers <n>", "fetch workers (default: one per core)")
     .option("--quiet", "no progress output")
     .option("--json", "print a JSON summary at the end")
-    .addHelpText("after", "\nExample:\n  client.ts download_file team report.pdf ./downloads/")
     .action(async (group: string, file: string, dest: string, o) => {
       const h = home();
       const s = await h.session();
@@ -334,6 +349,7 @@ export function addAccountCommands(
   cmd(
     "show_downloads",
     "group downloads: [D] in progress, [C] complete, [F] failed or interrupted (run again to resume)",
+    ["client.ts show_downloads", "client.ts show_downloads --json"],
   )
     .option("--json", "print JSON")
     .action(async (o) => {
@@ -345,11 +361,12 @@ export function addAccountCommands(
       if (o.json) return console.log(JSON.stringify(shown, null, 2));
       if (shown.length === 0) return console.log("no downloads");
       for (const d of shown) {
-        console.log(`[${d.state}] ${d.group} ${d.name} -> ${d.dest}${d.error ? ` (${d.error})` : ""}`);
+        const state = paint(`[${d.state}]`, d.state === "C" ? "green" : d.state === "D" ? "yellow" : "red");
+        console.log(`${state} ${d.group} ${d.name} -> ${d.dest}${d.error ? ` (${d.error})` : ""}`);
       }
     });
 
-  cmd("stop_sharing", "stop sharing a file in a group")
+  cmd("stop_sharing", "stop sharing a file in a group", ["client.ts stop_sharing team report.pdf"])
     .argument("<group>")
     .argument("<file>", "file name in the group, or its id")
     .action(async (group: string, file: string) => {

@@ -9,6 +9,7 @@
 import { CommanderError } from "commander";
 import type { Address } from "./connection.ts";
 import { describeError, exitCodeOf, UsageError } from "./errors.ts";
+import type { FileSummary } from "./messages.ts";
 
 /** Default tracker address. */
 export const DEFAULT_TRACKER = "127.0.0.1:7070";
@@ -51,6 +52,12 @@ export function formatBytes(n: number): string {
   return u === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[u]}`;
 }
 
+/** One catalog entry as one line: id, size, sources, name (`client.ts files` and the peer shell's `files`). */
+export function formatFileSummary(f: FileSummary): string {
+  const sources = f.partial > 0 ? `${f.peers}+${f.partial} peers` : `${f.peers} peer(s)`;
+  return `${f.id}  ${formatBytes(f.size).padStart(10)}  ${sources.padEnd(12)}  ${f.name}`;
+}
+
 /**
  * Runs an entry point: any error becomes one line on stderr and its exit
  * code, never a stack trace (set SHOAL_DEBUG=1 to see one).
@@ -63,9 +70,24 @@ export async function runMain(main: () => Promise<number | void>): Promise<never
     // commander has printed its own message (or the help) already
     if (err instanceof CommanderError) Deno.exit(err.exitCode === 0 ? 0 : 2);
     if (Deno.env.get("SHOAL_DEBUG")) console.error(err);
-    console.error(`error: ${describeError(err)}`);
+    console.error(`${paint("error", "red", Deno.stderr)}: ${describeError(err)}`);
     Deno.exit(exitCodeOf(err));
   }
+}
+
+const COLORS = { red: 31, green: 32, yellow: 33, dim: 2 } as const;
+
+/**
+ * `text` in a colour when `stream` is a terminal and colour is not turned
+ * off (NO_COLOR set to anything non-empty, see no-color.org); else plain.
+ */
+export function paint(
+  text: string,
+  color: keyof typeof COLORS,
+  stream: { isTerminal(): boolean } = Deno.stdout,
+): string {
+  const off = (Deno.env.get("NO_COLOR") ?? "") !== "" || !stream.isTerminal();
+  return off ? text : `\x1b[${COLORS[color]}m${text}\x1b[0m`;
 }
 
 /** An AbortSignal that fires on the first SIGINT or SIGTERM. */

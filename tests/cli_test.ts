@@ -1,0 +1,59 @@
+// The command line's help: every command explains itself with examples.
+import assert from "node:assert/strict";
+import type { Command } from "commander";
+import { build } from "../client.ts";
+import { ExitCode } from "../lib/errors.ts";
+import { paint } from "../lib/cli.ts";
+
+function helpOf(c: Command): string {
+  let out = "";
+  c.configureOutput({ writeOut: (s) => out += s, writeErr: (s) => out += s });
+  c.outputHelp();
+  return out;
+}
+
+Deno.test("client: every command's --help has an example; the top level lists the exit codes", () => {
+  const program = build();
+  const commands = program.commands.filter((c) => c.name() !== "help");
+  assert.ok(commands.length >= 20, `only ${commands.length} commands`);
+  for (const c of commands) {
+    const help = helpOf(c);
+    assert.match(help, /\nExamples?:\n {2}client\.ts /, `${c.name()} --help has no example:\n${help}`);
+    const json = c.options.some((o) => o.long === "--json");
+    const lists = /^(files|search|peers|status|list_\w+|show_downloads)$/.test(c.name());
+    assert.ok(!lists || json, `${c.name()} lists things but has no --json`);
+  }
+  const top = helpOf(program);
+  for (const [name, code] of Object.entries(ExitCode)) {
+    const words = name.replace(/[A-Z]/g, (ch) => " " + ch.toLowerCase());
+    assert.match(top, new RegExp(`\\n\\s+${code}  ${words}\\n`), `exit code ${code} (${name}) missing from --help`);
+  }
+});
+
+Deno.test("tracker and peer --help have examples", async () => {
+  for (const entry of ["tracker.ts", "peer.ts"]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL(`../${entry}`, import.meta.url).pathname, "--help"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.equal(out.code, 0, `${entry} --help exited ${out.code}`);
+    assert.match(text, /\nExamples?:\n/, `${entry} --help has no examples`);
+  }
+});
+
+Deno.test("colour only on a terminal, and never with NO_COLOR", () => {
+  const tty = { isTerminal: () => true }, pipe = { isTerminal: () => false };
+  const saved = Deno.env.get("NO_COLOR");
+  try {
+    Deno.env.delete("NO_COLOR");
+    assert.equal(paint("x", "red", tty), "\x1b[31mx\x1b[0m");
+    assert.equal(paint("x", "red", pipe), "x");
+    Deno.env.set("NO_COLOR", "1");
+    assert.equal(paint("x", "red", tty), "x");
+  } finally {
+    if (saved === undefined) Deno.env.delete("NO_COLOR");
+    else Deno.env.set("NO_COLOR", saved);
+  }
+});
