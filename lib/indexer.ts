@@ -8,7 +8,15 @@
  */
 
 import { basename, join, relative, resolve, sep as SEPARATOR } from "node:path";
-import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, type Manifest, verifyManifest } from "./manifest.ts";
+import {
+  chunkSizeFor,
+  DEFAULT_CHUNK_SIZE,
+  fileIdOf,
+  hashFile,
+  type HashProgress,
+  type Manifest,
+  verifyManifest,
+} from "./manifest.ts";
 import { fileNameProblem } from "./names.ts";
 
 /** A file this peer shares: where it is and what it holds. */
@@ -50,72 +58,131 @@ export async function indexDirectory(dir: string, options: IndexOptions = {}): P
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
   const root = await Deno.realPath(resolve(dir));
   const cache = options.cachePath ? await loadCache(options.cachePath) : new Map<string, CacheEntry>();
-  const fresh = new Map<string, CacheEntry>();
   const out: SharedFile[] = [];
-  const seenDirs = new Set<string>();
-
-  const visit = async (realDir: string): Promise<void> => {
-    if (seenDirs.has(realDir)) return; // a link loop
-    seenDirs.add(realDir);
-    const entries: Deno.DirEntry[] = [];
-    for await (const e of Deno.readDir(realDir)) entries.push(e);
-    entries.sort((a, b) => a.name.localeCompare(b.name));
-    for (const e of entries) {
-      const full = join(realDir, e.name);
-      let real = full;
-      if (e.isSymlink) {
-        try {
-          real = await Deno.realPath(full);
-        } catch {
-          options.onEvent?.({ kind: "skipped", relPath: relative(root, full), reason: "broken link" });
-          continue;
-        }
-        if (!isInside(root, real)) {
-          options.onEvent?.({
-            kind: "skipped",
-            relPath: relative(root, full),
-            reason: "link leads outside the shared directory",
-          });
-          continue;
-        }
-      }
-      const st = await Deno.stat(real);
-      if (st.isDirectory) {
-        await visit(real);
-        continue;
-      }
-      if (!st.isFile) continue;
-      const relPath = relative(root, full);
-      const name = basename(full);
-      const problem = fileNameProblem(name);
-      if (problem) {
-        options.onEvent?.({ kind: "skipped", relPath, reason: `name ${problem}` });
-        continue;
-      }
-      const mtimeMs = st.mtime?.getTime() ?? 0;
-      let manifest: Manifest;
-      const hit = cache.get(real);
-      if (
-        hit && hit.size === st.size && hit.mtimeMs === mtimeMs &&
-        hit.manifest.chunkSize === chunkSizeFor(st.size, chunkSize)
-      ) {
-        manifest = { ...hit.manifest, name };
-        options.onEvent?.({ kind: "cached", relPath });
-      } else {
-        manifest = await hashFile(
-          real,
-          name,
-          chunkSizeFor(st.size, chunkSize),
-          (done, total) => options.onEvent?.({ kind: "hashing", relPath, done, total }),
-        );
-      }
-      fresh.set(real, { size: st.size, mtimeMs, manifest });
-      out.push({ id: fileIdOf(manifest), path: real, relPath, manifest, size: st.size, mtimeMs });
+  const onSkip = (relPath: string, reason: string) => options.onEvent?.({ kind: "skipped", relPath, reason });
+  for await (const f of walkShared(root, root, onSkip)) {
+    const hit = cache.get(f.real);
+    if (
+      hit && hit.size === f.size && hit.mtimeMs === f.mtimeMs &&
+      hit.manifest.chunkSize === chunkSizeFor(f.size, chunkSize)
+    ) {
+      const manifest = { ...hit.manifest, name: f.name };
+      options.onEvent?.({ kind: "cached", relPath: f.relPath });
+      out.push(sharedFileOf(f, manifest));
+    } else {
+      out.push(
+        await hashShareable(f, chunkSize, (done, total) => {
+          options.onEvent?.({ kind: "hashing", relPath: f.relPath, done, total });
+        }),
+      );
     }
-  };
-  await visit(root);
-  if (options.cachePath) await saveCache(options.cachePath, fresh);
+  }
+  if (options.cachePath) await saveIndexCache(options.cachePath, out);
   return out;
+}
+
+/** A regular file under the shared directory that may be shared, before hashing. */
+export interface ShareableFile {
+  /** Real path on disk (links resolved, inside the shared directory). */
+  real: string;
+  /** Path relative to the shared directory. */
+  relPath: string;
+  /** Its name, a safe single path component. */
+  name: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** What one path under the shared directory is, by the rules of {@link indexDirectory}. */
+export type PathInfo =
+  | ({ kind: "file" } & ShareableFile)
+  | { kind: "dir"; real: string }
+  | { kind: "skipped"; relPath: string; reason: string }
+  /** gone (or gone while we looked) */
+  | { kind: "missing" }
+  /** sockets, FIFOs, devices: never shared, not worth a message */
+  | { kind: "other" };
+
+/**
+ * Classifies `full`, a path inside `root` (a real path) whose parent is a
+ * real directory: links are followed only while they stay inside `root`,
+ * names must be safe. The one place these rules live, for the indexer and
+ * the folder watcher alike.
+ */
+export async function inspectPath(root: string, full: string): Promise<PathInfo> {
+  const relPath = relative(root, full);
+  let st: Deno.FileInfo;
+  let real = full;
+  try {
+    st = await Deno.lstat(full);
+    if (st.isSymlink) {
+      try {
+        real = await Deno.realPath(full);
+      } catch {
+        return { kind: "skipped", relPath, reason: "broken link" };
+      }
+      if (!isInside(root, real)) return { kind: "skipped", relPath, reason: "link leads outside the shared directory" };
+      st = await Deno.stat(real);
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return { kind: "missing" };
+    throw err;
+  }
+  if (st.isDirectory) return { kind: "dir", real };
+  if (!st.isFile) return { kind: "other" };
+  const name = basename(full);
+  const problem = fileNameProblem(name);
+  if (problem) return { kind: "skipped", relPath, reason: `name ${problem}` };
+  return { kind: "file", real, relPath, name, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0 };
+}
+
+/**
+ * Yields every shareable file under `dir` (a real directory inside `root`),
+ * in name order, and reports the entries it skips. A directory reached
+ * twice (a link loop) is walked once; one that vanishes mid-walk is empty.
+ */
+export async function* walkShared(
+  root: string,
+  dir: string,
+  onSkip: (relPath: string, reason: string) => void,
+  seenDirs: Set<string> = new Set(),
+): AsyncGenerator<ShareableFile> {
+  if (seenDirs.has(dir)) return; // a link loop
+  seenDirs.add(dir);
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  names.sort((a, b) => a.localeCompare(b));
+  for (const name of names) {
+    const info = await inspectPath(root, join(dir, name));
+    if (info.kind === "dir") yield* walkShared(root, info.real, onSkip, seenDirs);
+    else if (info.kind === "skipped") onSkip(info.relPath, info.reason);
+    else if (info.kind === "file") yield info;
+  }
+}
+
+/** Hashes a file found by {@link walkShared} or {@link inspectPath} into what a peer shares. */
+export async function hashShareable(
+  f: ShareableFile,
+  chunkSize: number,
+  onProgress?: HashProgress,
+): Promise<SharedFile> {
+  return sharedFileOf(f, await hashFile(f.real, f.name, chunkSizeFor(f.size, chunkSize), onProgress));
+}
+
+function sharedFileOf(f: ShareableFile, manifest: Manifest): SharedFile {
+  return {
+    id: fileIdOf(manifest),
+    path: f.real,
+    relPath: f.relPath,
+    manifest,
+    size: manifest.size,
+    mtimeMs: f.mtimeMs,
+  };
 }
 
 /** True when `path` is `root` or below it. */
@@ -145,9 +212,12 @@ async function loadCache(path: string): Promise<Map<string, CacheEntry>> {
   return out;
 }
 
-async function saveCache(path: string, entries: Map<string, CacheEntry>): Promise<void> {
+/** Writes the hash cache for `files` (atomically: a temp file, then a rename). */
+export async function saveIndexCache(path: string, files: Iterable<SharedFile>): Promise<void> {
+  const entries: Record<string, CacheEntry> = {};
+  for (const f of files) entries[f.path] = { size: f.size, mtimeMs: f.mtimeMs, manifest: f.manifest };
   const tmp = `${path}.tmp-${Deno.pid}`;
   await Deno.mkdir(resolve(path, ".."), { recursive: true });
-  await Deno.writeTextFile(tmp, JSON.stringify({ version: CACHE_VERSION, entries: Object.fromEntries(entries) }));
+  await Deno.writeTextFile(tmp, JSON.stringify({ version: CACHE_VERSION, entries }));
   await Deno.rename(tmp, path);
 }

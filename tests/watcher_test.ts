@@ -1,0 +1,287 @@
+// The watched shared folder (lib/watcher.ts), in one process: a temp directory, a PeerNode, sometimes a tracker.
+import assert from "node:assert/strict";
+import { basename, join } from "node:path";
+import { delay } from "../lib/async.ts";
+import { connect } from "../lib/connection.ts";
+import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
+import { chunkSizeFor, fileIdOf, hashFile } from "../lib/manifest.ts";
+import { PeerNode } from "../lib/peer.ts";
+import { TrackerServer } from "../lib/tracker.ts";
+import { QUIET_MS, type ShareTarget, type WatchEvent, type WatchOptions, watchShared } from "../lib/watcher.ts";
+import { waitUntil } from "./e2e/harness.ts";
+
+const CHUNK = 16 * 1024;
+/** Deadline for a change to show: the watcher needs about two quiet intervals plus a hash; this leaves room for load. */
+const SHOW_MS = 15_000;
+
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+  return b;
+}
+
+/** The id a file's current content is shared under. */
+async function idOf(path: string): Promise<string> {
+  const size = (await Deno.stat(path)).size;
+  return fileIdOf(await hashFile(path, basename(path), chunkSizeFor(size, CHUNK)));
+}
+
+/** What {@link world} builds; everything is closed and removed on dispose. */
+interface World extends AsyncDisposable {
+  dir: string;
+  node: PeerNode;
+  tracker: TrackerServer | null;
+  events: WatchEvent[];
+  /** Every file handed to `node.share`, in order. */
+  shares: SharedFile[];
+  watcher: ReturnType<typeof watchShared>;
+  /** Ids in the peer's catalog. */
+  ids(): string[];
+}
+
+/** A temp shared directory watched into a PeerNode (with an in-process tracker when asked). */
+async function world(options: WatchOptions & { tracker?: boolean } = {}): Promise<World> {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-watch-" });
+  const tracker = options.tracker ? TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 }) : null;
+  const node = PeerNode.start([], tracker ? { tracker: tracker.address } : {});
+  const events: WatchEvent[] = [], shares: SharedFile[] = [];
+  const target: ShareTarget = {
+    share: (f) => {
+      shares.push(f);
+      return node.share(f);
+    },
+    unshare: (id) => node.unshare(id),
+  };
+  const watcher = watchShared(target, dir, [], { chunkSize: CHUNK, ...options, onEvent: (e) => events.push(e) });
+  await watcher.rescan(); // the first walk is done: what the test makes from now on is news
+  return {
+    dir,
+    node,
+    tracker,
+    events,
+    shares,
+    watcher,
+    ids: () => node.catalog().map((f) => f.id).sort(),
+    async [Symbol.asyncDispose]() {
+      await watcher.close();
+      await node.close();
+      await tracker?.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Waits until the peer's catalog is exactly `ids`. */
+function waitForIds(w: World, ids: string[], what: string): Promise<boolean> {
+  const want = [...ids].sort().join();
+  return waitUntil(() => w.ids().join() === want, SHOW_MS, what);
+}
+
+Deno.test("watcher: added, changed and removed files are announced to the tracker and withdrawn", async () => {
+  await using w = await world({ tracker: true });
+  const atTracker = () => w.tracker!.tracker.listFiles().map((f) => f.id);
+  const path = join(w.dir, "a.bin");
+
+  await Deno.writeFile(path, randomBytes(CHUNK * 3 + 5));
+  const first = await idOf(path);
+  await waitForIds(w, [first], "the new file in the catalog");
+  await waitUntil(() => atTracker().includes(first), SHOW_MS, "the new file at the tracker");
+  assert.deepEqual(w.events.map((e) => e.kind), ["added"]);
+  assert.equal(w.watcher.shared.get("a.bin")?.id, first);
+
+  await Deno.writeFile(path, randomBytes(CHUNK * 2));
+  const second = await idOf(path);
+  await waitForIds(w, [second], "the changed file, without the old id");
+  await waitUntil(() => atTracker().join() === second, SHOW_MS, "only the new id at the tracker");
+  const changed = w.events.at(-1);
+  assert.ok(changed?.kind === "changed" && changed.oldId === first && changed.file.id === second);
+
+  await Deno.remove(path);
+  await waitForIds(w, [], "the removed file withdrawn");
+  await waitUntil(() => atTracker().length === 0, SHOW_MS, "the tracker to forget it");
+  assert.deepEqual(w.events.map((e) => e.kind), ["added", "changed", "removed"]);
+});
+
+for (
+  const [mode, options] of [["fs events", {}], ["rescans only", { fsEvents: false, rescanIntervalMs: 100 }]] as const
+) {
+  Deno.test(`watcher (${mode}): a file written slowly is announced once, complete, never half-written`, async () => {
+    await using w = await world(options);
+    const path = join(w.dir, "slow.bin");
+    const parts = Array.from({ length: 6 }, () => randomBytes(CHUNK + 777));
+    {
+      using f = await Deno.open(path, { write: true, create: true });
+      for (const part of parts) {
+        let at = 0;
+        while (at < part.length) at += await f.write(part.subarray(at));
+        // The scenario, not a synchronisation: a writer that pauses for half the quiet interval between writes.
+        await delay(QUIET_MS / 2);
+      }
+    }
+    const final = await idOf(path);
+    await waitForIds(w, [final], "the complete file");
+    const size = parts.length * (CHUNK + 777);
+    assert.deepEqual(w.shares.map((f) => [f.id, f.size]), [[final, size]], "shared once, with the final content");
+    assert.deepEqual(w.events.map((e) => e.kind), ["added"]);
+  });
+}
+
+Deno.test("watcher: files in a new subdirectory are shared; moving and removing the directory follows", async () => {
+  await using w = await world();
+  await Deno.mkdir(join(w.dir, "sub", "deep"), { recursive: true });
+  const path = join(w.dir, "sub", "deep", "c.bin");
+  await Deno.writeFile(path, randomBytes(1000));
+  const id = await idOf(path);
+  await waitForIds(w, [id], "the file in the new subdirectory");
+  assert.equal(w.watcher.shared.get(join("sub", "deep", "c.bin"))?.id, id);
+
+  await Deno.rename(join(w.dir, "sub"), join(w.dir, "moved"));
+  await waitUntil(
+    () => [...w.watcher.shared.keys()].join() === join("moved", "deep", "c.bin"),
+    SHOW_MS,
+    "the file under its new path only",
+  );
+  await waitForIds(w, [id], "the moved file shared");
+
+  await Deno.remove(join(w.dir, "moved"), { recursive: true });
+  await waitForIds(w, [], "the removed directory's file withdrawn");
+  assert.equal(w.watcher.shared.size, 0);
+});
+
+Deno.test("watcher: without fs events, the periodic rescan finds additions, changes and removals", async () => {
+  await using w = await world({ fsEvents: false, rescanIntervalMs: 200, quietMs: 100 });
+  const path = join(w.dir, "r.bin");
+  await Deno.writeFile(path, randomBytes(500));
+  const first = await idOf(path);
+  await waitForIds(w, [first], "the file found by a rescan");
+  await Deno.writeFile(path, randomBytes(700));
+  const second = await idOf(path);
+  await waitForIds(w, [second], "the change found by a rescan");
+  await Deno.remove(path);
+  await waitForIds(w, [], "the removal found by a rescan");
+  assert.deepEqual(w.events.map((e) => e.kind), ["added", "changed", "removed"]);
+});
+
+Deno.test("watcher: a file present before the watcher started but not indexed is picked up by the first rescan", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-watch-" });
+  try {
+    await Deno.writeFile(join(dir, "old.bin"), randomBytes(300));
+    const files = await indexDirectory(dir, { chunkSize: CHUNK });
+    await Deno.writeFile(join(dir, "late.bin"), randomBytes(400)); // after indexing, before watching
+    await using node = PeerNode.start(files);
+    await using watcher = watchShared(node, dir, files, { chunkSize: CHUNK, fsEvents: false });
+    const late = await idOf(join(dir, "late.bin"));
+    await waitUntil(() => node.catalog().some((f) => f.id === late), SHOW_MS, "the late file");
+    assert.deepEqual([...watcher.shared.keys()].sort(), ["late.bin", "old.bin"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("watcher: copies share one id, which stays served while one copy is left", async () => {
+  await using w = await world();
+  const data = randomBytes(CHUNK + 10);
+  await Deno.writeFile(join(w.dir, "one.bin"), data);
+  await Deno.writeFile(join(w.dir, "two.bin"), data);
+  const id = await idOf(join(w.dir, "one.bin"));
+  await waitUntil(() => w.watcher.shared.size === 2, SHOW_MS, "both copies seen");
+  assert.deepEqual(w.ids(), [id]);
+
+  // Remove each copy in turn: the id must stay served (from the other path) while one is left.
+  for (const gone of ["one.bin", "two.bin"]) {
+    await Deno.remove(join(w.dir, gone));
+    await waitUntil(() => !w.watcher.shared.has(gone), SHOW_MS, `${gone} withdrawn`);
+    if (w.watcher.shared.size === 0) break;
+    assert.deepEqual(w.ids(), [id], "still shared from the other copy");
+    await using c = await connect(w.node.address);
+    const piece = await c.request({ type: "request", fileId: id, index: 1 }, "piece");
+    assert.deepEqual(piece.data, data.subarray(CHUNK), "served from the remaining copy");
+  }
+  await waitForIds(w, [], "the last copy withdrawn");
+});
+
+Deno.test("watcher: unsafe names and links leading outside are reported, not shared; link loops end", async () => {
+  const outside = await Deno.makeTempDir({ prefix: "shoal-outside-" });
+  try {
+    await using w = await world();
+    await Deno.writeFile(join(outside, "secret"), randomBytes(100));
+    await Deno.symlink(join(outside, "secret"), join(w.dir, "escape"));
+    await Deno.writeFile(join(w.dir, "bad\nname"), randomBytes(100));
+    await Deno.writeFile(join(w.dir, "ok.bin"), randomBytes(100));
+    await Deno.symlink(join(w.dir, "ok.bin"), join(w.dir, "alias"));
+    await Deno.symlink(w.dir, join(w.dir, "loop")); // walked once, not forever
+    const ok = await idOf(join(w.dir, "ok.bin"));
+    await w.watcher.rescan(); // Deno.watchFs reports no event when a link is made: the rescan finds links
+    await waitUntil(() => w.watcher.shared.size === 2, SHOW_MS, "ok.bin and the link inside");
+    assert.deepEqual(w.ids(), [ok]);
+    assert.deepEqual([...w.watcher.shared.keys()].sort(), ["alias", "ok.bin"]);
+    const skipped = w.events.flatMap((e) => e.kind === "skipped" ? [`${e.relPath}: ${e.reason}`] : []).sort();
+    assert.deepEqual(skipped, [
+      "bad\nname: name contains a control character",
+      "escape: link leads outside the shared directory",
+    ]);
+    await w.watcher.rescan();
+    assert.equal(w.events.filter((e) => e.kind === "skipped").length, 2, "a rescan does not repeat what was reported");
+  } finally {
+    await Deno.remove(outside, { recursive: true });
+  }
+});
+
+Deno.test("watcher: more new files than the pending cap are all shared in the end", async () => {
+  await using w = await world({ maxPending: 3 });
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    const path = join(w.dir, `f${i}.bin`);
+    await Deno.writeFile(path, randomBytes(200 + i));
+    ids.push(await idOf(path));
+  }
+  await waitForIds(w, ids, "all twelve files");
+});
+
+Deno.test("watcher: close is idempotent and follows an abort signal", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-watch-" });
+  try {
+    await using node = PeerNode.start([]);
+    const ac = new AbortController();
+    const watcher = watchShared(node, dir, [], { signal: ac.signal });
+    ac.abort();
+    const closing = watcher.close();
+    assert.equal(watcher.close(), closing, "a second close returns the same promise");
+    await closing;
+    await watcher[Symbol.asyncDispose]();
+
+    const aborted = AbortSignal.abort();
+    await using early = watchShared(node, dir, [], { signal: aborted }); // closed before it started
+    await early.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("peer: a shared file rewritten in place or truncated is refused, not served with wrong bytes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-watch-" });
+  try {
+    const path = join(dir, "f.bin");
+    await Deno.writeFile(path, randomBytes(CHUNK * 3));
+    const past = new Date(Date.now() - 60_000);
+    await Deno.utime(path, past, past); // so that the rewrite below surely moves the mtime
+    const files = await indexDirectory(dir, { chunkSize: CHUNK });
+    const id = files[0]!.id;
+    await using node = PeerNode.start(files);
+    await using c = await connect(node.address);
+    assert.equal((await c.request({ type: "request", fileId: id, index: 0 }, "piece")).index, 0);
+
+    {
+      using f = await Deno.open(path, { write: true }); // same size, other bytes
+      await f.write(randomBytes(CHUNK));
+    }
+    await c.send({ type: "request", fileId: id, index: 1 });
+    assert.deepEqual(await c.receive(), { type: "reject", fileId: id, index: 1, reason: "the file changed on disk" });
+
+    await Deno.truncate(path, CHUNK);
+    await c.send({ type: "request", fileId: id, index: 0 });
+    assert.equal((await c.receive()).type, "reject");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
