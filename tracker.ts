@@ -10,6 +10,8 @@ import { ShoalError } from "./lib/errors.ts";
 import { DEFAULT_EXPIRY_MS, DEFAULT_HEARTBEAT_MS, TrackerServer } from "./lib/tracker.ts";
 import { Accounts, DEFAULT_GRANT_TTL_MS, DEFAULT_SESSION_TTL_MS } from "./lib/accounts.ts";
 import { AccountStore } from "./lib/account_store.ts";
+import { Dashboard, DEFAULT_DASHBOARD_HOST } from "./lib/dashboard.ts";
+import { configure } from "./lib/config.ts";
 
 async function main(argv: string[]): Promise<void> {
   const program = new Command("tracker")
@@ -25,13 +27,22 @@ async function main(argv: string[]): Promise<void> {
       "how long a grant to fetch a group file lasts",
       String(DEFAULT_GRANT_TTL_MS / 1000),
     )
+    .option(
+      "--http <port>",
+      "also serve a live dashboard, a JSON API and /metrics over HTTP on this port (0: a free one)",
+    )
+    .option("--http-host <host>", "address the dashboard listens on", DEFAULT_DASHBOARD_HOST)
+    .option("--config <file>", "config file (env SHOAL_CONFIG, default ~/.config/shoal/config.json)")
     .addHelpText(
       "after",
-      "\nExamples:\n  deno run -A tracker.ts --port 7070\n  deno run -A tracker.ts --db :memory: --grant-ttl 10",
+      "\nExamples:\n  deno run -A tracker.ts --port 7070\n  deno run -A tracker.ts --db :memory: --grant-ttl 10" +
+        "\n  deno run -A tracker.ts --http 8080     # then open http://127.0.0.1:8080/",
     )
-    .exitOverride()
-    .parse(argv, { from: "user" });
+    .exitOverride();
+  await configure(program, "tracker", argv);
+  program.parse(argv, { from: "user" });
   const o = program.opts();
+  const httpPort = o.http === undefined ? null : parseIntOption(o.http, "--http", 0, 65535);
   let store: AccountStore;
   try {
     store = new AccountStore(o.db);
@@ -51,8 +62,13 @@ async function main(argv: string[]): Promise<void> {
   });
   console.log(`tracker listening on ${server.address.host}:${server.address.port}`);
   console.log(`accounts in ${o.db} (schema ${store.schemaVersion})`);
+  const dashboard = httpPort === null
+    ? null
+    : Dashboard.start(server.tracker, { hostname: o.httpHost, port: httpPort });
+  if (dashboard) console.log(`dashboard on ${dashboard.url}`);
   const signal = shutdownSignal();
   await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+  await dashboard?.close();
   await server.close();
 }
 

@@ -12,10 +12,10 @@
  * @module
  */
 
-import { fromHex, isSha256Hex, toHex, utf8Decoder, utf8Encoder } from "./bytes.ts";
+import { fromHex, isSha256Hex, toBase64, toHex, utf8Decoder, utf8Encoder } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 import { type Frame, FRAME_HEADER_BYTES, writeFrameHeader } from "./framing.ts";
-import { type Manifest, verifyManifest } from "./manifest.ts";
+import { type Manifest, MAX_CHUNKS, verifyManifest } from "./manifest.ts";
 
 /** Wire protocol version spoken by this build. */
 export const PROTOCOL_VERSION = 1;
@@ -73,6 +73,10 @@ export const WireType = {
   ctl_unshare: 0x64,
   ctl_stop: 0x65,
   ctl_session: 0x66,
+  ctl_register_file: 0x67,
+  ctl_file_registered: 0x68,
+  ctl_request_file: 0x69,
+  ctl_file_requested: 0x6a,
 } as const;
 
 export type MessageName = keyof typeof WireType;
@@ -129,6 +133,17 @@ export interface PeerEntry {
   complete: boolean;
 }
 
+/**
+ * Which chunks a peer holds of a file it holds in part, as HEARTBEAT
+ * reports it: one bit per chunk, chunk 0 in the most significant bit of
+ * byte 0 (as BITFIELD). The tracker checks the length against the file's
+ * manifest.
+ */
+export interface PartialHolding {
+  fileId: string;
+  bits: Uint8Array;
+}
+
 /** Every message, tagged by `type`. */
 export type Message =
   | { type: "hello"; protocol: string; version: number; agent: string }
@@ -136,7 +151,16 @@ export type Message =
   | { type: "ok" }
   | { type: "register"; port: number; host?: string; token?: string }
   | { type: "registered"; peerId: string; heartbeatMs: number; expiryMs: number; publicKey?: string }
-  | { type: "heartbeat"; peerId: string }
+  | {
+    type: "heartbeat";
+    peerId: string;
+    /** Chunk data bytes this peer has sent since it started (cumulative). */
+    up?: number;
+    /** Chunk data bytes this peer has received since it started (cumulative). */
+    down?: number;
+    /** Chunks held of files held in part (at most MAX_HEARTBEAT_PARTIALS). */
+    partials?: PartialHolding[];
+  }
   | { type: "unregister"; peerId: string }
   | {
     type: "announce";
@@ -202,7 +226,12 @@ export type Message =
   | { type: "ctl_shared"; group: string; fileId: string; name: string; size: number }
   | { type: "ctl_unshare"; group: string; file: string }
   | { type: "ctl_stop" }
-  | { type: "ctl_session"; token: string };
+  | { type: "ctl_session"; token: string }
+  // The control channel of a `peer.ts --shared` peer (the one-shot commands register-file and request-file).
+  | { type: "ctl_register_file"; path: string }
+  | { type: "ctl_file_registered"; fileId: string; name: string; size: number; path: string }
+  | { type: "ctl_request_file"; fileId: string; out?: string }
+  | { type: "ctl_file_requested"; fileId: string; name: string; size: number; out: string };
 
 /** The message of a given type name. */
 export type MessageOf<T extends MessageName> = Extract<Message, { type: T }>;
@@ -211,6 +240,13 @@ export type MessageOf<T extends MessageName> = Extract<Message, { type: T }>;
 export const MAX_TEXT = 1024;
 /** Most entries in any list inside a control message. */
 export const MAX_LIST = 100_000;
+/**
+ * Most `partials` in one HEARTBEAT: a peer downloads a few files at a time,
+ * and this keeps a heartbeat below ~540 KB even at MAX_CHUNKS per file.
+ */
+export const MAX_HEARTBEAT_PARTIALS = 16;
+/** Longest base64 bitfield: MAX_CHUNKS bits. */
+export const MAX_BITFIELD_BASE64 = Math.ceil(Math.ceil(MAX_CHUNKS / 8) / 3) * 4;
 
 // ---------------------------------------------------------------- encoding
 
@@ -230,6 +266,16 @@ export function encodeMessage(msg: Message): Uint8Array<ArrayBuffer> {
       return binaryFrame(type, msg.fileId, [msg.index], msg.data);
     case "reject":
       return binaryFrame(type, msg.fileId, [msg.index], utf8Encoder.encode(msg.reason));
+    case "heartbeat": {
+      // Built key by key: the optional keys keep this order, and bits travel as base64.
+      const body: Record<string, unknown> = { peerId: msg.peerId };
+      if (msg.up !== undefined) body.up = msg.up;
+      if (msg.down !== undefined) body.down = msg.down;
+      if (msg.partials !== undefined) {
+        body.partials = msg.partials.map((p) => ({ fileId: p.fileId, bits: toBase64(p.bits) }));
+      }
+      return frameOf(type, utf8Encoder.encode(JSON.stringify(body)));
+    }
     default: {
       const { type: _drop, ...body } = msg;
       return frameOf(type, utf8Encoder.encode(JSON.stringify(body)));
@@ -355,7 +401,18 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
       if (o.publicKey !== undefined) msg.publicKey = r.str("publicKey");
       return msg;
     }
-    case "heartbeat":
+    case "heartbeat": {
+      const msg: MessageOf<"heartbeat"> = { type: name, peerId: r.str("peerId") };
+      if (o.up !== undefined) msg.up = r.int("up", 0, Number.MAX_SAFE_INTEGER);
+      if (o.down !== undefined) msg.down = r.int("down", 0, Number.MAX_SAFE_INTEGER);
+      if (o.partials !== undefined) {
+        msg.partials = r.list("partials", MAX_HEARTBEAT_PARTIALS).map((e) => {
+          const g = r.sub(e);
+          return { fileId: checkId(name, g.o.fileId), bits: g.base64("bits", MAX_BITFIELD_BASE64) };
+        });
+      }
+      return msg;
+    }
     case "unregister":
       return { type: name, peerId: r.str("peerId") };
     case "announce": {
@@ -485,6 +542,29 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
       return { type: name, group: r.str("group"), file: r.str("file") };
     case "ctl_session":
       return { type: name, token: r.str("token") };
+    case "ctl_register_file":
+      return { type: name, path: r.str("path") };
+    case "ctl_file_registered":
+      return {
+        type: name,
+        fileId: checkId(name, o.fileId),
+        name: r.str("name"),
+        size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
+        path: r.str("path"),
+      };
+    case "ctl_request_file": {
+      const msg: MessageOf<"ctl_request_file"> = { type: name, fileId: checkId(name, o.fileId) };
+      if (o.out !== undefined) msg.out = r.str("out");
+      return msg;
+    }
+    case "ctl_file_requested":
+      return {
+        type: name,
+        fileId: checkId(name, o.fileId),
+        name: r.str("name"),
+        size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
+        out: r.str("out"),
+      };
     default:
       throw new ProtocolError(`Message ${name} is not a JSON message`, "malformed");
   }
@@ -493,6 +573,8 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
 /** Latest time accepted in a message (year 9999), Unix milliseconds. */
 const MAX_TIME = 253_402_300_799_000;
 const ROLES: string[] = ["owner", "member", "requested", "none"];
+/** Standard base64 with padding, nothing else (no whitespace, no base64url). */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 class Reader {
   constructor(readonly name: string, readonly o: Record<string, unknown>) {}
@@ -527,12 +609,24 @@ class Reader {
     }
     return v;
   }
-  list(key: string): unknown[] {
+  list(key: string, max = MAX_LIST): unknown[] {
     const v = this.o[key];
-    if (!Array.isArray(v) || v.length > MAX_LIST) {
-      throw bad(this.name, `field ${key} is not a list of at most ${MAX_LIST}`);
+    if (!Array.isArray(v) || v.length > max) {
+      throw bad(this.name, `field ${key} is not a list of at most ${max}`);
     }
     return v;
+  }
+  /** Padded standard base64 of at most `maxChars` characters, decoded. */
+  base64(key: string, maxChars: number): Uint8Array {
+    const v = this.o[key];
+    if (typeof v !== "string" || v.length > maxChars || !BASE64.test(v)) {
+      throw bad(this.name, `field ${key} is not padded base64 of at most ${maxChars} characters`);
+    }
+    try {
+      return Uint8Array.fromBase64(v, { lastChunkHandling: "strict" });
+    } catch {
+      throw bad(this.name, `field ${key} has non-zero padding bits`);
+    }
   }
 }
 

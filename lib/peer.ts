@@ -11,14 +11,21 @@ import { type Address, type Connection } from "./connection.ts";
 import { Bitfield } from "./bitfield.ts";
 import { ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
 import { chunkLength, type Manifest } from "./manifest.ts";
 import { BufferPool } from "./buffer_pool.ts";
-import { allocPieceFrame, type FileSummary, type GroupShare, type Message, PIECE_PREFIX_BYTES } from "./messages.ts";
+import {
+  allocPieceFrame,
+  type FileSummary,
+  type GroupShare,
+  MAX_HEARTBEAT_PARTIALS,
+  type Message,
+  PIECE_PREFIX_BYTES,
+} from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
-import { type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
+import { type HeartbeatStats, type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
 import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
 
 /**
@@ -36,6 +43,18 @@ interface Served {
   interested: Set<Connection>;
   /** Open descriptor for reads, opened on first use. */
   fd: number | null;
+  /** The file's mtime when `fd` was opened. */
+  fdMtimeMs: number;
+}
+
+/** True when a complete file's size is not its manifest's or it was modified since its descriptor was opened. */
+function changedOnDisk(f: Served): boolean {
+  try {
+    const st = fstatSync(f.fd!);
+    return st.size !== f.manifest.size || st.mtimeMs !== f.fdMtimeMs;
+  } catch {
+    return true;
+  }
 }
 
 function closeFd(f: Served | undefined): void {
@@ -68,13 +87,15 @@ export interface PeerStats {
   chunksServed: number;
   bytesServed: number;
   rejected: number;
+  /** Chunk data received by downloads that serve through this node (see {@link PeerNode.gained}). */
+  bytesReceived: number;
 }
 
 /** A running peer. */
 export class PeerNode {
   readonly server: FrameServer;
   readonly link: TrackerLink | null;
-  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0 };
+  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0, bytesReceived: 0 };
   #files = new Map<string, Served>();
   #corrupt: boolean;
   #limiter: RateLimiter | null;
@@ -93,6 +114,7 @@ export class PeerNode {
       port: this.server.address.port,
       ...(options.advertiseHost === undefined ? {} : { host: options.advertiseHost }),
       holdings: () => this.holdings(),
+      stats: () => this.heartbeatStats(),
       ...(options.token === undefined ? {} : { token: options.token }),
       ...(options.onTrackerEvent === undefined ? {} : { onEvent: options.onTrackerEvent }),
     });
@@ -117,6 +139,21 @@ export class PeerNode {
       else if (f.have.count > 0) partial.push(f.id);
     }
     return { complete, partial, groups };
+  }
+
+  /**
+   * Transfer counters and the chunks of public files held in part (those
+   * announced as partial: at least one chunk), for the tracker's dashboard.
+   */
+  heartbeatStats(): HeartbeatStats {
+    const out: HeartbeatStats = { up: this.stats.bytesServed, down: this.stats.bytesReceived };
+    const partials = [];
+    for (const f of this.#files.values()) {
+      if (partials.length === MAX_HEARTBEAT_PARTIALS) break;
+      if (f.public && f.have !== null && f.have.count > 0) partials.push({ fileId: f.id, bits: f.have.bytes });
+    }
+    if (partials.length > 0) out.partials = partials;
+    return out;
   }
 
   /** Public files served, complete ones with their manifests. */
@@ -196,8 +233,12 @@ export class PeerNode {
     if (have.count > 0) await this.link?.update([], [id], []);
   }
 
-  /** Records a chunk gained by a partial file and tells interested peers (HAVE). */
-  gained(id: string, index: number): void {
+  /**
+   * Records a chunk gained by a partial file (`bytes` long, counted in
+   * {@link PeerStats.bytesReceived}) and tells interested peers (HAVE).
+   */
+  gained(id: string, index: number, bytes = 0): void {
+    this.stats.bytesReceived += bytes;
     const f = this.#files.get(id);
     if (!f || f.have === null) return;
     const first = f.have.count === 0;
@@ -237,6 +278,7 @@ export class PeerNode {
       groups: new Set([...access.groups, ...(old?.groups ?? [])]),
       interested: old?.interested ?? new Set<Connection>(),
       fd: null,
+      fdMtimeMs: 0,
     });
   }
 
@@ -311,11 +353,17 @@ export class PeerNode {
     const { frame, data } = allocPieceFrame(fileId, index, len, (n) => pool.take(n));
     try {
       // One descriptor per file and positional reads: no open or seek per chunk, no races between connections.
-      f.fd ??= openSync(f.path, "r");
+      if (f.fd === null) {
+        f.fd = openSync(f.path, "r");
+        f.fdMtimeMs = fstatSync(f.fd).mtimeMs;
+      }
       if (preadFull(f.fd, data, index * f.manifest.chunkSize) < len) throw new Error("file shrank");
     } catch {
       return reject("cannot read the file");
     }
+    // Checked after the read: a complete file rewritten in place (a shared folder's watcher withdraws it soon)
+    // would send bytes that match no manifest. Replaced by a rename, the open descriptor still reads the old file.
+    if (f.have === null && changedOnDisk(f)) return reject("the file changed on disk");
     if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
     await this.#limiter?.take(len);
     try {

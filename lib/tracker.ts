@@ -8,10 +8,11 @@
  */
 
 import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
+import { Bitfield } from "./bitfield.ts";
 import { fileIdOf, type Manifest } from "./manifest.ts";
-import type { FileSummary, GroupShare, GroupUnshare, Message, PeerEntry } from "./messages.ts";
+import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
-import { type Connection } from "./connection.ts";
+import { type Connection, formatAddress } from "./connection.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
 
 /** How often peers are asked to heartbeat. */
@@ -24,6 +25,37 @@ export const MAX_FILES_PER_PEER = 100_000;
 export const MAX_CATALOG_ENTRIES = 10_000;
 /** Most peers registered at once. */
 export const MAX_PEERS = 100_000;
+/** Most bins of a file's chunk strip in a snapshot: a file with more chunks is shown bucketed. */
+export const MAX_STRIP_BINS = 512;
+/** Most peers, and most files, listed in a snapshot (its totals count them all). */
+export const MAX_SNAPSHOT_ROWS = 1_000;
+
+/**
+ * Shortest time a peer's rate is measured over. Chunks arrive whole, so
+ * with heartbeats much closer than a chunk's transfer time most intervals
+ * would read 0 and a few a burst; below this the tracker waits for the
+ * next heartbeat and measures over both.
+ */
+export const RATE_WINDOW_MS = 2_000;
+
+/** A cumulative byte counter a peer reports, and its rate. */
+interface CounterSample {
+  /** the latest report */
+  total: number;
+  /** the report the next rate is measured from, and when it came */
+  base: number;
+  baseAt: number;
+  /** bytes per second over the last window of at least RATE_WINDOW_MS */
+  rate: number;
+}
+
+/** The counter after a report: a first report, or one that went down (the peer restarted it), has no rate yet. */
+function nextSample(prev: CounterSample | null, total: number, now: number): CounterSample {
+  if (prev === null || total < prev.base) return { total, base: total, baseAt: now, rate: 0 };
+  const ms = now - prev.baseAt;
+  if (ms < RATE_WINDOW_MS) return { ...prev, total };
+  return { total, base: total, baseAt: now, rate: Math.round((total - prev.base) * 1000 / ms) };
+}
 
 interface PeerRecord {
   id: string;
@@ -36,11 +68,101 @@ interface PeerRecord {
   session?: Session;
   /** group files it serves, as `group "\n" fileId` */
   groupFiles: Set<string>;
+  /** chunks held of its partial files, as its latest HEARTBEAT said (files in `partial` only) */
+  chunks: Map<string, Bitfield>;
+  /** HEARTBEAT `up` and `down`, once reported */
+  up: CounterSample | null;
+  down: CounterSample | null;
 }
 
 interface FileRecord {
   manifest: Manifest;
   sources: Set<string>;
+}
+
+/** A live peer as the dashboard shows it. */
+export interface PeerView {
+  id: string;
+  /** `host:port` other peers reach it at */
+  address: string;
+  /** files it holds completely, and in part */
+  complete: number;
+  partial: number;
+  /** since its last REGISTER, HEARTBEAT or ANNOUNCE */
+  lastHeardMsAgo: number;
+  /** chunk data rates over its last heartbeats with counters, RATE_WINDOW_MS or more apart; 0 until then */
+  upBytesPerSecond: number;
+  downBytesPerSecond: number;
+  /** the cumulative counters it last reported; null from a peer that sends none */
+  uploadedBytes: number | null;
+  downloadedBytes: number | null;
+}
+
+/**
+ * How many live sources hold each chunk of a file, left to right. With
+ * `binning: "chunk"` there is one entry per chunk. With `"min-of-bin"` the
+ * file has more than {@link MAX_STRIP_BINS} chunks: they are split into
+ * `counts.length` even bins (bin b holds chunks floor(b·n/bins) to
+ * floor((b+1)·n/bins) − 1) and each entry is the lowest count in its bin,
+ * so a chunk no one has still shows as 0.
+ */
+export interface ChunkStrip {
+  counts: number[];
+  binning: "chunk" | "min-of-bin";
+}
+
+/** A file with at least one live source, as the dashboard shows it. */
+export interface FileView {
+  id: string;
+  /** as its first manifest named it: untrusted text from the network */
+  name: string;
+  size: number;
+  chunkSize: number;
+  chunks: number;
+  /** live complete and live partial sources */
+  complete: number;
+  partial: number;
+  /** partial sources whose chunks are not known (no bitfield in a heartbeat yet, or an older peer): not in `strip` */
+  partialUnmapped: number;
+  /** the fewest sources of any one chunk */
+  minChunkSources: number;
+  strip: ChunkStrip;
+}
+
+/** Everything the dashboard shows, at one instant. */
+export interface TrackerSnapshot {
+  /** the tracker's clock, Unix ms */
+  at: number;
+  heartbeatMs: number;
+  expiryMs: number;
+  totals: {
+    peers: number;
+    files: number;
+    /** the sizes of all files with a live source, each file once */
+    bytesShared: number;
+    completeSources: number;
+    partialSources: number;
+    /** sums over the live peers */
+    upBytesPerSecond: number;
+    downBytesPerSecond: number;
+  };
+  peers: PeerView[];
+  files: FileView[];
+  /** true when there were more than {@link MAX_SNAPSHOT_ROWS} to list */
+  truncated: { peers: boolean; files: boolean };
+}
+
+/** Per-chunk source counts as a {@link ChunkStrip} of at most `maxBins` entries. */
+export function binStrip(counts: number[], maxBins: number = MAX_STRIP_BINS): ChunkStrip {
+  if (counts.length <= maxBins) return { counts: [...counts], binning: "chunk" };
+  const out: number[] = [];
+  for (let b = 0; b < maxBins; b++) {
+    const start = Math.floor(b * counts.length / maxBins), end = Math.floor((b + 1) * counts.length / maxBins);
+    let min = Infinity;
+    for (let i = start; i < end; i++) min = Math.min(min, counts[i]!);
+    out.push(min);
+  }
+  return { counts: out, binning: "min-of-bin" };
 }
 
 /** Options for a {@link Tracker}. */
@@ -83,7 +205,7 @@ export class Tracker {
       case "register":
         return this.#register(msg.host ?? remoteHost, msg.port, msg.token);
       case "heartbeat":
-        this.#peer(msg.peerId).lastSeen = this.#now();
+        this.#heartbeat(msg);
         return { type: "ok" };
       case "unregister":
         this.#drop(msg.peerId);
@@ -254,6 +376,78 @@ export class Tracker {
     return out.sort((a, b) => Number(b.complete) - Number(a.complete));
   }
 
+  /**
+   * What the dashboard shows: live peers with their rates, files with live
+   * sources and how many sources hold each chunk, and totals. Reads the
+   * state only. At most {@link MAX_SNAPSHOT_ROWS} peers and files are
+   * listed (sorted by address, and by name then id); the totals count all.
+   */
+  snapshot(): TrackerSnapshot {
+    const now = this.#now();
+    const live = [...this.#peers.values()].filter((p) => this.#live(p));
+    const peers: PeerView[] = live.map((p) => ({
+      id: p.id,
+      address: formatAddress(p),
+      complete: p.complete.size,
+      partial: p.partial.size,
+      lastHeardMsAgo: now - p.lastSeen,
+      upBytesPerSecond: p.up?.rate ?? 0,
+      downBytesPerSecond: p.down?.rate ?? 0,
+      uploadedBytes: p.up?.total ?? null,
+      downloadedBytes: p.down?.total ?? null,
+    })).sort((a, b) => a.address.localeCompare(b.address) || a.id.localeCompare(b.id));
+    const files: { id: string; f: FileRecord; complete: PeerRecord[]; partial: PeerRecord[] }[] = [];
+    for (const [id, f] of this.#files) {
+      const complete: PeerRecord[] = [], partial: PeerRecord[] = [];
+      for (const pid of f.sources) {
+        const p = this.#peers.get(pid);
+        if (p && this.#live(p)) (p.complete.has(id) ? complete : partial).push(p);
+      }
+      if (complete.length + partial.length > 0) files.push({ id, f, complete, partial });
+    }
+    files.sort((a, b) => a.f.manifest.name.localeCompare(b.f.manifest.name) || a.id.localeCompare(b.id));
+    const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
+    return {
+      at: now,
+      heartbeatMs: this.heartbeatMs,
+      expiryMs: this.expiryMs,
+      totals: {
+        peers: peers.length,
+        files: files.length,
+        bytesShared: sum(files.map((x) => x.f.manifest.size)),
+        completeSources: sum(files.map((x) => x.complete.length)),
+        partialSources: sum(files.map((x) => x.partial.length)),
+        upBytesPerSecond: sum(peers.map((p) => p.upBytesPerSecond)),
+        downBytesPerSecond: sum(peers.map((p) => p.downBytesPerSecond)),
+      },
+      peers: peers.slice(0, MAX_SNAPSHOT_ROWS),
+      files: files.slice(0, MAX_SNAPSHOT_ROWS).map(({ id, f, complete, partial }) => {
+        const { name, size, chunkSize, chunks } = f.manifest;
+        // Per chunk: every complete source, plus each partial source whose latest heartbeat says it has the chunk.
+        const counts = new Array<number>(chunks.length).fill(complete.length);
+        let unmapped = 0;
+        for (const p of partial) {
+          const bits = p.chunks.get(id);
+          if (!bits) unmapped++;
+          else for (let i = 0; i < counts.length; i++) if (bits.has(i)) counts[i]!++;
+        }
+        return {
+          id,
+          name,
+          size,
+          chunkSize,
+          chunks: chunks.length,
+          complete: complete.length,
+          partial: partial.length,
+          partialUnmapped: unmapped,
+          minChunkSources: counts.length === 0 ? complete.length : counts.reduce((m, c) => (c < m ? c : m)),
+          strip: binStrip(counts, MAX_STRIP_BINS),
+        };
+      }),
+      truncated: { peers: peers.length > MAX_SNAPSHOT_ROWS, files: files.length > MAX_SNAPSHOT_ROWS },
+    };
+  }
+
   /** Forgets peers past expiry, and files no one holds. */
   sweep(): void {
     for (const p of [...this.#peers.values()]) if (!this.#live(p)) this.#drop(p.id);
@@ -279,6 +473,9 @@ export class Tracker {
       complete: new Set(),
       partial: new Set(),
       groupFiles: new Set(),
+      chunks: new Map(),
+      up: null,
+      down: null,
       ...(session ? { session } : {}),
     });
     this.#byAddress.set(key, id);
@@ -299,6 +496,7 @@ export class Tracker {
       f.sources.add(peerId);
       this.#files.set(id, f);
       p.partial.delete(id);
+      p.chunks.delete(id);
       p.complete.add(id);
     }
     for (const id of partial) {
@@ -315,10 +513,27 @@ export class Tracker {
   #withdraw(p: PeerRecord, id: string): void {
     p.complete.delete(id);
     p.partial.delete(id);
+    p.chunks.delete(id);
     const f = this.#files.get(id);
     if (!f) return;
     f.sources.delete(p.id);
     if (f.sources.size === 0) this.#files.delete(id);
+  }
+
+  #heartbeat(msg: MessageOf<"heartbeat">): void {
+    const p = this.#peer(msg.peerId);
+    const now = this.#now();
+    p.lastSeen = now;
+    if (msg.up !== undefined) p.up = nextSample(p.up, msg.up, now);
+    if (msg.down !== undefined) p.down = nextSample(p.down, msg.down, now);
+    for (const { fileId, bits } of msg.partials ?? []) {
+      // Only files it announced as partial, and bitfields that fit the manifest: anything else is ignored, not
+      // refused, so a peer whose view lags the tracker's (a file just completed or withdrawn) keeps heartbeating.
+      const f = this.#files.get(fileId);
+      const n = f?.manifest.chunks.length ?? 0;
+      if (!f || !p.partial.has(fileId) || bits.length !== Math.ceil(n / 8)) continue;
+      p.chunks.set(fileId, new Bitfield(n, bits));
+    }
   }
 
   #drop(peerId: string): void {

@@ -10,7 +10,7 @@ import { backoffMs, delay } from "./async.ts";
 import { type Address, connect, type Connection } from "./connection.ts";
 import { RemoteError, UnreachableError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
-import type { FileSummary, GroupShare, GroupUnshare, Message, PeerEntry } from "./messages.ts";
+import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 
 /** How long a group update waits for a registration in progress. */
 const REGISTER_WAIT_MS = 5_000;
@@ -25,6 +25,9 @@ export interface Holdings {
   groups?: GroupShare[];
 }
 
+/** What a peer adds to each HEARTBEAT for the tracker's dashboard: transfer counters, partial bitfields. */
+export type HeartbeatStats = Pick<MessageOf<"heartbeat">, "up" | "down" | "partials">;
+
 /** Link state changes, for logs. */
 export type LinkEvent =
   | { kind: "registered"; peerId: string }
@@ -38,6 +41,8 @@ export interface TrackerLinkOptions {
   port: number;
   host?: string;
   holdings: () => Holdings;
+  /** Optional HEARTBEAT fields, read at every heartbeat. */
+  stats?: () => HeartbeatStats;
   /** The session token to register with, if any; read at every (re)registration. */
   token?: () => string | undefined;
   onEvent?: (e: LinkEvent) => void;
@@ -125,7 +130,7 @@ export class TrackerLink {
         while (!signal.aborted) {
           await delay(interval, signal);
           await this.#exclusive(async () => {
-            await this.#conn!.request({ type: "heartbeat", peerId: this.#peerId! }, "ok");
+            await this.#conn!.request({ type: "heartbeat", peerId: this.#peerId!, ...this.#opts.stats?.() }, "ok");
           });
         }
       } catch (error) {

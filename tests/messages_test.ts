@@ -19,6 +19,8 @@ import {
   decodeMessage,
   encodeMessage,
   helloMessage,
+  MAX_BITFIELD_BASE64,
+  MAX_HEARTBEAT_PARTIALS,
   MAX_TEXT,
   type Message,
   type MessageName,
@@ -89,6 +91,14 @@ const SAMPLES: Record<string, Message> = {
   register_host: { type: "register", port: 7001, host: "192.0.2.10" },
   registered: { type: "registered", peerId: PEER_ID, heartbeatMs: 5000, expiryMs: 15000 },
   heartbeat: { type: "heartbeat", peerId: PEER_ID },
+  // Optional transfer counters and a partial file's chunks (the report, chunks 0 and 2 of 3: 16384 + 7232 bytes).
+  heartbeat_stats: {
+    type: "heartbeat",
+    peerId: PEER_ID,
+    up: 1048576,
+    down: 23616,
+    partials: [{ fileId: REPORT_ID, bits: new Uint8Array([0xa0]) }],
+  },
   unregister: { type: "unregister", peerId: PEER_ID },
   announce: { type: "announce", peerId: PEER_ID, add: [HELLO_TXT], partial: [], remove: [] },
   list_files: { type: "list_files" },
@@ -184,6 +194,23 @@ const SAMPLES: Record<string, Message> = {
   ctl_unshare: { type: "ctl_unshare", group: "team", file: "hello.txt" },
   ctl_stop: { type: "ctl_stop" },
   ctl_session: { type: "ctl_session", token: TOKEN },
+  // The control channel of a `peer.ts --shared` peer.
+  ctl_register_file: { type: "ctl_register_file", path: "/home/alice/hello.txt" },
+  ctl_file_registered: {
+    type: "ctl_file_registered",
+    fileId: FILE_ID,
+    name: "hello.txt",
+    size: 5,
+    path: "/home/alice/hello.txt",
+  },
+  ctl_request_file: { type: "ctl_request_file", fileId: FILE_ID, out: "/home/alice/downloads/hello.txt" },
+  ctl_file_requested: {
+    type: "ctl_file_requested",
+    fileId: FILE_ID,
+    name: "hello.txt",
+    size: 5,
+    out: "/home/alice/downloads/hello.txt",
+  },
 };
 
 /** The file id of hello.txt as it appears on the wire: 32 raw bytes. */
@@ -203,6 +230,11 @@ const GOLDEN: Record<string, string> = {
   registered: "00000055" + "11" +
     utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","heartbeatMs":5000,"expiryMs":15000}'),
   heartbeat: "00000031" + "12" + utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18"}'),
+  heartbeat_stats: "000000b4" + "12" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","up":1048576,"down":23616,"partials":[{"fileId":' +
+        '"26261599c08078b8ad028e112748e3e8296f6a6464d42dc300e077dd81c4dd05","bits":"oA=="}]}',
+    ),
   unregister: "00000031" + "13" + utf8('{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18"}'),
   announce: "000000d0" + "14" +
     utf8(
@@ -339,6 +371,22 @@ const GOLDEN: Record<string, string> = {
   ctl_unshare: "00000023" + "64" + utf8('{"group":"team","file":"hello.txt"}'),
   ctl_stop: "00000002" + "65" + utf8("{}"),
   ctl_session: "00000037" + "66" + utf8('{"token":"q6Yc1xV3bN8dK0pZ7rT2mW9sH4jL5fA6gE1uC8yQw0I"}'),
+  ctl_register_file: "00000020" + "67" + utf8('{"path":"/home/alice/hello.txt"}'),
+  ctl_file_registered: "00000088" + "68" +
+    utf8(
+      '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5,"path":"/home/alice/hello.txt"}',
+    ),
+  ctl_request_file: "00000075" + "69" +
+    utf8(
+      '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"out":"/home/alice/downloads/hello.txt"}',
+    ),
+  ctl_file_requested: "00000091" + "6a" +
+    utf8(
+      '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5,"out":"/home/alice/downloads/hello.txt"}',
+    ),
 };
 
 /** More round-trip cases: bigger, odder, still valid. */
@@ -400,6 +448,7 @@ const EXTRA: Message[] = [
   },
   { type: "ctl_state", user: "alice", tracker: "[2001:db8::1]:7070", address: "", registered: false, shares: [] },
   { type: "ctl_shared", group: "team", fileId: REPORT_ID, name: REPORT.name, size: REPORT.size },
+  { type: "ctl_request_file", fileId: REPORT_ID },
 ];
 
 /** Messages as plain values: byte arrays become hex, so deepEqual compares content. */
@@ -483,6 +532,10 @@ Deno.test("WireType pins every message id (ids are never renumbered)", () => {
     ctl_unshare: 0x64,
     ctl_stop: 0x65,
     ctl_session: 0x66,
+    ctl_register_file: 0x67,
+    ctl_file_registered: 0x68,
+    ctl_request_file: 0x69,
+    ctl_file_requested: 0x6a,
   });
   assert.equal(new Set(Object.values(WireType)).size, Object.keys(WireType).length, "no id is used twice");
 });
@@ -528,8 +581,12 @@ Deno.test("optional fields stay absent when not sent", () => {
   assert.ok(!("publicKey" in registered), "a tracker without accounts sends no publicKey");
   const announce = roundTrip(SAMPLES.announce!);
   assert.ok(!("groupAdd" in announce) && !("groupRemove" in announce));
+  const heartbeat = roundTrip(SAMPLES.heartbeat!);
+  assert.ok(!("up" in heartbeat) && !("down" in heartbeat) && !("partials" in heartbeat), "an old peer's heartbeat");
   const files = roundTrip(SAMPLES.file_list!) as Extract<Message, { type: "file_list" }>;
   assert.ok(!("owner" in files.files[0]!), "a public catalog entry has no owner");
+  const request = roundTrip({ type: "ctl_request_file", fileId: FILE_ID });
+  assert.ok(!("out" in request), "a request-file without --out decodes without an out key");
 });
 
 Deno.test("a stream of every message, cut into 7-byte slices, decodes in order", () => {
@@ -655,7 +712,7 @@ Deno.test("unknown type ids are rejected with code unknown_type", () => {
     unknown++;
     assertProtocolError(() => decodeMessage(frame(type, "{}")), "unknown_type", `type 0x${type.toString(16)}`);
   }
-  assert.equal(unknown, 256 - 49);
+  assert.equal(unknown, 256 - 53);
   assert.throws(() => decodeMessage(frame(0xfe, "")), /0xfe/);
   assert.throws(() => decodeMessage(frame(0x00, "")), /0x00/);
 });
@@ -807,6 +864,38 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
     ["ctl_shared with a bad fileId", 0x63, '{"group":"g","fileId":"x","name":"n","size":1}'],
     ["ctl_unshare group as list", 0x64, '{"group":[],"file":"f"}'],
     ["ctl_session without token", 0x66, "{}"],
+    ["ctl_register_file path as number", 0x67, '{"path":7}'],
+    ["ctl_file_registered without path", 0x68, `{"fileId":"${FILE_ID}","name":"n","size":1}`],
+    ["ctl_request_file with a bad fileId", 0x69, '{"fileId":"hello.txt"}'],
+    ["ctl_request_file out null", 0x69, `{"fileId":"${FILE_ID}","out":null}`],
+    ["ctl_file_requested size as string", 0x6a, `{"fileId":"${FILE_ID}","name":"n","size":"1","out":"o"}`],
+    // HEARTBEAT's optional counters and partial bitfields.
+    ["heartbeat up negative", 0x12, '{"peerId":"p","up":-1}'],
+    ["heartbeat up fraction", 0x12, '{"peerId":"p","up":1.5}'],
+    ["heartbeat down as string", 0x12, '{"peerId":"p","down":"5"}'],
+    ["heartbeat down past 2^53-1", 0x12, '{"peerId":"p","down":9007199254740992}'],
+    ["heartbeat up null", 0x12, '{"peerId":"p","up":null}'],
+    ["heartbeat partials not a list", 0x12, '{"peerId":"p","partials":{}}'],
+    [
+      "heartbeat partials over MAX_HEARTBEAT_PARTIALS",
+      0x12,
+      `{"peerId":"p","partials":[${
+        Array(MAX_HEARTBEAT_PARTIALS + 1).fill(`{"fileId":"${FILE_ID}","bits":"gA=="}`).join(",")
+      }]}`,
+    ],
+    ["heartbeat partial a string", 0x12, `{"peerId":"p","partials":["${FILE_ID}"]}`],
+    ["heartbeat partial with a bad id", 0x12, '{"peerId":"p","partials":[{"fileId":"00","bits":"gA=="}]}'],
+    ["heartbeat partial without bits", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}"}]}`],
+    ["heartbeat bits unpadded", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":"gA"}]}`],
+    ["heartbeat bits with a space", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":"gA= ="}]}`],
+    ["heartbeat bits base64url", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":"_-8="}]}`],
+    ["heartbeat bits padding bits set", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":"gB=="}]}`],
+    ["heartbeat bits as bytes", 0x12, `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":[128]}]}`],
+    [
+      "heartbeat bits longer than MAX_CHUNKS bits",
+      0x12,
+      `{"peerId":"p","partials":[{"fileId":"${FILE_ID}","bits":"${"AAAA".repeat(MAX_BITFIELD_BASE64 / 4 + 1)}"}]}`,
+    ],
   ];
   for (const [what, type, payload] of cases) {
     assertProtocolError(() => decodeMessage(frame(type, payload)), "malformed", what);
@@ -815,6 +904,17 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
   const atMax = "a".repeat(MAX_TEXT);
   assert.equal((decodeMessage(frame(0x12, `{"peerId":"${atMax}"}`)) as { peerId: string }).peerId, atMax);
   assert.equal((decodeMessage(frame(0x10, '{"port":65535}')) as { port: number }).port, 65535);
+  const counters = decodeMessage(frame(0x12, `{"peerId":"p","up":0,"down":${Number.MAX_SAFE_INTEGER}}`));
+  assert.deepEqual(counters, { type: "heartbeat", peerId: "p", up: 0, down: Number.MAX_SAFE_INTEGER });
+  const widest = decodeMessage(frame(
+    0x12,
+    `{"peerId":"p","partials":[${
+      Array(MAX_HEARTBEAT_PARTIALS).fill(`{"fileId":"${FILE_ID}","bits":"${"A".repeat(MAX_BITFIELD_BASE64)}"}`)
+        .join(",")
+    }]}`,
+  )) as Extract<Message, { type: "heartbeat" }>;
+  assert.equal(widest.partials!.length, MAX_HEARTBEAT_PARTIALS);
+  assert.equal(widest.partials![0]!.bits.length, MAX_BITFIELD_BASE64 / 4 * 3);
   const latest = decodeMessage(frame(0x42, `{"user":"u","token":"t","expiresAt":${MAX_TIME}}`));
   assert.equal((latest as { expiresAt: number }).expiresAt, MAX_TIME);
 });
