@@ -21,6 +21,7 @@ import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
 import { addAccountCommands } from "./lib/account_cli.ts";
+import { addPeerControlCommands } from "./lib/peer_control_cli.ts";
 import { configure } from "./lib/config.ts";
 
 function parseListen(text: string) {
@@ -162,6 +163,7 @@ export function build(): Command {
     () => program.opts(),
     () => program.opts().tracker ?? DEFAULT_TRACKER,
   );
+  addPeerControlCommands(program, () => program.opts().home);
   return program;
 }
 

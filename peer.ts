@@ -16,6 +16,11 @@ import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
 import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
 import { PeerNode } from "./lib/peer.ts";
+import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
+import process from "node:process";
+import { PeerControl } from "./lib/peer_control.ts";
+import { PeerSession } from "./lib/peer_session.ts";
+import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
 
 /** Where the hash cache of a shared directory lives: outside it, so it is never shared. */
 function defaultCacheDir(): string {
@@ -34,13 +39,20 @@ async function main(argv: string[]): Promise<void> {
     .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
     .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
     .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
+    .option("--no-watch", "index --shared once at start; do not pick up later changes")
     .option("--quiet", "print only the listening address")
+    // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts)
+    .option("--shell", "open the interactive shell even when stdin is not a terminal (commands from a pipe)")
+    .option("--no-shell", "never open the shell (default: a shell when stdin is a terminal)")
+    .option("--download-dir <dir>", "where downloads from the shell or client.ts request-file go", ".")
+    // --- end of peer shell options
     .option("--daemon", "run as the logged-in user's background peer (client.ts login starts it)")
     .option("--home <dir>", "state directory of the user (default: $SHOAL_HOME or ~/.shoal)")
     .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
     .addHelpText(
       "after",
       "\nExamples:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070\n" +
+        "  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070 --no-shell &   (then: client.ts register-file)\n" +
         "  deno run -A peer.ts --daemon --home ~/.shoal    (what login starts)",
     )
     .exitOverride()
@@ -87,8 +99,41 @@ async function main(argv: string[]): Promise<void> {
   console.log(`peer listening on ${node.address.host}:${node.address.port}`);
   say(`sharing ${files.length} file(s) from ${shared}:`);
   for (const f of files) say(`  ${f.id}  ${formatBytes(f.size).padStart(10)}  ${f.relPath}`);
+  // --- watched shared folder: files added, changed or removed under --shared are announced or withdrawn (lib/watcher.ts)
+  const watcher = o.watch
+    ? watchShared(node, shared, files, { chunkSize, cachePath, onEvent: (e) => say(describeWatchEvent(e)) })
+    : null;
+  // --- end of watched shared folder
+  // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts): commands while the peer serves
   const signal = shutdownSignal();
-  await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+  const session = new PeerSession(node, tracker ? { tracker } : null, { downloadDir: o.downloadDir, chunkSize });
+  const home = Home.resolve(o.home);
+  // Serving matters more than the control socket: without one (e.g. an unwritable home), warn and go on.
+  const control = await PeerControl.listen(home, session, say).catch((err) => {
+    console.error(
+      `warning: no control socket (register-file and request-file cannot reach this peer): ${describeError(err)}`,
+    );
+    return null;
+  });
+  if (control) say(`control socket ${control.path}`);
+  if (o.shell ?? Deno.stdin.isTerminal()) {
+    const terminal = Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
+    await runTerminal(session, {
+      input: process.stdin,
+      output: process.stdout,
+      terminal,
+      historyPath: home.shellHistoryPath,
+      signal,
+    });
+  } else {
+    const unsubscribe = session.subscribe((e) => say(describeSessionEvent(e)));
+    await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
+    unsubscribe();
+  }
+  await session.close(); // downloads in progress stop with their progress saved
+  await control?.close();
+  // --- end of peer shell and local control channel
+  await watcher?.close();
   await node.close();
 }
 

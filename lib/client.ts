@@ -6,6 +6,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary, exists } from "./download.ts";
@@ -93,8 +94,10 @@ export async function manifestOf(src: Source, fileId: string): Promise<Manifest>
 
 /** Options for {@link getFile}. */
 export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "discover"> & {
-  /** Output path; default: the manifest's name in the current directory. */
+  /** Output path; default: the manifest's name in {@link outDir}. */
   out?: string;
+  /** Where the default output goes; default: the current directory. */
+  outDir?: string;
   /** Called once the file is resolved, before any chunk is fetched. */
   onResolved?: (fileId: string, manifest: Manifest, out: string) => void;
 };
@@ -110,7 +113,7 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
     } catch (err) {
       throw new UsageError(`${(err as Error).message}; choose an output path with -o`);
     }
-    out = manifest.name;
+    out = options.outDir === undefined ? manifest.name : join(options.outDir, manifest.name);
   }
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>

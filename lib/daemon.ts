@@ -9,14 +9,13 @@
  * @module
  */
 
-import { basename, resolve } from "node:path";
+import { basename } from "node:path";
 import { type Address, connectUnix, formatAddress } from "./connection.ts";
-import { describeError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
+import { describeError, NotFoundError, ShoalError } from "./errors.ts";
 import { type Home, type ShareRecord } from "./home.ts";
-import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile } from "./manifest.ts";
 import type { Message } from "./messages.ts";
-import { assertSafeFileName } from "./names.ts";
 import { PeerNode } from "./peer.ts";
+import { localSharedFile } from "./peer_session.ts";
 import { FrameServer } from "./server.ts";
 import { isSha256Hex } from "./bytes.ts";
 
@@ -166,18 +165,8 @@ function asShared(s: ShareRecord) {
 
 /** Hashes a file to share into a group. */
 async function shareRecord(path: string, group: string): Promise<ShareRecord> {
-  const full = resolve(path);
-  let st: Deno.FileInfo;
-  try {
-    st = await Deno.stat(full);
-  } catch (err) {
-    throw new NotFoundError(`Cannot share ${full}: ${describeError(err)}`);
-  }
-  if (!st.isFile) throw new UsageError(`Cannot share ${full}: not a regular file`);
-  const name = basename(full);
-  assertSafeFileName(name);
-  const manifest = await hashFile(full, name, chunkSizeFor(st.size, DEFAULT_CHUNK_SIZE));
-  return { group, path: full, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0, manifest, fileId: fileIdOf(manifest) };
+  const f = await localSharedFile(path);
+  return { group, path: f.path, size: f.size, mtimeMs: f.mtimeMs, manifest: f.manifest, fileId: f.id };
 }
 
 /** The record again, hashed again only when the file changed since. */

@@ -44,6 +44,10 @@ const EXIT_BY_CODE: Record<string, number> = {
   rate_limited: ExitCode.rateLimited,
   grant_refused: ExitCode.accessDenied,
   access_denied: ExitCode.accessDenied,
+  // Local results a peer forwards over its control channel (a request-file whose output exists, ...).
+  usage: ExitCode.usage,
+  exists: ExitCode.exists,
+  disk: ExitCode.disk,
 };
 
 /** The exit code for an error code (see {@link ExitCode}). */

@@ -7,7 +7,10 @@
  *   the user's group files while they are logged in (daemon.ts);
  * - `shares.json`: what that peer shares into which group, so sharing
  *   resumes at the next login;
- * - `downloads.json`: group downloads, for `show_downloads`.
+ * - `downloads.json`: group downloads, for `show_downloads`;
+ * - `peers/<host>_<port>.sock`: the control sockets of the user's
+ *   `peer.ts --shared` peers (peer_control.ts);
+ * - `shell_history`: the peer shell's history (shell.ts).
  *
  * Files are replaced whole (temp file, then rename), so a crash never
  * leaves half a file.
@@ -92,6 +95,12 @@ export class Home {
   }
   get downloadsPath(): string {
     return join(this.dir, "downloads.json");
+  }
+  get peersDir(): string {
+    return join(this.dir, "peers");
+  }
+  get shellHistoryPath(): string {
+    return join(this.dir, "shell_history");
   }
 
   /** Creates the directory, private to this user. */

@@ -27,6 +27,7 @@ const children: Deno.ChildProcess[] = [];
 function spawn(script: string, args: string[]): { child: Deno.ChildProcess; lines: AsyncIterator<string> } {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(root, script), ...args],
+    stdin: "null", // a peer on the demo's terminal would open its shell there
     stdout: "piped",
     stderr: "inherit",
     env: { NO_COLOR: "1", RUST_BACKTRACE: "0" },

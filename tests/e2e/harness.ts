@@ -117,8 +117,16 @@ export class Proc {
   #listeners = new Set<() => void>();
   #status: Deno.CommandStatus | null = null;
   #finished: Promise<Deno.CommandStatus>;
+  /** Writes to the child's stdin, when spawned with `stdin: "piped"`. */
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
 
-  constructor(script: string, args: string[], cwd: string, entries: Entries = { kind: "source" }) {
+  constructor(
+    script: string,
+    args: string[],
+    cwd: string,
+    entries: Entries = { kind: "source" },
+    options: SpawnOptions = {},
+  ) {
     this.name = script;
     this.args = args;
     const cmd = entryCommand(entries, script, args);
@@ -127,11 +135,12 @@ export class Proc {
       cwd,
       env: childEnv(),
       clearEnv: true,
-      stdin: "null",
+      stdin: options.stdin ?? "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
     this.pid = this.#child.pid;
+    if (options.stdin === "piped") this.#stdin = this.#child.stdin.getWriter();
     const readers = [this.#pump("stdout", this.#child.stdout), this.#pump("stderr", this.#child.stderr)];
     this.#finished = Promise.all([this.#child.status, ...readers]).then(([status]) => {
       this.#status = status;
@@ -218,6 +227,19 @@ export class Proc {
     return promise;
   }
 
+  /** Writes `text` to the child's stdin (spawned with `stdin: "piped"`). */
+  async write(text: string): Promise<void> {
+    if (!this.#stdin) throw new Error(`${this.name} was not spawned with a piped stdin`);
+    await this.#stdin.write(new TextEncoder().encode(text));
+  }
+
+  /** Closes the child's stdin (end of input); safe to call twice. */
+  async closeStdin(): Promise<void> {
+    const w = this.#stdin;
+    this.#stdin = null;
+    await w?.close().catch(() => {}); // the child may be gone already
+  }
+
   /** Sends `signal` to the child by its PID; a no-op once it has exited. */
   kill(signal: Deno.Signal = "SIGKILL"): void {
     if (this.#status !== null) return;
@@ -248,8 +270,15 @@ export class Proc {
   /** Kills with SIGKILL and waits for the exit; never throws. */
   async destroy(): Promise<void> {
     this.kill("SIGKILL");
+    await this.closeStdin();
     await this.#finished.catch(() => {});
   }
+}
+
+/** Options for {@link E2E.spawn}. */
+export interface SpawnOptions {
+  /** "piped" to drive the child through {@link Proc.write} (e.g. `peer.ts --shell`); default "null". */
+  stdin?: "piped" | "null";
 }
 
 /** The outcome of a one-shot command. */
@@ -348,8 +377,8 @@ export class E2E implements AsyncDisposable {
   }
 
   /** Spawns `deno run -A <ROOT>/<script> ...args` (or its build); the child is killed at cleanup. */
-  async spawn(script: string, args: string[]): Promise<Proc> {
-    const p = new Proc(script, args, await this.cwd(), this.entries);
+  async spawn(script: string, args: string[], options: SpawnOptions = {}): Promise<Proc> {
+    const p = new Proc(script, args, await this.cwd(), this.entries, options);
     this.#procs.push(p);
     return p;
   }
@@ -416,6 +445,8 @@ export class E2E implements AsyncDisposable {
   /** Starts a peer on a free port; with a tracker, waits until it is registered. */
   async peer(o: PeerOptions): Promise<Server> {
     const args = ["--shared", o.shared, "--port", "0", "--cache-dir", await this.tempDir("shoal-e2e-cache-")];
+    // Its control socket goes to a state directory of the test, not to the ~/.shoal of whoever runs the tests.
+    args.push("--home", await this.tempDir("shoal-e2e-home-"));
     if (o.tracker) args.push("--tracker", o.tracker);
     if (o.chunkSize) args.push("--chunk-size", o.chunkSize);
     if (o.uploadLimit) args.push("--upload-limit", o.uploadLimit);

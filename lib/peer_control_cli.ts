@@ -1,0 +1,72 @@
+/**
+ * The one-shot commands of client.ts that drive a running `peer.ts
+ * --shared` on this machine through its control socket (peer_control.ts):
+ * `register-file` (share a local file) and `request-file` (download a file
+ * into the peer, in the background). This file only parses and prints.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { resolve } from "node:path";
+import { isSha256Hex } from "./bytes.ts";
+import { formatBytes, parseAddress } from "./cli.ts";
+import { UsageError } from "./errors.ts";
+import { Home } from "./home.ts";
+import { peerRequest } from "./peer_control.ts";
+
+const HOW_IT_REACHES =
+  "\nThe peer is reached over its control socket <home>/peers/<host>_<port>.sock (mode 0600): only the user\n" +
+  "who started it can use it, with the same --home (or SHOAL_HOME).";
+
+/** Adds register-file and request-file to `program`; `home` is the global --home. */
+export function addPeerControlCommands(program: Command, home: () => string | undefined): void {
+  program.command("register-file")
+    .description("ask a running peer on this machine (peer.ts --shared) to share a local file")
+    .requiredOption("--path <file>", "the file to share")
+    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `${HOW_IT_REACHES}\n\nExamples:\n  client.ts register-file --path ./notes.txt --peer-addr 127.0.0.1:9001\n` +
+        "  client.ts --home /tmp/alice register-file --path /data/big.iso --peer-addr 127.0.0.1:9001 --json",
+    )
+    .action(async (o) => {
+      const addr = parseAddress(o.peerAddr, "--peer-addr");
+      const r = await peerRequest(
+        Home.resolve(home()),
+        addr,
+        { type: "ctl_register_file", path: resolve(o.path) },
+        "ctl_file_registered",
+      );
+      if (o.json) return console.log(JSON.stringify(r));
+      console.log(`${o.peerAddr} shares ${r.name} (${formatBytes(r.size)}) as ${r.fileId}`);
+    });
+
+  program.command("request-file")
+    .description("ask a running peer on this machine to download a file; it runs in the peer (see its status)")
+    .requiredOption("--file-id <id>", "the file's id (64 hex digits, see: client.ts files)")
+    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .option("-o, --out <path>", "output file or directory (default: the file's name in the peer's --download-dir)")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `${HOW_IT_REACHES}\n\nExamples:\n  client.ts request-file --file-id 3f2a...e1 --peer-addr 127.0.0.1:9001\n` +
+        "  client.ts request-file --file-id 3f2a...e1 --peer-addr 127.0.0.1:9001 --out ./downloads/",
+    )
+    .action(async (o) => {
+      const fileId = String(o.fileId).toLowerCase();
+      if (!isSha256Hex(fileId)) {
+        throw new UsageError(`Invalid --file-id ${JSON.stringify(o.fileId)}: expected 64 hex digits`);
+      }
+      const addr = parseAddress(o.peerAddr, "--peer-addr");
+      const r = await peerRequest(
+        Home.resolve(home()),
+        addr,
+        { type: "ctl_request_file", fileId, ...(o.out ? { out: resolve(o.out) } : {}) },
+        "ctl_file_requested",
+      );
+      if (o.json) return console.log(JSON.stringify(r));
+      console.log(`${o.peerAddr} is downloading ${r.name} (${formatBytes(r.size)}) to ${r.out}`);
+    });
+}

@@ -1,0 +1,263 @@
+/**
+ * What a running `peer.ts --shared` peer does for its owner besides
+ * serving: shares more local files, stops sharing some, and runs downloads
+ * in the background that swarm through the peer itself (its chunks are
+ * served while they arrive, and the finished file is shared).
+ *
+ * The interactive shell (shell.ts) and the local control channel
+ * (peer_control.ts) drive one PeerSession together, so a download asked for
+ * over the socket shows in the shell's `status` and `why`.
+ *
+ * @module
+ */
+
+import { basename, resolve } from "node:path";
+import { isSha256Hex } from "./bytes.ts";
+import { getFile, type GetOptions, type Source } from "./client.ts";
+import type { DownloadStatus, DownloadSummary } from "./download.ts";
+import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
+import type { SharedFile } from "./indexer.ts";
+import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, type Manifest } from "./manifest.ts";
+import type { FileSummary } from "./messages.ts";
+import { fileNameProblem } from "./names.ts";
+import type { PeerNode } from "./peer.ts";
+
+/** How long {@link PeerSession.close} waits for downloads to save their progress. */
+export const STOP_TIMEOUT_MS = 10_000;
+/** Shortest id prefix accepted for a file (shorter ones match too much by accident). */
+export const MIN_ID_PREFIX = 6;
+
+/** Where a background download is. */
+export type TransferState = "downloading" | "done" | "failed" | "stopped";
+
+/** A background download of this session. */
+export interface Transfer {
+  /** 1, 2, ... in the order they started: `#1` in the shell. */
+  readonly number: number;
+  readonly fileId: string;
+  readonly name: string;
+  readonly size: number;
+  /** Absolute output path. */
+  readonly out: string;
+  readonly startedAt: number;
+  state: TransferState;
+  /** Why it failed or stopped. */
+  error: string | null;
+  /** Set when done. */
+  summary: DownloadSummary | null;
+  /** The live status while downloading, the last one seen once it ended; null before the first chunk work. */
+  status(): DownloadStatus | null;
+}
+
+/** A download ended; for output that is not an answer to a command. */
+export type SessionEvent = { kind: "done" | "failed" | "stopped"; transfer: Transfer };
+
+/** Options for {@link PeerSession}. */
+export interface SessionOptions {
+  /** Where downloads go when no output path is given (default: the current directory). */
+  downloadDir?: string;
+  /** Chunk size for files shared later (as `--chunk-size`). */
+  chunkSize?: number;
+  /** Passed to every download (workers, timeouts). */
+  download?: Pick<GetOptions, "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline">;
+}
+
+interface Running extends Transfer {
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/** The owner's side of a running peer: shares and background downloads. */
+export class PeerSession {
+  #transfers: Running[] = [];
+  #listeners = new Set<(e: SessionEvent) => void>();
+  #closing = false;
+  readonly downloadDir: string;
+
+  /** `source` is where files are looked up (the peer's tracker); null for a peer without one. */
+  constructor(readonly node: PeerNode, readonly source: Source | null, readonly options: SessionOptions = {}) {
+    this.downloadDir = resolve(options.downloadDir ?? ".");
+  }
+
+  /** Calls `fn` for each download that ends; returns the function that stops this. */
+  subscribe(fn: (e: SessionEvent) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** Hashes a local file and shares it publicly. */
+  async share(path: string): Promise<SharedFile> {
+    const f = await localSharedFile(path, this.options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+    await this.node.share(f);
+    return f;
+  }
+
+  /** Stops sharing a file of {@link shared} (by id, id prefix or exact name). */
+  async unshare(file: string): Promise<FileSummary> {
+    const f = pickFile(this.shared(), file, "This peer does not share");
+    await this.node.unshare(f.id);
+    return f;
+  }
+
+  /** The complete files this peer shares publicly, by name. */
+  shared(): FileSummary[] {
+    return this.node.catalog().sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Every download of this session, oldest first. */
+  transfers(): Transfer[] {
+    return [...this.#transfers];
+  }
+
+  /** A download by `#n` or `n`, file id, id prefix or name (the latest of that name). */
+  transfer(text: string): Transfer {
+    const n = /^#?(\d+)$/.exec(text);
+    if (n && !isSha256Hex(text)) {
+      const t = this.#transfers.find((t) => t.number === Number(n[1]));
+      if (t) return t;
+    }
+    const latest = [...this.#transfers].reverse();
+    const t = latest.find((t) => t.fileId === text || t.name === text) ??
+      (text.length >= MIN_ID_PREFIX ? latest.find((t) => t.fileId.startsWith(text)) : undefined);
+    if (!t) throw new NotFoundError(`No download of ${JSON.stringify(text)} in this session (see status)`);
+    return t;
+  }
+
+  /**
+   * Starts downloading a file (id or exact name) in the background and
+   * returns once it is resolved and the download has begun; errors before
+   * that (unknown file, no live peer, output exists) are thrown. `out` is a
+   * file path or an existing directory; default: {@link downloadDir}.
+   */
+  async download(idOrName: string, options: { out?: string; force?: boolean } = {}): Promise<Transfer> {
+    if (this.#closing) throw new ShoalError("closing", "This peer is shutting down");
+    if (this.source === null) {
+      throw new UsageError("This peer has no tracker to find files with (start it with --tracker)");
+    }
+    const abort = new AbortController();
+    let where: Pick<GetOptions, "out" | "outDir"> = { outDir: this.downloadDir };
+    if (options.out !== undefined) {
+      const out = resolve(options.out);
+      where = (await Deno.stat(out).catch(() => null))?.isDirectory ? { outDir: out } : { out };
+    }
+    let live: (() => DownloadStatus) | null = null;
+    let last: DownloadStatus | null = null;
+    const started = Promise.withResolvers<Running>();
+    const run = getFile(this.source, idOrName, {
+      ...this.options.download,
+      ...where,
+      force: options.force ?? false,
+      peerNode: this.node,
+      signal: abort.signal,
+      inspect: (status) => live = status,
+      onResolved: (fileId: string, manifest: Manifest, out: string) => {
+        const path = resolve(out);
+        const busy = this.#transfers.find((t) => t.state === "downloading" && t.out === path);
+        if (busy) throw new UsageError(`Already downloading to ${path} (#${busy.number})`);
+        const t: Running = {
+          number: this.#transfers.length + 1,
+          fileId,
+          name: manifest.name,
+          size: manifest.size,
+          out: path,
+          startedAt: Date.now(),
+          state: "downloading",
+          error: null,
+          summary: null,
+          status: () => live?.() ?? last,
+          abort,
+          done: run.then(() => {}, () => {}),
+        };
+        this.#transfers.push(t);
+        started.resolve(t);
+      },
+    });
+    run.then((summary) => {
+      const t = this.#transfers.find((t) => t.abort === abort)!;
+      last = live?.() ?? null;
+      live = null;
+      t.state = "done";
+      t.summary = summary;
+      this.#emit({ kind: "done", transfer: t });
+    }, (err) => {
+      const t = this.#transfers.find((t) => t.abort === abort);
+      if (!t) return started.reject(err); // failed before it began: the caller hears it
+      last = live?.() ?? last;
+      live = null;
+      t.state = abort.signal.aborted ? "stopped" : "failed";
+      t.error = abort.signal.aborted ? "progress saved; download it again to resume" : describeError(err);
+      this.#emit({ kind: t.state === "stopped" ? "stopped" : "failed", transfer: t });
+    });
+    return await started.promise;
+  }
+
+  /** Stops every download in progress (their progress is saved for a resume) and waits, bounded, for them. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    const running = this.#transfers.filter((t) => t.state === "downloading");
+    for (const t of running) t.abort.abort();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(running.map((t) => t.done)),
+      new Promise((resolve) => timer = setTimeout(resolve, STOP_TIMEOUT_MS)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  #emit(e: SessionEvent): void {
+    for (const fn of [...this.#listeners]) fn(e);
+  }
+}
+
+/**
+ * Picks one file of `files` by id, exact name or id prefix (at least
+ * {@link MIN_ID_PREFIX} digits); throws NotFoundError (`none` starts its
+ * message) or, when several match, an `ambiguous` error listing their ids.
+ */
+export function pickFile(files: FileSummary[], text: string, none: string): FileSummary {
+  let hits = files.filter((f) => f.id === text);
+  if (hits.length === 0) hits = files.filter((f) => f.name === text);
+  if (hits.length === 0 && text.length >= MIN_ID_PREFIX) hits = files.filter((f) => f.id.startsWith(text));
+  if (hits.length === 0) throw new NotFoundError(`${none} ${JSON.stringify(text)}`);
+  if (hits.length > 1) {
+    throw new ShoalError(
+      "ambiguous",
+      `${hits.length} files match ${JSON.stringify(text)}; pick one by id: ${hits.map((f) => f.id).join(", ")}`,
+      2,
+    );
+  }
+  return hits[0]!;
+}
+
+/**
+ * Hashes one local file into what a peer shares: a regular file with a safe
+ * name. Errors name the path: NotFoundError, UsageError (not a regular
+ * file, unusable name), DiskError (unreadable).
+ */
+export async function localSharedFile(path: string, chunkSize = DEFAULT_CHUNK_SIZE): Promise<SharedFile> {
+  const full = resolve(path);
+  let st: Deno.FileInfo;
+  try {
+    st = await Deno.stat(full);
+  } catch (err) {
+    throw new NotFoundError(`Cannot share ${full}: ${describeError(err)}`);
+  }
+  if (!st.isFile) throw new UsageError(`Cannot share ${full}: not a regular file`);
+  const name = basename(full);
+  const problem = fileNameProblem(name);
+  if (problem) throw new UsageError(`Cannot share ${full}: its name ${problem}`);
+  let manifest: Manifest;
+  try {
+    manifest = await hashFile(full, name, chunkSizeFor(st.size, chunkSize));
+  } catch (err) {
+    throw new DiskError(`Cannot read ${full}: ${describeError(err)}`, { cause: err });
+  }
+  return {
+    id: fileIdOf(manifest),
+    path: full,
+    relPath: name,
+    manifest,
+    size: manifest.size,
+    mtimeMs: st.mtime?.getTime() ?? 0,
+  };
+}

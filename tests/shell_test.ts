@@ -1,0 +1,427 @@
+/**
+ * The peer shell (lib/shell.ts) and the `--shared` peer's control channel
+ * (lib/peer_control.ts), in one process on port 0: a real tracker, real
+ * peers, the shell's output captured line by line. No terminal is needed:
+ * {@link Shell.run} takes one command line, {@link Shell.complete} a partial
+ * one; {@link runTerminal} is driven through in-memory streams.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { PassThrough } from "node:stream";
+import { join } from "node:path";
+import { Bitfield } from "../lib/bitfield.ts";
+import { peersOf } from "../lib/client.ts";
+import { formatAddress } from "../lib/connection.ts";
+import { UnreachableError } from "../lib/errors.ts";
+import { Home } from "../lib/home.ts";
+import { indexDirectory } from "../lib/indexer.ts";
+import { PeerControl, peerRequest, peerSocketPath } from "../lib/peer_control.ts";
+import { PeerNode } from "../lib/peer.ts";
+import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
+import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
+import { TrackerServer } from "../lib/tracker.ts";
+
+const CHUNK = 16 * 1024;
+/** Deadline of every wait in this file. */
+const WAIT_MS = 15_000;
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+  return b;
+}
+
+/** Polls `fn` until it returns true; throws naming `what` after {@link WAIT_MS}. */
+async function waitUntil(fn: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${WAIT_MS} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * One test's world: a temp dir, a tracker, a source peer sharing `src/`
+ * (hello.txt and data.bin), and our own peer with a session and a shell
+ * whose output lands in `lines`. Everything closes at the end of the test.
+ */
+async function world(options: SessionOptions = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-shell-test-" });
+  const data = randomBytes(CHUNK * 6 + 100);
+  await Deno.mkdir(join(dir, "src"));
+  await Deno.mkdir(join(dir, "local", "sub"), { recursive: true });
+  await Deno.mkdir(join(dir, "downloads"));
+  await Deno.writeTextFile(join(dir, "src", "hello.txt"), "hello");
+  await Deno.writeFile(join(dir, "src", "data.bin"), data);
+  await Deno.writeTextFile(join(dir, "local", "notes.txt"), "some notes");
+  await Deno.writeTextFile(join(dir, "local", "sub", "deep.txt"), "deep");
+  const tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const source = PeerNode.start(await indexDirectory(join(dir, "src"), { chunkSize: CHUNK }), {
+    tracker: tracker.address,
+  });
+  const node = PeerNode.start([], { tracker: tracker.address });
+  const session = new PeerSession(node, { tracker: tracker.address }, {
+    downloadDir: join(dir, "downloads"),
+    chunkSize: CHUNK,
+    ...options,
+  });
+  const lines: string[] = [];
+  const shell = new Shell(session, (l) => lines.push(l));
+  await waitUntil(() => tracker.tracker.listFiles().length === 2 && node.link?.peerId != null, "registration");
+  /** Runs one command; returns the lines it printed. */
+  const run = async (line: string): Promise<string[]> => {
+    const before = lines.length;
+    await shell.run(line);
+    return lines.slice(before);
+  };
+  return {
+    dir,
+    data,
+    tracker,
+    source,
+    node,
+    session,
+    shell,
+    lines,
+    run,
+    async [Symbol.asyncDispose]() {
+      shell.close();
+      await session.close();
+      await node.close();
+      await source.close();
+      await tracker.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+// ------------------------------------------------------------------ parsing
+
+Deno.test("splitWords: spaces separate, quotes and backslashes keep them", () => {
+  assert.deepEqual(splitWords("  share   a.txt "), ["share", "a.txt"]);
+  assert.deepEqual(splitWords(`share "my file.txt" 'it''s' a\\ b ""`), ["share", "my file.txt", "its", "a b", ""]);
+  assert.throws(() => splitWords('share "open'), /Unclosed quote/);
+});
+
+// ------------------------------------------------------------------ completion
+
+Deno.test("completion: commands, catalog names and ids, shared files, local paths", async () => {
+  await using w = await world();
+  const { shell } = w;
+  assert.deepEqual(await shell.complete(""), [
+    ["share ", "unshare ", "list ", "files ", "search ", "peers ", "download ", "status ", "why ", "help ", "quit "],
+    "",
+  ]);
+  assert.deepEqual(await shell.complete("st"), [["status "], "st"]);
+  assert.deepEqual(await shell.complete("s"), [["share ", "search ", "status "], "s"]);
+  assert.deepEqual(await shell.complete("nope x"), [[], ""], "an unknown command completes to nothing");
+  assert.deepEqual(await shell.complete("help un"), [["unshare"], "un"]);
+
+  // File arguments complete to the network's names, and to ids once a few hex digits are typed.
+  assert.deepEqual(await shell.complete("download "), [["data.bin", "hello.txt"], ""]);
+  assert.deepEqual(await shell.complete("peers he"), [["hello.txt"], "he"]);
+  const helloId = w.tracker.tracker.listFiles().find((f) => f.name === "hello.txt")!.id;
+  assert.deepEqual(await shell.complete(`download ${helloId.slice(0, 4)}`), [[helloId], helloId.slice(0, 4)]);
+
+  // share: local paths; directories end with "/" so Tab goes on into them.
+  const local = join(w.dir, "local");
+  assert.deepEqual(await shell.complete(`share ${local}/`), [[`${local}/notes.txt`, `${local}/sub/`], `${local}/`]);
+  assert.deepEqual(await shell.complete(`share ${local}/su`), [[`${local}/sub/`], `${local}/su`]);
+  assert.deepEqual(await shell.complete(`share ${local}/sub/d`), [[`${local}/sub/deep.txt`], `${local}/sub/d`]);
+  assert.deepEqual(await shell.complete(`share ${w.dir}/missing/x`), [[], `${w.dir}/missing/x`]);
+
+  // unshare: what this peer shares.
+  assert.deepEqual(await shell.complete("unshare "), [[], ""]);
+  await w.run(`share ${local}/notes.txt`);
+  assert.deepEqual(await shell.complete("unshare no"), [["notes.txt"], "no"]);
+  // A command with all its arguments completes to nothing more.
+  assert.deepEqual(await shell.complete("unshare notes.txt "), [[], ""]);
+});
+
+// ------------------------------------------------------------------ commands
+
+Deno.test("share, list, unshare, files, search, peers: one line per item", async () => {
+  await using w = await world();
+  const notes = join(w.dir, "local", "notes.txt");
+  assert.deepEqual(await w.run("list"), ["this peer shares no files"]);
+
+  const shared = await w.run(`share ${notes}`);
+  assert.equal(shared.length, 1);
+  assert.match(shared[0]!, /^sharing notes\.txt \(10 B\) as [0-9a-f]{64}$/);
+  const notesId = shared[0]!.split(" ").at(-1)!;
+  assert.deepEqual(await w.run("list"), [`${notesId}        10 B  notes.txt`]);
+  await waitUntil(() => w.tracker.tracker.listFiles().some((f) => f.id === notesId), "the tracker to list notes.txt");
+
+  const files = await w.run("files");
+  assert.equal(files.length, 3, files.join("\n"));
+  assert.match(files.join("\n"), /^[0-9a-f]{64}\s+10 B\s+1 peer\(s\)\s+notes\.txt$/m);
+  assert.match(files.join("\n"), /^[0-9a-f]{64}\s+5 B\s+1 peer\(s\)\s+hello\.txt$/m);
+  const found = await w.run("search HELL");
+  assert.equal(found.length, 1);
+  assert.match(found[0]!, /hello\.txt$/);
+  assert.deepEqual(await w.run("search nothing-like-this"), ["no file name contains nothing-like-this"]);
+
+  assert.deepEqual(await w.run("peers hello.txt"), [`${formatAddress(w.source.address)}  complete`]);
+  assert.deepEqual(await w.run(`peers ${notesId}`), [`${formatAddress(w.node.address)}  complete  (this peer)`]);
+
+  // unshare by an id prefix; the tracker stops listing it.
+  assert.deepEqual(await w.run(`unshare ${notesId.slice(0, 8)}`), [`stopped sharing notes.txt (${notesId})`]);
+  assert.deepEqual(await w.run("list"), ["this peer shares no files"]);
+  await waitUntil(() => !w.tracker.tracker.listFiles().some((f) => f.id === notesId), "the tracker to drop notes.txt");
+  assert.deepEqual(await w.run("unshare notes.txt"), ['error: This peer does not share "notes.txt"']);
+});
+
+Deno.test("download runs in the background; status shows it; it completes and is shared", async () => {
+  await using w = await world();
+  const started = await w.run("download data.bin");
+  const out = join(w.dir, "downloads", "data.bin");
+  assert.deepEqual(started, [`#1 downloading data.bin (${(w.data.length / 1024).toFixed(1)} KiB) to ${out}`]);
+  // The prompt is free at once: other commands run while the download goes on.
+  const status = await w.run("status");
+  assert.equal(status.length, 1);
+  assert.match(status[0]!, /^#1 {2}data\.bin {2}(downloading {2}\d+\.\d% .* peer\(s\)|done .*)$/);
+
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#1 data.bin: done")), "the download to finish");
+  assert.equal(sha(await Deno.readFile(out)), sha(w.data));
+  const after = await w.run("status");
+  assert.match(after[0]!, new RegExp(`^#1 {2}data\\.bin {2}done {2}.* in \\d+\\.\\d s .*  ${out}$`));
+  assert.match((await w.run("why data.bin"))[0]!, /^#1 data\.bin is complete/);
+  assert.match((await w.run("list")).join("\n"), /data\.bin$/, "the downloaded file is shared");
+
+  // Several at once: a second download, into a named file, while asking twice for the same output fails.
+  const second = await w.run(`download hello.txt ${join(w.dir, "hi.txt")}`);
+  assert.match(second[0]!, /^#2 downloading hello\.txt \(5 B\) to .*hi\.txt$/);
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#2 hello.txt: done")), "the second download");
+  assert.equal(await Deno.readTextFile(join(w.dir, "hi.txt")), "hello");
+  assert.match((await w.run("download data.bin"))[0]!, /^error: .*data\.bin already exists/);
+});
+
+Deno.test("why: a stuck download names its missing chunks, who has them, and a dropped peer's reason", async () => {
+  // giveUpMs: the download stays stuck (instead of failing) while we look at it.
+  await using w = await world({ download: { giveUpMs: 60_000 } });
+  const data = randomBytes(CHUNK * 8);
+  const missingChunk = 5;
+  await Deno.mkdir(join(w.dir, "stuck"));
+  await Deno.writeFile(join(w.dir, "stuck", "stuck.bin"), data);
+  // A: the whole file, but every chunk it sends is corrupt. B: every chunk but one, intact.
+  const [stuck] = await indexDirectory(join(w.dir, "stuck"), { chunkSize: CHUNK });
+  assert.ok(stuck);
+  await using bad = PeerNode.start([stuck], { tracker: w.tracker.address, corrupt: true });
+  await using partial = PeerNode.start([], { tracker: w.tracker.address });
+  const have = new Bitfield(stuck.manifest.chunks.length);
+  for (let i = 0; i < have.size; i++) if (i !== missingChunk) have.set(i);
+  await waitUntil(() => partial.link?.peerId != null && bad.link?.peerId != null, "the sources to register");
+  await partial.sharePartial(stuck.id, stuck.path, stuck.manifest, have);
+  await waitUntil(async () => (await peersOf({ tracker: w.tracker.address }, stuck.id)).length === 2, "two sources");
+
+  assert.match((await w.run("download stuck.bin"))[0]!, /^#1 downloading stuck\.bin/);
+  await waitUntil(() => {
+    const s = w.session.transfer("stuck.bin").status();
+    return s !== null && s.doneChunks === have.count && s.unavailable.length === 1 && s.dropped.length > 0;
+  }, "everything but the unavailable chunk");
+
+  const why = await w.run("why stuck.bin");
+  const badAddr = formatAddress(bad.address), partialAddr = formatAddress(partial.address);
+  assert.equal(why[0], `#1 stuck.bin: 1 of 8 chunk(s) missing: ${missingChunk}`, why.join("\n"));
+  assert.ok(why.includes(`  no connected peer has 1 of them: ${missingChunk}`), why.join("\n"));
+  assert.ok(why.some((l) => l.startsWith(`  ${partialAddr} has 0 of them (`)), why.join("\n"));
+  assert.ok(
+    why.some((l) => new RegExp(`^  dropped ${badAddr}: sent chunk \\d+ with a wrong SHA-256$`).test(l)),
+    why.join("\n"),
+  );
+  assert.match((await w.run("status"))[0]!, /^#1 {2}stuck\.bin {2}downloading {2}87\.5% /);
+
+  // Stopping the session stops the download with its progress saved for a resume.
+  await w.session.close();
+  assert.match(
+    (await w.run("status"))[0]!,
+    /^#1 {2}stuck\.bin {2}stopped at 87\.5%: progress saved; download it again to resume$/,
+  );
+  assert.ok(await Deno.stat(join(w.dir, "downloads", "stuck.bin.part.json")), "the resume sidecar is kept");
+  assert.match((await w.run("download stuck.bin"))[0]!, /^error: This peer is shutting down/);
+});
+
+Deno.test("unknown commands, bad arguments and failures are one clear line; the shell goes on", async () => {
+  await using w = await world();
+  assert.deepEqual(await w.run("frobnicate"), ['error: Unknown command "frobnicate" (type help for the list)']);
+  assert.deepEqual(await w.run("share"), ["error: usage: share <path>"]);
+  assert.deepEqual(await w.run("share a b"), ["error: usage: share <path>"]);
+  assert.deepEqual(await w.run("list --all"), ["error: usage: list"]);
+  assert.deepEqual(await w.run("download"), ["error: usage: download <file-id|name> [out] [--force]"]);
+  assert.deepEqual(await w.run('share "unclosed'), ['error: Unclosed quote " in the command line']);
+  assert.deepEqual(await w.run(`share ${join(w.dir, "none.txt")}`), [
+    `error: Cannot share ${join(w.dir, "none.txt")}: No such file or directory (os error 2): stat '${
+      join(w.dir, "none.txt")
+    }'`,
+  ]);
+  assert.deepEqual(await w.run(`share ${w.dir}`), [`error: Cannot share ${w.dir}: not a regular file`]);
+  assert.deepEqual(await w.run("download no-such-file"), [
+    'error: No file named "no-such-file" (try: files, search)',
+  ]);
+  assert.deepEqual(await w.run("why nothing"), ['error: No download of "nothing" in this session (see status)']);
+  assert.deepEqual(await w.run("status"), ["no downloads (start one with: download <file>)"]);
+  assert.deepEqual(await w.run(""), []);
+  const help = await w.run("help");
+  assert.ok(help.some((l) => l.startsWith("download <file-id|name> [out] [--force]")), help.join("\n"));
+  assert.deepEqual(await w.run("help why"), [
+    "why <file>: why a download is stuck: missing chunks, who has them, dropped peers",
+  ]);
+  assert.equal(w.shell.quitting, false);
+  assert.deepEqual(await w.run("quit"), []);
+  assert.equal(w.shell.quitting, true);
+  await w.shell.quit;
+});
+
+// ------------------------------------------------------------------ the terminal loop
+
+/** Collects what a stream receives, as text. */
+function collect(stream: PassThrough): () => string {
+  let text = "";
+  stream.on("data", (b: Uint8Array) => text += new TextDecoder().decode(b));
+  return () => text;
+}
+
+Deno.test("runTerminal: lines from a pipe run in order until quit; no prompt on a pipe", async () => {
+  await using w = await world();
+  const input = new PassThrough(), output = new PassThrough();
+  const text = collect(output);
+  const done = runTerminal(w.session, { input, output, terminal: false });
+  input.write("status\nbogus\n");
+  input.write("quit\nstatus\n");
+  await done;
+  assert.equal(
+    text(),
+    "no downloads (start one with: download <file>)\n" +
+      'error: Unknown command "bogus" (type help for the list)\n',
+    "the line after quit is not run",
+  );
+  input.destroy();
+  output.destroy();
+});
+
+Deno.test("runTerminal: end of input and the abort signal end it too", async () => {
+  await using w = await world();
+  const input = new PassThrough(), output = new PassThrough();
+  const done = runTerminal(w.session, { input, output, terminal: false });
+  input.end("status\n");
+  await done;
+  const ac = new AbortController();
+  const input2 = new PassThrough();
+  const running = runTerminal(w.session, { input: input2, output, terminal: false, signal: ac.signal });
+  ac.abort();
+  await running;
+  for (const s of [input, input2, output]) s.destroy();
+});
+
+Deno.test("runTerminal: history is kept in a bounded file of mode 0600", async () => {
+  await using w = await world();
+  const historyPath = join(w.dir, "state", "shell_history");
+  await Deno.mkdir(join(w.dir, "state"), { mode: 0o700 });
+  // An old history longer than the bound.
+  const old = Array.from({ length: HISTORY_MAX_LINES + 20 }, (_, i) => `search old-${i}`);
+  await Deno.writeTextFile(historyPath, old.join("\n") + "\n");
+  const input = new PassThrough(), output = new PassThrough();
+  const text = collect(output);
+  const done = runTerminal(w.session, { input, output, terminal: true, historyPath });
+  input.write("status\r");
+  input.write("quit\r");
+  await done;
+  assert.match(text(), /shoal> /, "a terminal gets a prompt");
+  assert.match(text(), /no downloads/);
+  const saved = (await Deno.readTextFile(historyPath)).trimEnd().split("\n");
+  assert.equal(saved.length, HISTORY_MAX_LINES);
+  assert.deepEqual(saved.slice(-2), ["status", "quit"], "newest last");
+  assert.equal(saved[0], `search old-${old.length + 2 - HISTORY_MAX_LINES}`, "the oldest lines are dropped");
+  assert.equal((await Deno.stat(historyPath)).mode! & 0o777, 0o600);
+  input.destroy();
+  output.destroy();
+});
+
+// ------------------------------------------------------------------ the control channel
+
+Deno.test("control socket: register-file and request-file reach the peer; 0600; a wrong address is unreachable", async () => {
+  await using w = await world();
+  const home = new Home(join(w.dir, "home"));
+  await using control = await PeerControl.listen(home, w.session);
+  assert.equal(control.path, peerSocketPath(home, w.node.address));
+  assert.equal((await Deno.stat(control.path)).mode! & 0o777, 0o600);
+  assert.equal((await Deno.stat(home.peersDir)).mode! & 0o777, 0o700);
+  assert.equal((await Deno.stat(home.dir)).mode! & 0o777, 0o700);
+
+  const notes = join(w.dir, "local", "notes.txt");
+  const reg = await peerRequest(
+    home,
+    w.node.address,
+    { type: "ctl_register_file", path: notes },
+    "ctl_file_registered",
+  );
+  assert.deepEqual({ ...reg, fileId: "" }, {
+    type: "ctl_file_registered",
+    fileId: "",
+    name: "notes.txt",
+    size: 10,
+    path: notes,
+  });
+  assert.ok(w.session.shared().some((f) => f.id === reg.fileId));
+
+  // A peer listening on 0.0.0.0 is asked as 127.0.0.1: the only socket with that port answers.
+  const dataId = w.tracker.tracker.listFiles().find((f) => f.name === "data.bin")!.id;
+  const req = await peerRequest(
+    home,
+    { host: "localhost", port: w.node.address.port },
+    { type: "ctl_request_file", fileId: dataId },
+    "ctl_file_requested",
+  );
+  assert.equal(req.out, join(w.dir, "downloads", "data.bin"));
+  await waitUntil(() => w.session.transfer(dataId).state === "done", "the requested download");
+  assert.equal(sha(await Deno.readFile(req.out)), sha(w.data));
+  assert.match((await w.run("status"))[0]!, /^#1 {2}data\.bin {2}done/, "the shell sees it");
+
+  // Failures come back as ERROR frames with the reason.
+  await assert.rejects(
+    peerRequest(home, w.node.address, { type: "ctl_register_file", path: join(w.dir, "nope") }, "ctl_file_registered"),
+    (err: Error & { exitCode?: number }) => /Cannot share .*nope/.test(err.message) && err.exitCode === 3,
+  );
+  await assert.rejects(
+    peerRequest(home, w.node.address, { type: "ctl_status" }, "ctl_state"),
+    /does not handle ctl_status messages/,
+  );
+  await assert.rejects(
+    peerRequest(
+      home,
+      { host: "127.0.0.1", port: 1 },
+      { type: "ctl_register_file", path: notes },
+      "ctl_file_registered",
+    ),
+    (err) => err instanceof UnreachableError && err.message.includes(join(home.peersDir, "127.0.0.1_1.sock")),
+  );
+
+  await control.close();
+  assert.equal(await Deno.stat(control.path).catch(() => null), null, "the socket is removed on close");
+});
+
+Deno.test("control socket: a stale socket left by a crash is replaced", async () => {
+  await using w = await world();
+  const home = new Home(join(w.dir, "home"));
+  await Deno.mkdir(home.peersDir, { recursive: true });
+  // What a killed peer leaves behind: a socket file nothing listens on.
+  const stalePath = join(home.peersDir, "127.0.0.1_9.sock");
+  Deno.listen({ transport: "unix", path: stalePath }).close();
+  const mine = peerSocketPath(home, w.node.address);
+  Deno.listen({ transport: "unix", path: mine }).close();
+  await using control = await PeerControl.listen(home, w.session);
+  assert.equal(control.path, mine);
+  assert.equal(await Deno.stat(stalePath).catch(() => null), null, "the other stale socket is swept");
+  const reg = await peerRequest(
+    home,
+    w.node.address,
+    { type: "ctl_register_file", path: join(w.dir, "local", "notes.txt") },
+    "ctl_file_registered",
+  );
+  assert.equal(reg.name, "notes.txt");
+});
