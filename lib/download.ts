@@ -38,6 +38,14 @@ export const DEFAULT_FLUSH_MS = 300;
 const RETRY_BASE_MS = 1_000;
 /** Peers are looked up again at most this often when sources run short. */
 const REDISCOVER_MS = 2_000;
+/**
+ * A REJECTed chunk is not asked of that peer again for this long; then it
+ * is, up to REJECT_RETRIES times. Some refusals pass (an expired grant
+ * while a fresh one is on its way, a read error), and with a single
+ * source a permanent mark would end the download.
+ */
+const REJECT_RETRY_MS = 1_000;
+const REJECT_RETRIES = 3;
 
 /** What happens during a download, for progress output. */
 export type DownloadEvent =
@@ -214,6 +222,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let lastDiscover = 0;
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
+    /** REJECTs per "peer index" */
+    const rejected = new Map<string, number>();
     for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += chunkLength(manifest, i);
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
@@ -305,11 +315,24 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           opts.onEvent?.({ kind: "bad-chunk", peer: m.peer, index: m.index });
           dropPeer(m.peer, `sent chunk ${m.index} with a wrong SHA-256`, true);
           break;
-        case "reject":
+        case "reject": {
           sched.failed(m.index, m.peer, true);
+          const key = `${m.peer} ${m.index}`;
+          const count = (rejected.get(key) ?? 0) + 1;
+          rejected.set(key, count);
+          if (count <= REJECT_RETRIES) {
+            const t = setTimeout(() => {
+              timers.splice(timers.indexOf(t), 1);
+              if (!peers.get(m.peer)?.ready || sched.done.has(m.index)) return;
+              sched.peerGained(m.peer, m.index);
+              fill(m.peer);
+            }, REJECT_RETRY_MS);
+            timers.push(t);
+          }
           fill(m.peer);
           fillAll();
           break;
+        }
         case "gone":
           dropPeer(m.peer, m.reason);
           break;
@@ -411,7 +434,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       await pending.promise;
     } finally {
       opts.signal?.removeEventListener("abort", onAbort);
-      for (const t of timers) clearInterval(t);
+      for (const t of timers) clearTimeout(t);
       dirty = true;
       await flush();
     }
@@ -435,7 +458,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     if (failed !== null && err !== failed) throw failed;
     throw err;
   } finally {
-    for (const t of timers) clearInterval(t);
+    for (const t of timers) clearTimeout(t);
     partFile?.close();
     await closeWorkers(workers);
     if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);

@@ -265,5 +265,41 @@ Deno.test("network: grants are refreshed during a download longer than their lif
   assert.equal(summary.bytes, data.length);
   assert.deepEqual(await Deno.readFile(out), data);
   assert.ok(grants >= 3, `${grants} grants for a download of ${summary.seconds.toFixed(1)} s`);
-  assert.equal(peer.stats.rejected, 0, "no request went out with an expired grant");
+  // A fresh grant reaches the peer behind the requests already queued there (up to MAX_PIPELINE chunks); with a
+  // lifetime this short some of them are refused as expired and asked again (next test), so no count is asserted.
+});
+
+Deno.test("network: a grant that lapses while the tracker is away is survived: rejected chunks are asked again", async () => {
+  await using dir = await tempDir();
+  const accounts = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, grantTtlMs: 1000 });
+  await using tracker = TrackerServer.start({ port: 0, accounts });
+  await accounts.createUser("alice", "alice-pw-1");
+  const alice = (await accounts.login("alice", "alice-pw-1", "h")).token;
+  accounts.createGroup(alice, "team");
+  const src = join(dir.path, "f.bin");
+  const data = new Uint8Array(256 * 1024);
+  crypto.getRandomValues(data.subarray(0, 65536));
+  await Deno.writeFile(src, data);
+  const manifest = await hashFile(src, "f.bin", 16384);
+  const fileId = fileIdOf(manifest);
+  // 100 kB/s: about 2.6 s from the only source.
+  await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 100_000 });
+  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size: data.length, mtimeMs: 0 }, "team");
+  const started = Date.now();
+  const summary = await download({
+    fileId,
+    manifest,
+    out: join(dir.path, "out.bin"),
+    workers: 1,
+    discover: () => Promise.resolve([peer.address]),
+    authorize: () => {
+      // the tracker is unreachable from 0.3 s to 1.6 s: the first grant lapses at 1 s
+      const t = Date.now() - started;
+      if (t > 300 && t < 1600) return Promise.reject(new Error("tracker briefly away"));
+      return Promise.resolve(accounts.grant(alice, "team", fileId));
+    },
+  });
+  assert.ok(peer.stats.rejected > 0, "the peer refused chunks while the grant had lapsed");
+  assert.equal(summary.bytes, data.length);
+  assert.deepEqual(await Deno.readFile(join(dir.path, "out.bin")), data);
 });
