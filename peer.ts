@@ -16,6 +16,7 @@ import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
 import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
 import { PeerNode } from "./lib/peer.ts";
+import { configure } from "./lib/config.ts";
 import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
 import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
@@ -32,7 +33,9 @@ async function main(argv: string[]): Promise<void> {
   const program = new Command("peer")
     .description("Shoal peer: share a directory's files")
     .option("--shared <dir>", "directory to share (recursively)")
-    .option("--tracker <host:port>", "tracker to register with (none: direct mode only)")
+    .addOption(
+      new Option("--tracker <host:port>", "tracker to register with (none: direct mode only)").env("SHOAL_TRACKER"),
+    )
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0 picks a free one)", "0")
     .option("--advertise <host>", "address to announce to the tracker (default: as the tracker sees us)")
@@ -47,7 +50,8 @@ async function main(argv: string[]): Promise<void> {
     .option("--download-dir <dir>", "where downloads from the shell or client.ts request-file go", ".")
     // --- end of peer shell options
     .option("--daemon", "run as the logged-in user's background peer (client.ts login starts it)")
-    .option("--home <dir>", "state directory of the user (default: $SHOAL_HOME or ~/.shoal)")
+    .addOption(new Option("--home <dir>", "state directory of the user (default: ~/.shoal)").env("SHOAL_HOME"))
+    .option("--config <file>", "config file (env SHOAL_CONFIG, default ~/.config/shoal/config.json)")
     .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
     .addHelpText(
       "after",
@@ -55,9 +59,12 @@ async function main(argv: string[]): Promise<void> {
         "  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070 --no-shell &   (then: client.ts register-file)\n" +
         "  deno run -A peer.ts --daemon --home ~/.shoal    (what login starts)",
     )
-    .exitOverride()
-    .parse(argv, { from: "user" });
+    .exitOverride();
+  await configure(program, "peer", argv);
+  program.parse(argv, { from: "user" });
   const o = program.opts();
+  // The background peer serves its session's tracker unless told otherwise on its command line.
+  if (o.daemon && program.getOptionValueSource("tracker") !== "cli") delete o.tracker;
   const port = parseIntOption(o.port, "--port", 0, 65535);
   if (o.daemon) return await daemon(o, port);
   if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");

@@ -133,6 +133,11 @@ export async function inspectPath(root: string, full: string): Promise<PathInfo>
   const name = basename(full);
   const problem = fileNameProblem(name);
   if (problem) return { kind: "skipped", relPath, reason: `name ${problem}` };
+  // A download in progress (`get -o` into the shared folder): the .part is incomplete and its sidecar is state.
+  if (name.endsWith(".part.json")) return { kind: "other" };
+  if (name.endsWith(".part") && await Deno.lstat(`${full}.json`).then(() => true, () => false)) {
+    return { kind: "other" };
+  }
   return { kind: "file", real, relPath, name, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0 };
 }
 

@@ -285,3 +285,16 @@ Deno.test("peer: a shared file rewritten in place or truncated is refused, not s
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("indexer: a download in progress in the shared folder (.part with its .part.json) is not shared", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-part-" });
+  try {
+    await Deno.writeTextFile(join(dir, "movie.bin.part"), "half");
+    await Deno.writeTextFile(join(dir, "movie.bin.part.json"), "{}");
+    await Deno.writeTextFile(join(dir, "notes.part"), "a file that happens to end in .part");
+    const names = (await indexDirectory(dir)).map((f) => f.relPath).sort();
+    assert.deepEqual(names, ["notes.part"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
