@@ -24,8 +24,9 @@ async function scenario(env: E2E): Promise<void> {
   await Deno.copyFile(`${a}/data.bin`, `${b}/data.bin`);
   const want = await sha256File(`${a}/data.bin`);
   const tracker = await env.tracker();
-  await env.peer({ shared: a, tracker: tracker.addr, chunkSize: "256k" });
-  await env.peer({ shared: b, tracker: tracker.addr, chunkSize: "256k" });
+  // rate-limited so that neither peer can serve the whole file before the other is asked
+  await env.peer({ shared: a, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "1m" });
+  await env.peer({ shared: b, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "1m" });
   const src = ["--tracker", tracker.addr];
 
   const files = (await env.clientOk(src, "files", "--json")).json<{ name: string; peers: number }[]>();
