@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The test command of the README: installs the pinned Deno (npm), the locked
-# dependencies, then runs fmt check, lint, type check and every test with the
-# op/resource sanitizers; ends with a plain `tests: N passed, N failed` line.
+# The test command of the README: installs the pinned Deno (npm), Chromium
+# (Debian, when missing) and the locked dependencies, then runs fmt check,
+# lint, type check and every test with the op/resource sanitizers; ends with
+# a plain `tests: N passed, N failed` line.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deno_bin="$(./scripts/install_deno.sh)" || { echo "cannot install deno from npm" >&2; exit 1; }
+./scripts/install_chromium.sh || exit 1
 export PATH="$(dirname "$deno_bin"):$PATH" NO_COLOR=1 RUST_BACKTRACE=0
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -7,7 +7,7 @@
  * whose event stream the test refuses, must fall back to polling and agree
  * too. A screenshot is saved (path printed).
  *
- * Needs `/usr/bin/chromium` (`apt-get install -y chromium`; `.ci/run`
+ * Needs `/usr/bin/chromium` (`apt-get install -y chromium`; `scripts/test.sh`
  * installs it): without it this test fails, it does not skip.
  *
  * @module
@@ -48,7 +48,7 @@ async function requireChromium(): Promise<void> {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
     throw new Error(
       `Chromium is not installed (${CHROMIUM} is missing): install it with \`apt-get install -y chromium\` ` +
-        "(.ci/run does this) to run the dashboard's browser test",
+        "(./scripts/test.sh does this) to run the dashboard's browser test",
     );
   }
 }
