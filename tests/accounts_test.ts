@@ -233,37 +233,53 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   assert.ok((await Deno.stat(join(dir.path, "out.bin.part"))).isFile);
 });
 
-Deno.test("network: grants are refreshed during a download longer than their lifetime", async () => {
-  await using dir = await tempDir();
+/** Alice shares a mostly-zero file of `size` bytes into "team" from a rate-limited peer; grants last 1 s. */
+async function groupFileFixture(dir: string, size: number, uploadLimit: number) {
   const accounts = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, grantTtlMs: 1000 });
-  await using tracker = TrackerServer.start({ port: 0, accounts });
+  const tracker = TrackerServer.start({ port: 0, accounts });
   await accounts.createUser("alice", "alice-pw-1");
   const alice = (await accounts.login("alice", "alice-pw-1", "h")).token;
   accounts.createGroup(alice, "team");
-  const src = join(dir.path, "f.bin");
-  const data = new Uint8Array(512 * 1024);
+  const src = join(dir, "f.bin");
+  const data = new Uint8Array(size);
   crypto.getRandomValues(data.subarray(0, 65536));
   await Deno.writeFile(src, data);
   const manifest = await hashFile(src, "f.bin", 16384);
   const fileId = fileIdOf(manifest);
-  // 150 kB/s: about 3.5 s, several grant lifetimes.
-  await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 150_000 });
-  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size: data.length, mtimeMs: 0 }, "team");
-  let grants = 0;
-  const out = join(dir.path, "out.bin");
-  const summary = await download({
-    fileId,
+  const peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit });
+  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size, mtimeMs: 0 }, "team");
+  return {
+    data,
     manifest,
-    out,
+    fileId,
+    peer,
+    out: join(dir, "out.bin"),
+    grant: () => accounts.grant(alice, "team", fileId),
+    async [Symbol.asyncDispose]() {
+      await peer.close();
+      await tracker.close();
+    },
+  };
+}
+
+Deno.test("network: grants are refreshed during a download longer than their lifetime", async () => {
+  await using dir = await tempDir();
+  // 150 kB/s: about 3.5 s, several grant lifetimes.
+  await using f = await groupFileFixture(dir.path, 512 * 1024, 150_000);
+  let grants = 0;
+  const summary = await download({
+    fileId: f.fileId,
+    manifest: f.manifest,
+    out: f.out,
     workers: 1,
-    discover: () => Promise.resolve([peer.address]),
+    discover: () => Promise.resolve([f.peer.address]),
     authorize: () => {
       grants++;
-      return Promise.resolve(accounts.grant(alice, "team", fileId));
+      return Promise.resolve(f.grant());
     },
   });
-  assert.equal(summary.bytes, data.length);
-  assert.deepEqual(await Deno.readFile(out), data);
+  assert.equal(summary.bytes, f.data.length);
+  assert.deepEqual(await Deno.readFile(f.out), f.data);
   assert.ok(grants >= 3, `${grants} grants for a download of ${summary.seconds.toFixed(1)} s`);
   // A fresh grant reaches the peer behind the requests already queued there (up to MAX_PIPELINE chunks); with a
   // lifetime this short some of them are refused as expired and asked again (next test), so no count is asserted.
@@ -271,35 +287,23 @@ Deno.test("network: grants are refreshed during a download longer than their lif
 
 Deno.test("network: a grant that lapses while the tracker is away is survived: rejected chunks are asked again", async () => {
   await using dir = await tempDir();
-  const accounts = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, grantTtlMs: 1000 });
-  await using tracker = TrackerServer.start({ port: 0, accounts });
-  await accounts.createUser("alice", "alice-pw-1");
-  const alice = (await accounts.login("alice", "alice-pw-1", "h")).token;
-  accounts.createGroup(alice, "team");
-  const src = join(dir.path, "f.bin");
-  const data = new Uint8Array(256 * 1024);
-  crypto.getRandomValues(data.subarray(0, 65536));
-  await Deno.writeFile(src, data);
-  const manifest = await hashFile(src, "f.bin", 16384);
-  const fileId = fileIdOf(manifest);
   // 100 kB/s: about 2.6 s from the only source.
-  await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 100_000 });
-  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size: data.length, mtimeMs: 0 }, "team");
+  await using f = await groupFileFixture(dir.path, 256 * 1024, 100_000);
   const started = Date.now();
   const summary = await download({
-    fileId,
-    manifest,
-    out: join(dir.path, "out.bin"),
+    fileId: f.fileId,
+    manifest: f.manifest,
+    out: f.out,
     workers: 1,
-    discover: () => Promise.resolve([peer.address]),
+    discover: () => Promise.resolve([f.peer.address]),
     authorize: () => {
       // the tracker is unreachable from 0.3 s to 1.6 s: the first grant lapses at 1 s
       const t = Date.now() - started;
       if (t > 300 && t < 1600) return Promise.reject(new Error("tracker briefly away"));
-      return Promise.resolve(accounts.grant(alice, "team", fileId));
+      return Promise.resolve(f.grant());
     },
   });
-  assert.ok(peer.stats.rejected > 0, "the peer refused chunks while the grant had lapsed");
-  assert.equal(summary.bytes, data.length);
-  assert.deepEqual(await Deno.readFile(join(dir.path, "out.bin")), data);
+  assert.ok(f.peer.stats.rejected > 0, "the peer refused chunks while the grant had lapsed");
+  assert.equal(summary.bytes, f.data.length);
+  assert.deepEqual(await Deno.readFile(f.out), f.data);
 });
