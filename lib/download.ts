@@ -25,7 +25,7 @@ import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { pipelineDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
-import { readSidecar, SidecarError, writeSidecar } from "./sidecar.ts";
+import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
@@ -368,13 +368,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
     // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
     let flushing: Promise<void> = Promise.resolve();
+    const sidecar = new SidecarWriter(sidecarPath, fileId, manifest);
     const flush = () => {
       if (!dirty) return flushing;
       dirty = false;
       const snapshot = new Bitfield(n, sched.done.bytes);
       flushing = flushing.then(async () => {
         await partFile!.syncData();
-        await writeSidecar(sidecarPath, { fileId, manifest, done: snapshot });
+        await sidecar.write(snapshot);
       }).catch((err) => fail(new DiskError(`Cannot save progress: ${(err as Error).message}`, { cause: err })));
       return flushing;
     };

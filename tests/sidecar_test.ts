@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { Bitfield } from "../lib/bitfield.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
-import { decodeSidecar, encodeSidecar, readSidecar, SidecarError, writeSidecar } from "../lib/sidecar.ts";
+import {
+  decodeSidecar,
+  encodeSidecar,
+  readSidecar,
+  SidecarError,
+  SidecarWriter,
+  writeSidecar,
+} from "../lib/sidecar.ts";
 
 const m: Manifest = { name: "f.bin", size: 40000, chunkSize: 16384, chunks: ["a", "b", "c"].map((c) => c.repeat(64)) };
 const id = fileIdOf(m);
@@ -40,4 +47,26 @@ Deno.test("sidecar: damage, another file, and a wrong format are each refused wi
   assert.match(reason(JSON.stringify({ ...o, done: "gA==" })), /checksum/);
   assert.match(reason(JSON.stringify({ ...o, format: 9 })), /format 9/);
   assert.match(reason(JSON.stringify({ ...o, manifest: { ...m, size: 1 } })), /manifest/);
+});
+
+Deno.test("sidecar: the writer's text is the one JSON.stringify gives, checksum over the rest, for each flush", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/f.bin.part.json`;
+    const named = { ...m, name: 'a "quoted" name, é' };
+    const writer = new SidecarWriter(path, fileIdOf(named), named);
+    const done = new Bitfield(3);
+    for (const i of [0, 2]) {
+      done.set(i);
+      await writer.write(done);
+      const text = await Deno.readTextFile(path);
+      const { checksum, ...body } = JSON.parse(text);
+      assert.equal(text, JSON.stringify({ ...body, checksum }), "plain JSON.stringify order and form");
+      assert.equal(text, encodeSidecar({ fileId: fileIdOf(named), manifest: named, done }));
+      assert.deepEqual(decodeSidecar(text, fileIdOf(named)).done.missing(), done.missing());
+      await assert.rejects(Deno.stat(`${path}.tmp`));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
