@@ -19,10 +19,17 @@
  */
 
 import { createHash } from "node:crypto";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The repository root (two levels above this file). */
 export const ROOT: string = fileURLToPath(new URL("../../", import.meta.url));
+/**
+ * The build the suite runs by default: the source, or with SHOAL_E2E_BUNDLE
+ * set to a directory of `deno task bundle` output, those bundles
+ * (`deno task e2e:bundle` runs the whole suite that way).
+ */
+const BUNDLE_DIR = Deno.env.get("SHOAL_E2E_BUNDLE");
 /** The Deno running the tests runs the children too. */
 export const DENO: string = Deno.execPath();
 
@@ -94,6 +101,8 @@ export type StreamName = "stdout" | "stderr";
  */
 export type Entries = { kind: "source" } | { kind: "bundle"; dir: string } | { kind: "compiled"; dir: string };
 
+const DEFAULT_ENTRIES: Entries = BUNDLE_DIR ? { kind: "bundle", dir: resolve(ROOT, BUNDLE_DIR) } : { kind: "source" };
+
 /** The command line that starts `script` ("client.ts", ...) of `entries` with `args`. */
 function entryCommand(entries: Entries, script: string, args: string[]): { command: string; args: string[] } {
   const name = script.replace(/\.ts$/, "");
@@ -124,7 +133,7 @@ export class Proc {
     script: string,
     args: string[],
     cwd: string,
-    entries: Entries = { kind: "source" },
+    entries: Entries = DEFAULT_ENTRIES,
     options: SpawnOptions = {},
   ) {
     this.name = script;
@@ -359,7 +368,7 @@ export class E2E implements AsyncDisposable {
   #dirs: string[] = [];
   #cwd: string | null = null;
 
-  constructor(entries: Entries = { kind: "source" }) {
+  constructor(entries: Entries = DEFAULT_ENTRIES) {
     this.entries = entries;
   }
 
