@@ -255,6 +255,16 @@ async function groupFileFixture(dir: string, size: number, uploadLimit: number) 
     peer,
     out: join(dir, "out.bin"),
     grant: () => accounts.grant(alice, "team", fileId),
+    /** Downloads the file from the peer alone, with one worker, getting grants through `authorize`. */
+    download: (authorize: () => Promise<{ grant: string; expiresAt: number }>) =>
+      download({
+        fileId,
+        manifest,
+        out: join(dir, "out.bin"),
+        workers: 1,
+        discover: () => Promise.resolve([peer.address]),
+        authorize,
+      }),
     async [Symbol.asyncDispose]() {
       await peer.close();
       await tracker.close();
@@ -267,16 +277,9 @@ Deno.test("network: grants are refreshed during a download longer than their lif
   // 150 kB/s: about 3.5 s, several grant lifetimes.
   await using f = await groupFileFixture(dir.path, 512 * 1024, 150_000);
   let grants = 0;
-  const summary = await download({
-    fileId: f.fileId,
-    manifest: f.manifest,
-    out: f.out,
-    workers: 1,
-    discover: () => Promise.resolve([f.peer.address]),
-    authorize: () => {
-      grants++;
-      return Promise.resolve(f.grant());
-    },
+  const summary = await f.download(() => {
+    grants++;
+    return Promise.resolve(f.grant());
   });
   assert.equal(summary.bytes, f.data.length);
   assert.deepEqual(await Deno.readFile(f.out), f.data);
@@ -290,18 +293,11 @@ Deno.test("network: a grant that lapses while the tracker is away is survived: r
   // 100 kB/s: about 2.6 s from the only source.
   await using f = await groupFileFixture(dir.path, 256 * 1024, 100_000);
   const started = Date.now();
-  const summary = await download({
-    fileId: f.fileId,
-    manifest: f.manifest,
-    out: f.out,
-    workers: 1,
-    discover: () => Promise.resolve([f.peer.address]),
-    authorize: () => {
-      // the tracker is unreachable from 0.3 s to 1.6 s: the first grant lapses at 1 s
-      const t = Date.now() - started;
-      if (t > 300 && t < 1600) return Promise.reject(new Error("tracker briefly away"));
-      return Promise.resolve(f.grant());
-    },
+  const summary = await f.download(() => {
+    // the tracker is unreachable from 0.3 s to 1.6 s: the first grant lapses at 1 s
+    const t = Date.now() - started;
+    if (t > 300 && t < 1600) return Promise.reject(new Error("tracker briefly away"));
+    return Promise.resolve(f.grant());
   });
   assert.ok(f.peer.stats.rejected > 0, "the peer refused chunks while the grant had lapsed");
   assert.equal(summary.bytes, f.data.length);
