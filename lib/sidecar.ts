@@ -10,7 +10,7 @@
 
 import { createHash } from "node:crypto";
 import { Bitfield } from "./bitfield.ts";
-import { type Manifest, sha256Hex, verifyManifest } from "./manifest.ts";
+import { type Manifest, verifyManifest } from "./manifest.ts";
 import { toBase64, utf8Encoder } from "./bytes.ts";
 
 /** Format version of the sidecar. */
@@ -43,10 +43,15 @@ function tailText(done: Bitfield): string {
   return `,"done":${JSON.stringify(toBase64(done.bytes))}`;
 }
 
+/** SHA-256 of the body (head, tail, closing brace): what the checksum field holds. */
+function checksumOf(head: string | Uint8Array, tail: string): string {
+  return createHash("sha256").update(head).update(`${tail}}`).digest("hex");
+}
+
 /** Serialises a sidecar, checksum last. */
 export function encodeSidecar(s: SidecarState): string {
-  const bodyText = headText(s.fileId, s.manifest) + tailText(s.done) + "}";
-  return `${bodyText.slice(0, -1)},"checksum":"${sha256Hex(utf8Encoder.encode(bodyText))}"}`;
+  const head = headText(s.fileId, s.manifest), tail = tailText(s.done);
+  return `${head}${tail},"checksum":"${checksumOf(head, tail)}"}`;
 }
 
 /** Parses and checks a sidecar for `fileId`; throws SidecarError saying what is wrong. */
@@ -75,7 +80,7 @@ export function decodeSidecar(text: string, fileId: string): SidecarState {
   const n = manifest.chunks.length;
   if (bits.length !== Math.ceil(n / 8)) throw new SidecarError("its chunk bitmap has the wrong length");
   const state: SidecarState = { fileId, manifest, done: new Bitfield(n, bits) };
-  if (o.checksum !== sha256Hex(utf8Encoder.encode(headText(fileId, manifest) + tailText(state.done) + "}"))) {
+  if (o.checksum !== checksumOf(headText(fileId, manifest), tailText(state.done))) {
     throw new SidecarError("its checksum does not match (damaged?)");
   }
   return state;
@@ -105,7 +110,7 @@ export class SidecarWriter {
   /** Replaces the sidecar atomically: write a temp file, sync it, rename it over. */
   async write(done: Bitfield): Promise<void> {
     const tail = tailText(done);
-    const checksum = createHash("sha256").update(this.#head).update(`${tail}}`).digest("hex");
+    const checksum = checksumOf(this.#head, tail);
     const rest = utf8Encoder.encode(`${tail},"checksum":"${checksum}"}`);
     const tmp = `${this.path}.tmp`;
     {
