@@ -66,7 +66,7 @@ export interface DownloadStatus {
   doneChunks: number;
   totalBytes: number;
   doneBytes: number;
-  /** Bytes per second over all peers, smoothed. */
+  /** Bytes per second: the sum of the connected peers' smoothed rates. */
   rate: number;
   /** Missing chunks (at most {@link STATUS_MAX_LISTED} listed). */
   missing: number[];
@@ -340,8 +340,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     };
     for (const w of workers) handlers.set(w, onMessage);
     if (sched.complete) pending.resolve();
-    const total = new RateMeter();
-    let totalCounted = doneBytes;
     opts.inspect?.(() => {
       const missing = [...Array(n).keys()].filter((i) => !sched.done.has(i));
       return {
@@ -351,7 +349,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         doneChunks: sched.done.count,
         totalBytes: manifest.size,
         doneBytes,
-        rate: total.rate,
+        rate: [...peers.values()].reduce((sum, p) => sum + p.meter.rate, 0),
         missing: missing.slice(0, STATUS_MAX_LISTED),
         unavailable: sched.unavailable().slice(0, STATUS_MAX_LISTED),
         peers: [...peers].map(([peer, p]) => ({
@@ -383,9 +381,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     timers.push(setInterval(() => {
       const now = Date.now();
       for (const p of peers.values()) if (p.ready) p.meter.sample();
-      total.add(doneBytes - totalCounted);
-      totalCounted = doneBytes;
-      total.sample();
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
