@@ -75,7 +75,7 @@ export async function runMain(main: () => Promise<number | void>): Promise<never
   }
 }
 
-const COLORS = { red: 31, green: 32, yellow: 33, dim: 2 } as const;
+const COLORS = { red: 31, green: 32, yellow: 33 } as const;
 
 /**
  * `text` in a colour when `stream` is a terminal and colour is not turned

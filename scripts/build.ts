@@ -33,7 +33,8 @@ export interface Built {
   reason?: string;
 }
 
-async function deno(args: string[]): Promise<{ ok: boolean; reason: string }> {
+/** Runs one `deno` build step that writes `path`. */
+async function deno(name: string, path: string, args: string[]): Promise<Built> {
   const out = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: ROOT,
@@ -46,7 +47,7 @@ async function deno(args: string[]): Promise<{ ok: boolean; reason: string }> {
   // deno's error chain: "Caused by: 0: ... 1: error sending request for url (...)": the URL line says the most
   const reason = lines.find((l) => /request for url/.test(l))?.replace(/^\d+: /, "") ??
     lines.find((l) => /^error/i.test(l)) ?? `exit ${out.code}`;
-  return { ok: out.success, reason };
+  return { name, path, ok: out.success, ...(out.success ? {} : { reason }) };
 }
 
 /** Bundles the entry points and the fetch worker into `outDir`. */
@@ -56,8 +57,7 @@ export async function bundle(outDir: string): Promise<Built[]> {
   const built: Built[] = [];
   for (const [name, src] of jobs) {
     const path = join(outDir, `${name}.js`);
-    const r = await deno(["bundle", "--quiet", "--platform", "deno", "--output", path, src]);
-    built.push({ name, path, ok: r.ok, ...(r.ok ? {} : { reason: r.reason }) });
+    built.push(await deno(name, path, ["bundle", "--quiet", "--platform", "deno", "--output", path, src]));
   }
   return built;
 }
@@ -68,17 +68,8 @@ export async function compile(outDir: string): Promise<Built[]> {
   const built: Built[] = [];
   for (const name of ENTRIES) {
     const path = join(outDir, name);
-    const r = await deno([
-      "compile",
-      "--quiet",
-      "-A",
-      "--include",
-      "lib/fetch_worker.ts",
-      "--output",
-      path,
-      `${name}.ts`,
-    ]);
-    built.push({ name, path, ok: r.ok, ...(r.ok ? {} : { reason: r.reason }) });
+    const args = ["compile", "--quiet", "-A", "--include", "lib/fetch_worker.ts", "--output", path, `${name}.ts`];
+    built.push(await deno(name, path, args));
   }
   return built;
 }
