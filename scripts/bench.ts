@@ -760,6 +760,23 @@ async function startBt(
   return { torrent, tracker };
 }
 
+/**
+ * On the first SIGINT or SIGTERM: says `message`, calls `mark`, runs
+ * `cleanup` and exits 130. Returns the function that removes the handlers.
+ */
+export function onInterrupt(message: string, mark: () => void, cleanup: () => Promise<void>): () => void {
+  const onSignal = () => {
+    console.error(message);
+    mark();
+    cleanup().finally(() => Deno.exit(130));
+  };
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  return () => {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  };
+}
+
 /** Removes `dir` with its contents and creates it again, empty. */
 export async function emptyDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -800,13 +817,7 @@ async function main(): Promise<number> {
         if (kept) console.log(`logs kept: ${kept}`);
       }
     })();
-  const onSignal = () => {
-    console.error("interrupted: stopping every child");
-    interrupted = true;
-    cleanup().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const unlisten = onInterrupt("interrupted: stopping every child", () => interrupted = true, cleanup);
 
   const say = (s: string) => console.log(s);
   const results: ToolResult[] = [
@@ -943,8 +954,7 @@ async function main(): Promise<number> {
     failed = results.some((r) => r.missing !== undefined || r.errors.length > 0);
     return failed ? 1 : 0;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    unlisten();
     await cleanup();
   }
 }

@@ -32,6 +32,7 @@ import {
   MB,
   medianMbps,
   NETLAB_DIR,
+  onInterrupt,
   type Options,
   parseAria2Speed,
   Procs,
@@ -112,13 +113,11 @@ async function main(): Promise<number> {
         if (kept) console.log(`logs kept: ${kept}`);
       }
     })();
-  const onSignal = () => {
-    console.error("interrupted: stopping every child and taking the lab down");
-    interrupted = true;
-    cleanup().finally(() => Deno.exit(130));
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const unlisten = onInterrupt(
+    "interrupted: stopping every child and taking the lab down",
+    () => interrupted = true,
+    cleanup,
+  );
 
   const say = (s: string) => console.log(s);
   const results: ToolResult[] = [
@@ -336,8 +335,7 @@ async function main(): Promise<number> {
     failed = results.some((r) => r.missing !== undefined || r.errors.length > 0);
     return failed ? 1 : 0;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    unlisten();
     await cleanup();
   }
 }
