@@ -341,7 +341,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     for (const w of workers) handlers.set(w, onMessage);
     if (sched.complete) pending.resolve();
     opts.inspect?.(() => {
-      const missing = [...Array(n).keys()].filter((i) => !sched.done.has(i));
+      const missing = sched.done.missing();
       return {
         fileId,
         name: manifest.name,
