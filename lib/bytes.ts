@@ -4,13 +4,9 @@
  * @module
  */
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
 /** Lowercase hex of `bytes`. */
 export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += HEX[b];
-  return s;
+  return bytes.toHex();
 }
 
 /** Parses lowercase or uppercase hex; throws RangeError on odd length or a non-hex digit. */
@@ -18,9 +14,7 @@ export function fromHex(hex: string): Uint8Array<ArrayBuffer> {
   if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) {
     throw new RangeError(`Cannot parse hex: ${JSON.stringify(hex.slice(0, 80))} is not hex`);
   }
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
+  return Uint8Array.fromHex(hex);
 }
 
 /** True when `s` is 64 lowercase hex digits (a SHA-256 in our canonical text form). */
@@ -44,9 +38,7 @@ export function concatBytes(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** Standard base64 of `bytes` (built in slices: no argument-count limits). */
+/** Standard base64 of `bytes`. */
 export function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(s);
+  return bytes.toBase64();
 }

@@ -2,8 +2,9 @@
  * Which chunk to ask which peer for. Pure state, no I/O.
  *
  * - Rarest first: among the chunks a peer has that nobody is fetching, pick
- *   one held by the fewest live peers (ties broken at random, so several
- *   downloaders spread over different chunks).
+ *   one held by the fewest live peers. Ties go to the first met by a scan
+ *   that starts at a random chunk, so several downloaders spread over
+ *   different chunks.
  * - Load follows throughput: the coordinator keeps a queue of requests
  *   outstanding per peer, sized from that peer's measured rate
  *   (rate_meter.ts), and asks for a new chunk each time one completes; so a
@@ -89,16 +90,20 @@ export class Scheduler {
   next(peer: string): number | null {
     const p = this.#peers.get(peer);
     if (!p) return null;
-    let best = -1, bestAvail = Infinity, ties = 0;
-    for (let i = 0; i < this.total; i++) {
+    // One random draw per pick, not one per tie: the scan starts at a random
+    // chunk and keeps the first of the rarest it meets. (A draw per tie made
+    // a heap number per chunk scanned: most of a download's garbage.)
+    const total = this.total;
+    const start = Math.floor(this.#random() * total);
+    let best = -1, bestAvail = Infinity;
+    for (let k = 0; k < total; k++) {
+      const i = start + k < total ? start + k : start + k - total;
       if (this.done.has(i) || this.#requested.has(i) || !p.has.has(i)) continue;
       const a = this.#availability[i]!;
       if (a < bestAvail) {
         best = i;
         bestAvail = a;
-        ties = 1;
-      } else if (a === bestAvail && this.#random() * ++ties < 1) {
-        best = i; // reservoir sampling among equally rare chunks
+        if (a <= 1) break; // only this peer has it: none can be rarer
       }
     }
     if (best < 0) best = this.#endgamePick(peer, p);

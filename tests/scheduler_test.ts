@@ -19,6 +19,17 @@ Deno.test("scheduler: rarest chunk first", () => {
   assert.equal(s.inflight("a"), 2);
 });
 
+Deno.test("scheduler: equally rare chunks are taken from a random start, wrapping around; rarer still wins", () => {
+  const draws = [0.5, 0.5, 0.95, 0.0];
+  const s = new Scheduler(10, undefined, () => draws.shift()!);
+  s.addPeer("a", Bitfield.full(10));
+  s.addPeer("b", bits(10, [0, 1, 2, 3, 4, 5, 6, 7, 8]));
+  assert.equal(s.next("a"), 9); // only "a" has 9: the rarest, wherever the scan starts
+  assert.equal(s.next("a"), 5); // start 0.5 * 10
+  assert.equal(s.next("b"), 0); // start 9.5 -> 9, which b lacks; wraps to 0
+  assert.equal(s.next("b"), 1); // start 0 -> 0 is taken
+});
+
 Deno.test("scheduler: a chunk is asked of one peer until endgame, then of a second", () => {
   const s = new Scheduler(2);
   s.addPeer("a", Bitfield.full(2));
