@@ -27,6 +27,7 @@ import { pipelineDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
+import { newWriteLock } from "./write_queue.ts";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
 export const DEFAULT_STALL_MS = 15_000;
@@ -158,6 +159,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   };
   pending.promise.catch(() => {});
   const handlers = new Map<Worker, (m: FromWorker) => void>();
+  const writeLock = newWriteLock();
   for (let i = 0; i < workerCount; i++) {
     const w = new Worker(fetchWorkerUrl(), { type: "module" });
     w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
@@ -172,6 +174,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       chunkSize: manifest.chunkSize,
       chunks: manifest.chunks,
       partPath,
+      writeLock,
     };
     w.postMessage(init);
     workers.push(w);

@@ -18,6 +18,17 @@ import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { chunkLength } from "./manifest.ts";
+import { WriteQueue } from "./write_queue.ts";
+
+/** Verified chunks waiting for the write lock before this worker stops reading its sockets. */
+const MAX_QUEUED_WRITES = 2;
+
+/** A verified chunk on its way to the disk. */
+interface Verified {
+  peer: string;
+  index: number;
+  frame: Uint8Array<ArrayBuffer>;
+}
 
 interface FileInfo {
   fileId: string;
@@ -32,6 +43,7 @@ let file: FileInfo | null = null;
 let grant: string | null = null;
 /** Buffers for whole PIECE payloads (36 header bytes + a full chunk). */
 let pool: BufferPool | null = null;
+let writes: WriteQueue<Verified> | null = null;
 const links = new Map<string, Connection>();
 const outstanding = new Map<string, Set<number>>();
 
@@ -59,10 +71,11 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     const bits = bf.bits.slice();
     post({ ev: "ready", peer, bits }, [bits.buffer]);
     while (!conn.closed) {
+      await writes!.room();
       const msg = await conn.receive(0); // the coordinator watches for stalls
       if (msg.type === "piece") {
-        onPiece(peer, f, msg.index, msg.fileId, msg.data);
-        pool!.give(new Uint8Array(msg.data.buffer as ArrayBuffer)); // hashed and written: the buffer is free
+        const frame = new Uint8Array(msg.data.buffer as ArrayBuffer);
+        if (!onPiece(peer, f, msg.index, msg.fileId, msg.data, frame)) pool!.give(frame);
       } else if (msg.type === "have") {
         if (msg.fileId === f.fileId) post({ ev: "have", peer, index: msg.index });
       } else if (msg.type === "reject") {
@@ -79,9 +92,6 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
       }
     }
   } catch (err) {
-    if (err instanceof LocalDiskError) {
-      post({ ev: "fatal", message: err.message });
-    }
     reason = describeError(err);
   } finally {
     conn?.close();
@@ -91,25 +101,40 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
   }
 }
 
-/** Checks a received chunk against the manifest and writes it at its offset. */
-function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data: Uint8Array): void {
-  if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return; // cancelled or never asked
+/**
+ * Checks a received chunk against the manifest and queues it for writing
+ * at its offset. True when the write queue took `frame` (it goes back to
+ * the pool once written).
+ */
+function onPiece(
+  peer: string,
+  f: FileInfo,
+  index: number,
+  fileId: string,
+  data: Uint8Array,
+  frame: Uint8Array<ArrayBuffer>,
+): boolean {
+  if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return false; // cancelled or never asked
   if (data.length !== chunkLength(f, index) || digestHex(data) !== f.chunks[index]) {
     post({ ev: "bad", peer, index });
-    return;
+    return false;
   }
-  writeAt(f, data, index * f.chunkSize);
-  post({ ev: "done", peer, index, bytes: data.length });
+  writes!.push({ item: { peer, index, frame }, data, position: index * f.chunkSize });
+  return true;
 }
 
-class LocalDiskError extends Error {}
+function writeAt(fd: number, data: Uint8Array, position: number): void {
+  let at = 0;
+  while (at < data.length) at += writeSync(fd, data, at, data.length - at, position + at);
+}
 
-function writeAt(f: FileInfo, data: Uint8Array, position: number): void {
-  try {
-    let at = 0;
-    while (at < data.length) at += writeSync(f.fd, data, at, data.length - at, position + at);
-  } catch (err) {
-    throw new LocalDiskError(`Cannot write the .part file: ${describeError(err)}`);
+/** A chunk is done once written (the coordinator's fdatasync makes it durable). */
+function written(v: Verified, error: unknown): void {
+  pool!.give(v.frame);
+  if (error === null) {
+    post({ ev: "done", peer: v.peer, index: v.index, bytes: chunkLength(file!, v.index) });
+  } else {
+    post({ ev: "fatal", message: `Cannot write the .part file: ${describeError(error)}` });
   }
 }
 
@@ -129,10 +154,14 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
   try {
     switch (m.op) {
-      case "init":
-        file = { ...m, fd: openSync(m.partPath, "r+") };
-        pool = new BufferPool(36 + m.chunkSize);
+      case "init": {
+        const fd = openSync(m.partPath, "r+");
+        file = { ...m, fd };
+        // Enough free buffers for the frames being read and the writes queued; more would only hold memory.
+        pool = new BufferPool(36 + m.chunkSize, 4);
+        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => writeAt(fd, data, at), written);
         break;
+      }
       case "connect":
         runPeer(m.peer, m.host, m.port);
         break;
@@ -166,6 +195,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         verify(m.indexes);
         break;
       case "close":
+        writes?.close();
         for (const c of links.values()) c.close();
         if (file) closeSync(file.fd);
         file = null;

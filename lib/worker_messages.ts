@@ -7,7 +7,16 @@
 
 /** Coordinator to worker. */
 export type ToWorker =
-  | { op: "init"; fileId: string; size: number; chunkSize: number; chunks: string[]; partPath: string }
+  | {
+    op: "init";
+    fileId: string;
+    size: number;
+    chunkSize: number;
+    chunks: string[];
+    partPath: string;
+    /** Shared by every worker writing this .part (see write_queue.ts). */
+    writeLock: SharedArrayBuffer;
+  }
   | { op: "connect"; peer: string; host: string; port: number }
   | { op: "grant"; grant: string }
   | { op: "request"; peer: string; index: number }
