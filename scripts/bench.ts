@@ -341,6 +341,13 @@ export async function removeWork(work: string, keepLogs: boolean): Promise<strin
   return join(work, "logs");
 }
 
+/** At the end of a bench: keeps the work dir with `--keep`, else removes it but a failed run's logs; says what stays. */
+export async function leaveWork(work: string, keep: boolean, failed: boolean): Promise<void> {
+  if (keep) return console.log(`work dir kept: ${work}`);
+  const kept = await removeWork(work, failed);
+  if (kept) console.log(`logs kept: ${kept}`);
+}
+
 /** A free TCP port on `host` (closed again at once: a small race, fine for a bench). */
 export function freePort(host = "127.0.0.1"): number {
   const l = Deno.listen({ hostname: host, port: 0 });
@@ -613,13 +620,12 @@ function options(args: string[]): Options {
   });
 }
 
-/** Tracker + 4 peers on loopback; returns the file id once the tracker lists 4 peers. */
-async function startShoal(
+/** Tracker + 4 peers on loopback sharing `files`; returns their ids once the tracker lists 4 peers for each. */
+export async function startShoal(
   procs: Procs,
   work: string,
-  src: string,
-  size: number,
-): Promise<{ tracker: string; id: string }> {
+  files: { path: string; size: number }[],
+): Promise<{ tracker: string; ids: string[] }> {
   const deno = Deno.execPath();
   const tracker = procs.spawn("shoal-tracker", [
     deno,
@@ -633,11 +639,12 @@ async function startShoal(
   ]);
   const [, host, port] = await procs.waitFor(tracker, /tracker listening on (\S+):(\d+)/, 30_000);
   const addr = `${host}:${port}`;
-  const hashMs = 60_000 + (SEEDS * size / (50 * MB)) * 1000;
+  const total = files.reduce((sum, f) => sum + f.size, 0);
+  const hashMs = 60_000 + (SEEDS * total / (50 * MB)) * 1000;
   const peers = [];
   for (let i = 1; i <= SEEDS; i++) {
     const dir = join(work, `shoal-peer${i}`);
-    await linkInto(src, join(dir, "shared"));
+    for (const f of files) await linkInto(f.path, join(dir, "shared"));
     peers.push(procs.spawn(`shoal-peer${i}`, [
       deno,
       "run",
@@ -655,7 +662,6 @@ async function startShoal(
     ]));
   }
   for (const p of peers) await procs.waitFor(p, /peer listening on (\S+):(\d+)/, hashMs);
-  const name = basename(src);
   const deadline = Date.now() + 30_000;
   for (;;) {
     const out = await procs.check("shoal-files", [
@@ -668,24 +674,25 @@ async function startShoal(
       "files",
       "--json",
     ], 30_000);
-    const files = JSON.parse(out) as { id: string; name: string; size: number; peers: number }[];
-    const f = files.find((x) => x.name === name && x.size === size);
-    if (f && f.peers >= SEEDS) return { tracker: addr, id: f.id };
+    const listed = JSON.parse(out) as { id: string; name: string; size: number; peers: number }[];
+    const found = files.map((f) => listed.find((x) => x.name === basename(f.path) && x.size === f.size));
+    if (found.every((x) => x && x.peers >= SEEDS)) return { tracker: addr, ids: found.map((x) => x!.id) };
     if (Date.now() > deadline) {
-      throw new Error(`the tracker lists ${f ? f.peers : 0} of ${SEEDS} peers for ${name} after 30 s`);
+      const short = files.filter((_, i) => (found[i]?.peers ?? 0) < SEEDS).map((f) => basename(f.path));
+      throw new Error(`the tracker lists fewer than ${SEEDS} peers for ${short.join(", ")} after 30 s`);
     }
     await sleep(250);
   }
 }
 
-/** 4 nginx servers, each serving a directory holding (a link to) the file; returns their URLs. */
-async function startNginx(procs: Procs, work: string, src: string): Promise<string[]> {
+/** 4 nginx servers, each serving a directory holding (links to) `srcs`; returns the 4 URLs of each file. */
+export async function startNginx(procs: Procs, work: string, srcs: string[]): Promise<string[][]> {
   const script = join(NETLAB_DIR, "nginx_serve.sh");
   const env = { NGINX_STATE: join(work, "nginx") };
-  const urls: string[] = [];
+  const urls: string[][] = srcs.map(() => []);
   for (let i = 1; i <= SEEDS; i++) {
     const root = join(work, `http${i}`);
-    await linkInto(src, root);
+    for (const src of srcs) await linkInto(src, root);
     const port = freePort();
     const name = `bench${i}`;
     try {
@@ -694,10 +701,10 @@ async function startNginx(procs: Procs, work: string, src: string): Promise<stri
       const pid = Number(await Deno.readTextFile(join(work, "nginx", name, "master.pid")).catch(() => ""));
       if (pid > 0) procs.adopt(pid, `nginx${i}`);
     }
-    urls.push(`http://127.0.0.1:${port}/${basename(src)}`);
+    srcs.forEach((src, k) => urls[k]!.push(`http://127.0.0.1:${port}/${basename(src)}`));
   }
   // nginx_serve.sh waits for the port but not for an error: check each URL answers 200
-  for (const u of urls) {
+  for (const u of urls.flat()) {
     const res = await within(fetch(u, { method: "HEAD" }), 10_000);
     await res?.body?.cancel();
     if (!res?.ok) throw new Error(`nginx does not serve ${u}: ${res ? res.status : "no answer in 10 s"}`);
@@ -811,11 +818,7 @@ async function main(): Promise<number> {
         await Deno.remove(join(o.outDir, `shoal-bench-out-${Deno.pid}`), { recursive: true }).catch(() => {});
       }
       await tracker?.[Symbol.asyncDispose]();
-      if (o.keep) console.log(`work dir kept: ${work}`);
-      else {
-        const kept = await removeWork(work, failed);
-        if (kept) console.log(`logs kept: ${kept}`);
-      }
+      await leaveWork(work, o.keep, failed);
     })();
   const unlisten = onInterrupt("interrupted: stopping every child", () => interrupted = true, cleanup);
 
@@ -855,7 +858,8 @@ async function main(): Promise<number> {
     t = performance.now();
     let swarm: { tracker: string; id: string } | undefined;
     try {
-      swarm = await startShoal(procs, work, src, o.size);
+      const started = await startShoal(procs, work, [{ path: src, size: o.size }]);
+      swarm = { tracker: started.tracker, id: started.ids[0]! };
       say(
         `shoal: tracker ${swarm.tracker}, ${SEEDS} peers list file ${swarm.id.slice(0, 16)}… ` +
           `(ready in ${((performance.now() - t) / 1000).toFixed(1)} s)`,
@@ -867,7 +871,7 @@ async function main(): Promise<number> {
     let urls: string[] = [];
     if (!http.missing) {
       try {
-        urls = await startNginx(procs, work, src);
+        urls = (await startNginx(procs, work, [src]))[0]!;
         say(`aria2c-http: ${SEEDS} nginx on ${urls.map((u) => new URL(u).host).join(", ")}`);
       } catch (err) {
         http.missing = `setup failed: ${(err as Error).message}`;

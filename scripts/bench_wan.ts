@@ -28,6 +28,7 @@ import {
   benchOptions,
   emptyDir,
   ensureCommands,
+  leaveWork,
   machineLines,
   MB,
   medianMbps,
@@ -36,7 +37,6 @@ import {
   type Options,
   parseAria2Speed,
   Procs,
-  removeWork,
   ROOT,
   shoalGetArgv,
   shoalOwnMbps,
@@ -107,11 +107,7 @@ async function main(): Promise<number> {
         if (r.code !== 0) console.error(`netlab down failed (exit ${r.code}): run ${NETLAB} down`);
         else labUp = false;
       }
-      if (o.keep) console.log(`work dir kept: ${work}`);
-      else {
-        const kept = await removeWork(work, failed);
-        if (kept) console.log(`logs kept: ${kept}`);
-      }
+      await leaveWork(work, o.keep, failed);
     })();
   const unlisten = onInterrupt(
     "interrupted: stopping every child and taking the lab down",

@@ -1,0 +1,20 @@
+import assert from "node:assert/strict";
+import { memoryTable } from "../scripts/bench_mem.ts";
+import type { ToolResult } from "../scripts/bench.ts";
+
+const result = (rss: number[], errors: string[] = []): ToolResult => ({
+  tool: "t",
+  what: "",
+  samples: rss.map((rssMB) => ({ mbps: 1, seconds: 1, rssMB })),
+  errors,
+});
+
+Deno.test("bench:mem table: median and largest peak per size, ratio to the smallest size's median", () => {
+  const lines = memoryTable([256 * 2 ** 20, 4 * 2 ** 30], {
+    shoal: [result([100, 102, 101]), result([120, 119, 125])],
+    "aria2c-http": [result([23, 23, 24]), { ...result([]), missing: "aria2c is not installed" }],
+  });
+  assert.equal(lines.length, 4);
+  assert.match(lines[2]!, /^256\.0 MiB\s+101\.0, 102\.0\s+1\.00x\s+23\.0, 24\.0\s+1\.00x$/);
+  assert.match(lines[3]!, /^4\.00 GiB\s+120\.0, 125\.0\s+1\.19x\s+MISSING\s+-$/);
+});
