@@ -20,7 +20,7 @@ import {
   RemoteError,
   ShoalError,
 } from "./errors.ts";
-import { chunkLength, type Manifest } from "./manifest.ts";
+import { chunkDigests, chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { pipelineDepth, RateMeter } from "./rate_meter.ts";
@@ -160,6 +160,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   pending.promise.catch(() => {});
   const handlers = new Map<Worker, (m: FromWorker) => void>();
   const writeLock = newWriteLock();
+  const digests = chunkDigests(manifest);
   for (let i = 0; i < workerCount; i++) {
     const w = new Worker(fetchWorkerUrl(), { type: "module" });
     w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
@@ -172,7 +173,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       fileId,
       size: manifest.size,
       chunkSize: manifest.chunkSize,
-      chunks: manifest.chunks,
+      digests,
       partPath,
       writeLock,
     };

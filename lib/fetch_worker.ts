@@ -34,7 +34,8 @@ interface FileInfo {
   fileId: string;
   size: number;
   chunkSize: number;
-  chunks: string[];
+  digests: Uint8Array;
+  count: number;
   fd: number;
 }
 
@@ -51,8 +52,12 @@ function post(msg: FromWorker, transfer: Transferable[] = []): void {
   self.postMessage(msg, transfer);
 }
 
-function digestHex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
+/** Whether `bytes` hash to chunk `index`'s SHA-256. */
+function matches(f: FileInfo, index: number, bytes: Uint8Array): boolean {
+  const got = createHash("sha256").update(bytes).digest();
+  const want = f.digests.subarray(32 * index, 32 * index + 32);
+  for (let i = 0; i < 32; i++) if (got[i] !== want[i]) return false;
+  return true;
 }
 
 async function runPeer(peer: string, host: string, port: number): Promise<void> {
@@ -60,13 +65,14 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
   let reason = "closed by the peer";
   let conn: Connection | null = null;
   try {
-    conn = await connect({ host, port }, { allocate: (n) => pool!.take(n) });
+    // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
+    conn = await connect({ host, port }, { allocate: (n) => pool!.take(n), ioTimeoutMs: 0 });
     links.set(peer, conn);
     outstanding.set(peer, new Set());
     if (grant !== null) await conn.request({ type: "authorize", fileId: f.fileId, grant }, "ok");
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
-    if (bf.count !== f.chunks.length) {
-      throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.chunks.length}`);
+    if (bf.count !== f.count) {
+      throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.count}`);
     }
     const bits = bf.bits.slice();
     post({ ev: "ready", peer, bits }, [bits.buffer]);
@@ -115,7 +121,7 @@ function onPiece(
   frame: Uint8Array<ArrayBuffer>,
 ): boolean {
   if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return false; // cancelled or never asked
-  if (data.length !== chunkLength(f, index) || digestHex(data) !== f.chunks[index]) {
+  if (index >= f.count || data.length !== chunkLength(f, index) || !matches(f, index, data)) {
     post({ ev: "bad", peer, index });
     return false;
   }
@@ -145,7 +151,7 @@ function verify(indexes: number[]): void {
   for (const i of indexes) {
     const len = chunkLength(f, i);
     const at = preadFull(f.fd, buf.subarray(0, len), i * f.chunkSize);
-    (at === len && digestHex(buf.subarray(0, len)) === f.chunks[i] ? good : bad).push(i);
+    (at === len && matches(f, i, buf.subarray(0, len)) ? good : bad).push(i);
   }
   post({ ev: "verified", good, bad });
 }
@@ -156,7 +162,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
     switch (m.op) {
       case "init": {
         const fd = openSync(m.partPath, "r+");
-        file = { ...m, fd };
+        file = { ...m, fd, count: m.digests.length / 32 };
         // Enough free buffers for the frames being read and the writes queued; more would only hold memory.
         pool = new BufferPool(36 + m.chunkSize, 4);
         writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => writeAt(fd, data, at), written);

@@ -59,6 +59,13 @@ export function chunkLength(m: Pick<Manifest, "size" | "chunkSize">, index: numb
   return Math.min(m.chunkSize, m.size - index * m.chunkSize);
 }
 
+/** Every chunk's SHA-256 as raw bytes, 32 per chunk in order: what the fetch workers check against. */
+export function chunkDigests(m: Manifest): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(32 * m.chunks.length);
+  m.chunks.forEach((h, i) => out.set(fromHex(h), 32 * i));
+  return out;
+}
+
 /** The canonical bytes hashed into the file id (name excluded). */
 export function canonicalManifestBytes(m: Manifest): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(CANONICAL_TAG.length + 16 + 32 * m.chunks.length);
@@ -68,11 +75,7 @@ export function canonicalManifestBytes(m: Manifest): Uint8Array<ArrayBuffer> {
   view.setBigUint64(at, BigInt(m.size));
   view.setUint32(at + 8, m.chunkSize);
   view.setUint32(at + 12, m.chunks.length);
-  at += 16;
-  for (const h of m.chunks) {
-    out.set(fromHex(h), at);
-    at += 32;
-  }
+  out.set(chunkDigests(m), at + 16);
   return out;
 }
 

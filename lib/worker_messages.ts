@@ -12,7 +12,8 @@ export type ToWorker =
     fileId: string;
     size: number;
     chunkSize: number;
-    chunks: string[];
+    /** Each chunk's SHA-256, 32 raw bytes per chunk (a 16 GiB file: 512 KiB, not 16 384 strings per worker). */
+    digests: Uint8Array;
     partPath: string;
     /** Shared by every worker writing this .part (see write_queue.ts). */
     writeLock: SharedArrayBuffer;
