@@ -14,7 +14,8 @@
  * size (10^6 bytes) over the wall time the bench measures around the
  * downloading process, so process start-up counts for every tool; Shoal's
  * own figure is shown beside it. Peak RSS comes from `/usr/bin/time -v`.
- * The tools take turns within each run; the table shows medians.
+ * The tools take turns within each run, and the first of them rotates from
+ * run to run; the table shows medians.
  *
  * Every child is tracked and killed by PID (with its descendants) at the
  * end, on failure and on SIGINT/SIGTERM; every wait has a deadline. The
@@ -784,6 +785,12 @@ export function onInterrupt(message: string, mark: () => void, cleanup: () => Pr
   };
 }
 
+/** `xs` rotated left by `k`: run k of a bench starts with tool k. */
+export function rotate<T>(xs: T[], k: number): T[] {
+  const at = xs.length === 0 ? 0 : k % xs.length;
+  return [...xs.slice(at), ...xs.slice(0, at)];
+}
+
 /** Removes `dir` with its contents and creates it again, empty. */
 export async function emptyDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -900,34 +907,41 @@ async function main(): Promise<number> {
     if (http.missing) httpDurable.missing = http.missing;
     const rssFile = join(work, "rss.txt");
     const m = { timeoutMs: o.timeoutMs, bytes: o.size, rssFile };
+    // The tools take turns, and who goes first rotates from run to run: this VM hands freed memory back to
+    // the host (free page reporting), so the first writer after a pause pays for fresh pages.
+    const shoalTurn = async (run: number) => {
+      if (shoal.missing || !swarm) return;
+      await emptyDir(outDir);
+      const out = join(outDir, basename(src));
+      const argv = shoalGetArgv(swarm.tracker, swarm.id, out, o.workers);
+      await timedDownload(procs, shoal, run, "shoal-client", argv, m, out, want, shoalOwnMbps);
+    };
+    const httpTurn = async (run: number) => {
+      if (http.missing) return;
+      await emptyDir(outDir);
+      const argv = aria2HttpArgv(outDir, basename(src), urls);
+      const out = join(outDir, basename(src));
+      await timedDownload(procs, http, run, "aria2c-http", argv, m, out, want, parseAria2Speed, {
+        afterExit: async (sample) => {
+          const t0 = performance.now();
+          using f = await Deno.open(out, { read: true, write: true });
+          await f.syncData();
+          const seconds = sample.seconds + (performance.now() - t0) / 1000;
+          const durable = { mbps: o.size / MB / seconds, seconds, ...(sample.rssMB ? { rssMB: sample.rssMB } : {}) };
+          await step(httpDurable, run, () => Promise.resolve(durable));
+        },
+      });
+    };
+    const btTurn = async (run: number) => {
+      if (bt.missing) return;
+      await emptyDir(outDir);
+      const argv = ["aria2c", ...ARIA2_BT_COMMON, `--dir=${outDir}`, `--listen-port=${freePort()}`, "--seed-time=0"];
+      argv.push("--bt-max-peers=0", "--allow-overwrite=true", torrent);
+      await timedDownload(procs, bt, run, "aria2c-bt", argv, m, join(outDir, basename(src)), want, parseAria2Speed);
+    };
     for (let run = 1; run <= o.runs && !interrupted; run++) {
-      if (!shoal.missing && swarm) {
-        await emptyDir(outDir);
-        const out = join(outDir, basename(src));
-        const argv = shoalGetArgv(swarm.tracker, swarm.id, out, o.workers);
-        await timedDownload(procs, shoal, run, "shoal-client", argv, m, out, want, shoalOwnMbps);
-      }
-      if (!http.missing) {
-        await emptyDir(outDir);
-        const argv = aria2HttpArgv(outDir, basename(src), urls);
-        const out = join(outDir, basename(src));
-        await timedDownload(procs, http, run, "aria2c-http", argv, m, out, want, parseAria2Speed, {
-          afterExit: async (sample) => {
-            const t0 = performance.now();
-            using f = await Deno.open(out, { read: true, write: true });
-            await f.syncData();
-            const seconds = sample.seconds + (performance.now() - t0) / 1000;
-            const durable = { mbps: o.size / MB / seconds, seconds, ...(sample.rssMB ? { rssMB: sample.rssMB } : {}) };
-            await step(httpDurable, run, () => Promise.resolve(durable));
-          },
-        });
-      }
-      if (!bt.missing) {
-        await emptyDir(outDir);
-        const argv = ["aria2c", ...ARIA2_BT_COMMON, `--dir=${outDir}`, `--listen-port=${freePort()}`, "--seed-time=0"];
-        argv.push("--bt-max-peers=0", "--allow-overwrite=true", torrent);
-        await timedDownload(procs, bt, run, "aria2c-bt", argv, m, join(outDir, basename(src)), want, parseAria2Speed);
-      }
+      const order = rotate([shoalTurn, httpTurn, btTurn], run - 1);
+      for (const turn of order) if (!interrupted) await turn(run);
     }
 
     say("");

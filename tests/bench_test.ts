@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { memoryTable } from "../scripts/bench_mem.ts";
-import type { ToolResult } from "../scripts/bench.ts";
+import { rotate, type ToolResult } from "../scripts/bench.ts";
 
 const result = (rss: number[], errors: string[] = []): ToolResult => ({
   tool: "t",
@@ -17,4 +17,10 @@ Deno.test("bench:mem table: median and largest peak per size, ratio to the small
   assert.equal(lines.length, 4);
   assert.match(lines[2]!, /^256\.0 MiB\s+101\.0, 102\.0\s+1\.00x\s+23\.0, 24\.0\s+1\.00x$/);
   assert.match(lines[3]!, /^4\.00 GiB\s+120\.0, 125\.0\s+1\.19x\s+MISSING\s+-$/);
+});
+
+Deno.test("bench: the tool that goes first rotates from run to run", () => {
+  assert.deepEqual([0, 1, 2, 3].map((k) => rotate(["shoal", "http", "bt"], k)[0]), ["shoal", "http", "bt", "shoal"]);
+  assert.deepEqual(rotate(["a", "b", "c"], 1), ["b", "c", "a"]);
+  assert.deepEqual(rotate([], 2), []);
 });
