@@ -71,7 +71,7 @@ export function canonicalManifestBytes(m: Manifest): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(CANONICAL_TAG.length + 16 + 32 * m.chunks.length);
   out.set(CANONICAL_TAG, 0);
   const view = new DataView(out.buffer);
-  let at = CANONICAL_TAG.length;
+  const at = CANONICAL_TAG.length;
   view.setBigUint64(at, BigInt(m.size));
   view.setUint32(at + 8, m.chunkSize);
   view.setUint32(at + 12, m.chunks.length);
