@@ -181,6 +181,7 @@ export class Connection {
 
   async #read(into: Uint8Array, timeoutMs: number): Promise<number | null> {
     try {
+      if (timeoutMs <= 0) return await this.#conn.read(into); // no deadline: skip the timer and the race
       return await this.#deadline(this.#conn.read(into), timeoutMs, "waiting for data from " + this.remote);
     } catch (err) {
       if (err instanceof TimeoutError) throw err;
@@ -198,7 +199,10 @@ export class Connection {
     while (at < bytes.length) {
       if (this.#closed) throw new ConnectionClosedError();
       try {
-        at += await this.#deadline(this.#conn.write(bytes.subarray(at)), this.ioTimeoutMs, "sending to " + this.remote);
+        const wrote = this.#conn.write(at === 0 ? bytes : bytes.subarray(at));
+        at += this.ioTimeoutMs <= 0
+          ? await wrote
+          : await this.#deadline(wrote, this.ioTimeoutMs, "sending to " + this.remote);
       } catch (err) {
         if (err instanceof TimeoutError) throw err;
         this.close();

@@ -311,9 +311,14 @@ function frameOf(type: number, payload: Uint8Array): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+/** The last file id encoded: a download sends the same one in every REQUEST. */
+let lastId = { hex: "", bytes: new Uint8Array(0) };
+
 function fileIdBytes(fileId: string): Uint8Array {
+  if (fileId === lastId.hex) return lastId.bytes;
   if (!isSha256Hex(fileId)) throw new RangeError(`Cannot encode file id ${JSON.stringify(fileId)}`);
-  return fromHex(fileId);
+  lastId = { hex: fileId, bytes: fromHex(fileId) };
+  return lastId.bytes;
 }
 
 function binaryFrame(type: number, fileId: string, u32s: number[], tail: Uint8Array | null) {

@@ -33,13 +33,14 @@ export class Scheduler {
   readonly done: Bitfield;
   #peers = new Map<string, PeerState>();
   #availability: Uint32Array;
-  /** chunk -> peers it is requested from */
-  #requested = new Map<number, Set<string>>();
+  /** How many peers each chunk is requested from (which ones: each peer's `inflight`). */
+  #requested: Uint8Array;
   #random: () => number;
 
   constructor(total: number, done?: Bitfield, random: () => number = Math.random) {
     this.done = done ?? new Bitfield(total);
     this.#availability = new Uint32Array(total);
+    this.#requested = new Uint8Array(total);
     this.#random = random;
   }
 
@@ -98,7 +99,7 @@ export class Scheduler {
     let best = -1, bestAvail = Infinity;
     for (let k = 0; k < total; k++) {
       const i = start + k < total ? start + k : start + k - total;
-      if (this.done.has(i) || this.#requested.has(i) || !p.has.has(i)) continue;
+      if (this.done.has(i) || this.#requested[i]! > 0 || !p.has.has(i)) continue;
       const a = this.#availability[i]!;
       if (a < bestAvail) {
         best = i;
@@ -109,18 +110,20 @@ export class Scheduler {
     if (best < 0) best = this.#endgamePick(peer, p);
     if (best < 0) return null;
     p.inflight.add(best);
-    const set = this.#requested.get(best) ?? new Set<string>();
-    set.add(peer);
-    this.#requested.set(best, set);
+    this.#requested[best]!++;
     return best;
   }
 
   /** Marks chunk `index` verified and written; returns the other peers to cancel it on. */
   completed(index: number, peer: string): string[] {
     this.done.set(index);
-    const others = [...(this.#requested.get(index) ?? [])].filter((p) => p !== peer);
-    for (const p of this.#requested.get(index) ?? []) this.#peers.get(p)?.inflight.delete(index);
-    this.#requested.delete(index);
+    const others: string[] = [];
+    if (this.#requested[index]! > 0) {
+      for (const [name, p] of this.#peers) {
+        if (p.inflight.delete(index) && name !== peer) others.push(name);
+      }
+    }
+    this.#requested[index] = 0;
     return others;
   }
 
@@ -151,21 +154,18 @@ export class Scheduler {
     return out;
   }
 
-  #endgamePick(peer: string, p: PeerState): number {
+  #endgamePick(_peer: string, p: PeerState): number {
     let best = -1, fewest = ENDGAME_COPIES;
-    for (const [i, who] of this.#requested) {
-      if (who.has(peer) || !p.has.has(i) || who.size >= fewest) continue;
+    for (let i = 0; i < this.total; i++) {
+      const who = this.#requested[i]!;
+      if (who === 0 || who >= fewest || this.done.has(i) || p.inflight.has(i) || !p.has.has(i)) continue;
       best = i;
-      fewest = who.size;
+      fewest = who;
     }
     return best;
   }
 
   #unrequest(index: number, peer: string): void {
-    this.#peers.get(peer)?.inflight.delete(index);
-    const set = this.#requested.get(index);
-    if (!set) return;
-    set.delete(peer);
-    if (set.size === 0) this.#requested.delete(index);
+    if (this.#peers.get(peer)?.inflight.delete(index) && this.#requested[index]! > 0) this.#requested[index]!--;
   }
 }

@@ -36,7 +36,6 @@ export class WriteQueue<T> {
   #lock: Int32Array;
   #queue: Write<T>[] = [];
   #waiting = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #room: (() => void)[] = [];
 
@@ -71,7 +70,6 @@ export class WriteQueue<T> {
   close(): void {
     this.#closed = true;
     this.#queue.length = 0;
-    clearTimeout(this.#timer);
     this.#wakeRoom();
   }
 
@@ -96,14 +94,12 @@ export class WriteQueue<T> {
   #wait(): void {
     if (this.#waiting) return;
     this.#waiting = true;
-    // A pending waitAsync does not keep Deno's event loop alive; the timer does, and bounds the wait.
-    this.#timer = setTimeout(() => again(), WAIT_MS + 10);
     const again = () => {
-      if (!this.#waiting) return;
-      clearTimeout(this.#timer);
       this.#waiting = false;
       this.#drain();
     };
+    // Woken by the holder's notify; the timeout bounds a lost wake-up. A pending waitAsync does not keep
+    // Deno's event loop alive by itself: a worker's is kept alive by its message port.
     const r = Atomics.waitAsync(this.#lock, 0, 1, WAIT_MS);
     if (r.async) r.value.then(again);
     else queueMicrotask(again); // released between the check and the wait

@@ -8,12 +8,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Bitfield } from "../lib/bitfield.ts";
-import { toHex } from "../lib/bytes.ts";
+import { fromHex, toHex } from "../lib/bytes.ts";
 import { ProtocolError } from "../lib/errors.ts";
 import { MAX_CHUNK_SIZE } from "../lib/framing.ts";
 import {
   canonicalManifestBytes,
   chunkCount,
+  chunkDigests,
   chunkLength,
   DEFAULT_CHUNK_SIZE,
   fileIdOf,
@@ -329,4 +330,12 @@ Deno.test("Bitfield.full() sets every bit and no spare bit", () => {
   const empty = Bitfield.full(0);
   assert.equal(empty.bytes.length, 0);
   assert.equal(empty.complete, true);
+});
+
+Deno.test("manifest: chunkDigests gives each chunk's 32 raw bytes in order and refuses a non-hex digit", () => {
+  const a = "00".repeat(31) + "ff", b = "AbCdEf".repeat(10) + "0123";
+  const m = { name: "x", size: 3, chunkSize: 2, chunks: [a, b] };
+  assert.deepEqual(chunkDigests(m), new Uint8Array([...fromHex(a), ...fromHex(b)]));
+  assert.throws(() => chunkDigests({ ...m, chunks: [a, "g" + b.slice(1)] }), /chunk hash 1/);
+  assert.throws(() => chunkDigests({ ...m, chunks: [a.slice(2)] }), /chunk hash 0/);
 });

@@ -35,9 +35,12 @@ Deno.test("write queue: while another holds the lock, writes wait in order, and 
   const room = r.q.room().then(() => roomy = true);
   await new Promise((resolve) => setTimeout(resolve, 10));
   assert.equal(roomy, false, "room() waits while the queue is at its limit");
+  // As in a worker, something must keep the event loop alive while waitAsync waits: here, a timer.
+  const alive = setTimeout(() => {}, 1_000);
   Atomics.store(word, 0, 0);
   Atomics.notify(word, 0);
   await room;
+  clearTimeout(alive);
   assert.deepEqual(r.written, [0, 10]);
   assert.deepEqual(r.results.map(([name]) => name), ["a", "b"]);
   assert.equal(word[0], 0);
@@ -65,6 +68,6 @@ Deno.test("write queue: close drops what waits and frees anyone waiting for room
   assert.deepEqual(r.written, []);
   new Int32Array(lock)[0] = 0;
   Atomics.notify(new Int32Array(lock), 0);
-  await new Promise((resolve) => setTimeout(resolve, 10));
+  await new Promise((resolve) => setTimeout(resolve, 80)); // past the wait's own timeout too
   assert.deepEqual(r.written, [], "nothing is written after close");
 });
