@@ -242,9 +242,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         send(p.worker, { op: "request", peer, index });
       }
     };
-    const fillAll = () => {
-      for (const peer of peers.keys()) fill(peer);
-    };
+    const fillOne = (_p: PeerInfo, peer: string) => fill(peer);
+    const fillAll = () => peers.forEach(fillOne); // forEach: no iterator per completed chunk
     const dropPeer = (peer: string, reason: string, ban = false) => {
       const p = peers.get(peer);
       if (!p) return;

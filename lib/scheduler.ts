@@ -18,6 +18,8 @@
 
 import { Bitfield } from "./bitfield.ts";
 
+const NONE: readonly string[] = Object.freeze([]);
+
 /** Requests outstanding per peer before its rate is measured. */
 export const DEFAULT_PIPELINE = 4;
 /** Most peers asked for the same chunk in endgame. */
@@ -115,15 +117,16 @@ export class Scheduler {
   }
 
   /** Marks chunk `index` verified and written; returns the other peers to cancel it on. */
-  completed(index: number, peer: string): string[] {
+  completed(index: number, peer: string): readonly string[] {
     this.done.set(index);
-    const others: string[] = [];
-    if (this.#requested[index]! > 0) {
-      for (const [name, p] of this.#peers) {
-        if (p.inflight.delete(index) && name !== peer) others.push(name);
-      }
-    }
+    const requesters = this.#requested[index]!;
     this.#requested[index] = 0;
+    const mine = this.#peers.get(peer)?.inflight.delete(index) ?? false;
+    if (requesters === 0 || (requesters === 1 && mine)) return NONE; // the usual case: no loop, no garbage
+    const others: string[] = [];
+    this.#peers.forEach((p, name) => {
+      if (name !== peer && p.inflight.delete(index)) others.push(name);
+    });
     return others;
   }
 
