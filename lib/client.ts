@@ -93,7 +93,7 @@ export async function manifestOf(src: Source, fileId: string): Promise<Manifest>
 }
 
 /** Options for {@link getFile}. */
-export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "discover"> & {
+export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "discover" | "initialPeers"> & {
   /** Output path; default: the manifest's name in {@link outDir}. */
   out?: string;
   /** Where the default output goes; default: the current directory. */
@@ -120,12 +120,14 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
   const discover = async () =>
     (await peersOf(src, fileId)).filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
-  if (manifest.size > 0 && (await discover()).length === 0) {
+  const initialPeers = manifest.size > 0 ? await discover() : [];
+  if (manifest.size > 0 && initialPeers.length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
   if (!options.force && await exists(out)) throw new OutputExistsError(out);
   options.onResolved?.(fileId, manifest, out);
-  return await download({ ...options, fileId, manifest, out, discover });
+  // The peers just looked up start the download: no second lookup (a round trip to the tracker).
+  return await download({ ...options, fileId, manifest, out, discover, initialPeers });
 }
 
 function isLoopback(host: string): boolean {

@@ -88,8 +88,10 @@ export interface DownloadOptions {
   workers?: number;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
-  /** Finds sources; called at the start and again when sources run short. */
+  /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
   discover: () => Promise<Address[]>;
+  /** Sources the caller just looked up: the download starts with them instead of asking again. */
+  initialPeers?: Address[];
   stallMs?: number;
   giveUpMs?: number;
   flushMs?: number;
@@ -428,7 +430,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         }
       }, 200));
     }
-    await discover();
+    if (opts.initialPeers) {
+      lastDiscover = Date.now();
+      connectTo(opts.initialPeers);
+    } else {
+      await discover();
+    }
     try {
       await pending.promise;
     } finally {
