@@ -28,6 +28,8 @@ import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { newWriteLock } from "./write_queue.ts";
+import { freeBytes } from "./file_io.ts";
+import { dirname } from "node:path";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
 export const DEFAULT_STALL_MS = 15_000;
@@ -231,6 +233,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     /** REJECTs per "peer index" */
     const rejected = new Map<string, number>();
     for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += chunkLength(manifest, i);
+    await checkRoom(partPath, manifest);
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
@@ -507,6 +510,23 @@ async function finish(partPath: string, out: string): Promise<void> {
   } catch (err) {
     throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/**
+ * Fails before any chunk is fetched when the `.part`'s filesystem cannot
+ * hold the rest of the file (what the sparse `.part` has not allocated
+ * yet): a clear message now, not a full disk halfway through.
+ */
+async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
+  const free = freeBytes(dirname(partPath));
+  const allocated = await Deno.stat(partPath).then((st) => (st.blocks ?? 0) * 512, () => 0);
+  const need = manifest.size - allocated;
+  if (free === null || free >= need) return;
+  const mb = (x: number) => `${(x / 1e6).toFixed(1)} MB`;
+  throw new DiskError(
+    `Not enough free space for ${manifest.name}: ${mb(need)} still to write, ${mb(free)} free in ` +
+      `${dirname(partPath)}. Free some space (progress is kept: run the same command again) or choose another -o.`,
+  );
 }
 
 async function closeWorkers(workers: Worker[]): Promise<void> {

@@ -1,11 +1,11 @@
 /**
  * Positional reads on a descriptor: no seek, so several readers can share
- * one descriptor.
+ * one descriptor. Free space on a filesystem.
  *
  * @module
  */
 
-import { readSync } from "node:fs";
+import { readSync, statfsSync } from "node:fs";
 
 /** Reads into all of `into` from `position`; returns the bytes read (fewer only at end of file). */
 export function preadFull(fd: number, into: Uint8Array, position: number): number {
@@ -16,4 +16,19 @@ export function preadFull(fd: number, into: Uint8Array, position: number): numbe
     at += n;
   }
   return at;
+}
+
+/** Bytes an unprivileged writer may still use on the filesystem holding `path`; null when it cannot tell. */
+export function freeBytes(path: string): number | null {
+  try {
+    const s = statfsSync(path);
+    return s.blocks > 0 ? s.bavail * s.bsize : null; // some virtual filesystems report no blocks at all
+  } catch {
+    return null;
+  }
+}
+
+/** True for the error a write gets when the filesystem is full. */
+export function isNoSpace(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "ENOSPC";
 }

@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import { Bitfield } from "./bitfield.ts";
 import { type Manifest, verifyManifest } from "./manifest.ts";
 import { toBase64, utf8Encoder } from "./bytes.ts";
+import { isNoSpace } from "./file_io.ts";
 
 /** Format version of the sidecar. */
 export const SIDECAR_FORMAT = 1;
@@ -107,22 +108,38 @@ export class SidecarWriter {
     this.#head = utf8Encoder.encode(headText(fileId, manifest));
   }
 
-  /** Replaces the sidecar atomically: write a temp file, sync it, rename it over. */
+  /**
+   * Replaces the sidecar atomically: write a temp file, sync it, rename it
+   * over. On a full disk, where the temp file finds no room, the sidecar is
+   * overwritten in place instead: for one download it always has the same
+   * length, so that needs no new space, and a write cut short by a crash
+   * fails the checksum and means a safe restart, never a wrong chunk.
+   */
   async write(done: Bitfield): Promise<void> {
     const tail = tailText(done);
     const checksum = checksumOf(this.#head, tail);
     const rest = utf8Encoder.encode(`${tail},"checksum":"${checksum}"}`);
     const tmp = `${this.path}.tmp`;
-    {
-      using f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      for (const bytes of [this.#head, rest]) {
-        let at = 0;
-        while (at < bytes.length) at += await f.write(bytes.subarray(at));
-      }
-      await f.syncData();
+    try {
+      await writeAll(tmp, [this.#head, rest], true);
+    } catch (err) {
+      await Deno.remove(tmp).catch(() => {});
+      const size = await Deno.stat(this.path).then((st) => st.size, () => -1);
+      if (!isNoSpace(err) || size !== this.#head.length + rest.length) throw err;
+      return await writeAll(this.path, [this.#head, rest], false);
     }
     await Deno.rename(tmp, this.path);
   }
+}
+
+/** Writes `parts` to `path` from its start (`truncate`: a fresh file) and syncs them. */
+async function writeAll(path: string, parts: Uint8Array[], truncate: boolean): Promise<void> {
+  using f = await Deno.open(path, { write: true, create: truncate, truncate });
+  for (const bytes of parts) {
+    let at = 0;
+    while (at < bytes.length) at += await f.write(bytes.subarray(at));
+  }
+  await f.syncData();
 }
 
 /** Replaces the sidecar at `path` with `s` (see {@link SidecarWriter}). */

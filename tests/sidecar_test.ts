@@ -70,3 +70,27 @@ Deno.test("sidecar: the writer's text is the one JSON.stringify gives, checksum 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("sidecar: on a full disk the writer overwrites the sidecar in place, and it reads back right", async () => {
+  const dir = await Deno.makeTempDir();
+  const mount = (args: string[]) => new Deno.Command(args[0]!, { args: args.slice(1), stderr: "piped" }).output();
+  const mounted = await mount(["mount", "-t", "tmpfs", "-o", "size=64k", "shoal-sidecar-test", dir]);
+  assert.ok(mounted.success, `mount a small tmpfs (needs root): ${new TextDecoder().decode(mounted.stderr)}`);
+  try {
+    const path = `${dir}/f.bin.part.json`;
+    const writer = new SidecarWriter(path, id, m);
+    const done = new Bitfield(3);
+    await writer.write(done);
+    // Fill the filesystem: no room is left for the temp file a normal update writes first.
+    await Deno.writeFile(`${dir}/filler`, new Uint8Array(64 * 1024)).catch(() => {});
+    await assert.rejects(Deno.writeFile(`${dir}/probe`, new Uint8Array(4096)), /No space left/);
+    done.set(0);
+    done.set(2);
+    await writer.write(done);
+    assert.deepEqual((await readSidecar(path, id))?.done.missing(), [1]);
+    assert.equal(await Deno.stat(`${path}.tmp`).then(() => true, () => false), false, "no temp file left");
+  } finally {
+    await mount(["umount", dir]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
