@@ -518,14 +518,15 @@ async function finish(partPath: string, out: string): Promise<void> {
  * yet): a clear message now, not a full disk halfway through.
  */
 async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
-  const free = freeBytes(dirname(partPath));
+  const dir = dirname(partPath);
+  const free = freeBytes(dir);
   const allocated = await Deno.stat(partPath).then((st) => (st.blocks ?? 0) * 512, () => 0);
   const need = manifest.size - allocated;
   if (free === null || free >= need) return;
   const mb = (x: number) => `${(x / 1e6).toFixed(1)} MB`;
   throw new DiskError(
     `Not enough free space for ${manifest.name}: ${mb(need)} still to write, ${mb(free)} free in ` +
-      `${dirname(partPath)}. Free some space (progress is kept: run the same command again) or choose another -o.`,
+      `${dir}. Free some space (progress is kept: run the same command again) or choose another -o.`,
   );
 }
 

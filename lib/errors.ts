@@ -206,6 +206,7 @@ export function exitCodeOf(err: unknown): number {
   return ExitCode.failure;
 }
 
-function isDiskFull(err: unknown): boolean {
+/** True for the error a write gets when the filesystem is full. */
+export function isDiskFull(err: unknown): boolean {
   return err instanceof Error && /ENOSPC|No space left/i.test(err.message);
 }

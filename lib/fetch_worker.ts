@@ -11,8 +11,8 @@
  */
 
 import { createHash } from "node:crypto";
-import { closeSync, openSync, writeSync } from "node:fs";
-import { preadFull } from "./file_io.ts";
+import { closeSync, openSync } from "node:fs";
+import { preadFull, pwriteFull } from "./file_io.ts";
 import { connect, type Connection } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -129,11 +129,6 @@ function onPiece(
   return true;
 }
 
-function writeAt(fd: number, data: Uint8Array, position: number): void {
-  let at = 0;
-  while (at < data.length) at += writeSync(fd, data, at, data.length - at, position + at);
-}
-
 /** A chunk is done once written (the coordinator's fdatasync makes it durable). */
 function written(v: Verified, error: unknown): void {
   pool!.give(v.frame);
@@ -165,7 +160,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         file = { ...m, fd, count: m.digests.length / 32 };
         // Enough free buffers for the frames being read and the writes queued; more would only hold memory.
         pool = new BufferPool(36 + m.chunkSize, 4);
-        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => writeAt(fd, data, at), written);
+        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => pwriteFull(fd, data, at), written);
         break;
       }
       case "connect":

@@ -1,11 +1,11 @@
 /**
- * Positional reads on a descriptor: no seek, so several readers can share
- * one descriptor. Free space on a filesystem.
+ * Positional reads and writes on a descriptor: no seek, so several readers
+ * and writers can share one descriptor. Free space on a filesystem.
  *
  * @module
  */
 
-import { readSync, statfsSync } from "node:fs";
+import { readSync, statfsSync, writeSync } from "node:fs";
 
 /** Reads into all of `into` from `position`; returns the bytes read (fewer only at end of file). */
 export function preadFull(fd: number, into: Uint8Array, position: number): number {
@@ -18,6 +18,12 @@ export function preadFull(fd: number, into: Uint8Array, position: number): numbe
   return at;
 }
 
+/** Writes all of `data` at `position`. */
+export function pwriteFull(fd: number, data: Uint8Array, position: number): void {
+  let at = 0;
+  while (at < data.length) at += writeSync(fd, data, at, data.length - at, position + at);
+}
+
 /** Bytes an unprivileged writer may still use on the filesystem holding `path`; null when it cannot tell. */
 export function freeBytes(path: string): number | null {
   try {
@@ -26,9 +32,4 @@ export function freeBytes(path: string): number | null {
   } catch {
     return null;
   }
-}
-
-/** True for the error a write gets when the filesystem is full. */
-export function isNoSpace(err: unknown): boolean {
-  return (err as { code?: unknown } | null)?.code === "ENOSPC";
 }

@@ -109,7 +109,7 @@ export class Scheduler {
         if (a <= 1) break; // only this peer has it: none can be rarer
       }
     }
-    if (best < 0) best = this.#endgamePick(peer, p);
+    if (best < 0) best = this.#endgamePick(p);
     if (best < 0) return null;
     p.inflight.add(best);
     this.#requested[best]!++;
@@ -157,7 +157,7 @@ export class Scheduler {
     return out;
   }
 
-  #endgamePick(_peer: string, p: PeerState): number {
+  #endgamePick(p: PeerState): number {
     let best = -1, fewest = ENDGAME_COPIES;
     for (let i = 0; i < this.total; i++) {
       const who = this.#requested[i]!;

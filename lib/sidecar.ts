@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { Bitfield } from "./bitfield.ts";
 import { type Manifest, verifyManifest } from "./manifest.ts";
 import { toBase64, utf8Encoder } from "./bytes.ts";
-import { isNoSpace } from "./file_io.ts";
+import { isDiskFull } from "./errors.ts";
 
 /** Format version of the sidecar. */
 export const SIDECAR_FORMAT = 1;
@@ -125,7 +125,7 @@ export class SidecarWriter {
     } catch (err) {
       await Deno.remove(tmp).catch(() => {});
       const size = await Deno.stat(this.path).then((st) => st.size, () => -1);
-      if (!isNoSpace(err) || size !== this.#head.length + rest.length) throw err;
+      if (!isDiskFull(err) || size !== this.#head.length + rest.length) throw err;
       return await writeAll(this.path, [this.#head, rest], false);
     }
     await Deno.rename(tmp, this.path);
