@@ -318,6 +318,7 @@ export async function sha256File(path: string): Promise<string> {
 /** Hard-links `src` into `dir` (copies if linking fails); returns the new path. */
 export async function linkInto(src: string, dir: string): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
+  await Deno.chmod(dir, 0o755); // nginx's workers (nobody) read it whatever the umask
   const dst = join(dir, basename(src));
   try {
     await Deno.link(src, dst);
@@ -957,24 +958,33 @@ async function main(): Promise<number> {
       const rm = medianMbps(r);
       if (sm !== undefined && rm !== undefined) say(`shoal / ${r.tool}: ${(sm / rm).toFixed(2)}x`);
     }
-    say(`command: ${cmdline}`);
-    for (const r of results) if (r.argv) say(`  ${r.tool}: ${r.argv.join(" ")}`);
-    if (o.json) {
-      await Deno.writeTextFile(
-        o.json,
-        JSON.stringify(
-          { size: o.size, runs: o.runs, nproc: navigator.hardwareConcurrency, command: cmdline, results },
-          null,
-          2,
-        ),
-      );
-    }
-    failed = results.some((r) => r.missing !== undefined || r.errors.length > 0);
+    failed = await endReport(say, cmdline, results, o.json, {
+      size: o.size,
+      runs: o.runs,
+      nproc: navigator.hardwareConcurrency,
+    });
     return failed ? 1 : 0;
   } finally {
     unlisten();
     await cleanup();
   }
+}
+
+/**
+ * The end of a bench's report: each tool's command line, then the JSON file
+ * when asked for (`facts` first). True when a tool was missing or failed.
+ */
+export async function endReport(
+  say: (s: string) => void,
+  cmdline: string,
+  results: ToolResult[],
+  json: string | undefined,
+  facts: Record<string, unknown>,
+): Promise<boolean> {
+  say(`command: ${cmdline}`);
+  for (const r of results) if (r.argv) say(`  ${r.tool}: ${r.argv.join(" ")}`);
+  if (json) await Deno.writeTextFile(json, JSON.stringify({ ...facts, command: cmdline, results }, null, 2));
+  return results.some((r) => r.missing !== undefined || r.errors.length > 0);
 }
 
 /** `client.ts get` as the benchmarks run it: JSON summary, no progress output. */

@@ -27,8 +27,10 @@ import {
   aria2HttpArgv,
   benchOptions,
   emptyDir,
+  endReport,
   ensureCommands,
   leaveWork,
+  linkInto,
   machineLines,
   MB,
   medianMbps,
@@ -193,7 +195,7 @@ async function main(): Promise<number> {
       const peers = [];
       for (let i = 1; i <= SEEDS; i++) {
         const dir = join(work, `shoal-peer${i}`);
-        await linkShared(src, join(dir, "shared"));
+        await linkInto(src, join(dir, "shared"));
         peers.push(procs.spawn(
           `shoal-peer${i}`,
           inNode(`s${i}`)([
@@ -247,7 +249,7 @@ async function main(): Promise<number> {
       try {
         for (let i = 1; i <= SEEDS; i++) {
           const root = join(work, `http${i}`);
-          await linkShared(src, root);
+          await linkInto(src, root);
           const name = `wan${i}`;
           try {
             await procs.check(
@@ -316,34 +318,16 @@ async function main(): Promise<number> {
     const sm = medianMbps(shoal);
     const hm = medianMbps(http);
     if (sm !== undefined && hm !== undefined) say(`shoal / aria2c-http: ${(sm / hm).toFixed(2)}x`);
-    say(`command: ${cmdline}`);
-    for (const r of results) if (r.argv) say(`  ${r.tool}: ${r.argv.join(" ")}`);
-    if (o.json) {
-      await Deno.writeTextFile(
-        o.json,
-        JSON.stringify(
-          { size: o.size, runs: o.runs, lab: LAB_ENV, ceilingMBps: CEILING_MBPS, command: cmdline, results },
-          null,
-          2,
-        ),
-      );
-    }
-    failed = results.some((r) => r.missing !== undefined || r.errors.length > 0);
+    failed = await endReport(say, cmdline, results, o.json, {
+      size: o.size,
+      runs: o.runs,
+      lab: LAB_ENV,
+      ceilingMBps: CEILING_MBPS,
+    });
     return failed ? 1 : 0;
   } finally {
     unlisten();
     await cleanup();
-  }
-}
-
-/** Hard-links the file into a directory readable by nginx's workers. */
-async function linkShared(src: string, dir: string): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.chmod(dir, 0o755);
-  try {
-    await Deno.link(src, join(dir, basename(src)));
-  } catch {
-    await Deno.copyFile(src, join(dir, basename(src)));
   }
 }
 
