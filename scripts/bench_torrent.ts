@@ -11,6 +11,7 @@
 
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
+import { concatBytes } from "../lib/bytes.ts";
 
 /** A value bencode can carry. Dictionary keys are sorted as raw strings on encoding. */
 export type BValue = number | string | Uint8Array | BValue[] | { [key: string]: BValue };
@@ -48,13 +49,7 @@ export function bencode(value: BValue): Uint8Array<ArrayBuffer> {
     }
   };
   walk(value);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** Piece length of the benchmark's torrents: 1 MiB, as Shoal's default chunk. */

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { fromHex, toHex } from "../lib/bytes.ts";
+import { concatBytes, fromHex, toHex } from "../lib/bytes.ts";
 import { FrameTooLargeError, ProtocolError, TruncatedFrameError } from "../lib/errors.ts";
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -27,16 +27,6 @@ function plain(frames: { type: number; payload: Uint8Array }[]): { type: number;
   return frames.map((f) => ({ type: f.type, payload: toHex(f.payload) }));
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /** A stream of frames of varied types and sizes, including empty payloads. */
 const STREAM_FRAMES: { type: number; payload: Uint8Array }[] = [
   { type: 0x01, payload: new TextEncoder().encode('{"protocol":"shoal"}') },
@@ -46,7 +36,7 @@ const STREAM_FRAMES: { type: number; payload: Uint8Array }[] = [
   { type: 0xff, payload: new Uint8Array(0) },
   { type: 0x34, payload: Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff) },
 ];
-const STREAM = concat(STREAM_FRAMES.map((f) => encodeFrame(f.type, f.payload)));
+const STREAM = concatBytes(STREAM_FRAMES.map((f) => encodeFrame(f.type, f.payload)));
 const EXPECTED = plain(STREAM_FRAMES);
 
 Deno.test("encodeFrame() writes <length u32 BE><type u8><payload>", () => {
@@ -84,7 +74,7 @@ Deno.test("FrameDecoder decodes the same frames whatever byte boundary splits th
 
 Deno.test("FrameDecoder decodes the same frames whatever two byte boundaries split the stream", () => {
   const short = STREAM_FRAMES.slice(0, 5); // every pair of cuts: keep the stream short
-  const bytes = concat(short.map((f) => encodeFrame(f.type, f.payload)));
+  const bytes = concatBytes(short.map((f) => encodeFrame(f.type, f.payload)));
   const expected = plain(short);
   for (let i = 0; i <= bytes.length; i++) {
     for (let j = i; j <= bytes.length; j++) {
