@@ -23,7 +23,7 @@ import {
 import { chunkDigests, chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
-import { pipelineDepth, RateMeter } from "./rate_meter.ts";
+import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -130,6 +130,8 @@ interface PeerInfo {
   ready: boolean;
   /** Chunk bytes received from this peer, smoothed: sizes its request queue. */
   meter: RateMeter;
+  /** Requests to keep outstanding to it (see nextDepth). */
+  depth: number;
 }
 
 interface RetryInfo {
@@ -240,8 +242,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const fill = (peer: string) => {
       const p = peers.get(peer);
       if (!p?.ready) return;
-      const depth = pipelineDepth(p.meter.measured ? p.meter.rate : null, manifest.chunkSize, pipeline);
-      while (sched.inflight(peer) < depth) {
+      while (sched.inflight(peer) < p.depth) {
         const index = sched.next(peer);
         if (index === null) break;
         send(p.worker, { op: "request", peer, index });
@@ -271,7 +272,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const r = retry.get(peer);
         if (peers.has(peer) || r?.banned || (r && r.retryAt > now)) continue;
         const worker = workers[nextWorker++ % workers.length]!;
-        peers.set(peer, { worker, lastActivity: Date.now(), ready: false, meter: new RateMeter() });
+        peers.set(peer, { worker, lastActivity: Date.now(), ready: false, meter: new RateMeter(), depth: pipeline });
         send(worker, { op: "connect", peer, host: a.host, port: a.port });
       }
     };
@@ -388,7 +389,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     timers.push(setInterval(flush, opts.flushMs ?? DEFAULT_FLUSH_MS));
     timers.push(setInterval(() => {
       const now = Date.now();
-      for (const p of peers.values()) if (p.ready) p.meter.sample();
+      for (const [peer, p] of peers) {
+        if (!p.ready) continue;
+        p.meter.sample();
+        const before = p.depth;
+        p.depth = nextDepth(before, p.meter, manifest.chunkSize, pipeline);
+        if (p.depth > before) fill(peer);
+      }
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");

@@ -2,9 +2,9 @@
  * Byte rates, smoothed, and what they imply for request pipelining.
  *
  * The download coordinator keeps one {@link RateMeter} per peer and sizes
- * each peer's request queue from it ({@link pipelineDepth}): enough chunks
- * outstanding to cover {@link PIPELINE_WINDOW_S} of that peer's measured
- * throughput. A fast peer gets a deep queue and so most of the work; a slow
+ * each peer's request queue from it ({@link nextDepth}, {@link pipelineDepth}):
+ * enough chunks outstanding to cover {@link PIPELINE_WINDOW_S} of that peer's
+ * measured throughput. A fast peer gets a deep queue and so most of the work; a slow
  * one a shallow queue, so few chunks wait on it (which also keeps the
  * endgame short). The progress bar uses the same meter for its rate.
  *
@@ -23,6 +23,7 @@ export const MAX_PIPELINE = 16;
 /** An exponential moving average of a byte rate, sampled at the caller's pace. */
 export class RateMeter {
   #rate = 0;
+  #latest = 0;
   #sampled = false;
   #pending = 0;
   #lastAt: number;
@@ -41,6 +42,7 @@ export class RateMeter {
     const dt = (now - this.#lastAt) / 1000;
     if (dt <= 0) return this.#rate;
     const inst = this.#pending / dt;
+    this.#latest = inst;
     this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
     this.#sampled = true;
     this.#pending = 0;
@@ -51,6 +53,11 @@ export class RateMeter {
   /** Bytes per second; 0 before the first sample. */
   get rate(): number {
     return this.#rate;
+  }
+
+  /** Bytes per second over the last sample's interval alone; 0 before the first sample. */
+  get latest(): number {
+    return this.#latest;
   }
 
   /** True once at least one sample was taken. */
@@ -69,4 +76,21 @@ export function pipelineDepth(bytesPerSecond: number | null, chunkSize: number, 
   if (bytesPerSecond === null) return initial;
   const want = Math.ceil((bytesPerSecond * PIPELINE_WINDOW_S) / Math.max(1, chunkSize)) + 1;
   return Math.min(MAX_PIPELINE, Math.max(MIN_PIPELINE, want));
+}
+
+/**
+ * A peer's queue depth after its meter took a new sample, from its depth
+ * before. The target follows the slower of the smoothed and the latest
+ * rate, so a burst is forgotten at the next sample instead of decaying
+ * over seconds; the depth moves towards it at most twofold per sample,
+ * up (slow start) or down (one quiet interval, a pause on our side, only
+ * halves it). A token bucket (an upload limit, a shaped link) sends its saved-up
+ * allowance at once: measured from the first sample alone, a peer limited
+ * to a few chunks a second looked several times faster and got a queue of
+ * up to MAX_PIPELINE chunks, each of which then waited on it.
+ */
+export function nextDepth(current: number, meter: RateMeter, chunkSize: number, initial: number): number {
+  if (!meter.measured) return initial;
+  const target = pipelineDepth(Math.min(meter.rate, meter.latest), chunkSize, initial);
+  return Math.max(Math.min(target, current * 2), Math.ceil(current / 2), MIN_PIPELINE);
 }
