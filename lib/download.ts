@@ -375,7 +375,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
     // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
     let flushing: Promise<void> = Promise.resolve();
-    const sidecar = new SidecarWriter(sidecarPath, fileId, manifest);
+    const sidecar = new SidecarWriter(sidecarPath, { fileId, size: manifest.size, chunkSize: manifest.chunkSize });
     const flush = () => {
       if (!dirty) return flushing;
       dirty = false;
@@ -486,7 +486,7 @@ async function openPart(opts: DownloadOptions, partPath: string, sidecarPath: st
   const { manifest } = opts;
   let state = null;
   try {
-    state = await readSidecar(sidecarPath, opts.fileId);
+    state = await readSidecar(sidecarPath, { fileId: opts.fileId, size: manifest.size, chunkSize: manifest.chunkSize });
     if (state) {
       const st = await Deno.stat(partPath).catch(() => null);
       if (!st || st.size !== manifest.size) {

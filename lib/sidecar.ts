@@ -5,24 +5,33 @@
  * so a crash at any instant never marks a chunk done whose bytes are not
  * on disk. A checksum over its own content catches a damaged file.
  *
+ * It names the file by its id and layout, not by a copy of the manifest:
+ * the id is derived from the manifest, and a resuming `get` has the
+ * manifest anyway (from the tracker or a peer, checked against the id).
+ * So the sidecar is a few bytes plus one bit per chunk, and rewriting it
+ * every few hundred milliseconds costs the same for any file size (format
+ * 1 carried the manifest: 2.2 MB rewritten three times a second for a
+ * 32 GiB file).
+ *
  * @module
  */
 
 import { createHash } from "node:crypto";
 import { Bitfield } from "./bitfield.ts";
-import { type Manifest, verifyManifest } from "./manifest.ts";
+import { chunkCount, type Manifest } from "./manifest.ts";
 import { toBase64, utf8Encoder } from "./bytes.ts";
 import { isDiskFull } from "./errors.ts";
 
 /** Format version of the sidecar. */
-export const SIDECAR_FORMAT = 1;
-/** A sidecar larger than this is not read (a 2^20-chunk manifest is ~70 MB). */
-export const MAX_SIDECAR_BYTES = 128 * 1024 * 1024;
+export const SIDECAR_FORMAT = 2;
+/** A sidecar larger than this is not read (the largest manifest's bitmap is 34 kB of base64). */
+export const MAX_SIDECAR_BYTES = 1024 * 1024;
+
+/** The file a sidecar belongs to: its id and the layout the id implies. */
+export type SidecarFile = { fileId: string } & Pick<Manifest, "size" | "chunkSize">;
 
 /** What a sidecar records. */
-export interface SidecarState {
-  fileId: string;
-  manifest: Manifest;
+export interface SidecarState extends SidecarFile {
   done: Bitfield;
 }
 
@@ -31,32 +40,30 @@ export class SidecarError extends Error {
   override name = "SidecarError";
 }
 
-// The text is JSON.stringify of {...body, checksum} with the checksum taken over JSON.stringify(body), built
-// from two parts: the head (everything up to the manifest, which never changes during a download) and the
-// tail (the bitmap). A download serialises its head once, not at every flush: for a 4 GiB file the
-// manifest is 270 kB of JSON, and re-encoding it every few hundred milliseconds grew the heap.
-function headText(fileId: string, manifest: Manifest): string {
-  return `{"format":${SIDECAR_FORMAT},"fileId":${JSON.stringify(fileId)},"size":${manifest.size},` +
-    `"chunkSize":${manifest.chunkSize},"manifest":${JSON.stringify(manifest)}`;
+// The text is JSON.stringify of {...body, checksum}, the checksum taken over JSON.stringify(body).
+function bodyText(s: SidecarState): string {
+  return JSON.stringify({
+    format: SIDECAR_FORMAT,
+    fileId: s.fileId,
+    size: s.size,
+    chunkSize: s.chunkSize,
+    chunks: s.done.size,
+    done: toBase64(s.done.bytes),
+  });
 }
 
-function tailText(done: Bitfield): string {
-  return `,"done":${JSON.stringify(toBase64(done.bytes))}`;
-}
-
-/** SHA-256 of the body (head, tail, closing brace): what the checksum field holds. */
-function checksumOf(head: string | Uint8Array, tail: string): string {
-  return createHash("sha256").update(head).update(`${tail}}`).digest("hex");
+function checksumOf(body: string): string {
+  return createHash("sha256").update(body).digest("hex");
 }
 
 /** Serialises a sidecar, checksum last. */
 export function encodeSidecar(s: SidecarState): string {
-  const head = headText(s.fileId, s.manifest), tail = tailText(s.done);
-  return `${head}${tail},"checksum":"${checksumOf(head, tail)}"}`;
+  const body = bodyText(s);
+  return `${body.slice(0, -1)},"checksum":"${checksumOf(body)}"}`;
 }
 
-/** Parses and checks a sidecar for `fileId`; throws SidecarError saying what is wrong. */
-export function decodeSidecar(text: string, fileId: string): SidecarState {
+/** Parses and checks a sidecar for `file`; throws SidecarError saying what is wrong. */
+export function decodeSidecar(text: string, file: SidecarFile): SidecarState {
   let o: Record<string, unknown>;
   try {
     o = JSON.parse(text);
@@ -65,30 +72,34 @@ export function decodeSidecar(text: string, fileId: string): SidecarState {
   }
   if (typeof o !== "object" || o === null) throw new SidecarError("it is not a JSON object");
   if (o.format !== SIDECAR_FORMAT) throw new SidecarError(`format ${String(o.format)} is not ${SIDECAR_FORMAT}`);
-  if (o.fileId !== fileId) throw new SidecarError(`it belongs to another file (${String(o.fileId).slice(0, 16)}…)`);
-  let manifest: Manifest;
-  try {
-    manifest = verifyManifest(o.manifest, fileId);
-  } catch (err) {
-    throw new SidecarError(`its manifest is wrong: ${(err as Error).message}`);
+  if (o.fileId !== file.fileId) {
+    throw new SidecarError(`it belongs to another file (${String(o.fileId).slice(0, 16)}…)`);
+  }
+  const n = chunkCount(file.size, file.chunkSize);
+  if (o.size !== file.size || o.chunkSize !== file.chunkSize || o.chunks !== n) {
+    throw new SidecarError(
+      `its layout (${String(o.size)} bytes in ${String(o.chunks)} chunks of ${String(o.chunkSize)}) is not the file's`,
+    );
   }
   let bits: Uint8Array;
   try {
-    bits = Uint8Array.from(atob(String(o.done)), (c) => c.charCodeAt(0));
+    bits = Uint8Array.fromBase64(String(o.done));
   } catch {
     throw new SidecarError("its chunk bitmap is not base64");
   }
-  const n = manifest.chunks.length;
   if (bits.length !== Math.ceil(n / 8)) throw new SidecarError("its chunk bitmap has the wrong length");
-  const state: SidecarState = { fileId, manifest, done: new Bitfield(n, bits) };
-  if (o.checksum !== checksumOf(headText(fileId, manifest), tailText(state.done))) {
-    throw new SidecarError("its checksum does not match (damaged?)");
-  }
+  const state: SidecarState = {
+    fileId: file.fileId,
+    size: file.size,
+    chunkSize: file.chunkSize,
+    done: new Bitfield(n, bits),
+  };
+  if (o.checksum !== checksumOf(bodyText(state))) throw new SidecarError("its checksum does not match (damaged?)");
   return state;
 }
 
-/** Reads a sidecar; null when there is none. */
-export async function readSidecar(path: string, fileId: string): Promise<SidecarState | null> {
+/** Reads the sidecar at `path` for `file`; null when there is none. */
+export async function readSidecar(path: string, file: SidecarFile): Promise<SidecarState | null> {
   let st: Deno.FileInfo;
   try {
     st = await Deno.stat(path);
@@ -97,15 +108,15 @@ export async function readSidecar(path: string, fileId: string): Promise<Sidecar
     throw err;
   }
   if (st.size > MAX_SIDECAR_BYTES) throw new SidecarError(`it is larger than ${MAX_SIDECAR_BYTES} bytes`);
-  return decodeSidecar(await Deno.readTextFile(path), fileId);
+  return decodeSidecar(await Deno.readTextFile(path), file);
 }
 
-/** Writes the sidecars of one download to `path`; the manifest is serialised once. */
+/** Writes the sidecars of one download to `path`. */
 export class SidecarWriter {
-  readonly #head: Uint8Array;
+  readonly #file: SidecarFile;
 
-  constructor(readonly path: string, fileId: string, manifest: Manifest) {
-    this.#head = utf8Encoder.encode(headText(fileId, manifest));
+  constructor(readonly path: string, file: SidecarFile) {
+    this.#file = { fileId: file.fileId, size: file.size, chunkSize: file.chunkSize };
   }
 
   /**
@@ -116,33 +127,29 @@ export class SidecarWriter {
    * fails the checksum and means a safe restart, never a wrong chunk.
    */
   async write(done: Bitfield): Promise<void> {
-    const tail = tailText(done);
-    const checksum = checksumOf(this.#head, tail);
-    const rest = utf8Encoder.encode(`${tail},"checksum":"${checksum}"}`);
+    const bytes = utf8Encoder.encode(encodeSidecar({ ...this.#file, done }));
     const tmp = `${this.path}.tmp`;
     try {
-      await writeAll(tmp, [this.#head, rest], true);
+      await writeAll(tmp, bytes, true);
     } catch (err) {
       await Deno.remove(tmp).catch(() => {});
       const size = await Deno.stat(this.path).then((st) => st.size, () => -1);
-      if (!isDiskFull(err) || size !== this.#head.length + rest.length) throw err;
-      return await writeAll(this.path, [this.#head, rest], false);
+      if (!isDiskFull(err) || size !== bytes.length) throw err;
+      return await writeAll(this.path, bytes, false);
     }
     await Deno.rename(tmp, this.path);
   }
 }
 
-/** Writes `parts` to `path` from its start (`truncate`: a fresh file) and syncs them. */
-async function writeAll(path: string, parts: Uint8Array[], truncate: boolean): Promise<void> {
+/** Writes `bytes` to `path` from its start (`truncate`: a fresh file) and syncs them. */
+async function writeAll(path: string, bytes: Uint8Array, truncate: boolean): Promise<void> {
   using f = await Deno.open(path, { write: true, create: truncate, truncate });
-  for (const bytes of parts) {
-    let at = 0;
-    while (at < bytes.length) at += await f.write(bytes.subarray(at));
-  }
+  let at = 0;
+  while (at < bytes.length) at += await f.write(bytes.subarray(at));
   await f.syncData();
 }
 
 /** Replaces the sidecar at `path` with `s` (see {@link SidecarWriter}). */
 export async function writeSidecar(path: string, s: SidecarState): Promise<void> {
-  await new SidecarWriter(path, s.fileId, s.manifest).write(s.done);
+  await new SidecarWriter(path, s).write(s.done);
 }

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { Bitfield } from "../lib/bitfield.ts";
-import { fileIdOf, type Manifest } from "../lib/manifest.ts";
+import { fileIdOf, type Manifest, MAX_CHUNKS, MIN_CHUNK_SIZE } from "../lib/manifest.ts";
 import {
   decodeSidecar,
   encodeSidecar,
+  MAX_SIDECAR_BYTES,
   readSidecar,
   SidecarError,
   SidecarWriter,
@@ -12,28 +14,29 @@ import {
 
 const m: Manifest = { name: "f.bin", size: 40000, chunkSize: 16384, chunks: ["a", "b", "c"].map((c) => c.repeat(64)) };
 const id = fileIdOf(m);
+const file = { fileId: id, size: m.size, chunkSize: m.chunkSize };
 
 Deno.test("sidecar: round trip through a file", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/f.bin.part.json`;
-    assert.equal(await readSidecar(path, id), null);
+    assert.equal(await readSidecar(path, file), null);
     const done = new Bitfield(3);
     done.set(2);
-    await writeSidecar(path, { fileId: id, manifest: m, done });
-    const back = await readSidecar(path, id);
+    await writeSidecar(path, { ...file, done });
+    const back = await readSidecar(path, file);
     assert.deepEqual(back?.done.missing(), [0, 1]);
-    assert.deepEqual(back?.manifest, m);
+    assert.deepEqual({ ...back, done: null }, { ...file, done: null });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("sidecar: damage, another file, and a wrong format are each refused with a reason", () => {
-  const text = encodeSidecar({ fileId: id, manifest: m, done: Bitfield.full(3) });
+Deno.test("sidecar: damage, another file, another layout and a wrong format are each refused with a reason", () => {
+  const text = encodeSidecar({ ...file, done: Bitfield.full(3) });
   const reason = (t: string, fileId = id) => {
     try {
-      decodeSidecar(t, fileId);
+      decodeSidecar(t, { ...file, fileId });
     } catch (err) {
       assert.ok(err instanceof SidecarError);
       return err.message;
@@ -46,15 +49,18 @@ Deno.test("sidecar: damage, another file, and a wrong format are each refused wi
   assert.match(reason(JSON.stringify({ ...o, done: "AAA=" })), /wrong length/);
   assert.match(reason(JSON.stringify({ ...o, done: "gA==" })), /checksum/);
   assert.match(reason(JSON.stringify({ ...o, format: 9 })), /format 9/);
-  assert.match(reason(JSON.stringify({ ...o, manifest: { ...m, size: 1 } })), /manifest/);
+  assert.match(reason(JSON.stringify({ ...o, format: 1 })), /format 1 is not 2/, "an older Shoal's sidecar");
+  assert.match(reason(JSON.stringify({ ...o, size: 1 })), /layout/);
+  assert.match(reason(JSON.stringify({ ...o, chunkSize: 32768 })), /layout/);
+  assert.match(reason(JSON.stringify({ ...o, chunks: 4 })), /layout/);
+  assert.match(reason(JSON.stringify({ ...o, done: "!!!" })), /not base64/);
 });
 
 Deno.test("sidecar: the writer's text is the one JSON.stringify gives, checksum over the rest, for each flush", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/f.bin.part.json`;
-    const named = { ...m, name: 'a "quoted" name, é' };
-    const writer = new SidecarWriter(path, fileIdOf(named), named);
+    const writer = new SidecarWriter(path, file);
     const done = new Bitfield(3);
     for (const i of [0, 2]) {
       done.set(i);
@@ -62,8 +68,10 @@ Deno.test("sidecar: the writer's text is the one JSON.stringify gives, checksum 
       const text = await Deno.readTextFile(path);
       const { checksum, ...body } = JSON.parse(text);
       assert.equal(text, JSON.stringify({ ...body, checksum }), "plain JSON.stringify order and form");
-      assert.equal(text, encodeSidecar({ fileId: fileIdOf(named), manifest: named, done }));
-      assert.deepEqual(decodeSidecar(text, fileIdOf(named)).done.missing(), done.missing());
+      assert.deepEqual(Object.keys(body), ["format", "fileId", "size", "chunkSize", "chunks", "done"]);
+      assert.equal(checksum, createHash("sha256").update(JSON.stringify(body)).digest("hex"));
+      assert.equal(text, encodeSidecar({ ...file, done }));
+      assert.deepEqual(decodeSidecar(text, file).done.missing(), done.missing());
       await assert.rejects(Deno.stat(`${path}.tmp`));
     }
   } finally {
@@ -78,7 +86,7 @@ Deno.test("sidecar: on a full disk the writer overwrites the sidecar in place, a
   assert.ok(mounted.success, `mount a small tmpfs (needs root): ${new TextDecoder().decode(mounted.stderr)}`);
   try {
     const path = `${dir}/f.bin.part.json`;
-    const writer = new SidecarWriter(path, id, m);
+    const writer = new SidecarWriter(path, file);
     const done = new Bitfield(3);
     await writer.write(done);
     // Fill the filesystem: no room is left for the temp file a normal update writes first.
@@ -87,10 +95,19 @@ Deno.test("sidecar: on a full disk the writer overwrites the sidecar in place, a
     done.set(0);
     done.set(2);
     await writer.write(done);
-    assert.deepEqual((await readSidecar(path, id))?.done.missing(), [1]);
+    assert.deepEqual((await readSidecar(path, file))?.done.missing(), [1]);
     assert.equal(await Deno.stat(`${path}.tmp`).then(() => true, () => false), false, "no temp file left");
   } finally {
     await mount(["umount", dir]);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("sidecar: its size is one bit per chunk plus a constant, not the manifest", () => {
+  const big = { fileId: id, size: MAX_CHUNKS * MIN_CHUNK_SIZE, chunkSize: MIN_CHUNK_SIZE };
+  const text = encodeSidecar({ ...big, done: new Bitfield(MAX_CHUNKS) });
+  // 200 000 chunks: a 25 000-byte bitmap, 33 336 bytes of base64 (a manifest would be about 13 MB).
+  assert.ok(text.length < 33_336 + 300, `${text.length} bytes`);
+  assert.ok(text.length <= MAX_SIDECAR_BYTES);
+  assert.equal(decodeSidecar(text, big).done.size, MAX_CHUNKS);
 });

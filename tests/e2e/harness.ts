@@ -527,20 +527,20 @@ export interface SidecarProgress {
 /**
  * Reads how many chunks a client's sidecar marks done; null when there is
  * no sidecar (yet) or it cannot be read. Knows only the `done` (base64
- * bitmap) and `manifest.chunks` fields of the format.
+ * bitmap) and `chunks` (count) fields of the format.
  */
 export async function readSidecarProgress(path: string): Promise<SidecarProgress | null> {
-  let o: { done?: unknown; manifest?: { chunks?: unknown } };
+  let o: { done?: unknown; chunks?: unknown };
   try {
     o = JSON.parse(await Deno.readTextFile(path));
   } catch {
     return null;
   }
-  if (typeof o.done !== "string" || !Array.isArray(o.manifest?.chunks)) return null;
+  if (typeof o.done !== "string" || typeof o.chunks !== "number") return null;
   const bits = Uint8Array.from(atob(o.done), (c) => c.charCodeAt(0));
   let done = 0;
   for (const b of bits) for (let x = b; x; x &= x - 1) done++;
-  return { done, total: o.manifest.chunks.length, bits };
+  return { done, total: o.chunks, bits };
 }
 
 /** Overwrites the byte ranges of the given chunks of `path` with zeros. */

@@ -183,7 +183,7 @@ Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a 
     await zeroChunks(`${out}.part`, chunkSize, [...lack]);
     const done = new Bitfield(chunks);
     for (const i of have) done.set(i);
-    await writeSidecar(`${out}.part.json`, { fileId, manifest, done });
+    await writeSidecar(`${out}.part.json`, { fileId, size: manifest.size, chunkSize, done });
   }
 
   // 3. C1 resumes with the even half and announces itself as a partial source.
