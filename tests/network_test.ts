@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { getFile } from "../lib/client.ts";
+import type { DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import { IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
@@ -118,6 +119,50 @@ Deno.test("load follows measured throughput: a slow peer gets few chunks, the do
     // The slow peer alone would need 40 s; at most its first queue of requests goes to it.
     assert.ok(slowBytes <= data.length / 8, `slow peer served ${slowBytes} of ${data.length} bytes`);
     assert.ok(seconds < 20, `took ${seconds.toFixed(1)} s: the download waited on the slow peer`);
+  } finally {
+    for (const p of peers) await p.close();
+  }
+});
+
+Deno.test("a peer behind a token bucket gets no deeper a queue than its real rate earns, after its first burst", async () => {
+  // The slow peer may send 6 chunks a second and saves up one second's worth: in the first quarter second it sends
+  // about 8 chunks, which measured alone asks for a queue of 16. Slow start allows 8 (twice the initial 4); the next
+  // sample sees its real rate (a queue of 4).
+  await using dir = await tempDir();
+  const chunk = 4 * CHUNK; // 64 KiB
+  const data = randomBytes(chunk * 128); // 8 MiB
+  for (const d of ["fast", "slow"]) {
+    await Deno.mkdir(join(dir.path, d));
+    await Deno.writeFile(join(dir.path, d, "data.bin"), data);
+  }
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const limits: Record<string, number> = { fast: 64 * chunk, slow: 6 * chunk };
+  const peers: PeerNode[] = [];
+  for (const d of ["fast", "slow"]) {
+    const files = await indexDirectory(join(dir.path, d), { chunkSize: chunk });
+    peers.push(PeerNode.start(files, { tracker: tracker.address, uploadLimit: limits[d]! }));
+  }
+  try {
+    await waitUntil(() => tracker.tracker.listFiles().some((f) => f.name === "data.bin" && f.peers === 2));
+    const slow = `127.0.0.1:${peers[1]!.address.port}`;
+    let status: (() => DownloadStatus) | null = null;
+    let deepest = 0;
+    const watch = setInterval(() => {
+      const p = status?.().peers.find((x) => x.peer === slow);
+      if (p) deepest = Math.max(deepest, p.inflight);
+    }, 10);
+    try {
+      await getFile({ tracker: tracker.address }, "data.bin", {
+        out: join(dir.path, "got.bin"),
+        workers: 2,
+        inspect: (f) => status = f,
+      });
+    } finally {
+      clearInterval(watch);
+    }
+    assert.equal(sha(await Deno.readFile(join(dir.path, "got.bin"))), sha(data));
+    assert.ok(deepest >= 1, "the slow peer was asked for chunks");
+    assert.ok(deepest <= 8, `the slow peer had up to ${deepest} requests outstanding`);
   } finally {
     for (const p of peers) await p.close();
   }
