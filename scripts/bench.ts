@@ -786,6 +786,20 @@ export function onInterrupt(message: string, mark: () => void, cleanup: () => Pr
   };
 }
 
+/**
+ * A bench's entry point: runs `main`, prints a failure as one line, and
+ * exits with its code, or 130 once `interrupted()` says a signal came.
+ */
+export async function runBench(label: string, main: () => Promise<number>, interrupted: () => boolean): Promise<void> {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (err) {
+    console.error(`${label} failed: ${(err as Error).message}`);
+  }
+  Deno.exit(interrupted() ? 130 : code);
+}
+
 /** `xs` rotated left by `k`: run k of a bench starts with tool k. */
 export function rotate<T>(xs: T[], k: number): T[] {
   const at = xs.length === 0 ? 0 : k % xs.length;
@@ -1051,12 +1065,4 @@ export async function step(r: ToolResult, run: number, fn: () => Promise<Sample>
 /** Set by SIGINT/SIGTERM: the exit code is then 130 whoever exits first. */
 let interrupted = false;
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (err) {
-    console.error(`bench failed: ${(err as Error).message}`);
-  }
-  Deno.exit(interrupted ? 130 : code);
-}
+if (import.meta.main) await runBench("bench", main, () => interrupted);

@@ -28,6 +28,7 @@ import {
   onInterrupt,
   parseAria2Speed,
   Procs,
+  runBench,
   type Sample,
   shoalGetArgv,
   shoalOwnMbps,
@@ -187,12 +188,4 @@ async function main(): Promise<number> {
   }
 }
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (err) {
-    console.error(`bench:mem failed: ${(err as Error).message}`);
-  }
-  Deno.exit(interrupted ? 130 : code);
-}
+if (import.meta.main) await runBench("bench:mem", main, () => interrupted);

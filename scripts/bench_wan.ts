@@ -40,6 +40,7 @@ import {
   parseAria2Speed,
   Procs,
   ROOT,
+  runBench,
   shoalGetArgv,
   shoalOwnMbps,
   sleep,
@@ -334,12 +335,4 @@ async function main(): Promise<number> {
 /** Set by SIGINT/SIGTERM: the exit code is then 130 whoever exits first. */
 let interrupted = false;
 
-if (import.meta.main) {
-  let code = 1;
-  try {
-    code = await main();
-  } catch (err) {
-    console.error(`bench:wan failed: ${(err as Error).message}`);
-  }
-  Deno.exit(interrupted ? 130 : code);
-}
+if (import.meta.main) await runBench("bench:wan", main, () => interrupted);
