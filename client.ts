@@ -125,7 +125,7 @@ export function build(): Command {
         ...("tracker" in src ? { tracker: src.tracker } : {}),
       });
       const summary = await getFile(src, file, {
-        ...(node ? { peerNode: node } : {}),
+        ...(node ? { peerNode: node, seed: Boolean(o.seed) } : {}),
         ...(o.out ? { out: o.out } : {}),
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),

@@ -100,6 +100,12 @@ export interface DownloadOptions {
   /** While downloading, serve the chunks we have through this peer. */
   peerNode?: PeerNode;
   /**
+   * Once done, go on sharing the finished file through `peerNode` (the
+   * default). False stops serving it instead: a `get` about to exit would
+   * otherwise announce the whole manifest to the tracker only to unregister.
+   */
+  seed?: boolean;
+  /**
    * For a group file: gets a fresh grant from the tracker. Called before
    * the first connection and again at half of each grant's lifetime; when
    * it throws an AccountError (access lost), the download stops.
@@ -459,7 +465,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     partFile = null;
     await finish(partPath, opts.out);
     await Deno.remove(sidecarPath).catch(() => {});
-    if (opts.peerNode) {
+    if (opts.peerNode && opts.seed === false) {
+      await opts.peerNode.unshare(fileId);
+    } else if (opts.peerNode) {
       await opts.peerNode.share({
         id: fileId,
         path: await Deno.realPath(opts.out),

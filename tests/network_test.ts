@@ -184,6 +184,27 @@ Deno.test("a peer that stops heartbeating drops out; one that exits unregisters 
   await waitUntil(() => tracker.tracker.listFiles().length === 0, 3_000);
 });
 
+Deno.test("a finished download goes on sharing the file only when asked to seed", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(join(dir.path, "src"));
+  await Deno.writeFile(join(dir.path, "src", "f"), randomBytes(CHUNK * 3));
+  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  const id = files[0]!.id;
+  await using tracker = TrackerServer.start();
+  await using seeder = PeerNode.start(files, { tracker: tracker.address });
+  await waitUntil(() => tracker.tracker.listFiles()[0]?.peers === 1);
+  for (const seed of [false, true]) {
+    await using node = PeerNode.start([], { tracker: tracker.address });
+    await waitUntil(() => node.link!.peerId !== null);
+    const out = join(dir.path, `out-${seed}`);
+    await getFile({ tracker: tracker.address }, id, { out, peerNode: node, seed, workers: 1 });
+    const sources = tracker.tracker.peersOf(id).map((p) => `${p.port}:${p.complete}`).sort();
+    const want = [`${seeder.address.port}:true`, ...(seed ? [`${node.address.port}:true`] : [])].sort();
+    assert.deepEqual(sources, want, `seed ${seed}: the tracker's sources`);
+    assert.equal(node.catalog().length, seed ? 1 : 0, `seed ${seed}: what the node serves`);
+  }
+});
+
 Deno.test("garbage, oversize and unknown frames get an error and a close; the server keeps serving", async () => {
   await using tracker = TrackerServer.start();
   const port = tracker.address.port;
