@@ -23,6 +23,7 @@ import {
 import { chunkDigests, chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
+import { compactHeap } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
@@ -193,6 +194,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     workers.push(w);
   }
   const send = (w: Worker, m: ToWorker) => w.postMessage(m);
+  // Start-up garbage is dead now (lib/heap.ts); collecting it while the workers load costs no time.
+  const compacted = compactHeap();
 
   let partFile: Deno.FsFile | null = null;
   const timers: ReturnType<typeof setInterval>[] = [];
@@ -242,6 +245,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const rejected = new Map<string, number>();
     for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += chunkLength(manifest, i);
     await checkRoom(partPath, manifest);
+    await compacted;
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
@@ -484,6 +488,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   } finally {
     for (const t of timers) clearTimeout(t);
     partFile?.close();
+    await compacted;
     await closeWorkers(workers);
     if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);
   }

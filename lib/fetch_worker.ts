@@ -19,6 +19,7 @@ import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
+import { compactHeap } from "./heap.ts";
 
 /** Verified chunks waiting for the write lock before this worker stops reading its sockets. */
 const MAX_QUEUED_WRITES = 2;
@@ -161,6 +162,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         // Enough free buffers for the frames being read and the writes queued; more would only hold memory.
         pool = new BufferPool(36 + m.chunkSize, 4);
         writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => pwriteFull(fd, data, at), written);
+        compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         break;
       }
       case "connect":
