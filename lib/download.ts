@@ -23,7 +23,7 @@ import {
 import { chunkDigests, chunkLength, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
-import { compactHeap } from "./heap.ts";
+import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
@@ -196,6 +196,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const send = (w: Worker, m: ToWorker) => w.postMessage(m);
   // Start-up garbage is dead now (lib/heap.ts); collecting it while the workers load costs no time.
   const compacted = compactHeap();
+  const compactor = new Compactor();
 
   let partFile: Deno.FsFile | null = null;
   const timers: ReturnType<typeof setInterval>[] = [];
@@ -326,6 +327,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           opts.peerNode?.gained(fileId, m.index, m.bytes);
           if (sched.complete) return pending.resolve();
           fillAll();
+          compactor.chunk();
           break;
         }
         case "bad":
@@ -489,6 +491,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     for (const t of timers) clearTimeout(t);
     partFile?.close();
     await compacted;
+    await compactor.idle();
     await closeWorkers(workers);
     if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);
   }

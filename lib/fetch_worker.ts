@@ -19,7 +19,7 @@ import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
-import { compactHeap } from "./heap.ts";
+import { compactHeap, Compactor } from "./heap.ts";
 
 /** Verified chunks waiting for the write lock before this worker stops reading its sockets. */
 const MAX_QUEUED_WRITES = 2;
@@ -46,6 +46,7 @@ let grant: string | null = null;
 /** Buffers for whole PIECE payloads (36 header bytes + a full chunk). */
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
+const compactor = new Compactor();
 const links = new Map<string, Connection>();
 const outstanding = new Map<string, Set<number>>();
 
@@ -135,6 +136,7 @@ function written(v: Verified, error: unknown): void {
   pool!.give(v.frame);
   if (error === null) {
     post({ ev: "done", peer: v.peer, index: v.index, bytes: chunkLength(file!, v.index) });
+    compactor.chunk();
   } else {
     post({ ev: "fatal", message: `Cannot write the .part file: ${describeError(error)}` });
   }

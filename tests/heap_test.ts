@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { compactHeap } from "../lib/heap.ts";
+import { compactHeap, Compactor } from "../lib/heap.ts";
 
 const MB = 1_000_000;
 
@@ -58,4 +58,26 @@ Deno.test("compactHeap() works in a worker too, and twice in a row", async () =>
   } finally {
     w.terminate();
   }
+});
+
+Deno.test("Compactor compacts every N chunks, and never twice within its minimum interval", async () => {
+  let calls = 0;
+  const counted = () => {
+    calls++;
+    return Promise.resolve();
+  };
+  const often = new Compactor(3, 0, counted);
+  for (let i = 0; i < 10; i++) often.chunk();
+  assert.equal(calls, 3, "10 chunks, one compaction per 3");
+  await often.idle();
+
+  calls = 0;
+  const slow = new Compactor(3, 200, counted);
+  for (let i = 0; i < 9; i++) slow.chunk();
+  assert.equal(calls, 0, "within 200 ms of the start: none, however many chunks");
+  await new Promise((r) => setTimeout(r, 250));
+  slow.chunk();
+  assert.equal(calls, 1, "the first chunk after the interval, with 3 or more counted");
+  for (let i = 0; i < 5; i++) slow.chunk();
+  assert.equal(calls, 1, "and then not again within the interval");
 });
