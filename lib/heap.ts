@@ -57,7 +57,7 @@ export function compactHeap(): Promise<void> {
 
 /** Chunks an isolate handles between two compactions: a 4 GiB stretch at the default chunk size. */
 export const COMPACT_EVERY_CHUNKS = 4096;
-/** Fewest milliseconds between two compactions, whatever the chunk size: each stops the isolate for 10-80 ms. */
+/** Fewest milliseconds between two compactions, whatever the chunk size: each takes the isolate 10-80 ms. */
 export const COMPACT_MIN_MS = 5_000;
 
 /** Compacts the heap every {@link COMPACT_EVERY_CHUNKS} chunks, at most once per {@link COMPACT_MIN_MS}. */

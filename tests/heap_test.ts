@@ -10,7 +10,7 @@ import { compactHeap, Compactor } from "../lib/heap.ts";
 
 const MB = 1_000_000;
 
-/** Allocates about 40 MB of small objects that survive into the old generation, then drops them. */
+/** Allocates tens of MB of small objects that live long enough to reach the old generation, then drops them. */
 function makeGarbage(): void {
   const keep: { n: number; s: string }[][] = [];
   for (let i = 0; i < 200; i++) keep.push(Array.from({ length: 4000 }, (_, n) => ({ n, s: `item ${i} ${n}` })));
