@@ -26,7 +26,7 @@ import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
-import { readSidecar, SidecarError, SidecarWriter } from "./sidecar.ts";
+import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
@@ -387,7 +387,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
     // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
     let flushing: Promise<void> = Promise.resolve();
-    const sidecar = new SidecarWriter(sidecarPath, { fileId, size: manifest.size, chunkSize: manifest.chunkSize });
+    const sidecar = new SidecarWriter(sidecarPath, sidecarFileOf(opts));
     const flush = () => {
       if (!dirty) return flushing;
       dirty = false;
@@ -497,12 +497,17 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   }
 }
 
+/** What the sidecar records of the file, to check a resume against. */
+function sidecarFileOf(opts: DownloadOptions): SidecarFile {
+  return { fileId: opts.fileId, size: opts.manifest.size, chunkSize: opts.manifest.chunkSize };
+}
+
 /** Opens or creates the `.part` file; returns the resume state when a good sidecar is there. */
 async function openPart(opts: DownloadOptions, partPath: string, sidecarPath: string) {
   const { manifest } = opts;
   let state = null;
   try {
-    state = await readSidecar(sidecarPath, { fileId: opts.fileId, size: manifest.size, chunkSize: manifest.chunkSize });
+    state = await readSidecar(sidecarPath, sidecarFileOf(opts));
     if (state) {
       const st = await Deno.stat(partPath).catch(() => null);
       if (!st || st.size !== manifest.size) {
