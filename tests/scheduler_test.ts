@@ -19,15 +19,30 @@ Deno.test("scheduler: rarest chunk first", () => {
   assert.equal(s.inflight("a"), 2);
 });
 
-Deno.test("scheduler: equally rare chunks are taken from a random start, wrapping around; rarer still wins", () => {
-  const draws = [0.5, 0.5, 0.95, 0.0];
-  const s = new Scheduler(10, undefined, () => draws.shift()!);
-  s.addPeer("a", Bitfield.full(10));
-  s.addPeer("b", bits(10, [0, 1, 2, 3, 4, 5, 6, 7, 8]));
-  assert.equal(s.next("a"), 9); // only "a" has 9: the rarest, wherever the scan starts
-  assert.equal(s.next("a"), 5); // start 0.5 * 10
-  assert.equal(s.next("b"), 0); // start 9.5 -> 9, which b lacks; wraps to 0
-  assert.equal(s.next("b"), 1); // start 0 -> 0 is taken
+Deno.test("scheduler: among equally rare chunks a random one, so draws spread; rarer still wins", () => {
+  const picks = new Set<number>();
+  for (let k = 0; k < 9; k++) {
+    const draws = [0.3, k / 9];
+    const s = new Scheduler(10, undefined, () => draws.shift()!);
+    s.addPeer("a", Bitfield.full(10));
+    s.addPeer("b", bits(10, [0, 1, 2, 3, 4, 5, 6, 7, 8]));
+    assert.equal(s.next("a"), 9); // only "a" has 9: the rarest, whatever the draw
+    const i = s.next("b")!;
+    assert.ok(i >= 0 && i < 9);
+    picks.add(i);
+  }
+  assert.equal(picks.size, 9); // nine draws, nine different chunks
+});
+
+Deno.test("scheduler: a peer that lacks the chunk at the drawn place gets another equally rare one", () => {
+  for (let k = 0; k < 10; k++) {
+    const s = new Scheduler(10, undefined, () => k / 10);
+    s.addPeer("a", Bitfield.full(10));
+    s.addPeer("b", bits(10, [3, 4]));
+    s.addPeer("c", bits(10, [0, 1, 2, 5, 6, 7, 8, 9]));
+    const i = s.next("b")!;
+    assert.ok(i === 3 || i === 4, `picked ${i}`);
+  }
 });
 
 Deno.test("scheduler: a chunk is asked of one peer until endgame, then of a second", () => {
@@ -68,4 +83,115 @@ Deno.test("scheduler: chunks already done are never requested", () => {
   s.addPeer("a", Bitfield.full(3));
   assert.equal(s.next("a"), 1);
   assert.equal(s.next("a"), null);
+});
+
+/** A bitfield that counts lookups: the scheduler's work, without a clock. */
+class CountingBitfield extends Bitfield {
+  lookups = 0;
+  override has(i: number): boolean {
+    this.lookups++;
+    return super.has(i);
+  }
+}
+
+Deno.test("scheduler: a pick's work does not grow with the file", () => {
+  const n = 20_000;
+  const s = new Scheduler(n);
+  const a = new CountingBitfield(n), b = new CountingBitfield(n);
+  for (let i = 0; i < n; i++) a.set(i), b.set(i);
+  s.addPeer("a", a);
+  s.addPeer("b", b);
+  const first = s.next("a")!;
+  s.completed(first, "a");
+  // a partial source that has nothing we need: asked again after every chunk, as the coordinator does
+  const c = new CountingBitfield(n);
+  c.set(first);
+  s.addPeer("c", c);
+  a.lookups = b.lookups = c.lookups = 0;
+  for (let k = 1; k < n; k++) {
+    const peer = k % 2 ? "a" : "b";
+    s.completed(s.next(peer)!, peer);
+    assert.equal(s.next("c"), null);
+  }
+  assert.ok(s.complete);
+  // a scan of the whole file per pick would be about n * n / 2 = 200 000 000 lookups
+  assert.ok(a.lookups + b.lookups < 4 * n, `${a.lookups + b.lookups} lookups for ${n} picks`);
+  assert.ok(c.lookups < 4 * n, `${c.lookups} lookups for a peer with nothing new`);
+});
+
+/** Small, seeded PRNG (mulberry32): the same operations on every run. */
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+Deno.test("scheduler: random operations agree with a plain model (rarest first, endgame, unavailable)", () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const rnd = seeded(seed);
+    const n = 1 + Math.floor(rnd() * 40);
+    const done = new Bitfield(n);
+    for (let i = 0; i < n; i++) if (rnd() < 0.2) done.set(i);
+    const s = new Scheduler(n, done, seeded(seed * 7919));
+    // the model: what each peer has and has been asked for
+    const has = new Map<string, Set<number>>();
+    const asked = new Map<string, Set<number>>();
+    const names = ["a", "b", "c", "d", "e"];
+    const avail = (i: number) => [...has.values()].filter((h) => h.has(i)).length;
+    const requesters = (i: number) => [...asked.values()].filter((q) => q.has(i)).length;
+    for (let step = 0; step < 400; step++) {
+      const peer = names[Math.floor(rnd() * names.length)]!;
+      const op = rnd();
+      const known = has.has(peer);
+      if (!known || op < 0.05) {
+        const held = new Set<number>(), share = rnd(); // from a seeder to a peer with next to nothing
+        for (let i = 0; i < n; i++) if (rnd() < share) held.add(i);
+        s.addPeer(peer, bits(n, [...held]));
+        has.set(peer, held);
+        asked.set(peer, new Set());
+      } else if (op < 0.1) {
+        assert.deepEqual(s.removePeer(peer).sort((x, y) => x - y), [...asked.get(peer)!].sort((x, y) => x - y));
+        has.delete(peer);
+        asked.delete(peer);
+      } else if (op < 0.2) {
+        const i = Math.floor(rnd() * n);
+        s.peerGained(peer, i);
+        has.get(peer)!.add(i);
+      } else if (op < 0.35 && asked.get(peer)!.size > 0) {
+        const i = [...asked.get(peer)!][0]!;
+        const lacks = rnd() < 0.5;
+        s.failed(i, peer, lacks);
+        asked.get(peer)!.delete(i);
+        if (lacks) has.get(peer)!.delete(i);
+      } else if (op < 0.6 && asked.get(peer)!.size > 0) {
+        const i = [...asked.get(peer)!][0]!;
+        const others = [...asked].filter(([q, set]) => q !== peer && set.has(i)).map(([q]) => q).sort();
+        assert.deepEqual([...s.completed(i, peer)].sort(), others);
+        for (const set of asked.values()) set.delete(i);
+        done.set(i);
+      } else {
+        const got = s.next(peer);
+        const mine = has.get(peer)!;
+        const free = [...mine].filter((i) => !done.has(i) && requesters(i) === 0);
+        const where = `seed ${seed}, step ${step}, peer ${peer}`;
+        if (free.length > 0) {
+          assert.ok(got !== null && free.includes(got), `${where}: ${got} is not a free chunk it has`);
+          assert.equal(avail(got), Math.min(...free.map(avail)), `${where}: ${got} is not the rarest`);
+        } else {
+          const copies = [...mine].filter((i) =>
+            !done.has(i) && !asked.get(peer)!.has(i) && requesters(i) > 0 && requesters(i) < 2
+          );
+          if (copies.length === 0) assert.equal(got, null, where);
+          else assert.ok(got !== null && copies.includes(got), `${where}: ${got} is not an endgame copy`);
+        }
+        if (got !== null) asked.get(peer)!.add(got);
+      }
+      for (const [q, set] of asked) assert.equal(s.inflight(q), set.size);
+      const none = [...Array(n).keys()].filter((i) => !done.has(i) && avail(i) === 0);
+      assert.deepEqual(s.unavailable(), none);
+    }
+  }
 });
