@@ -21,6 +21,13 @@ import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 
+/**
+ * Free frame buffers kept for reuse, in bytes (at least 4 buffers): enough
+ * for the frames being read and the writes queued; more would only hold
+ * memory. Small chunks need many: one socket read can hold dozens of them.
+ */
+const POOL_BYTES = 4 * 1024 * 1024;
+
 /** Verified chunks waiting for the write lock before this worker stops reading its sockets. */
 const MAX_QUEUED_WRITES = 2;
 
@@ -161,8 +168,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       case "init": {
         const fd = openSync(m.partPath, "r+");
         file = { ...m, fd, count: m.digests.length / 32 };
-        // Enough free buffers for the frames being read and the writes queued; more would only hold memory.
-        pool = new BufferPool(36 + m.chunkSize, 4);
+        pool = new BufferPool(36 + m.chunkSize, Math.max(4, Math.floor(POOL_BYTES / (36 + m.chunkSize))));
         writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => pwriteFull(fd, data, at), written);
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         break;
