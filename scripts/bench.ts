@@ -2,10 +2,11 @@
  * Throughput benchmark on loopback: Shoal against two references, side by
  * side in the same run.
  *
- *   deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout S] [--json FILE] [--keep]
+ *   deno task bench [--size 1g] [--runs 3] [--workers N] [--chunk-size 1m] [--timeout S] [--json FILE] [--keep]
  *
  * - shoal: a tracker and 4 peers sharing one random file; `client.ts get`
- *   downloads it from all four.
+ *   downloads it from all four. `--chunk-size` is the peers' (more, smaller
+ *   chunks: more per-chunk work for the same bytes).
  * - aria2c-http: aria2c `-x4 -s4 -k1M` from 4 nginx servers, one URI each.
  * - aria2c-bt: aria2c over BitTorrent from 4 aria2c seeders, found through
  *   a minimal in-process HTTP tracker (`bench_torrent.ts`), 1 MiB pieces.
@@ -559,6 +560,8 @@ export interface Options {
   size: number;
   runs: number;
   workers?: number;
+  /** The peers' `--chunk-size` (`deno task bench` only). */
+  chunkSize?: number;
   timeoutMs: number;
   keep: boolean;
   json?: string;
@@ -572,7 +575,7 @@ export interface Options {
  */
 export function benchOptions(
   args: string[],
-  o: { usage: string; defaultSize: string; slowMBps: number; outDir: boolean },
+  o: { usage: string; defaultSize: string; slowMBps: number; outDir: boolean; chunkSize?: boolean },
 ): Options {
   const { values } = parseArgs({
     args,
@@ -584,6 +587,7 @@ export function benchOptions(
       json: { type: "string" },
       keep: { type: "boolean", default: false },
       ...(o.outDir ? { "out-dir": { type: "string" as const } } : {}),
+      ...(o.chunkSize ? { "chunk-size": { type: "string" as const } } : {}),
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -600,10 +604,13 @@ export function benchOptions(
   }
   const timeoutMs = values.timeout ? Number(values.timeout) * 1000 : 60_000 + (size / (o.slowMBps * MB)) * 1000;
   const outDir = (values as { "out-dir"?: string })["out-dir"];
+  const chunkText = (values as { "chunk-size"?: string })["chunk-size"];
+  const chunkSize = chunkText === undefined ? undefined : parseSize(chunkText, "--chunk-size");
   return {
     size,
     runs,
     ...(workers !== undefined ? { workers } : {}),
+    ...(chunkSize !== undefined ? { chunkSize } : {}),
     timeoutMs,
     keep: values.keep!,
     ...(outDir ? { outDir } : {}),
@@ -615,18 +622,24 @@ function options(args: string[]): Options {
   return benchOptions(args, {
     usage: "usage: deno task bench [--size 1g] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]\n" +
       "                       [--out-dir DIR]   where downloads are written (default: the work dir on disk;\n" +
-      "                                         /dev/shm compares the engines without the disk)",
+      "                                         /dev/shm compares the engines without the disk)\n" +
+      "                       [--chunk-size SIZE]  the Shoal peers' chunk size (default 1m)",
     defaultSize: "1g",
     slowMBps: 5, // generous
     outDir: true,
+    chunkSize: true,
   });
 }
 
-/** Tracker + 4 peers on loopback sharing `files`; returns their ids once the tracker lists 4 peers for each. */
+/**
+ * Tracker + 4 peers on loopback sharing `files` (in chunks of `chunkSize`
+ * when given); returns their ids once the tracker lists 4 peers for each.
+ */
 export async function startShoal(
   procs: Procs,
   work: string,
   files: { path: string; size: number }[],
+  chunkSize?: number,
 ): Promise<{ tracker: string; ids: string[] }> {
   const deno = Deno.execPath();
   const tracker = procs.spawn("shoal-tracker", [
@@ -661,6 +674,7 @@ export async function startShoal(
       "--cache-dir",
       join(dir, "cache"),
       "--quiet",
+      ...(chunkSize === undefined ? [] : ["--chunk-size", String(chunkSize)]),
     ]));
   }
   for (const p of peers) await procs.waitFor(p, /peer listening on (\S+):(\d+)/, hashMs);
@@ -846,7 +860,12 @@ async function main(): Promise<number> {
 
   const say = (s: string) => console.log(s);
   const results: ToolResult[] = [
-    { tool: "shoal", what: `client.ts get, ${SEEDS} peers`, samples: [], errors: [] },
+    {
+      tool: "shoal",
+      what: `client.ts get, ${SEEDS} peers` + (o.chunkSize ? `, ${formatBytes(o.chunkSize)} chunks` : ""),
+      samples: [],
+      errors: [],
+    },
     { tool: "aria2c-http", what: `-x4 -s4 -k1M, ${SEEDS} nginx`, samples: [], errors: [] },
     { tool: "aria2c-bt", what: `BitTorrent, ${SEEDS} aria2c seeders`, samples: [], errors: [] },
     // aria2c leaves its output in the page cache; Shoal fdatasyncs before it renames the file into place.
@@ -880,7 +899,7 @@ async function main(): Promise<number> {
     t = performance.now();
     let swarm: { tracker: string; id: string } | undefined;
     try {
-      const started = await startShoal(procs, work, [{ path: src, size: o.size }]);
+      const started = await startShoal(procs, work, [{ path: src, size: o.size }], o.chunkSize);
       swarm = { tracker: started.tracker, id: started.ids[0]! };
       say(
         `shoal: tracker ${swarm.tracker}, ${SEEDS} peers list file ${swarm.id.slice(0, 16)}… ` +

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { memoryTable } from "../scripts/bench_mem.ts";
-import { rotate, type ToolResult } from "../scripts/bench.ts";
+import { benchOptions, rotate, type ToolResult } from "../scripts/bench.ts";
 
 const result = (rss: number[], errors: string[] = []): ToolResult => ({
   tool: "t",
@@ -23,4 +23,12 @@ Deno.test("bench: the tool that goes first rotates from run to run", () => {
   assert.deepEqual([0, 1, 2, 3].map((k) => rotate(["shoal", "http", "bt"], k)[0]), ["shoal", "http", "bt", "shoal"]);
   assert.deepEqual(rotate(["a", "b", "c"], 1), ["b", "c", "a"]);
   assert.deepEqual(rotate([], 2), []);
+});
+
+Deno.test("bench: --chunk-size reaches the options where the bench takes it, and is refused where it does not", () => {
+  const o = { usage: "", defaultSize: "1m", slowMBps: 5, outDir: false };
+  assert.equal(benchOptions(["--chunk-size", "16k"], { ...o, chunkSize: true }).chunkSize, 16 * 1024);
+  assert.equal(benchOptions([], { ...o, chunkSize: true }).chunkSize, undefined);
+  assert.throws(() => benchOptions(["--chunk-size", "16k"], o), /chunk-size/);
+  assert.throws(() => benchOptions(["--chunk-size", "lots"], { ...o, chunkSize: true }), /chunk-size/);
 });
