@@ -15,6 +15,7 @@ import { type Address, formatAddress } from "./connection.ts";
 import {
   AccountError,
   DiskError,
+  DownloadBusyError,
   IncompleteDownloadError,
   OutputExistsError,
   RemoteError,
@@ -156,7 +157,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   if (!opts.force && await exists(opts.out)) throw new OutputExistsError(opts.out);
 
   const n = manifest.chunks.length;
-  const resumed = await openPart(opts, partPath, sidecarPath);
+  // Held until this function returns, past the rename: a second download of the same output waits its turn.
+  using part = await claimPart(partPath);
+  const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
     await finish(partPath, opts.out);
     return summary(opts.out, 0, started, 0, 0, 0, {}, []);
@@ -198,7 +201,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const compacted = compactHeap();
   const compactor = new Compactor();
 
-  let partFile: Deno.FsFile | null = null;
   const timers: ReturnType<typeof setInterval>[] = [];
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
@@ -227,7 +229,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       opts.onEvent?.({ kind: "resumed", reused, total: n, discarded });
     }
 
-    partFile = await Deno.open(partPath, { read: true, write: true });
     const sched = new Scheduler(n, done);
     const pipeline = opts.pipeline ?? DEFAULT_PIPELINE;
     const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
@@ -393,7 +394,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       dirty = false;
       const snapshot = new Bitfield(n, sched.done.bytes);
       flushing = flushing.then(async () => {
-        await partFile!.syncData();
+        await part.syncData();
         await sidecar.write(snapshot);
       }).catch((err) => fail(new DiskError(`Cannot save progress: ${(err as Error).message}`, { cause: err })));
       return flushing;
@@ -466,9 +467,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       dirty = true;
       await flush();
     }
-    await partFile.syncData();
-    partFile.close();
-    partFile = null;
+    await part.syncData();
     await finish(partPath, opts.out);
     await Deno.remove(sidecarPath).catch(() => {});
     if (opts.peerNode && opts.seed === false) {
@@ -489,7 +488,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     throw err;
   } finally {
     for (const t of timers) clearTimeout(t);
-    partFile?.close();
     await compacted;
     await compactor.idle();
     await closeWorkers(workers);
@@ -502,15 +500,42 @@ function sidecarFileOf(opts: DownloadOptions): SidecarFile {
   return { fileId: opts.fileId, size: opts.manifest.size, chunkSize: opts.manifest.chunkSize };
 }
 
-/** Opens or creates the `.part` file; returns the resume state when a good sidecar is there. */
-async function openPart(opts: DownloadOptions, partPath: string, sidecarPath: string) {
+/**
+ * Opens (creating) the `.part` file and takes its exclusive lock, so that
+ * two downloads to the same output (two terminals, a retry while the first
+ * still runs) cannot both write it: the second would restart it under the
+ * first, which would then finish a file with holes that looks complete.
+ * The lock goes with the process, so a killed download leaves none behind.
+ */
+async function claimPart(partPath: string): Promise<Deno.FsFile> {
+  let part: Deno.FsFile;
+  try {
+    part = await Deno.open(partPath, { read: true, write: true, create: true });
+  } catch (err) {
+    throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
+  }
+  let locked: boolean;
+  try {
+    locked = await part.tryLock(true);
+  } catch {
+    locked = true; // a filesystem without locks: go on unguarded, as before locks were taken
+  }
+  if (!locked) {
+    part.close();
+    throw new DownloadBusyError(partPath);
+  }
+  return part;
+}
+
+/** Checks the locked `.part` against the sidecar; returns the resume state, or restarts the `.part` empty. */
+async function openPart(opts: DownloadOptions, part: Deno.FsFile, partPath: string, sidecarPath: string) {
   const { manifest } = opts;
   let state = null;
   try {
     state = await readSidecar(sidecarPath, sidecarFileOf(opts));
     if (state) {
-      const st = await Deno.stat(partPath).catch(() => null);
-      if (!st || st.size !== manifest.size) {
+      const st = await part.stat();
+      if (st.size !== manifest.size) {
         opts.onEvent?.({ kind: "restart", reason: `${partPath} is missing or not ${manifest.size} bytes` });
         state = null;
       }
@@ -522,8 +547,8 @@ async function openPart(opts: DownloadOptions, partPath: string, sidecarPath: st
   }
   if (!state) {
     try {
-      using f = await Deno.open(partPath, { write: true, create: true, truncate: true });
-      await f.truncate(manifest.size);
+      await part.truncate(0);
+      await part.truncate(manifest.size);
     } catch (err) {
       throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
     }

@@ -17,6 +17,7 @@ export const ExitCode = {
   incomplete: 6,
   exists: 7,
   disk: 8,
+  busy: 9,
   unknownUser: 10,
   badPassword: 11,
   duplicate: 12,
@@ -48,6 +49,7 @@ const EXIT_BY_CODE: Record<string, number> = {
   usage: ExitCode.usage,
   exists: ExitCode.exists,
   disk: ExitCode.disk,
+  busy: ExitCode.busy,
 };
 
 /** The exit code for an error code (see {@link ExitCode}). */
@@ -179,6 +181,18 @@ export class OutputExistsError extends ShoalError {
   override name = "OutputExistsError";
   constructor(path: string) {
     super("exists", `${path} already exists (use --force to overwrite)`, ExitCode.exists);
+  }
+}
+
+/** Another download, in this process or another, is writing the same `.part` file (it holds the file's lock). */
+export class DownloadBusyError extends ShoalError {
+  override name = "DownloadBusyError";
+  constructor(partPath: string) {
+    super(
+      "busy",
+      `Another download is writing ${partPath} (the same output); let it finish, or stop it and run this again to resume`,
+      ExitCode.busy,
+    );
   }
 }
 

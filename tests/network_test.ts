@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { getFile } from "../lib/client.ts";
 import type { DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
-import { IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
+import { DownloadBusyError, IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
 import { indexDirectory } from "../lib/indexer.ts";
 import { decodeMessage, encodeMessage, type Message } from "../lib/messages.ts";
@@ -292,6 +292,44 @@ Deno.test("a peer serves only indexed ids and says why it refuses", async () => 
   await c.send({ type: "request", fileId: files[0]!.id, index: 1 });
   const piece = await c.receive();
   assert.equal(piece.type === "piece" && sha(piece.data), files[0]!.manifest.chunks[1]);
+});
+
+Deno.test("a second download to the same output is refused while the first runs, which ends correct", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  await Deno.mkdir(join(dir.path, "src"));
+  await Deno.writeFile(join(dir.path, "src", "f"), data);
+  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  const id = files[0]!.id;
+  await using peer = PeerNode.start(files, { uploadLimit: 150_000 }); // about 2 s for the file
+  const out = join(dir.path, "out");
+  let done = 0;
+  const first = getFile({ peers: [peer.address] }, id, {
+    out,
+    workers: 1,
+    flushMs: 50,
+    onEvent: (e) => {
+      if (e.kind === "progress") done = e.doneBytes;
+    },
+  });
+  // Once the first has chunks on record, a second would have wiped them (it found no sidecar yet, or
+  // resumed and then raced it to the rename): it must not touch the .part at all.
+  await waitUntil(() => done > 0 && done < data.length);
+  await assert.rejects(
+    getFile({ peers: [peer.address] }, id, { out, workers: 1 }),
+    (err: unknown) => err instanceof DownloadBusyError && err.exitCode === 9 && err.message.includes(out + ".part"),
+  );
+  await assert.rejects(
+    getFile({ peers: [peer.address] }, id, { out, workers: 1, force: true }),
+    DownloadBusyError,
+  );
+  const summary = await first;
+  assert.equal(summary.chunksFetched, 16);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  // The lock went with the first download: the same output can be fetched again.
+  const again = await getFile({ peers: [peer.address] }, id, { out, workers: 1, force: true });
+  assert.equal(again.chunksFetched, 16);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
 });
 
 Deno.test("a download with no live source for some chunks stops, names them, and keeps progress", async () => {

@@ -152,6 +152,27 @@ Deno.test("e2e swarm: a client SIGKILLed at several points resumes each time", a
   assert.equal(await exists(`${target}.part.json`), false);
 });
 
+Deno.test("e2e swarm: a second client on the same output is refused and the first ends correct", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const chunks = 32; // 8 MiB in 256 KiB chunks
+  await writeRandomFile(`${dir}/twice.bin`, 8 * MiB);
+  const sha = await sha256File(`${dir}/twice.bin`);
+  const peer = await env.peer({ shared: dir, chunkSize: "256k", uploadLimit: "4m" });
+  const target = `${out}/twice.bin`;
+  const first = await env.spawn("client.ts", ["--peers", peer.addr, "get", "twice.bin", "-o", target, "--json"]);
+  await waitForProgress(target, 2, "first client");
+  // Before the .part was locked, this one restarted it under the first, which then saved a file with holes.
+  const second = await env.client(["--peers", peer.addr], "get", "twice.bin", "-o", target, "--force");
+  assert.equal(second.code, 9, second.stderr);
+  assert.match(second.stderr.trim().split("\n").at(-1)!, /^error: Another download is writing .*twice\.bin\.part/);
+  const status = await first.wait(60_000);
+  assert.equal(status.code, 0, first.describe());
+  assert.equal((JSON.parse(first.stdout) as GetSummary).chunksFetched, chunks);
+  assert.equal(await sha256File(target), sha);
+  assert.equal(await exists(`${target}.part`), false);
+});
+
 Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a third client", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), work = await env.tempDir();
