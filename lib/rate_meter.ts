@@ -17,8 +17,15 @@ export const RATE_ALPHA = 0.3;
 export const PIPELINE_WINDOW_S = 0.5;
 /** Fewest requests outstanding per peer (one in flight, one queued behind it). */
 export const MIN_PIPELINE = 2;
-/** Most requests outstanding per peer (bounds what a peer can owe us). */
+/** Most requests outstanding per peer for chunks of 256 KiB and up (bounds what a peer can owe us). */
 export const MAX_PIPELINE = 16;
+/**
+ * Most bytes outstanding per peer for smaller chunks, which get more than
+ * {@link MAX_PIPELINE} requests up to this: 16 chunks of 16 KiB are 256 KiB,
+ * about one bandwidth-delay product of a 100 Mbit/s link with 20 ms of
+ * delay, so small chunks would otherwise cap a peer's rate on a WAN.
+ */
+export const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
 
 /** An exponential moving average of a byte rate, sampled at the caller's pace. */
 export class RateMeter {
@@ -70,12 +77,17 @@ export class RateMeter {
  * Requests to keep outstanding to a peer moving `bytesPerSecond` in chunks
  * of `chunkSize`: its rate times {@link PIPELINE_WINDOW_S}, plus one so the
  * queue never drains while a reply is on its way, clamped to
- * [{@link MIN_PIPELINE}, {@link MAX_PIPELINE}]. Unmeasured peers get `initial`.
+ * [{@link MIN_PIPELINE}, {@link maxPipeline}]. Unmeasured peers get `initial`.
  */
 export function pipelineDepth(bytesPerSecond: number | null, chunkSize: number, initial: number): number {
   if (bytesPerSecond === null) return initial;
   const want = Math.ceil((bytesPerSecond * PIPELINE_WINDOW_S) / Math.max(1, chunkSize)) + 1;
-  return Math.min(MAX_PIPELINE, Math.max(MIN_PIPELINE, want));
+  return Math.min(maxPipeline(chunkSize), Math.max(MIN_PIPELINE, want));
+}
+
+/** The most requests outstanding to one peer for chunks of `chunkSize`. */
+export function maxPipeline(chunkSize: number): number {
+  return Math.max(MAX_PIPELINE, Math.floor(MAX_PIPELINE_BYTES / Math.max(1, chunkSize)));
 }
 
 /**

@@ -555,13 +555,21 @@ export function table(results: ToolResult[], shoalTool = "shoal"): string[] {
 
 const SEEDS = 4;
 
+/** Shoal's row of a bench's results, named with the peers' chunk size when one was given. */
+export function shoalResult(chunkSize?: number): ToolResult {
+  const what = `client.ts get, ${SEEDS} peers` + (chunkSize ? `, ${formatBytes(chunkSize)} chunks` : "");
+  return { tool: "shoal", what, samples: [], errors: [] };
+}
+
 /** Options shared by the loopback and WAN benchmarks. */
 export interface Options {
   size: number;
   runs: number;
   workers?: number;
-  /** The peers' `--chunk-size` (`deno task bench` only). */
+  /** The Shoal peers' `--chunk-size`, where the bench takes one. */
   chunkSize?: number;
+  /** The WAN lab's one-way delay in ms (`bench:wan` only). */
+  delayMs?: number;
   timeoutMs: number;
   keep: boolean;
   json?: string;
@@ -575,7 +583,7 @@ export interface Options {
  */
 export function benchOptions(
   args: string[],
-  o: { usage: string; defaultSize: string; slowMBps: number; outDir: boolean; chunkSize?: boolean },
+  o: { usage: string; defaultSize: string; slowMBps: number; outDir: boolean; chunkSize?: boolean; delayMs?: boolean },
 ): Options {
   const { values } = parseArgs({
     args,
@@ -588,6 +596,7 @@ export function benchOptions(
       keep: { type: "boolean", default: false },
       ...(o.outDir ? { "out-dir": { type: "string" as const } } : {}),
       ...(o.chunkSize ? { "chunk-size": { type: "string" as const } } : {}),
+      ...(o.delayMs ? { "delay-ms": { type: "string" as const } } : {}),
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -606,11 +615,14 @@ export function benchOptions(
   const outDir = (values as { "out-dir"?: string })["out-dir"];
   const chunkText = (values as { "chunk-size"?: string })["chunk-size"];
   const chunkSize = chunkText === undefined ? undefined : parseSize(chunkText, "--chunk-size");
+  const delayText = (values as { "delay-ms"?: string })["delay-ms"];
+  const delayMs = delayText === undefined ? undefined : parseIntOption(delayText, "--delay-ms", 0, 1000);
   return {
     size,
     runs,
     ...(workers !== undefined ? { workers } : {}),
     ...(chunkSize !== undefined ? { chunkSize } : {}),
+    ...(delayMs !== undefined ? { delayMs } : {}),
     timeoutMs,
     keep: values.keep!,
     ...(outDir ? { outDir } : {}),
@@ -860,12 +872,7 @@ async function main(): Promise<number> {
 
   const say = (s: string) => console.log(s);
   const results: ToolResult[] = [
-    {
-      tool: "shoal",
-      what: `client.ts get, ${SEEDS} peers` + (o.chunkSize ? `, ${formatBytes(o.chunkSize)} chunks` : ""),
-      samples: [],
-      errors: [],
-    },
+    shoalResult(o.chunkSize),
     { tool: "aria2c-http", what: `-x4 -s4 -k1M, ${SEEDS} nginx`, samples: [], errors: [] },
     { tool: "aria2c-bt", what: `BitTorrent, ${SEEDS} aria2c seeders`, samples: [], errors: [] },
     // aria2c leaves its output in the page cache; Shoal fdatasyncs before it renames the file into place.

@@ -3,7 +3,8 @@
  * shaped to 100 Mbit/s with 20 ms of delay, a client node and an unshaped
  * tracker node.
  *
- *   deno task bench:wan [--size 256m] [--runs 3] [--workers N] [--timeout S] [--json FILE] [--keep]
+ *   deno task bench:wan [--size 256m] [--runs 3] [--workers N] [--chunk-size 1m] [--delay-ms 20] [--timeout S]
+ *                       [--json FILE] [--keep]
  *
  * - shoal: the tracker in node `tracker`, one peer in each of s1..s4
  *   (listening on 0.0.0.0, advertising its lab address), the client in
@@ -43,6 +44,7 @@ import {
   runBench,
   shoalGetArgv,
   shoalOwnMbps,
+  shoalResult,
   sleep,
   table,
   TIME_BIN,
@@ -54,6 +56,8 @@ import {
 const SEEDS = 4;
 /** The lab this bench needs; `netlab.sh` reads these on `up`. */
 const LAB_ENV = { LAB_SEEDERS: String(SEEDS), LAB_EXTRA: "tracker", LAB_RATE: "100mbit", LAB_DELAY_MS: "20" };
+/** What the ceiling below was measured with. */
+const CEILING_DELAY_MS = 20;
 /** Payload ceiling of 4 x 100 Mbit/s after TCP/IP overhead, as netlab's README measured it. */
 const CEILING_MBPS = 47;
 /** Raw link ceiling: 4 x 100 Mbit/s. */
@@ -66,10 +70,14 @@ const NGINX = join(NETLAB_DIR, "nginx_serve.sh");
 function options(args: string[]): Options {
   return benchOptions(args, {
     usage:
-      "usage: deno task bench:wan [--size 256m] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]",
+      "usage: deno task bench:wan [--size 256m] [--runs 3] [--workers N] [--timeout SECONDS] [--json FILE] [--keep]\n" +
+      "                           [--chunk-size SIZE]  the Shoal peers' chunk size (default 1m)\n" +
+      "                           [--delay-ms MS]      the seeders' one-way delay (default 20)",
     defaultSize: "256m",
     slowMBps: CEILING_MBPS / 4, // a quarter of the ceiling
     outDir: false,
+    chunkSize: true,
+    delayMs: true,
   });
 }
 
@@ -92,7 +100,8 @@ async function main(): Promise<number> {
   await Deno.chmod(work, 0o755);
   const logs = join(work, "logs");
   await Deno.mkdir(logs);
-  const procs = new Procs(logs, LAB_ENV);
+  const lab = { ...LAB_ENV, ...(o.delayMs === undefined ? {} : { LAB_DELAY_MS: String(o.delayMs) }) };
+  const procs = new Procs(logs, lab);
   const nginxEnv = { NGINX_STATE: join(work, "nginx") };
   let labUp = false;
   let cleaning: Promise<void> | undefined;
@@ -120,14 +129,14 @@ async function main(): Promise<number> {
 
   const say = (s: string) => console.log(s);
   const results: ToolResult[] = [
-    { tool: "shoal", what: `client.ts get, ${SEEDS} peers`, samples: [], errors: [] },
+    shoalResult(o.chunkSize),
     { tool: "aria2c-http", what: `-x4 -s4 -k1M, ${SEEDS} nginx`, samples: [], errors: [] },
   ];
   const [shoal, http] = results as [ToolResult, ToolResult];
   try {
     const cmdline = `deno run -A scripts/bench_wan.ts ${Deno.args.join(" ")}`.trim();
     say(machineLines()[0]!);
-    say(`lab: ${SEEDS} seeders x ${LAB_ENV.LAB_RATE}, ${LAB_ENV.LAB_DELAY_MS} ms one way, extra node tracker`);
+    say(`lab: ${SEEDS} seeders x ${lab.LAB_RATE}, ${lab.LAB_DELAY_MS} ms one way, extra node tracker`);
     say(`file: ${formatBytes(o.size)} (${o.size} bytes), runs: ${o.runs}, work dir: ${work}`);
     say(`command: ${cmdline}`);
 
@@ -217,6 +226,7 @@ async function main(): Promise<number> {
             "--cache-dir",
             join(dir, "cache"),
             "--quiet",
+            ...(o.chunkSize === undefined ? [] : ["--chunk-size", String(o.chunkSize)]),
           ]),
         ));
       }
@@ -304,12 +314,15 @@ async function main(): Promise<number> {
 
     say("");
     say(
-      `results: ${formatBytes(o.size)} file, ${o.runs} run(s), netlab ${SEEDS} x ${LAB_ENV.LAB_RATE} ` +
-        `${LAB_ENV.LAB_DELAY_MS} ms, nproc ${navigator.hardwareConcurrency}, MB = 10^6 bytes`,
+      `results: ${formatBytes(o.size)} file, ${o.runs} run(s), netlab ${SEEDS} x ${lab.LAB_RATE} ` +
+        `${lab.LAB_DELAY_MS} ms, nproc ${navigator.hardwareConcurrency}, MB = 10^6 bytes`,
     );
     for (const line of table(results)) say(line);
     for (const r of results) for (const e of r.errors) say(`${r.tool} error: ${e}`);
-    say(`ceiling: ~${CEILING_MBPS} MB/s of payload (raw ${RAW_MBPS.toFixed(0)} MB/s = ${SEEDS} x 100 Mbit/s)`);
+    say(
+      `ceiling: ~${CEILING_MBPS} MB/s of payload (raw ${RAW_MBPS.toFixed(0)} MB/s = ${SEEDS} x 100 Mbit/s; ` +
+        `measured with ${CEILING_DELAY_MS} ms of delay)`,
+    );
     for (const r of results) {
       const med = medianMbps(r);
       if (med !== undefined) {
@@ -322,7 +335,7 @@ async function main(): Promise<number> {
     failed = await endReport(say, cmdline, results, o.json, {
       size: o.size,
       runs: o.runs,
-      lab: LAB_ENV,
+      lab,
       ceilingMBps: CEILING_MBPS,
     });
     return failed ? 1 : 0;

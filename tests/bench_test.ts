@@ -32,3 +32,11 @@ Deno.test("bench: --chunk-size reaches the options where the bench takes it, and
   assert.throws(() => benchOptions(["--chunk-size", "16k"], o), /chunk-size/);
   assert.throws(() => benchOptions(["--chunk-size", "lots"], { ...o, chunkSize: true }), /chunk-size/);
 });
+
+Deno.test("bench:wan: --delay-ms is a whole number of milliseconds up to 1000", () => {
+  const o = { usage: "", defaultSize: "1m", slowMBps: 5, outDir: false, delayMs: true };
+  assert.equal(benchOptions(["--delay-ms", "100"], o).delayMs, 100);
+  assert.equal(benchOptions([], o).delayMs, undefined);
+  assert.throws(() => benchOptions(["--delay-ms", "-5"], o), /delay-ms/);
+  assert.throws(() => benchOptions(["--delay-ms", "100"], { ...o, delayMs: false }), /delay-ms/);
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAX_PIPELINE, MIN_PIPELINE, nextDepth, pipelineDepth, RateMeter } from "../lib/rate_meter.ts";
+import { MAX_PIPELINE, maxPipeline, MIN_PIPELINE, nextDepth, pipelineDepth, RateMeter } from "../lib/rate_meter.ts";
 
 Deno.test("rate meter: first sample is the rate, later samples are smoothed", () => {
   const m = new RateMeter(0, 0.5);
@@ -25,6 +25,17 @@ Deno.test("pipeline depth follows the measured rate within bounds", () => {
     pipelineDepth(12_500_000, 64 * 1024, 4) > pipelineDepth(12_500_000, MiB, 4),
     "smaller chunks, more of them",
   );
+});
+
+Deno.test("pipeline depth: small chunks may have more requests outstanding, up to the same bytes", () => {
+  const KiB = 1024;
+  for (const size of [256 * KiB, 1024 * KiB, 4096 * KiB]) assert.equal(maxPipeline(size), MAX_PIPELINE);
+  assert.equal(maxPipeline(64 * KiB), 64);
+  assert.equal(maxPipeline(16 * KiB), 256);
+  // 100 Mbit/s in 16 KiB chunks: 0.5 s of it is 382 chunks; 16 of them (256 KiB) was one bandwidth-delay
+  // product at 20 ms, so a peer on such a link could not go faster than its queue.
+  assert.equal(pipelineDepth(12_500_000, 16 * KiB, 4), 256);
+  assert.equal(pipelineDepth(2e9, 16 * KiB, 4), 256, "capped by bytes: 4 MiB");
 });
 
 Deno.test("queue depth: a burst at the start neither fills the queue nor outlasts the next sample", () => {
