@@ -157,7 +157,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   if (!opts.force && await exists(opts.out)) throw new OutputExistsError(opts.out);
 
   const n = manifest.chunks.length;
-  // Held until this function returns, past the rename: a second download of the same output waits its turn.
+  // Held until this function returns, past the rename: a second download to the same output is refused meanwhile.
   using part = await claimPart(partPath);
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
