@@ -29,6 +29,13 @@ function randomBytes(n: number): Uint8Array<ArrayBuffer> {
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
+/** Writes `data` as `<dir>/src/f` and indexes that folder in CHUNK-sized chunks. */
+async function indexedFile(dir: string, data: Uint8Array) {
+  await Deno.mkdir(join(dir, "src"));
+  await Deno.writeFile(join(dir, "src", "f"), data);
+  return await indexDirectory(join(dir, "src"), { chunkSize: CHUNK });
+}
+
 /** Polls `fn` until it returns true; bounded. */
 async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -186,9 +193,7 @@ Deno.test("a peer that stops heartbeating drops out; one that exits unregisters 
 
 Deno.test("a finished download goes on sharing the file only when asked to seed", async () => {
   await using dir = await tempDir();
-  await Deno.mkdir(join(dir.path, "src"));
-  await Deno.writeFile(join(dir.path, "src", "f"), randomBytes(CHUNK * 3));
-  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  const files = await indexedFile(dir.path, randomBytes(CHUNK * 3));
   const id = files[0]!.id;
   await using tracker = TrackerServer.start();
   await using seeder = PeerNode.start(files, { tracker: tracker.address });
@@ -297,9 +302,7 @@ Deno.test("a peer serves only indexed ids and says why it refuses", async () => 
 Deno.test("a second download to the same output is refused while the first runs, which ends correct", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 16);
-  await Deno.mkdir(join(dir.path, "src"));
-  await Deno.writeFile(join(dir.path, "src", "f"), data);
-  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  const files = await indexedFile(dir.path, data);
   const id = files[0]!.id;
   await using peer = PeerNode.start(files, { uploadLimit: 150_000 }); // about 2 s for the file
   const out = join(dir.path, "out");
@@ -335,9 +338,7 @@ Deno.test("a second download to the same output is refused while the first runs,
 Deno.test("a download with no live source for some chunks stops, names them, and keeps progress", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  await Deno.mkdir(join(dir.path, "src"));
-  await Deno.writeFile(join(dir.path, "src", "f"), data);
-  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK });
+  const files = await indexedFile(dir.path, data);
   await using peer = PeerNode.start(files);
   const out = join(dir.path, "out");
   // A partial source: the same file, but only chunks 0 and 1.
