@@ -104,6 +104,7 @@ export function build(): Command {
     .option("-o, --out <path>", "output path (default: the file's name here)")
     .option("--force", "overwrite an existing output file")
     .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--no-direct-io", "write through the page cache (default: around it, where the system allows)")
     .option("--seed", "keep sharing the file after the download until interrupted")
     .option("--no-share", "do not serve chunks to others while downloading")
     .option("--listen <host:port>", "where to serve chunks to others while downloading", "127.0.0.1:0")
@@ -129,6 +130,7 @@ export function build(): Command {
         ...(o.out ? { out: o.out } : {}),
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+        directIo: o.directIo !== false,
         signal,
         onResolved: (id, m, out) =>
           view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),

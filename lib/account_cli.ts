@@ -266,6 +266,7 @@ export function addAccountCommands(
     .argument("<dest>")
     .option("--force", "overwrite an existing file")
     .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--no-direct-io", "write through the page cache (default: around it, where the system allows)")
     .option("--quiet", "no progress output")
     .option("--json", "print a JSON summary at the end")
     .action(async (group: string, file: string, dest: string, o) => {
@@ -300,6 +301,7 @@ export function addAccountCommands(
           out,
           force: Boolean(o.force),
           ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+          directIo: o.directIo !== false,
           signal: shutdownSignal(),
           discover: async () => {
             const r = lookups++ === 0

@@ -8,19 +8,32 @@
 /** A bounded pool of equally sized byte buffers. */
 export class BufferPool {
   #free: Uint8Array<ArrayBuffer>[] = [];
+  /** Each buffer this pool made, by its ArrayBuffer: only those come back. */
+  #own = new WeakMap<ArrayBuffer, Uint8Array<ArrayBuffer>>();
 
-  constructor(readonly size: number, readonly maxFree = 16) {}
+  /**
+   * `allocate` makes the pool's buffers (a view into a larger buffer is
+   * fine: see direct_io.ts's `alignedBytes`).
+   */
+  constructor(
+    readonly size: number,
+    readonly maxFree = 16,
+    private readonly allocate: (size: number) => Uint8Array<ArrayBuffer> = (n) => new Uint8Array(n),
+  ) {}
 
   /** A buffer of exactly `length` bytes: pooled when `length` is the pool's size. Contents are stale. */
   take(length: number): Uint8Array<ArrayBuffer> {
-    if (length === this.size) return this.#free.pop() ?? new Uint8Array(this.size);
-    return new Uint8Array(length);
+    if (length !== this.size) return new Uint8Array(length);
+    const reused = this.#free.pop();
+    if (reused) return reused;
+    const made = this.allocate(this.size);
+    this.#own.set(made.buffer, made);
+    return made;
   }
 
-  /** Gives a buffer back once nothing refers to it any more. */
-  give(buf: Uint8Array<ArrayBuffer>): void {
-    if (buf.byteLength === this.size && buf.byteOffset === 0 && buf.buffer.byteLength === this.size) {
-      if (this.#free.length < this.maxFree) this.#free.push(buf);
-    }
+  /** Gives back the pool buffer that `bytes` lies in (any view of it) once nothing refers to it any more. */
+  give(bytes: Uint8Array<ArrayBuffer>): void {
+    const own = this.#own.get(bytes.buffer);
+    if (own && this.#free.length < this.maxFree) this.#free.push(own);
   }
 }

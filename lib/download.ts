@@ -90,6 +90,8 @@ export interface DownloadOptions {
   out: string;
   force?: boolean;
   workers?: number;
+  /** Write chunks around the page cache where the system allows (O_DIRECT, see direct_io.ts); default true. */
+  directIo?: boolean;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
   /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
@@ -128,6 +130,8 @@ export interface DownloadSummary {
   chunksReused: number;
   chunksFetched: number;
   chunksRefetched: number;
+  /** Chunks written around the page cache (O_DIRECT, see direct_io.ts); the others went through it. */
+  chunksWrittenDirect: number;
   bytesPerPeer: Record<string, number>;
   peersDropped: { peer: string; reason: string }[];
 }
@@ -162,7 +166,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
     await finish(partPath, opts.out);
-    return summary(opts.out, 0, started, 0, 0, 0, {}, []);
+    return summary(started, {
+      path: opts.out,
+      bytes: 0,
+      chunksReused: 0,
+      chunksFetched: 0,
+      chunksRefetched: 0,
+      chunksWrittenDirect: 0,
+      bytesPerPeer: {},
+      peersDropped: [],
+    });
   }
 
   const workerCount = Math.max(1, Math.min(opts.workers ?? navigator.hardwareConcurrency ?? 2, n));
@@ -191,6 +204,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       chunkSize: manifest.chunkSize,
       digests,
       partPath,
+      directIo: opts.directIo ?? true,
       writeLock,
     };
     w.postMessage(init);
@@ -237,7 +251,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
     const dropped: { peer: string; reason: string }[] = [];
-    let fetched = 0, refetched = 0, doneBytes = 0;
+    let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = 0;
     let dirty = false;
     let nextWorker = 0;
     let lastDiscover = 0;
@@ -321,6 +335,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           }
           fetched++;
           if (badChunks.has(m.index)) refetched++;
+          if (m.direct) writtenDirect++;
           doneBytes += m.bytes;
           bytesPerPeer[m.peer] = (bytesPerPeer[m.peer] ?? 0) + m.bytes;
           p.meter.add(m.bytes);
@@ -482,7 +497,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         mtimeMs: Date.now(),
       });
     }
-    return summary(opts.out, manifest.size, started, reused, fetched, refetched, bytesPerPeer, dropped);
+    return summary(started, {
+      path: opts.out,
+      bytes: manifest.size,
+      chunksReused: reused,
+      chunksFetched: fetched,
+      chunksRefetched: refetched,
+      chunksWrittenDirect: writtenDirect,
+      bytesPerPeer,
+      peersDropped: dropped,
+    });
   } catch (err) {
     if (failed !== null && err !== failed) throw failed;
     throw err;
@@ -609,28 +633,10 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
-function summary(
-  path: string,
-  bytes: number,
-  started: number,
-  reused: number,
-  fetched: number,
-  refetched: number,
-  bytesPerPeer: Record<string, number>,
-  peersDropped: { peer: string; reason: string }[],
-): DownloadSummary {
+function summary(started: number, counts: Omit<DownloadSummary, "seconds" | "mbPerSecond">): DownloadSummary {
   const seconds = (performance.now() - started) / 1000;
-  return {
-    path,
-    bytes,
-    seconds,
-    mbPerSecond: seconds > 0 ? bytes / 1e6 / seconds : 0,
-    chunksReused: reused,
-    chunksFetched: fetched,
-    chunksRefetched: refetched,
-    bytesPerPeer,
-    peersDropped,
-  };
+  const { path, bytes, ...rest } = counts;
+  return { path, bytes, seconds, mbPerSecond: seconds > 0 ? bytes / 1e6 / seconds : 0, ...rest };
 }
 
 /** "1-3, 7, 9-12" (shortened after 20 ranges). */

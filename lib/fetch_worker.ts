@@ -5,14 +5,15 @@
  * coordinator schedules, checks each chunk's SHA-256 and writes it at its
  * offset in the `.part` file, so hashing and disk I/O stay off the main
  * thread. A chunk's bytes are read from the socket straight into their
- * frame buffer, hashed and written from there: no copies.
+ * frame buffer, hashed and written from there: no copies. The buffer is
+ * placed so that the chunk's bytes can be written around the page cache
+ * (see direct_io.ts).
  *
  * @module
  */
 
 import { createHash } from "node:crypto";
-import { closeSync, openSync } from "node:fs";
-import { preadFull, pwriteFull } from "./file_io.ts";
+import { preadFull } from "./file_io.ts";
 import { connect, type Connection } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -20,6 +21,8 @@ import { BufferPool } from "./buffer_pool.ts";
 import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { compactHeap, Compactor } from "./heap.ts";
+import { alignedBytes, PartFile } from "./direct_io.ts";
+import { PIECE_DATA_OFFSET } from "./messages.ts";
 
 /**
  * Free frame buffers kept for reuse, in bytes (at least 4 buffers): enough
@@ -35,7 +38,10 @@ const MAX_QUEUED_WRITES = 2;
 interface Verified {
   peer: string;
   index: number;
-  frame: Uint8Array<ArrayBuffer>;
+  /** The chunk's bytes, in a pool buffer. */
+  data: Uint8Array<ArrayBuffer>;
+  /** Set once written: whether the write went around the page cache. */
+  direct: boolean;
 }
 
 interface FileInfo {
@@ -44,7 +50,7 @@ interface FileInfo {
   chunkSize: number;
   digests: Uint8Array;
   count: number;
-  fd: number;
+  part: PartFile;
 }
 
 let file: FileInfo | null = null;
@@ -89,8 +95,8 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
       await writes!.room();
       const msg = await conn.receive(0); // the coordinator watches for stalls
       if (msg.type === "piece") {
-        const frame = new Uint8Array(msg.data.buffer as ArrayBuffer);
-        if (!onPiece(peer, f, msg.index, msg.fileId, msg.data, frame)) pool!.give(frame);
+        const data = msg.data as Uint8Array<ArrayBuffer>;
+        if (!onPiece(peer, f, msg.index, msg.fileId, data)) pool!.give(data);
       } else if (msg.type === "have") {
         if (msg.fileId === f.fileId) post({ ev: "have", peer, index: msg.index });
       } else if (msg.type === "reject") {
@@ -118,31 +124,24 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
 
 /**
  * Checks a received chunk against the manifest and queues it for writing
- * at its offset. True when the write queue took `frame` (it goes back to
- * the pool once written).
+ * at its offset. True when the write queue took `data` (its buffer goes
+ * back to the pool once written).
  */
-function onPiece(
-  peer: string,
-  f: FileInfo,
-  index: number,
-  fileId: string,
-  data: Uint8Array,
-  frame: Uint8Array<ArrayBuffer>,
-): boolean {
+function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data: Uint8Array<ArrayBuffer>): boolean {
   if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return false; // cancelled or never asked
   if (index >= f.count || data.length !== chunkLength(f, index) || !matches(f, index, data)) {
     post({ ev: "bad", peer, index });
     return false;
   }
-  writes!.push({ item: { peer, index, frame }, data, position: index * f.chunkSize });
+  writes!.push({ item: { peer, index, data, direct: false }, data, position: index * f.chunkSize });
   return true;
 }
 
 /** A chunk is done once written (the coordinator's fdatasync makes it durable). */
 function written(v: Verified, error: unknown): void {
-  pool!.give(v.frame);
+  pool!.give(v.data);
   if (error === null) {
-    post({ ev: "done", peer: v.peer, index: v.index, bytes: chunkLength(file!, v.index) });
+    post({ ev: "done", peer: v.peer, index: v.index, bytes: chunkLength(file!, v.index), direct: v.direct });
     compactor.chunk();
   } else {
     post({ ev: "fatal", message: `Cannot write the .part file: ${describeError(error)}` });
@@ -155,7 +154,7 @@ function verify(indexes: number[]): void {
   const buf = new Uint8Array(f.chunkSize);
   for (const i of indexes) {
     const len = chunkLength(f, i);
-    const at = preadFull(f.fd, buf.subarray(0, len), i * f.chunkSize);
+    const at = preadFull(f.part.fd, buf.subarray(0, len), i * f.chunkSize);
     (at === len && matches(f, i, buf.subarray(0, len)) ? good : bad).push(i);
   }
   post({ ev: "verified", good, bad });
@@ -166,10 +165,17 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   try {
     switch (m.op) {
       case "init": {
-        const fd = openSync(m.partPath, "r+");
-        file = { ...m, fd, count: m.digests.length / 32 };
-        pool = new BufferPool(36 + m.chunkSize, Math.max(4, Math.floor(POOL_BYTES / (36 + m.chunkSize))));
-        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at) => pwriteFull(fd, data, at), written);
+        const part = new PartFile(m.partPath, m.directIo);
+        file = { ...m, part, count: m.digests.length / 32 };
+        const size = PIECE_DATA_OFFSET + m.chunkSize;
+        pool = new BufferPool(
+          size,
+          Math.max(4, Math.floor(POOL_BYTES / size)),
+          part.direct ? (n) => alignedBytes(n, PIECE_DATA_OFFSET) : undefined,
+        );
+        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at, v) => {
+          v.direct = part.write(data, at);
+        }, written);
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         break;
       }
@@ -208,7 +214,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       case "close":
         writes?.close();
         for (const c of links.values()) c.close();
-        if (file) closeSync(file.fd);
+        file?.part.close();
         file = null;
         post({ ev: "closed" });
         self.close();

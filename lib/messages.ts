@@ -283,8 +283,10 @@ export function encodeMessage(msg: Message): Uint8Array<ArrayBuffer> {
   }
 }
 
+/** Bytes before the data in a PIECE payload: file id, index. */
+export const PIECE_DATA_OFFSET = 32 + 4;
 /** Bytes before the data in a PIECE frame: header, file id, index. */
-export const PIECE_PREFIX_BYTES = FRAME_HEADER_BYTES + 32 + 4;
+export const PIECE_PREFIX_BYTES = FRAME_HEADER_BYTES + PIECE_DATA_OFFSET;
 
 /**
  * Allocates a whole PIECE frame for `length` data bytes and returns it with

@@ -15,6 +15,8 @@ export type ToWorker =
     /** Each chunk's SHA-256, 32 raw bytes per chunk (a 16 GiB file: 512 KiB, not 16 384 strings per worker). */
     digests: Uint8Array;
     partPath: string;
+    /** Write chunks around the page cache where they line up (see direct_io.ts). */
+    directIo: boolean;
     /** Shared by every worker writing this .part (see write_queue.ts). */
     writeLock: SharedArrayBuffer;
   }
@@ -30,7 +32,8 @@ export type ToWorker =
 export type FromWorker =
   | { ev: "ready"; peer: string; bits: Uint8Array }
   | { ev: "have"; peer: string; index: number }
-  | { ev: "done"; peer: string; index: number; bytes: number }
+  /** `direct`: the chunk was written around the page cache. */
+  | { ev: "done"; peer: string; index: number; bytes: number; direct: boolean }
   | { ev: "bad"; peer: string; index: number }
   | { ev: "reject"; peer: string; index: number; reason: string }
   | { ev: "gone"; peer: string; reason: string }

@@ -29,8 +29,9 @@ export interface Write<T> {
 
 /**
  * A queue of positional writes that runs each under the shared lock, in
- * order. `write` does the write itself (synchronously); `after` learns
- * what became of each item: null when written, else the error.
+ * order. `write` does the write itself (synchronously; it may note on the
+ * item how it went); `after` learns what became of each item: null when
+ * written, else the error.
  */
 export class WriteQueue<T> {
   #lock: Int32Array;
@@ -42,7 +43,7 @@ export class WriteQueue<T> {
   constructor(
     lock: SharedArrayBuffer,
     readonly limit: number,
-    private readonly write: (data: Uint8Array, position: number) => void,
+    private readonly write: (data: Uint8Array, position: number, item: T) => void,
     private readonly after: (item: T, error: unknown) => void,
   ) {
     this.#lock = new Int32Array(lock);
@@ -79,7 +80,7 @@ export class WriteQueue<T> {
       const w = this.#queue.shift()!;
       let error: unknown = null;
       try {
-        this.write(w.data, w.position);
+        this.write(w.data, w.position, w.item);
       } catch (err) {
         error = err;
       } finally {

@@ -337,6 +337,7 @@ export interface GetSummary {
   chunksReused: number;
   chunksFetched: number;
   chunksRefetched: number;
+  chunksWrittenDirect: number;
   bytesPerPeer: Record<string, number>;
   peersDropped: { peer: string; reason: string }[];
 }

@@ -1,0 +1,82 @@
+// Bytes and one real file: aligned buffers, direct writes where they line up, buffered ones where not.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { BufferPool } from "../lib/buffer_pool.ts";
+import { addressOf, alignedBytes, DIRECT_ALIGN, PartFile } from "../lib/direct_io.ts";
+
+function pattern(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+Deno.test("alignedBytes() places byte `at` on an alignment boundary, whatever the length", () => {
+  for (const [length, at] of [[4096, 0], [36 + 65536, 36], [36 + (1 << 20), 36], [10_000, 4095], [1, 0]] as const) {
+    const b = alignedBytes(length, at);
+    assert.equal(b.length, length);
+    assert.ok(b.byteOffset + length <= b.buffer.byteLength);
+    assert.equal((addressOf(b)! + at) % DIRECT_ALIGN, 0, `length ${length}, at ${at}`);
+    assert.equal(addressOf(b.subarray(at))! % DIRECT_ALIGN, 0);
+  }
+});
+
+Deno.test("PartFile writes aligned chunks around the page cache and the rest through it, all read back intact", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-direct-" });
+  try {
+    const path = join(dir, "f.part");
+    const size = 3 * 65536 + 1000;
+    await Deno.writeFile(path, new Uint8Array(size));
+    const part = new PartFile(path, true);
+    assert.equal(part.direct, true, "the temp dir's filesystem takes O_DIRECT");
+    const chunk = (i: number) => {
+      const b = alignedBytes(65536, 0);
+      b.set(pattern(65536, i));
+      return b;
+    };
+    assert.equal(part.write(chunk(0), 0), true);
+    assert.equal(part.write(chunk(2), 2 * 65536), true);
+    // Misaligned in memory, then at an odd offset, then a short tail: each goes through the cache.
+    const misplaced = alignedBytes(65536 + 1, 1).subarray(0, 65536); // starts one byte before a boundary
+    misplaced.set(pattern(65536, 1));
+    assert.equal(part.write(misplaced, 65536), false);
+    assert.equal(part.write(pattern(1000, 3), 3 * 65536), false);
+    assert.equal(part.write(chunk(9).subarray(0, 4096), 100), false);
+    assert.equal(part.directWrites, 2);
+    assert.equal(part.direct, true, "none of those was tried directly and refused");
+    part.close();
+
+    const got = await Deno.readFile(path);
+    const want = new Uint8Array(size);
+    [0, 1, 2].forEach((i) => want.set(pattern(65536, i), i * 65536));
+    want.set(pattern(1000, 3), 3 * 65536);
+    want.set(pattern(4096, 9), 100);
+    assert.deepEqual(got, want);
+
+    const cached = new PartFile(path, false);
+    assert.equal(cached.direct, false);
+    assert.equal(cached.write(chunk(5), 0), false);
+    assert.equal(cached.directWrites, 0);
+    cached.close();
+    assert.deepEqual((await Deno.readFile(path)).subarray(0, 65536), pattern(65536, 5));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("BufferPool reuses its own buffers, given back through any view of them, and only those", () => {
+  const made: Uint8Array<ArrayBuffer>[] = [];
+  const pool = new BufferPool(100, 2, (n) => {
+    const b = alignedBytes(n, 36);
+    made.push(b);
+    return b;
+  });
+  const a = pool.take(100);
+  assert.equal(made.length, 1);
+  pool.give(a.subarray(36) as Uint8Array<ArrayBuffer>); // the chunk's bytes, as a fetch worker holds them
+  assert.equal(pool.take(100), a, "the same view comes back");
+  pool.give(new Uint8Array(100)); // not the pool's: dropped
+  pool.give(pool.take(50)); // another size: not the pool's either
+  const b = pool.take(100);
+  assert.notEqual(b, a);
+  assert.equal(made.length, 2);
+});
