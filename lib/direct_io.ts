@@ -23,13 +23,21 @@ import { pwriteFull } from "./file_io.ts";
 /** Alignment of direct writes: a page, a multiple of every common logical block size (512, 4096). */
 export const DIRECT_ALIGN = 4096;
 
+/** Where each buffer starts in memory (null: unknown); asked once per buffer, as a pool reuses its buffers. */
+const starts = new WeakMap<ArrayBufferLike, number | null>();
+
 /** The address of `bytes`' first byte; null where it cannot be known (no FFI permission, no FFI). */
 export function addressOf(bytes: Uint8Array): number | null {
-  try {
-    return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes)));
-  } catch {
-    return null;
+  let start = starts.get(bytes.buffer);
+  if (start === undefined) {
+    try {
+      start = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(bytes.buffer))));
+    } catch {
+      start = null;
+    }
+    starts.set(bytes.buffer, start);
   }
+  return start === null ? null : start + bytes.byteOffset;
 }
 
 /**
