@@ -25,9 +25,23 @@ export const DIRECT_ALIGN = 4096;
 
 /** Where each buffer starts in memory (null: unknown); asked once per buffer, as a pool reuses its buffers. */
 const starts = new WeakMap<ArrayBufferLike, number | null>();
+let pointersAllowed: boolean | undefined;
 
-/** The address of `bytes`' first byte; null where it cannot be known (no FFI permission, no FFI). */
+/** Whether FFI is granted; asked first, so that a run without it gets no permission prompt on a terminal. */
+function mayReadAddresses(): boolean {
+  if (pointersAllowed === undefined) {
+    try {
+      pointersAllowed = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+    } catch {
+      pointersAllowed = false;
+    }
+  }
+  return pointersAllowed;
+}
+
+/** The address of `bytes`' first byte; null where it cannot be known (FFI not granted, or missing). */
 export function addressOf(bytes: Uint8Array): number | null {
+  if (!mayReadAddresses()) return null;
   let start = starts.get(bytes.buffer);
   if (start === undefined) {
     try {

@@ -80,3 +80,37 @@ Deno.test("BufferPool reuses its own buffers, given back through any view of the
   assert.notEqual(b, a);
   assert.equal(made.length, 2);
 });
+
+Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, every write through the cache", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-direct-" });
+  try {
+    const path = join(dir, "f.part"), main = join(dir, "main.ts");
+    await Deno.writeFile(path, new Uint8Array(8192));
+    await Deno.writeTextFile(
+      main,
+      `import { alignedBytes, PartFile } from ${JSON.stringify(new URL("../lib/direct_io.ts", import.meta.url).href)};
+      const part = new PartFile(${JSON.stringify(path)}, true);
+      const b = alignedBytes(8192, 0);
+      b.fill(7);
+      console.log("result " + JSON.stringify({ offset: b.byteOffset, direct: part.write(b, 0), count: part.directWrites }));
+      part.close();`,
+    );
+    // script(1) gives the run a terminal, where Deno would ask for FFI access and wait for an answer.
+    const deno = `${Deno.execPath()} run --allow-read=${dir} --allow-write=${dir} ${main}`;
+    const child = new Deno.Command("script", {
+      args: ["-qfec", deno, "/dev/null"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill(), 20_000);
+    const r = await child.output().finally(() => clearTimeout(timer));
+    const text = new TextDecoder().decode(r.stdout).replace(/\x1b\[[0-9;]*m/g, "");
+    assert.doesNotMatch(text, /requests ffi access/);
+    assert.equal(r.code, 0, text + new TextDecoder().decode(r.stderr));
+    assert.deepEqual(JSON.parse(/result (.*)/.exec(text)![1]!), { offset: 0, direct: false, count: 0 });
+    assert.deepEqual(await Deno.readFile(path), new Uint8Array(8192).fill(7));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
