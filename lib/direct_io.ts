@@ -11,6 +11,10 @@
  * workers receive each chunk into a buffer placed so that its data starts
  * on a {@link DIRECT_ALIGN} boundary ({@link alignedBytes}); a chunk that
  * does not line up (the file's short last chunk) is written buffered.
+ * Each direct write waits for the disk (about 60 us plus 0.6 us per KiB
+ * here), so files cut in chunks under {@link DIRECT_MIN_CHUNK} are written
+ * through the cache: with 16-256 KiB chunks direct writes made downloads
+ * 1.3-3 times slower.
  * Durability is unchanged: the coordinator's `fdatasync` covers both kinds
  * of write before the sidecar marks a chunk done.
  *
@@ -22,6 +26,9 @@ import { pwriteFull } from "./file_io.ts";
 
 /** Alignment of direct writes: a page, a multiple of every common logical block size (512, 4096). */
 export const DIRECT_ALIGN = 4096;
+
+/** Smallest chunk size whose downloads write around the page cache (see above). */
+export const DIRECT_MIN_CHUNK = 1024 * 1024;
 
 /** Where each buffer starts in memory (null: unknown); asked once per buffer, as a pool reuses its buffers. */
 const starts = new WeakMap<ArrayBufferLike, number | null>();

@@ -90,7 +90,7 @@ export interface DownloadOptions {
   out: string;
   force?: boolean;
   workers?: number;
-  /** Write chunks around the page cache where the system allows (O_DIRECT, see direct_io.ts); default true. */
+  /** Write chunks of 1 MiB and up around the page cache where the system allows (O_DIRECT, direct_io.ts). Default: true. */
   directIo?: boolean;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;

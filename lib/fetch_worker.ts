@@ -21,7 +21,7 @@ import { BufferPool } from "./buffer_pool.ts";
 import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { compactHeap, Compactor } from "./heap.ts";
-import { alignedBytes, PartFile } from "./direct_io.ts";
+import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
 import { PIECE_DATA_OFFSET } from "./messages.ts";
 
 /**
@@ -165,7 +165,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   try {
     switch (m.op) {
       case "init": {
-        const part = new PartFile(m.partPath, m.directIo);
+        const part = new PartFile(m.partPath, m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK);
         file = { ...m, part, count: m.digests.length / 32 };
         const size = PIECE_DATA_OFFSET + m.chunkSize;
         pool = new BufferPool(

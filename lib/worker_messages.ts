@@ -15,7 +15,7 @@ export type ToWorker =
     /** Each chunk's SHA-256, 32 raw bytes per chunk (a 16 GiB file: 512 KiB, not 16 384 strings per worker). */
     digests: Uint8Array;
     partPath: string;
-    /** Write chunks around the page cache where they line up (see direct_io.ts). */
+    /** Write chunks around the page cache where they line up and are large enough (see direct_io.ts). */
     directIo: boolean;
     /** Shared by every worker writing this .part (see write_queue.ts). */
     writeLock: SharedArrayBuffer;
