@@ -105,6 +105,7 @@ Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, ever
     }).spawn();
     const timer = setTimeout(() => child.kill(), 20_000);
     const r = await child.output().finally(() => clearTimeout(timer));
+    // deno-lint-ignore no-control-regex -- the prompt's colour codes, on purpose
     const text = new TextDecoder().decode(r.stdout).replace(/\x1b\[[0-9;]*m/g, "");
     assert.doesNotMatch(text, /requests ffi access/);
     assert.equal(r.code, 0, text + new TextDecoder().decode(r.stderr));
