@@ -85,10 +85,15 @@ Deno.test("e2e: two peers, one tracker: files, search, peers, get by id and by n
   assert.equal(s.bytes, 32 * MiB);
   assert.equal(s.chunksReused, 0);
   assert.equal(s.chunksFetched, big.size / big.chunkSize);
+  assert.equal(s.chunksWrittenDirect, s.chunksFetched, "1 MiB chunks go around the page cache (ext4, tmpfs)");
   assert.equal(Object.values(s.bytesPerPeer).reduce((x, y) => x + y, 0), 32 * MiB);
   assert.equal(await sha256File(`${out}/big-by-id`), bigSha);
   assert.equal(await exists(`${out}/big-by-id.part`), false, "no .part left behind");
   assert.equal(await exists(`${out}/big-by-id.part.json`), false, "no sidecar left behind");
+
+  const cached = await env.clientOk(src, "get", big.id, "-o", `${out}/big-cached`, "--no-direct-io", "--json");
+  assert.equal(cached.json<GetSummary>().chunksWrittenDirect, 0);
+  assert.equal(await sha256File(`${out}/big-cached`), bigSha);
 
   const human = await env.clientOk(src, "get", "big.bin", "-o", `${out}/big-by-name`);
   assert.match(human.stdout, /saved .*big-by-name/);
