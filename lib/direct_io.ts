@@ -21,7 +21,7 @@
  * @module
  */
 
-import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { pwriteFull } from "./file_io.ts";
 
 /** Alignment of direct writes: a page, a multiple of every common logical block size (512, 4096). */
@@ -112,8 +112,7 @@ export class PartFile {
   write(data: Uint8Array, position: number): boolean {
     if (this.#direct !== null && linesUp(data, position)) {
       try {
-        let at = 0;
-        while (at < data.length) at += writeSync(this.#direct, data, at, data.length - at, position + at);
+        pwriteFull(this.#direct, data, position);
         this.directWrites++;
         return true;
       } catch (err) {
