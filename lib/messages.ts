@@ -300,7 +300,7 @@ export function allocPieceFrame(
 ): { frame: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer> } {
   if (!Number.isInteger(index) || index < 0 || index > 0xffffffff) throw new RangeError(`Cannot encode index ${index}`);
   const frame = allocate(PIECE_PREFIX_BYTES + length);
-  writeFrameHeader(frame, WireType.piece, 36 + length);
+  writeFrameHeader(frame, WireType.piece, PIECE_DATA_OFFSET + length);
   frame.set(fileIdBytes(fileId), FRAME_HEADER_BYTES);
   new DataView(frame.buffer).setUint32(FRAME_HEADER_BYTES + 32, index);
   return { frame, data: frame.subarray(PIECE_PREFIX_BYTES) };
@@ -365,7 +365,7 @@ export function decodeMessage(frame: Frame): Message {
     case "cancel":
       return { type: name, fileId: readFileId(p, name, 4, true), index: u32At(p, 32) };
     case "piece":
-      return { type: name, fileId: readFileId(p, name, 4), index: u32At(p, 32), data: p.subarray(36) };
+      return { type: name, fileId: readFileId(p, name, 4), index: u32At(p, 32), data: p.subarray(PIECE_DATA_OFFSET) };
     case "reject": {
       const fileId = readFileId(p, name, 4);
       return { type: name, fileId, index: u32At(p, 32), reason: text(p.subarray(36), name) };
