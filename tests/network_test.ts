@@ -29,11 +29,11 @@ function randomBytes(n: number): Uint8Array<ArrayBuffer> {
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
-/** Writes `data` as `<dir>/src/f` and indexes that folder in CHUNK-sized chunks. */
-async function indexedFile(dir: string, data: Uint8Array) {
+/** Writes `data` as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
+async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK) {
   await Deno.mkdir(join(dir, "src"));
   await Deno.writeFile(join(dir, "src", "f"), data);
-  return await indexDirectory(join(dir, "src"), { chunkSize: CHUNK });
+  return await indexDirectory(join(dir, "src"), { chunkSize });
 }
 
 /** Polls `fn` until it returns true; bounded. */
@@ -103,10 +103,7 @@ Deno.test("a multi-chunk file shared by two peers downloads from both, verified"
 Deno.test("1 MiB chunks are written around the page cache, all but the short last one; --no-direct-io writes none so", async () => {
   await using dir = await tempDir();
   const data = randomBytes(3 * 1024 * 1024 + 5);
-  await Deno.mkdir(join(dir.path, "src"));
-  await Deno.writeFile(join(dir.path, "src", "f"), data);
-  const files = await indexDirectory(join(dir.path, "src"), { chunkSize: 1024 * 1024 });
-  await using peer = PeerNode.start(files, {});
+  await using peer = PeerNode.start(await indexedFile(dir.path, data, 1024 * 1024), {});
   const src = { peers: [peer.address] };
   // Where the temp dir's filesystem takes O_DIRECT (ext4; tmpfs since Linux 6.6).
   const direct = await getFile(src, "f", { out: join(dir.path, "direct"), workers: 2 });
