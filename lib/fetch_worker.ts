@@ -31,7 +31,10 @@ import { PIECE_DATA_OFFSET } from "./messages.ts";
  */
 const POOL_BYTES = 4 * 1024 * 1024;
 
-/** Verified chunks waiting for the write lock before this worker stops reading its sockets. */
+/**
+ * Verified chunks waiting for the write lock or being written (direct writes run on a thread of their own, see
+ * direct_io.ts) before this worker stops reading its sockets.
+ */
 const MAX_QUEUED_WRITES = 2;
 
 /** A verified chunk on its way to the disk. */
@@ -160,6 +163,21 @@ function verify(indexes: number[]): void {
   post({ ev: "verified", good, bad });
 }
 
+/** Stops: drops the queued writes, lets those in flight finish (their buffers and descriptor are in use), closes. */
+async function close(): Promise<void> {
+  writes?.close();
+  for (const c of links.values()) c.close();
+  try {
+    await writes?.idle();
+    await file?.part.close();
+  } catch (err) {
+    post({ ev: "fatal", message: describeError(err) });
+  }
+  file = null;
+  post({ ev: "closed" });
+  self.close();
+}
+
 self.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
   try {
@@ -174,7 +192,10 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
           part.direct ? (n) => alignedBytes(n, PIECE_DATA_OFFSET) : undefined,
         );
         writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at, v) => {
-          v.direct = part.write(data, at);
+          const direct = part.write(data, at);
+          if (typeof direct !== "boolean") return direct.then((d) => void (v.direct = d));
+          v.direct = direct;
+          return undefined;
         }, written);
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         break;
@@ -212,12 +233,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         verify(m.indexes);
         break;
       case "close":
-        writes?.close();
-        for (const c of links.values()) c.close();
-        file?.part.close();
-        file = null;
-        post({ ev: "closed" });
-        self.close();
+        close();
         break;
     }
   } catch (err) {

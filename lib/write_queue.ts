@@ -9,6 +9,11 @@
  * chunk and goes back to receiving; `Atomics.waitAsync` calls it back when
  * the lock is released.
  *
+ * A write may also hand its waiting to another thread and return a
+ * promise (a direct write, see direct_io.ts): the lock is released as
+ * soon as it returns, since only copies into the page cache contend, and
+ * the write counts against the queue's limit until it settles.
+ *
  * @module
  */
 
@@ -23,15 +28,15 @@ export function newWriteLock(): SharedArrayBuffer {
 /** One queued write. */
 export interface Write<T> {
   item: T;
-  data: Uint8Array;
+  data: Uint8Array<ArrayBuffer>;
   position: number;
 }
 
 /**
- * A queue of positional writes that runs each under the shared lock, in
- * order. `write` does the write itself (synchronously; it may note on the
- * item how it went); `after` learns what became of each item: null when
- * written, else the error.
+ * A queue of positional writes that starts each under the shared lock, in
+ * order. `write` does the write itself (it may note on the item how it
+ * went), or starts it and returns a promise; `after` learns what became of
+ * each item once written: null, else the error.
  */
 export class WriteQueue<T> {
   #lock: Int32Array;
@@ -39,11 +44,12 @@ export class WriteQueue<T> {
   #waiting = false;
   #closed = false;
   #room: (() => void)[] = [];
+  #inflight = new Set<Promise<void>>();
 
   constructor(
     lock: SharedArrayBuffer,
     readonly limit: number,
-    private readonly write: (data: Uint8Array, position: number, item: T) => void,
+    private readonly write: (data: Uint8Array<ArrayBuffer>, position: number, item: T) => void | Promise<void>,
     private readonly after: (item: T, error: unknown) => void,
   ) {
     this.#lock = new Int32Array(lock);
@@ -54,6 +60,11 @@ export class WriteQueue<T> {
     return this.#queue.length;
   }
 
+  /** Writes started on another thread and not settled yet. */
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
   /** Queues a write; it runs now if the lock is free. */
   push(w: Write<T>): void {
     if (this.#closed) return;
@@ -61,10 +72,15 @@ export class WriteQueue<T> {
     this.#drain();
   }
 
-  /** Resolves once fewer than `limit` writes wait: the reader's back-pressure. */
+  /** Resolves once fewer than `limit` writes wait or are in flight: the reader's back-pressure. */
   room(): Promise<void> {
-    if (this.#queue.length < this.limit || this.#closed) return Promise.resolve();
+    if (!this.#full()) return Promise.resolve();
     return new Promise((resolve) => this.#room.push(resolve));
+  }
+
+  /** Resolves once no write is in flight (their buffers are free, the file may be closed). */
+  async idle(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
   }
 
   /** Drops what waits (their buffers are not written) and wakes anyone waiting for room. */
@@ -79,17 +95,31 @@ export class WriteQueue<T> {
       if (Atomics.compareExchange(this.#lock, 0, 0, 1) !== 0) return this.#wait();
       const w = this.#queue.shift()!;
       let error: unknown = null;
+      let started: void | Promise<void> = undefined;
       try {
-        this.write(w.data, w.position, w.item);
+        started = this.write(w.data, w.position, w.item);
       } catch (err) {
         error = err;
       } finally {
         Atomics.store(this.#lock, 0, 0);
         Atomics.notify(this.#lock, 0, 1);
       }
-      this.after(w.item, error);
+      if (started instanceof Promise) this.#settle(w.item, started);
+      else this.after(w.item, error);
     }
     this.#wakeRoom();
+  }
+
+  #settle(item: T, started: Promise<void>): void {
+    const p = started.then(() => this.after(item, null), (err) => this.after(item, err)).finally(() => {
+      this.#inflight.delete(p);
+      this.#wakeRoom();
+    });
+    this.#inflight.add(p);
+  }
+
+  #full(): boolean {
+    return this.#queue.length + this.#inflight.size >= this.limit && !this.#closed;
   }
 
   #wait(): void {
@@ -107,7 +137,7 @@ export class WriteQueue<T> {
   }
 
   #wakeRoom(): void {
-    if (this.#queue.length >= this.limit && !this.#closed) return;
+    if (this.#full()) return;
     for (const resolve of this.#room.splice(0)) resolve();
   }
 }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { BufferPool } from "../lib/buffer_pool.ts";
 import { addressOf, alignedBytes, DIRECT_ALIGN, PartFile } from "../lib/direct_io.ts";
 
-function pattern(n: number, seed: number): Uint8Array {
+function pattern(n: number, seed: number): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(n);
   for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
   return b;
@@ -33,8 +33,11 @@ Deno.test("PartFile writes aligned chunks around the page cache and the rest thr
       b.set(pattern(65536, i));
       return b;
     };
-    assert.equal(part.write(chunk(0), 0), true);
-    assert.equal(part.write(chunk(2), 2 * 65536), true);
+    assert.equal(part.threaded, true, "FFI is granted: direct writes run on a thread of their own");
+    const first = part.write(chunk(0), 0);
+    assert.ok(first instanceof Promise, "a direct write returns before the disk is done");
+    assert.equal(await first, true);
+    assert.equal(await part.write(chunk(2), 2 * 65536), true);
     // Misaligned in memory, then at an odd offset, then a short tail: each goes through the cache.
     const misplaced = alignedBytes(65536 + 1, 1).subarray(0, 65536); // starts one byte before a boundary
     misplaced.set(pattern(65536, 1));
@@ -43,7 +46,7 @@ Deno.test("PartFile writes aligned chunks around the page cache and the rest thr
     assert.equal(part.write(chunk(9).subarray(0, 4096), 100), false);
     assert.equal(part.directWrites, 2);
     assert.equal(part.direct, true, "none of those was tried directly and refused");
-    part.close();
+    await part.close();
 
     const got = await Deno.readFile(path);
     const want = new Uint8Array(size);
@@ -52,11 +55,17 @@ Deno.test("PartFile writes aligned chunks around the page cache and the rest thr
     want.set(pattern(4096, 9), 100);
     assert.deepEqual(got, want);
 
+    const waiting = new PartFile(path, true, false);
+    assert.equal(waiting.threaded, false);
+    assert.equal(waiting.write(chunk(6), 65536), true, "threaded: false writes directly and is done on return");
+    await waiting.close();
+    assert.deepEqual((await Deno.readFile(path)).subarray(65536, 2 * 65536), pattern(65536, 6));
+
     const cached = new PartFile(path, false);
     assert.equal(cached.direct, false);
     assert.equal(cached.write(chunk(5), 0), false);
     assert.equal(cached.directWrites, 0);
-    cached.close();
+    await cached.close();
     assert.deepEqual((await Deno.readFile(path)).subarray(0, 65536), pattern(65536, 5));
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -92,8 +101,8 @@ Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, ever
       const part = new PartFile(${JSON.stringify(path)}, true);
       const b = alignedBytes(8192, 0);
       b.fill(7);
-      console.log("result " + JSON.stringify({ offset: b.byteOffset, direct: part.write(b, 0), count: part.directWrites }));
-      part.close();`,
+      console.log("result " + JSON.stringify({ offset: b.byteOffset, direct: await part.write(b, 0), count: part.directWrites }));
+      await part.close();`,
     );
     // script(1) gives the run a terminal, where Deno would ask for FFI access and wait for an answer.
     const deno = `${Deno.execPath()} run --allow-read=${dir} --allow-write=${dir} ${main}`;

@@ -71,3 +71,42 @@ Deno.test("write queue: close drops what waits and frees anyone waiting for room
   await new Promise((resolve) => setTimeout(resolve, 80)); // past the wait's own timeout too
   assert.deepEqual(r.written, [], "nothing is written after close");
 });
+
+Deno.test("write queue: a write handed to another thread frees the lock at once and holds room until it settles", async () => {
+  const lock = newWriteLock();
+  const pending = new Map<number, PromiseWithResolvers<void>>();
+  const results: [string, unknown][] = [];
+  const q = new WriteQueue<string>(lock, 2, (_data, position) => {
+    const p = Promise.withResolvers<void>();
+    pending.set(position, p);
+    return p.promise;
+  }, (item, error) => results.push([item, error]));
+  q.push({ item: "a", data: new Uint8Array(1), position: 0 });
+  q.push({ item: "b", data: new Uint8Array(1), position: 10 });
+  assert.deepEqual([...pending.keys()], [0, 10], "both started, one after the other");
+  assert.equal(new Int32Array(lock)[0], 0, "the lock is not held while the disk works");
+  assert.equal(q.length, 0);
+  assert.equal(q.inflight, 2);
+  let roomy = false;
+  const room = q.room().then(() => roomy = true);
+  await Promise.resolve();
+  assert.equal(roomy, false, "two in flight fill a queue of two");
+  assert.deepEqual(results, [], "nothing is reported before it is written");
+
+  pending.get(0)!.resolve();
+  await room;
+  assert.deepEqual(results, [["a", null]]);
+  assert.equal(q.inflight, 1);
+
+  let idle = false;
+  const settled = q.idle().then(() => idle = true);
+  q.close(); // in-flight writes are not dropped: their buffers are in use
+  await Promise.resolve();
+  assert.equal(idle, false);
+  pending.get(10)!.reject(new Error("disk full at 10"));
+  await settled;
+  assert.equal(q.inflight, 0);
+  assert.equal(results.length, 2);
+  assert.equal(results[1]![0], "b");
+  assert.match(String(results[1]![1]), /disk full at 10/);
+});
