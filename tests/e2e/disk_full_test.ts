@@ -28,15 +28,21 @@ async function run(cmd: string, args: string[]): Promise<void> {
   if (!r.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr).trim()}`);
 }
 
-Deno.test("e2e disk full: refused up front without room; stopped and kept when the disk fills; finished once there is room", async () => {
+/**
+ * The scenario, in `chunkSize` chunks: under 1 MiB they are written through
+ * the page cache, from 1 MiB directly on a thread of their own (tmpfs takes
+ * O_DIRECT on current kernels); `waitFor` chunks are done before the disk
+ * fills up.
+ */
+async function diskFull(chunkSize: "256k" | "1m", waitFor: number) {
   await using env = new E2E();
   const dir = await env.tempDir(), mnt = await env.tempDir();
-  const size = 16 * MiB, chunks = 64; // 256 KiB chunks
+  const size = 16 * MiB, chunks = chunkSize === "1m" ? 16 : 64;
   await writeRandomFile(`${dir}/big.bin`, size);
   const sha = await sha256File(`${dir}/big.bin`);
   const tracker = await env.tracker();
   await Promise.all(
-    [0, 1].map(() => env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "2m" })),
+    [0, 1].map(() => env.peer({ shared: dir, tracker: tracker.addr, chunkSize, uploadLimit: "2m" })),
   );
   const target = `${mnt}/big.bin`;
   const args = ["--tracker", tracker.addr, "get", "big.bin", "-o", target, "--json"];
@@ -53,9 +59,9 @@ Deno.test("e2e disk full: refused up front without room; stopped and kept when t
     await run("mount", ["-o", "remount,size=24m", mnt]);
     const full = await env.spawn("client.ts", args);
     await waitUntil(
-      async () => ((await readSidecarProgress(`${target}.part.json`))?.done ?? 0) >= 20,
+      async () => ((await readSidecarProgress(`${target}.part.json`))?.done ?? 0) >= waitFor,
       30_000,
-      "20 chunks",
+      `${waitFor} chunks`,
     );
     const st = statfsSync(mnt);
     await Deno.writeFile(`${mnt}/filler`, new Uint8Array(st.bavail * st.bsize)).catch(() => {}); // full either way
@@ -63,7 +69,7 @@ Deno.test("e2e disk full: refused up front without room; stopped and kept when t
     assert.match(full.stderr, /Cannot write the \.part file: Disk full: No space left on device/, full.describe());
     assert.equal(await exists(target), false, "no output file after a failed download");
     const kept = await readSidecarProgress(`${target}.part.json`);
-    assert.ok(kept && kept.done >= 20 && kept.done < chunks, `progress kept: ${JSON.stringify(kept)}`);
+    assert.ok(kept && kept.done >= waitFor && kept.done < chunks, `progress kept: ${JSON.stringify(kept)}`);
 
     // 3. Room again: the same command resumes and finishes with the right bytes.
     await Deno.remove(`${mnt}/filler`);
@@ -73,7 +79,17 @@ Deno.test("e2e disk full: refused up front without room; stopped and kept when t
     assert.equal(await sha256File(target), sha);
     assert.equal(s.chunksReused + s.chunksFetched, chunks);
     assert.ok(s.chunksReused >= kept.done, `every chunk the sidecar kept is reused: ${again.stdout}`);
+    if (chunkSize === "1m") assert.equal(s.chunksWrittenDirect, s.chunksFetched, `written directly: ${again.stdout}`);
+    else assert.equal(s.chunksWrittenDirect, 0);
   } finally {
     await run("umount", [mnt]);
   }
+}
+
+Deno.test("e2e disk full: refused up front without room; stopped and kept when the disk fills; finished once there is room", async () => {
+  await diskFull("256k", 20);
+});
+
+Deno.test("e2e disk full, 1 MiB chunks written directly on their own threads: the same", async () => {
+  await diskFull("1m", 5);
 });
