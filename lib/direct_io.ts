@@ -103,6 +103,42 @@ function openLibc(): Libc | null {
 }
 
 /**
+ * The calls behind a {@link PartFile}'s direct writes. Tests stand in for
+ * them to reach what a real disk seldom does: refuse an aligned write,
+ * fill up during a threaded one, or write only part of a chunk.
+ */
+export interface DirectCalls {
+  /** Writes all of `data` at `position` and waits; throws the system's error, with its `code` ("EINVAL", "ENOSPC"). */
+  write(fd: number, data: Uint8Array, position: number): void;
+  /** One `pwrite` on a thread of its own: the bytes written, or -1 (the errno stays on that thread). */
+  writeOnThread?(fd: number, data: Uint8Array<ArrayBuffer>, position: number): Promise<number>;
+  /** Frees what the calls hold, once no write is in flight. */
+  close?(): void;
+}
+
+/** The system's calls: a threaded `pwrite` where the C library can be opened, else none. */
+function systemCalls(threaded: boolean): DirectCalls {
+  const libc = threaded ? openLibc() : null;
+  if (libc === null) return { write: pwriteFull };
+  return {
+    write: pwriteFull,
+    writeOnThread: async (fd, data, position) =>
+      Number(await libc.symbols.pwrite(fd, data, BigInt(data.length), BigInt(position))),
+    close: () => libc.close(),
+  };
+}
+
+/** How a {@link PartFile} writes. */
+export interface PartFileOptions {
+  /** Write aligned chunks around the page cache where the filesystem allows it (default true). */
+  direct?: boolean;
+  /** Run direct writes on a thread of their own where FFI allows it (default true); false: every write waits. */
+  threaded?: boolean;
+  /** Stand-ins for the system's calls (tests); `threaded` is then ignored. */
+  calls?: DirectCalls;
+}
+
+/**
  * An open `.part` file: positional writes, direct where they line up;
  * `fd` is the ordinary descriptor, for reads and unaligned writes.
  */
@@ -111,26 +147,22 @@ export class PartFile {
   #direct: number | null = null;
   /** Set when the filesystem refused a direct write: from then on every write goes through the cache. */
   #refused = false;
-  #libc: Libc | null = null;
+  #calls: DirectCalls | null = null;
   #inflight = new Set<Promise<boolean>>();
   /** Chunks written directly so far. */
   directWrites = 0;
 
-  /**
-   * Opens `path` (which must exist) for reading and writing; `direct: false`
-   * never writes around the cache, `threaded: false` makes every write wait
-   * in the caller.
-   */
-  constructor(readonly path: string, direct: boolean, threaded = true) {
+  /** Opens `path` (which must exist) for reading and writing. */
+  constructor(readonly path: string, opts: PartFileOptions = {}) {
     this.fd = openSync(path, "r+");
-    if (direct && constants.O_DIRECT !== undefined) {
+    if ((opts.direct ?? true) && constants.O_DIRECT !== undefined) {
       try {
         this.#direct = openSync(path, constants.O_WRONLY | constants.O_DIRECT);
       } catch {
         this.#direct = null; // a filesystem without O_DIRECT: every write goes through the cache
       }
     }
-    if (this.#direct !== null && threaded) this.#libc = openLibc();
+    if (this.#direct !== null) this.#calls = opts.calls ?? systemCalls(opts.threaded ?? true);
   }
 
   /** Whether aligned writes go around the page cache. */
@@ -140,7 +172,7 @@ export class PartFile {
 
   /** Whether direct writes run on a thread of their own. */
   get threaded(): boolean {
-    return this.#libc !== null;
+    return this.#calls?.writeOnThread !== undefined;
   }
 
   /**
@@ -152,8 +184,9 @@ export class PartFile {
    */
   write(data: Uint8Array<ArrayBuffer>, position: number): boolean | Promise<boolean> {
     if (!this.direct || !linesUp(data, position)) return this.#writeCached(data, position);
-    if (this.#libc === null) return this.#writeDirect(data, position);
-    const p = this.#writeThreaded(this.#libc, data, position);
+    const onThread = this.#calls!.writeOnThread;
+    if (onThread === undefined) return this.#writeDirect(data, position);
+    const p = this.#writeThreaded(onThread, data, position);
     this.#inflight.add(p);
     return p.finally(() => this.#inflight.delete(p));
   }
@@ -163,13 +196,17 @@ export class PartFile {
     await Promise.allSettled([...this.#inflight]);
     if (this.#direct !== null) closeSync(this.#direct);
     this.#direct = null;
-    this.#libc?.close();
-    this.#libc = null;
+    this.#calls?.close?.();
+    this.#calls = null;
     closeSync(this.fd);
   }
 
-  async #writeThreaded(libc: Libc, data: Uint8Array<ArrayBuffer>, position: number): Promise<boolean> {
-    const n = Number(await libc.symbols.pwrite(this.#direct!, data, BigInt(data.length), BigInt(position)));
+  async #writeThreaded(
+    onThread: NonNullable<DirectCalls["writeOnThread"]>,
+    data: Uint8Array<ArrayBuffer>,
+    position: number,
+  ): Promise<boolean> {
+    const n = await onThread(this.#direct!, data, position);
     if (n === data.length) {
       this.directWrites++;
       return true;
@@ -185,7 +222,7 @@ export class PartFile {
   /** A direct write that waits here; false (and written through the cache) if the filesystem refuses it. */
   #writeDirect(data: Uint8Array, position: number): boolean {
     try {
-      pwriteFull(this.#direct!, data, position);
+      this.#calls!.write(this.#direct!, data, position);
       this.directWrites++;
       return true;
     } catch (err) {

@@ -183,7 +183,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   try {
     switch (m.op) {
       case "init": {
-        const part = new PartFile(m.partPath, m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK);
+        const part = new PartFile(m.partPath, { direct: m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK });
         file = { ...m, part, count: m.digests.length / 32 };
         const size = PIECE_DATA_OFFSET + m.chunkSize;
         pool = new BufferPool(

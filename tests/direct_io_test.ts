@@ -3,6 +3,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { BufferPool } from "../lib/buffer_pool.ts";
 import { addressOf, alignedBytes, DIRECT_ALIGN, PartFile } from "../lib/direct_io.ts";
+import { pwriteFull } from "../lib/file_io.ts";
+
+/**
+ * Asserts two byte arrays are equal, naming the first difference: `assert.deepEqual` would print (and diff) every
+ * byte of a large mismatch, which takes minutes.
+ */
+function assertSameBytes(got: Uint8Array, want: Uint8Array): void {
+  assert.equal(got.length, want.length, "length");
+  const at = got.findIndex((b, i) => b !== want[i]);
+  assert.equal(at, -1, `first difference at byte ${at}`);
+}
 
 function pattern(n: number, seed: number): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(n);
@@ -26,7 +37,7 @@ Deno.test("PartFile writes aligned chunks around the page cache and the rest thr
     const path = join(dir, "f.part");
     const size = 3 * 65536 + 1000;
     await Deno.writeFile(path, new Uint8Array(size));
-    const part = new PartFile(path, true);
+    const part = new PartFile(path);
     assert.equal(part.direct, true, "the temp dir's filesystem takes O_DIRECT");
     const chunk = (i: number) => {
       const b = alignedBytes(65536, 0);
@@ -53,20 +64,97 @@ Deno.test("PartFile writes aligned chunks around the page cache and the rest thr
     [0, 1, 2].forEach((i) => want.set(pattern(65536, i), i * 65536));
     want.set(pattern(1000, 3), 3 * 65536);
     want.set(pattern(4096, 9), 100);
-    assert.deepEqual(got, want);
+    assertSameBytes(got, want);
 
-    const waiting = new PartFile(path, true, false);
+    const waiting = new PartFile(path, { threaded: false });
     assert.equal(waiting.threaded, false);
     assert.equal(waiting.write(chunk(6), 65536), true, "threaded: false writes directly and is done on return");
     await waiting.close();
-    assert.deepEqual((await Deno.readFile(path)).subarray(65536, 2 * 65536), pattern(65536, 6));
+    assertSameBytes((await Deno.readFile(path)).subarray(65536, 2 * 65536), pattern(65536, 6));
 
-    const cached = new PartFile(path, false);
+    const cached = new PartFile(path, { direct: false });
     assert.equal(cached.direct, false);
     assert.equal(cached.write(chunk(5), 0), false);
     assert.equal(cached.directWrites, 0);
     await cached.close();
-    assert.deepEqual((await Deno.readFile(path)).subarray(0, 65536), pattern(65536, 5));
+    assertSameBytes((await Deno.readFile(path)).subarray(0, 65536), pattern(65536, 5));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A system error as Deno's `node:fs` throws it: a message and a code. */
+function sysError(code: string): Error {
+  return Object.assign(new Error(`${code}: the stand-in's error`), { code });
+}
+
+Deno.test("PartFile after a failed threaded write: a refusal goes through the cache from then on, other errors are thrown with their code, a short write is finished", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-direct-" });
+  try {
+    const path = join(dir, "f.part");
+    await Deno.writeFile(path, new Uint8Array(4 * 65536));
+    const chunk = (i: number) => {
+      const b = alignedBytes(65536, 0);
+      b.set(pattern(65536, i));
+      return b;
+    };
+    const calls: string[] = [];
+    // The threaded write fails (-1) as it would on a filesystem wanting a larger alignment; so does the retry.
+    const refusing = new PartFile(path, {
+      calls: {
+        write: (_fd, _data, position) => {
+          calls.push(`write ${position}`);
+          throw sysError("EINVAL");
+        },
+        writeOnThread: (_fd, _data, position) => {
+          calls.push(`thread ${position}`);
+          return Promise.resolve(-1);
+        },
+      },
+    });
+    assert.equal(refusing.threaded, true);
+    assert.equal(await refusing.write(chunk(0), 0), false, "written, through the cache");
+    assert.equal(refusing.direct, false);
+    assert.equal(refusing.write(chunk(1), 65536), false, "the next write is not tried directly: done on return");
+    assert.deepEqual(calls, ["thread 0", "write 0"]);
+    assert.equal(refusing.directWrites, 0);
+    await refusing.close();
+
+    // A full disk: the threaded write fails, the retry says why; the caller gets the code, and direct writes go on.
+    let full = true;
+    const filling = new PartFile(path, {
+      calls: {
+        write: (fd, data, position) => {
+          if (full) throw sysError("ENOSPC");
+          pwriteFull(fd, data, position);
+        },
+        writeOnThread: () => Promise.resolve(-1),
+      },
+    });
+    await assert.rejects(Promise.resolve(filling.write(chunk(7), 2 * 65536)), { code: "ENOSPC" });
+    assert.equal(filling.direct, true, "a full disk is no reason to give up direct writes");
+    full = false;
+    assert.equal(await filling.write(chunk(2), 2 * 65536), true, "a transient failure: the retry writes directly");
+    assert.equal(filling.directWrites, 1);
+    await filling.close();
+
+    // A short write: the thread writes one block of the chunk, the rest goes through the cache.
+    const short = new PartFile(path, {
+      calls: {
+        write: pwriteFull,
+        writeOnThread: (fd, data, position) => {
+          pwriteFull(fd, data.subarray(0, DIRECT_ALIGN), position);
+          return Promise.resolve(DIRECT_ALIGN);
+        },
+      },
+    });
+    assert.equal(await short.write(chunk(3), 3 * 65536), true);
+    assert.equal(short.directWrites, 1);
+    await short.close();
+
+    const want = new Uint8Array(4 * 65536);
+    [0, 1, 2, 3].forEach((i) => want.set(pattern(65536, i), i * 65536));
+    assertSameBytes(await Deno.readFile(path), want);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -98,7 +186,7 @@ Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, ever
     await Deno.writeTextFile(
       main,
       `import { alignedBytes, PartFile } from ${JSON.stringify(new URL("../lib/direct_io.ts", import.meta.url).href)};
-      const part = new PartFile(${JSON.stringify(path)}, true);
+      const part = new PartFile(${JSON.stringify(path)});
       const b = alignedBytes(8192, 0);
       b.fill(7);
       console.log("result " + JSON.stringify({ offset: b.byteOffset, direct: await part.write(b, 0), count: part.directWrites }));
@@ -119,7 +207,7 @@ Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, ever
     assert.doesNotMatch(text, /requests ffi access/);
     assert.equal(r.code, 0, text + new TextDecoder().decode(r.stderr));
     assert.deepEqual(JSON.parse(/result (.*)/.exec(text)![1]!), { offset: 0, direct: false, count: 0 });
-    assert.deepEqual(await Deno.readFile(path), new Uint8Array(8192).fill(7));
+    assertSameBytes(await Deno.readFile(path), new Uint8Array(8192).fill(7));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
