@@ -103,6 +103,11 @@ export class FrameDecoder {
     return this.#headerFill + this.#payloadFill;
   }
 
+  /** Length of the payload being assembled; 0 when none is. */
+  get payloadBytes(): number {
+    return this.#payload?.length ?? 0;
+  }
+
   /**
    * Where the rest of the current frame's payload goes, so a reader can
    * read straight into it (no copy), then call {@link advance}. Null when

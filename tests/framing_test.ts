@@ -224,6 +224,7 @@ Deno.test("FrameDecoder payloadTarget() and advance() fill a payload without cop
   const target = d.payloadTarget();
   assert.ok(target);
   assert.equal(target.length, 90, "the target is the rest of the payload");
+  assert.equal(d.payloadBytes, 100, "the whole payload's length");
   target.set(payload.subarray(10, 50));
   assert.equal(d.advance(40), null, "not whole yet");
   assert.equal(d.buffered, FRAME_HEADER_BYTES + 50);
@@ -238,6 +239,7 @@ Deno.test("FrameDecoder payloadTarget() and advance() fill a payload without cop
   assert.equal(frame.type, 0x34);
   assert.deepEqual([...frame.payload], [...payload]);
   assert.equal(d.payloadTarget(), null);
+  assert.equal(d.payloadBytes, 0, "no payload being assembled");
   assert.equal(d.buffered, 0);
   d.finish();
 

@@ -1,0 +1,82 @@
+/**
+ * lib/connection.ts over an in-memory stream: how frames are read off the
+ * socket, measured by what each read is asked to fill.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { concatBytes } from "../lib/bytes.ts";
+import { Connection } from "../lib/connection.ts";
+import { encodeFrame } from "../lib/framing.ts";
+
+/**
+ * A Deno.Conn that hands out `stream` as a socket would: each read gets as
+ * much as it asks for, up to what is left. Records every read.
+ */
+function streamConn(stream: Uint8Array): { conn: Deno.Conn; reads: { into: Uint8Array; n: number }[] } {
+  let at = 0;
+  const reads: { into: Uint8Array; n: number }[] = [];
+  const conn = {
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
+    read(into: Uint8Array): Promise<number | null> {
+      if (at >= stream.length) return Promise.resolve(null);
+      const n = Math.min(into.length, stream.length - at);
+      into.set(stream.subarray(at, at + n));
+      at += n;
+      reads.push({ into, n });
+      return Promise.resolve(n);
+    },
+    write: (b: Uint8Array) => Promise.resolve(b.length),
+    close() {},
+  };
+  return { conn: conn as unknown as Deno.Conn, reads };
+}
+
+function filled(n: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 0xff);
+}
+
+Deno.test("large payloads are read in place, and the few bytes read with each header are all that is copied", async () => {
+  const KiB = 1024;
+  const frames = [
+    { type: 9, payload: filled(300 * KiB, 1) },
+    { type: 9, payload: filled(300 * KiB, 2) },
+    { type: 4, payload: filled(10, 3) }, // a small frame between large ones
+    { type: 9, payload: filled(300 * KiB + 17, 4) },
+    { type: 9, payload: filled(300 * KiB, 5) },
+  ];
+  const { conn, reads } = streamConn(concatBytes(frames.map((f) => encodeFrame(f.type, f.payload))));
+  const payloads: Uint8Array[] = [];
+  const c = new Connection(conn, {
+    ioTimeoutMs: 0,
+    allocate: (n) => {
+      const b = new Uint8Array(n);
+      payloads.push(b);
+      return b;
+    },
+  });
+  for (const want of frames) {
+    const got = await c.receiveFrame();
+    assert.equal(got.type, want.type);
+    assert.ok(got.payload.every((b, i) => b === want.payload[i]), `payload of type ${want.type} intact`);
+  }
+  c.close();
+  // Bytes read anywhere but into a payload buffer are copied out again.
+  const copied = reads.filter((r) => !payloads.some((p) => p.buffer === r.into.buffer)).reduce((s, r) => s + r.n, 0);
+  // Only the first header is read with a full-size read (small frames come many to a read); after a large frame the
+  // next header comes with at most 4 KiB, even where a small frame sits between two large ones.
+  assert.ok(copied <= 256 * KiB + 4 * 4 * KiB, `${copied} bytes copied`);
+  for (const p of payloads.filter((p) => p.length >= 300 * KiB)) {
+    assert.ok(reads.some((r) => r.into.buffer === p.buffer), "each large payload is read into in place");
+  }
+});
+
+Deno.test("a stream of small frames is read many frames at a time", async () => {
+  const frames = Array.from({ length: 500 }, (_, i) => encodeFrame(4, filled(40, i)));
+  const { conn, reads } = streamConn(concatBytes(frames));
+  const c = new Connection(conn, { ioTimeoutMs: 0 });
+  for (let i = 0; i < frames.length; i++) assert.equal((await c.receiveFrame()).payload[0], filled(40, i)[0]);
+  c.close();
+  assert.equal(reads.length, 1, "500 frames of 45 bytes: one read");
+});
