@@ -404,6 +404,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     // Flush: fdatasync the data, then replace the sidecar. Never overlapping.
     let flushing: Promise<void> = Promise.resolve();
     const sidecar = new SidecarWriter(sidecarPath, sidecarFileOf(opts));
+    /** Chunks the sidecar on disk marks done (what a resume would reuse). */
+    let saved = reused;
     const flush = () => {
       if (!dirty) return flushing;
       dirty = false;
@@ -411,6 +413,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       flushing = flushing.then(async () => {
         await part.syncData();
         await sidecar.write(snapshot);
+        saved = snapshot.count;
       }).catch((err) => fail(new DiskError(`Cannot save progress: ${(err as Error).message}`, { cause: err })));
       return flushing;
     };
@@ -428,7 +431,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
-      opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: peers.size });
+      let connected = 0; // those still connecting are not shown
+      for (const p of peers.values()) if (p.ready) connected++;
+      opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
       const unavailable = sched.unavailable().length > 0;
       const connecting = [...peers.values()].some((p) => !p.ready);
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
@@ -481,6 +486,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       for (const t of timers) clearTimeout(t);
       dirty = true;
       await flush();
+      if (failed instanceof ShoalError && failed.code === "interrupted") {
+        failed = new ShoalError(
+          "interrupted",
+          `Download interrupted; ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again to resume`,
+          130,
+        );
+      }
     }
     await part.syncData();
     await finish(partPath, opts.out);

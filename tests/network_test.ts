@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { getFile } from "../lib/client.ts";
-import type { DownloadStatus } from "../lib/download.ts";
+import { download, type DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import { DownloadBusyError, IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
@@ -374,6 +374,74 @@ Deno.test("a download with no live source for some chunks stops, names them, and
   assert.equal(summary.chunksReused, 2);
   assert.equal(summary.chunksFetched, 2);
   assert.equal(sha(await Deno.readFile(out)), sha(data));
+});
+
+Deno.test("an interrupted download saves its progress on the way out, with no periodic flush in between", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  await using peer = PeerNode.start(await indexedFile(dir.path, data), { uploadLimit: 200_000 }); // about 5 s
+  const out = join(dir.path, "out");
+  const ac = new AbortController();
+  let seen = 0;
+  const run = getFile({ peers: [peer.address] }, "f", {
+    out,
+    workers: 1,
+    flushMs: 60_000, // never within this test: only the flush on the way out can write the sidecar
+    signal: ac.signal,
+    onEvent: (e) => {
+      if (e.kind !== "progress") return;
+      seen = e.doneBytes / CHUNK;
+      if (seen >= 8) ac.abort();
+    },
+  });
+  await assert.rejects(run, (err: unknown) => {
+    const m = /interrupted; (\d+) of 64 chunks are saved/.exec((err as Error).message);
+    assert.ok(m, (err as Error).message);
+    return true;
+  });
+  const { readSidecar } = await import("../lib/sidecar.ts");
+  const f = (await indexDirectory(join(dir.path, "src"), { chunkSize: CHUNK }))[0]!;
+  const saved = (await readSidecar(`${out}.part.json`, { fileId: f.id, size: data.length, chunkSize: CHUNK }))!;
+  assert.ok(saved.done.count >= seen && saved.done.count < 64, `${saved.done.count} saved, ${seen} seen done`);
+  await using fast = PeerNode.start([f]);
+  const resumed = await getFile({ peers: [fast.address] }, "f", { out, workers: 1 });
+  assert.equal(resumed.chunksReused, saved.done.count);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+});
+
+Deno.test("the progress shows only peers that answered, not those still connecting", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 32);
+  const f = (await indexedFile(dir.path, data))[0]!;
+  await using peer = PeerNode.start([f], { uploadLimit: 150_000 }); // about 2.5 s
+  // A peer that accepts and then says nothing: it stays "connecting" for the whole download.
+  const mute = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of mute) held.push(c);
+  })();
+  try {
+    const sources = [peer.address, { host: "127.0.0.1", port: mute.addr.port }];
+    const counts: number[] = [];
+    await download({
+      fileId: f.id,
+      manifest: f.manifest,
+      out: join(dir.path, "out"),
+      initialPeers: sources,
+      discover: () => Promise.resolve(sources),
+      workers: 2,
+      stallMs: 60_000, // not dropped as silent during the test
+      onEvent: (e) => void (e.kind === "progress" && counts.push(e.peers)),
+    });
+    assert.equal(held.length, 1, "the mute peer was connected to");
+    assert.ok(counts.length >= 2, `progress was reported: ${counts}`);
+    assert.ok(counts.every((n) => n <= 1), `peers shown: ${counts}`);
+    assert.ok(counts.includes(1), `peers shown: ${counts}`);
+  } finally {
+    mute.close();
+    await accepting.catch(() => {});
+    for (const c of held) c.close();
+  }
 });
 
 Deno.test("the server closes idle connections and every connection on close()", async () => {

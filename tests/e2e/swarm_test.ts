@@ -152,6 +152,64 @@ Deno.test("e2e swarm: a client SIGKILLed at several points resumes each time", a
   assert.equal(await exists(`${target}.part.json`), false);
 });
 
+Deno.test("e2e swarm: SIGINT and SIGTERM save progress; the rerun re-checks it, refetches a damaged chunk, reuses the rest", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const chunkSize = 256 * 1024, chunks = 96; // 24 MiB
+  await writeRandomFile(`${dir}/sig.bin`, chunks * chunkSize);
+  const sha = await sha256File(`${dir}/sig.bin`);
+  const tracker = await env.tracker();
+  await env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "4m" });
+  const target = `${out}/sig.bin`, sidecar = `${target}.part.json`;
+  const get = (...extra: string[]) =>
+    env.spawn("client.ts", ["--tracker", tracker.addr, "get", "sig.bin", "-o", target, ...extra]);
+  /** Stops `c` with `signal`; checks it says how many chunks it saved, and that the sidecar holds exactly that. */
+  const stop = async (c: Awaited<ReturnType<typeof get>>, signal: Deno.Signal) => {
+    c.kill(signal);
+    const status = await c.wait();
+    assert.equal(status.code, 130, `${signal}: ${c.describe()}`);
+    const said = /^error: Download interrupted; (\d+) of (\d+) chunks are saved in (.+): run the same command again/m
+      .exec(c.stderr);
+    assert.ok(said, `${signal}: the client says what it saved: ${c.stderr}`);
+    assert.equal(Number(said[2]), chunks);
+    assert.equal(said[3], sidecar);
+    const p = (await readSidecarProgress(sidecar))!;
+    assert.equal(p.done, Number(said[1]), `${signal}: the sidecar was written on the way out`);
+    assert.equal(await exists(target), false);
+    return p;
+  };
+
+  // SIGINT early on (stderr is a pipe: no bar, and too early for a progress line)
+  const c1 = await get();
+  await waitForProgress(target, 8, "before SIGINT");
+  const p1 = await stop(c1, "SIGINT");
+  assert.ok(p1.done >= 8 && p1.done < chunks, `SIGINT at ${p1.done} chunks`);
+
+  // SIGTERM a few seconds into the resumed run, which prints a progress line every 3 s on a pipe
+  const c2 = await get();
+  const resumed = await c2.waitForLine(/^resuming: reused (\d+) of \d+ chunks/, PROGRESS_TIMEOUT_MS, "stderr");
+  assert.equal(Number(resumed[1]), p1.done);
+  const line = await c2.waitForLine(
+    /^get: +(\d+\.\d)% {2}\S+ \S+\/24\.0 MiB {2}\S+ \S+\/s {2}ETA \S+ {2}1 peer\(s\)$/,
+    PROGRESS_TIMEOUT_MS,
+    "stderr",
+  );
+  assert.ok(Number(line[1]) > (100 * p1.done) / chunks, `the line shows progress: ${line[0]}`);
+  const p2 = await stop(c2, "SIGTERM");
+  assert.ok(p2.done > p1.done && p2.done < chunks, `SIGTERM at ${p2.done} chunks`);
+
+  // damage one chunk the sidecar marks done: the rerun's check finds it (--json is quiet) and fetches it again
+  const damaged = [...Array(chunks).keys()].find((i) => new Bitfield(chunks, p2.bits).has(i))!;
+  await zeroChunks(`${target}.part`, chunkSize, [damaged]);
+  const c3 = await get("--json");
+  const status = await c3.wait(60_000);
+  assert.equal(status.code, 0, c3.describe());
+  const s = JSON.parse(c3.stdout) as GetSummary;
+  assert.equal(s.chunksReused, p2.done - 1);
+  assert.equal(s.chunksFetched, chunks - p2.done + 1);
+  assert.equal(await sha256File(target), sha);
+});
+
 Deno.test("e2e swarm: a second client on the same output is refused and the first ends correct", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();

@@ -1,0 +1,120 @@
+// Progress output, with a fake clock and writer: the bar on a terminal, lines on a pipe, nothing when quiet.
+import assert from "node:assert/strict";
+import { type ProgressOutput, ProgressView } from "../lib/progress.ts";
+
+const MiB = 1024 * 1024;
+
+/** A fake output: what was written, and a clock the test moves. */
+function fakeOutput(tty: boolean): ProgressOutput & { text: string[]; at: number } {
+  const out = { tty, text: [] as string[], at: 1_000, write: (t: string) => void out.text.push(t), now: () => out.at };
+  return out;
+}
+
+/** Feeds `view` a steady download: `perTick` bytes every `tickMs` for `ticks` ticks, from `from` bytes. */
+function feed(
+  view: ProgressView,
+  out: { at: number },
+  o: { from: number; perTick: number; tickMs: number; ticks: number; total: number; peers: number },
+): number {
+  let done = o.from;
+  for (let i = 0; i < o.ticks; i++) {
+    out.at += o.tickMs;
+    done += o.perTick;
+    view.update(done, o.total, o.peers);
+  }
+  return done;
+}
+
+/** The ETA a bar or line shows, in seconds. */
+function etaSeconds(text: string): number {
+  const m = / ETA (?:(\d+):)?(\d+):(\d\d) /.exec(text);
+  assert.ok(m, `no ETA in ${JSON.stringify(text)}`);
+  return Number(m[1] ?? 0) * 3600 + Number(m[2]) * 60 + Number(m[3]);
+}
+
+Deno.test("on a terminal: one bar redrawn in place, with percent, bytes, rate, ETA and peers", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  feed(view, out, { from: 0, perTick: 4 * MiB, tickMs: 250, ticks: 8, total: 64 * MiB, peers: 3 });
+  assert.equal(out.text.length, 8, "one redraw per update");
+  const last = out.text.at(-1)!;
+  assert.ok(last.startsWith("\r\x1b[2Kget ["), `redrawn in place: ${JSON.stringify(last)}`);
+  assert.ok(!last.includes("\n"), "the bar stays on its line");
+  // 32 of 64 MiB at 16 MiB/s: half the bar, 2 s left.
+  assert.match(last, /\[#{12}-{12}\]/);
+  assert.match(last, / 50\.0% {2}32\.0 MiB\/64\.0 MiB {2}16\.0 MiB\/s {2}ETA 0:02 {2}3 peer\(s\)$/);
+  view.note("dropped peer 127.0.0.1:9: stalled");
+  assert.equal(out.text.at(-1), "\r\x1b[2Kdropped peer 127.0.0.1:9: stalled\n", "a note clears the bar first");
+  view.done();
+  assert.equal(out.text.at(-1), "\n", "done ends the bar's line");
+});
+
+Deno.test("on a pipe: a plain line every few seconds, not one per update", () => {
+  const out = fakeOutput(false);
+  const view = new ProgressView("get", false, out);
+  // 40 updates, 250 ms apart: 10 s.
+  feed(view, out, { from: 0, perTick: MiB, tickMs: 250, ticks: 40, total: 100 * MiB, peers: 2 });
+  assert.equal(out.text.length, 3, `one line per 3 s: ${JSON.stringify(out.text)}`);
+  for (const line of out.text) {
+    assert.match(line, /^get: +\d+\.\d% {2}[\d.]+ MiB\/100\.0 MiB {2}[\d.]+ MiB\/s {2}ETA \d+:\d\d {2}2 peer\(s\)\n$/);
+    assert.ok(!line.includes("\r") && !line.includes("\x1b"), "no terminal controls on a pipe");
+  }
+  assert.match(out.text[0]!, /^get: {2}12\.0%/, "the first line comes 3 s in");
+  view.note("resuming: reused 4 of 100 chunks");
+  assert.equal(out.text.at(-1), "resuming: reused 4 of 100 chunks\n");
+  view.done();
+  assert.equal(out.text.at(-1), "resuming: reused 4 of 100 chunks\n", "no bar line to end");
+});
+
+Deno.test("--quiet writes nothing at all", () => {
+  for (const tty of [true, false]) {
+    const out = fakeOutput(tty);
+    const view = new ProgressView("get", true, out);
+    feed(view, out, { from: 0, perTick: MiB, tickMs: 250, ticks: 40, total: 100 * MiB, peers: 2 });
+    view.note("a note");
+    view.done();
+    assert.deepEqual(out.text, []);
+  }
+});
+
+Deno.test("the ETA is smoothed: whole chunks landing now and then do not make it jump; a lasting change carries through", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  const total = 256 * MiB;
+  // A slow link: one 1 MiB chunk lands every fourth update (1 MiB/s), so each update sees 4 MiB/s or nothing.
+  let done = 0;
+  const etas: number[] = [];
+  for (let i = 1; i <= 240; i++) {
+    out.at += 250;
+    if (i % 4 === 0) done += MiB;
+    view.update(done, total, 1);
+    if (i > 80) etas.push(etaSeconds(out.text.at(-1)!)); // from 20 s on
+  }
+  const settled = etas;
+  for (let i = 1; i < settled.length; i++) {
+    const change = Math.abs(settled[i]! - settled[i - 1]!) / settled[i - 1]!;
+    assert.ok(change <= 0.2, `the ETA jumped ${(100 * change).toFixed(0)}%: ${settled[i - 1]} -> ${settled[i]} s`);
+  }
+  const expected = (total - done) / MiB;
+  assert.ok(Math.abs(settled.at(-1)! - expected) / expected < 0.2, `ETA ${settled.at(-1)} s, about ${expected} s left`);
+  // The rate doubles for good: within 15 s the ETA says so.
+  for (let i = 1; i <= 60; i++) {
+    out.at += 250;
+    if (i % 2 === 0) done += MiB;
+    view.update(done, total, 1);
+  }
+  const after = etaSeconds(out.text.at(-1)!);
+  const now = (total - done) / (2 * MiB);
+  assert.ok(Math.abs(after - now) / now < 0.1, `ETA ${after} s after the rate doubled, about ${now} s left`);
+});
+
+Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  out.at += 250;
+  view.update(0, 10 * MiB, 0);
+  assert.match(out.text.at(-1)!, / {2}0\.0% .* ETA --:-- {2}0 peer\(s\)$/);
+  out.at += 250;
+  view.update(0, 0, 0);
+  assert.match(out.text.at(-1)!, /100\.0% /);
+});
