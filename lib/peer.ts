@@ -4,16 +4,23 @@
  * tracker. It never opens a path received from the network: requests name
  * a file id and a chunk index, and only indexed ids are served.
  *
+ * Each connection's REQUESTs wait in a queue of their own, served one at a
+ * time, oldest first, while the connection goes on being read: a CANCEL
+ * drops the queued requests for its chunk (an endgame's duplicate), which
+ * a peer that served requests as it read them could only have read after
+ * sending the chunk. Every other message is answered once the requests
+ * read before it have been, so replies keep arrival order.
+ *
  * @module
  */
 
 import { type Address, type Connection } from "./connection.ts";
 import { Bitfield } from "./bitfield.ts";
-import { ShoalError } from "./errors.ts";
+import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
-import { chunkLength, type Manifest } from "./manifest.ts";
+import { chunkLength, type Manifest, MIN_CHUNK_SIZE } from "./manifest.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import {
   allocPieceFrame,
@@ -24,6 +31,7 @@ import {
   PIECE_PREFIX_BYTES,
 } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
+import { maxPipeline } from "./rate_meter.ts";
 import { FrameServer, type ServerOptions } from "./server.ts";
 import { type HeartbeatStats, type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
 import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
@@ -68,6 +76,29 @@ function closeFd(f: Served | undefined): void {
   }
 }
 
+/**
+ * Most REQUESTs one connection may have read and not yet being served; with
+ * this many the peer reads no more from it until one is served (TCP
+ * backpressure holds the rest). A Shoal downloader keeps at most
+ * `maxPipeline(MIN_CHUNK_SIZE)` (256 chunks of 16 KiB) outstanding to one
+ * peer, so its reads never wait on this bound and each CANCEL it sends is
+ * read while the request it names can still be dropped. An entry is a file
+ * id and an index: a full queue holds about 33 KiB (33 MiB over a server's
+ * default 1024 connections).
+ */
+export const MAX_QUEUED_REQUESTS = maxPipeline(MIN_CHUNK_SIZE);
+
+/** A connection's REQUESTs read and not yet being served, oldest first. */
+interface Lane {
+  queue: { fileId: string; index: number }[];
+  /** Whether a task is serving the queue (it ends once the queue is empty or the connection closed). */
+  busy: boolean;
+  /** That task. */
+  serving: Promise<void>;
+  /** Resolved when the queue gets room or the connection is gone; set while the reader waits for that. */
+  room: PromiseWithResolvers<void> | null;
+}
+
 /** Options for {@link PeerNode.start}. */
 export interface PeerOptions extends ServerOptions {
   tracker?: Address;
@@ -87,6 +118,8 @@ export interface PeerStats {
   chunksServed: number;
   bytesServed: number;
   rejected: number;
+  /** REQUESTs dropped by a CANCEL before they were served. */
+  cancelled: number;
   /** Chunk data received by downloads that serve through this node (see {@link PeerNode.gained}). */
   bytesReceived: number;
 }
@@ -95,10 +128,17 @@ export interface PeerStats {
 export class PeerNode {
   readonly server: FrameServer;
   readonly link: TrackerLink | null;
-  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0, bytesReceived: 0 };
+  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0, cancelled: 0, bytesReceived: 0 };
   #files = new Map<string, Served>();
   #corrupt: boolean;
   #limiter: RateLimiter | null;
+  #lanes = new WeakMap<Connection, Lane>();
+  /** The tasks serving queues, for {@link close} to wait on. */
+  #serving = new Set<Promise<void>>();
+  #queued = 0;
+  /** Aborted by {@link close}: ends waits on the upload limit. */
+  #closing = new AbortController();
+  #onConnectionError: ((remote: string, err: unknown) => void) | undefined;
   #pools = new Map<number, BufferPool>();
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
@@ -107,7 +147,8 @@ export class PeerNode {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
     this.#corrupt = options.corrupt ?? false;
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
-    this.server = FrameServer.listen(options, (msg, conn) => this.#handle(msg, conn));
+    this.#onConnectionError = options.onConnectionError;
+    this.server = FrameServer.listen(options, (msg, conn) => this.#receive(msg, conn));
     const tracker = options.tracker;
     this.link = tracker === undefined ? null : new TrackerLink({
       tracker,
@@ -127,6 +168,11 @@ export class PeerNode {
 
   get address(): Address {
     return this.server.address;
+  }
+
+  /** REQUESTs read and not yet being served, over all connections (at most {@link MAX_QUEUED_REQUESTS} each). */
+  get queuedRequests(): number {
+    return this.#queued;
   }
 
   /** What we hold, for the tracker. */
@@ -252,7 +298,9 @@ export class PeerNode {
 
   async close(): Promise<void> {
     await this.link?.stop();
+    this.#closing.abort();
     await this.server.close();
+    await Promise.allSettled([...this.#serving]); // they read from the descriptors closed next
     for (const f of this.#files.values()) closeFd(f);
   }
 
@@ -307,7 +355,99 @@ export class PeerNode {
     return null;
   }
 
-  async #handle(msg: Message, conn: Connection): Promise<Message | void> {
+  /**
+   * The server's handler: queues a REQUEST (waiting for room when the queue
+   * is full), drops queued requests on CANCEL, and answers anything else
+   * once the requests before it have been answered.
+   */
+  async #receive(msg: Message, conn: Connection): Promise<Message | void> {
+    let lane = this.#lanes.get(conn);
+    if (msg.type === "request") {
+      if (!lane) this.#lanes.set(conn, lane = { queue: [], busy: false, serving: Promise.resolve(), room: null });
+      await this.#enqueue(lane, conn, msg.fileId, msg.index);
+      return;
+    }
+    if (msg.type === "cancel") {
+      if (lane) this.#cancel(lane, msg.fileId, msg.index);
+      return;
+    }
+    if (lane?.busy) await lane.serving;
+    if (conn.closed) return;
+    return this.#handle(msg, conn);
+  }
+
+  async #enqueue(lane: Lane, conn: Connection, fileId: string, index: number): Promise<void> {
+    // The queue is full only while a task serves it, and that task resolves `room` as it takes one or stops.
+    while (lane.queue.length >= MAX_QUEUED_REQUESTS && !conn.closed) {
+      lane.room = Promise.withResolvers();
+      await lane.room.promise;
+    }
+    if (conn.closed) return;
+    lane.queue.push({ fileId, index });
+    this.#queued++;
+    if (lane.busy) return;
+    lane.busy = true;
+    const task = this.#serveQueue(lane, conn);
+    lane.serving = task;
+    this.#serving.add(task);
+    task.then(() => this.#serving.delete(task));
+  }
+
+  /** Drops the queued requests for chunk `index` of `fileId`; one being served already is finished. */
+  #cancel(lane: Lane, fileId: string, index: number): void {
+    const before = lane.queue.length;
+    lane.queue = lane.queue.filter((r) => r.index !== index || r.fileId !== fileId);
+    const dropped = before - lane.queue.length;
+    this.#queued -= dropped;
+    this.stats.cancelled += dropped;
+    if (dropped > 0) this.#wakeReader(lane);
+  }
+
+  /**
+   * Serves a connection's queue until it is empty or the connection closed.
+   * A request's failure is treated as the server treats a handler's: a
+   * ShoalError is answered with ERROR and serving goes on; anything else
+   * ends the connection. Never rejects.
+   */
+  async #serveQueue(lane: Lane, conn: Connection): Promise<void> {
+    try {
+      while (!conn.closed) {
+        const r = lane.queue.shift();
+        if (r === undefined) break;
+        this.#queued--;
+        this.#wakeReader(lane);
+        let reply: Message | void;
+        try {
+          reply = await this.#serveChunk(r.fileId, r.index, conn);
+        } catch (err) {
+          if (err instanceof ProtocolError || !(err instanceof ShoalError)) throw err;
+          reply = { type: "error", code: err.code, message: err.message };
+        }
+        if (reply) await conn.send(reply);
+      }
+    } catch (err) {
+      const closing = this.#closing.signal.aborted;
+      if (err instanceof ProtocolError) await conn.fail(err.code, err.message);
+      else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !closing) {
+        await conn.fail("internal", "Internal error");
+      }
+      if (!(err instanceof ConnectionClosedError) && !closing) this.#onConnectionError?.(conn.remote, err);
+      conn.close();
+    } finally {
+      this.#queued -= lane.queue.length; // not empty only when the connection is gone
+      lane.queue = [];
+      lane.busy = false;
+      this.#wakeReader(lane);
+    }
+  }
+
+  #wakeReader(lane: Lane): void {
+    lane.room?.resolve();
+    lane.room = null;
+  }
+
+  /** The answer to any message but REQUEST and CANCEL; throws ShoalError for an ERROR reply. */
+  #handle(msg: Message, conn: Connection): Message {
     switch (msg.type) {
       case "list_files": {
         const q = msg.query?.toLowerCase();
@@ -328,11 +468,7 @@ export class PeerNode {
         const bits = f.have ?? Bitfield.full(f.manifest.chunks.length);
         return { type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes };
       }
-      case "request":
-        return await this.#serveChunk(msg.fileId, msg.index, conn);
-      case "cancel":
-        return; // requests are served in order as they arrive; a late cancel has nothing left to stop
-      default:
+      default: // REQUEST and CANCEL never get here: see #receive
         throw new ShoalError("unsupported", `A peer does not handle ${msg.type} messages`);
     }
   }
@@ -365,8 +501,8 @@ export class PeerNode {
     // would send bytes that match no manifest. Replaced by a rename, the open descriptor still reads the old file.
     if (f.have === null && changedOnDisk(f)) return reject("the file changed on disk");
     if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
-    await this.#limiter?.take(len);
     try {
+      await this.#limiter?.take(len, this.#closing.signal);
       await conn.sendBytes(frame);
     } finally {
       pool.give(frame); // the kernel has the bytes (or the connection is gone)

@@ -1,0 +1,136 @@
+// A peer's request queue, over real sockets on port 0 in one process: a CANCEL drops a queued REQUEST, the queue is
+// bounded and goes with its connection, and every reply still comes in arrival order.
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { connect, type Connection } from "../lib/connection.ts";
+import { concatBytes } from "../lib/bytes.ts";
+import { indexDirectory } from "../lib/indexer.ts";
+import { encodeMessage, type Message } from "../lib/messages.ts";
+import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
+import { tempDir, waitUntil } from "./helpers.ts";
+
+const CHUNK = 16 * 1024;
+
+/** Writes `chunks` chunks of random bytes as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
+async function indexedFile(dir: string, chunks: number, chunkSize = CHUNK) {
+  const data = new Uint8Array(chunks * chunkSize);
+  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  await Deno.mkdir(join(dir, "src"));
+  await Deno.writeFile(join(dir, "src", "f"), data);
+  return await indexDirectory(join(dir, "src"), { chunkSize });
+}
+
+/** Sends `msgs` in one write, so that the peer reads them all at once. */
+async function sendAll(c: Connection, msgs: Message[]): Promise<void> {
+  await c.sendBytes(concatBytes(msgs.map(encodeMessage)));
+}
+
+const request = (fileId: string, index: number): Message => ({ type: "request", fileId, index });
+
+/** The next message, as `piece <index>` (checked against the manifest), or its type and fields. */
+async function next(c: Connection, digests: string[]): Promise<string> {
+  const m = await c.receive();
+  if (m.type !== "piece") return JSON.stringify(m);
+  assert.equal(createHash("sha256").update(m.data).digest("hex"), digests[m.index], `chunk ${m.index}'s bytes`);
+  return `piece ${m.index}`;
+}
+
+Deno.test("a CANCEL drops queued requests the peer has not started to serve; the rest come in request order", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 8);
+  // 32 KiB/s with a one-second burst: chunks 0 and 1 go at once, then one every 0.5 s, so 3 and 4 are still queued
+  // when their CANCELs are read.
+  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK });
+  await using c = await connect(peer.address);
+  const id = f!.id, digests = f!.manifest.chunks;
+  assert.equal((await c.request({ type: "interested", fileId: id }, "bitfield")).count, 8);
+  await sendAll(c, [
+    ...[0, 1, 2, 3, 4, 5].map((i) => request(id, i)),
+    { type: "cancel", fileId: id, index: 3 },
+    { type: "cancel", fileId: id, index: 4 },
+  ]);
+  const got = [];
+  for (let i = 0; i < 4; i++) got.push(await next(c, digests));
+  assert.deepEqual(got, ["piece 0", "piece 1", "piece 2", "piece 5"]);
+  // Requests are answered in order, so anything still owed for 3 or 4 would come before the answer to this one.
+  await c.send(request(id, 6));
+  assert.equal(await next(c, digests), "piece 6");
+  assert.equal(peer.stats.cancelled, 2);
+  assert.equal(peer.stats.chunksServed, 5);
+  // A CANCEL for a chunk not queued (served already, never asked) is ignored, with no reply.
+  await sendAll(c, [
+    { type: "cancel", fileId: id, index: 0 },
+    { type: "cancel", fileId: id, index: 7 },
+    request(id, 7),
+  ]);
+  assert.equal(await next(c, digests), "piece 7");
+  assert.equal(peer.stats.cancelled, 2);
+});
+
+Deno.test("a peer reads at most MAX_QUEUED_REQUESTS requests ahead and drops them when the connection goes", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 8);
+  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK }); // two chunks a second
+  const c = await connect(peer.address);
+  try {
+    // About 45 KB of requests: the kernel takes them all, the peer must stop reading.
+    await sendAll(c, Array.from({ length: 1000 }, (_, i) => request(f!.id, i % 8)));
+    await waitUntil(() => peer.queuedRequests >= MAX_QUEUED_REQUESTS);
+    assert.equal(peer.queuedRequests, MAX_QUEUED_REQUESTS);
+    // As chunks are sent it reads on, one request for each: the queue stays full, never more.
+    const served = peer.stats.chunksServed;
+    await waitUntil(() => peer.stats.chunksServed >= served + 2);
+    assert.equal(peer.queuedRequests, MAX_QUEUED_REQUESTS);
+  } finally {
+    c.close(); // with unread PIECEs: the peer's next write fails
+  }
+  await waitUntil(() => peer.queuedRequests === 0); // serving them would take two minutes
+});
+
+Deno.test("closing a peer ends its connections at once, even with full queues waiting on the upload limit", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 4, 16 * CHUNK); // 256 KiB chunks
+  const peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // 16 s a chunk after the first
+  await using c = await connect(peer.address);
+  await sendAll(c, Array.from({ length: 400 }, (_, i) => request(f!.id, i % 4)));
+  await waitUntil(() => peer.queuedRequests === MAX_QUEUED_REQUESTS);
+  const started = performance.now();
+  await peer.close();
+  const ms = performance.now() - started;
+  assert.ok(ms < 5_000, `close took ${Math.round(ms)} ms`);
+  assert.equal(peer.queuedRequests, 0);
+});
+
+Deno.test("replies keep arrival order across queued requests; REJECT and ERROR answers are as before", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 2);
+  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK });
+  await using c = await connect(peer.address);
+  const id = f!.id, digests = f!.manifest.chunks, unknown = "0".repeat(64);
+  await sendAll(c, [
+    request(id, 0),
+    request(id, 1),
+    request(unknown, 0),
+    { type: "get_manifest", fileId: unknown },
+    request(id, 7),
+    { type: "get_peers", fileId: id },
+    { type: "interested", fileId: unknown },
+    request(id, 0),
+  ]);
+  const got = [];
+  for (let i = 0; i < 8; i++) got.push(await next(c, digests));
+  assert.deepEqual(got, [
+    "piece 0",
+    "piece 1",
+    JSON.stringify({ type: "reject", fileId: unknown, index: 0, reason: "not shared here" }),
+    JSON.stringify({ type: "error", code: "not_found", message: `File ${unknown} is not shared here` }),
+    JSON.stringify({ type: "reject", fileId: id, index: 7, reason: "no such chunk" }),
+    JSON.stringify({ type: "error", code: "unsupported", message: "A peer does not handle get_peers messages" }),
+    JSON.stringify({ type: "error", code: "not_found", message: `File ${unknown} is not shared here` }),
+    "piece 0",
+  ]);
+  assert.equal(peer.stats.rejected, 2);
+  // The connection stays open after those errors.
+  assert.equal((await c.request({ type: "get_manifest", fileId: id }, "manifest")).manifest.name, "f");
+});
