@@ -316,7 +316,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if (m.ev === "verified" || m.ev === "closed") return;
       const p = peers.get(m.peer);
       if (!p) return; // a message from a peer we already dropped
-      p.lastActivity = Date.now();
+      // An answer, not news: a peer sending HAVEs while it owes chunks is still stalled.
+      if (m.ev !== "have") p.lastActivity = Date.now();
       switch (m.ev) {
         case "ready":
           p.ready = true;

@@ -14,6 +14,7 @@ import type { KdfParams } from "../lib/passwords.ts";
 import type { Message, MessageName } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { TrackerServer } from "../lib/tracker.ts";
+import { tempDir } from "./helpers.ts";
 
 /** Cheap scrypt for tests (the default costs ~0.15 s a hash). */
 const FAST_KDF: KdfParams = { alg: "scrypt", N: 1024, r: 8, p: 1, keyLen: 32 };
@@ -26,11 +27,6 @@ const HELLO: Manifest = {
 
 function code(c: string) {
   return (e: unknown) => e instanceof ShoalError && e.code === c;
-}
-
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "shoal-test-" });
-  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
 Deno.test("store: a reopened database keeps users, sessions, groups, requests, files and the signing key", async () => {

@@ -1,6 +1,5 @@
 // Real sockets on port 0, everything in one process: tracker, peers, client library.
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { getFile } from "../lib/client.ts";
 import { download, type DownloadStatus } from "../lib/download.ts";
@@ -13,36 +12,15 @@ import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { listFiles } from "../lib/tracker_link.ts";
+import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
-
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "shoal-test-" });
-  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
-}
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
-}
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 /** Writes `data` as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
 async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK) {
   await Deno.mkdir(join(dir, "src"));
   await Deno.writeFile(join(dir, "src", "f"), data);
   return await indexDirectory(join(dir, "src"), { chunkSize });
-}
-
-/** Polls `fn` until it returns true; bounded. */
-async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Opens a raw socket that speaks HELLO, then returns the reader of frames. */

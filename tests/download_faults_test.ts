@@ -1,0 +1,253 @@
+// Faults a downloader must survive (issue 3, "Faults"): a peer that stalls, one that refuses, one that hangs up.
+// Real sockets on port 0, everything in one process: a good PeerNode and a small fake peer built on FrameServer.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { delay } from "../lib/async.ts";
+import { Bitfield } from "../lib/bitfield.ts";
+import { getFile } from "../lib/client.ts";
+import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
+import type { DownloadStatus, DownloadSummary } from "../lib/download.ts";
+import { ShoalError } from "../lib/errors.ts";
+import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
+import type { Message } from "../lib/messages.ts";
+import { PeerNode } from "../lib/peer.ts";
+import { FrameServer } from "../lib/server.ts";
+import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
+
+const CHUNK = 16 * 1024;
+/** lib/download.ts: a failed peer is retried after this long, doubling each time (not exported). */
+const RETRY_BASE_MS = 1_000;
+/** lib/download.ts: a REJECTed chunk is asked of that peer again after this long... (not exported) */
+const REJECT_RETRY_MS = 1_000;
+/** ...up to this many times (not exported). */
+const REJECT_RETRIES = 3;
+/** Timers may fire a few milliseconds off the clock the fake peer reads. */
+const CLOCK_SLACK_MS = 20;
+
+/** Writes `data` as `<dir>/src/f` and indexes it in chunks of `chunkSize`: the one shared file. */
+async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK): Promise<SharedFile> {
+  await Deno.mkdir(join(dir, "src"));
+  await Deno.writeFile(join(dir, "src", "f"), data);
+  return (await indexDirectory(join(dir, "src"), { chunkSize }))[0]!;
+}
+
+/**
+ * Runs `getFile` from `peers` with a bound: past `ms` the download is aborted (it fails instead of hanging).
+ * `during` runs while it downloads; the download is aborted and awaited if `during` throws.
+ */
+async function boundedGet(
+  peers: Address[],
+  f: SharedFile,
+  out: string,
+  options: { stallMs?: number; giveUpMs?: number; inspect?: (s: () => DownloadStatus) => void },
+  ms: number,
+  during: () => Promise<void> = () => Promise.resolve(),
+): Promise<DownloadSummary> {
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), ms);
+  const run = getFile({ peers }, f.id, { ...options, out, workers: 2, signal: abort.signal });
+  try {
+    await during();
+    return await run;
+  } catch (err) {
+    abort.abort();
+    await run.catch(() => {});
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What a fake peer does besides answering GET_MANIFEST and LIST_FILES as a complete source of `f`. */
+interface Fake {
+  /** Called once the full BITFIELD answering INTERESTED has been sent. */
+  afterBitfield?: (conn: Connection) => void;
+  /** The answer to a REQUEST for chunk `index`; nothing leaves the request hanging. */
+  onRequest?: (index: number) => Message | void;
+}
+
+/** A peer speaking just enough of the protocol to claim every chunk of `f`, then misbehave as `fake` says. */
+function fakePeer(f: SharedFile, fake: Fake): FrameServer {
+  return FrameServer.listen({}, async (msg, conn) => {
+    switch (msg.type) {
+      case "get_manifest":
+        return { type: "manifest", fileId: f.id, manifest: f.manifest };
+      case "list_files": {
+        const { name, size, chunkSize } = f.manifest;
+        return { type: "file_list", files: [{ id: f.id, name, size, chunkSize, peers: 1, partial: 0 }] };
+      }
+      case "interested": {
+        const bits = Bitfield.full(f.manifest.chunks.length);
+        await conn.send({ type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes });
+        fake.afterBitfield?.(conn);
+        return;
+      }
+      case "request":
+        return fake.onRequest?.(msg.index);
+      case "cancel":
+        return;
+      default:
+        throw new ShoalError("unsupported", `A fake peer does not handle ${msg.type} messages`);
+    }
+  });
+}
+
+/** A good peer holding every chunk of `f` but `lacking`, as a download in progress would. */
+async function partialPeer(f: SharedFile, lacking: number, uploadLimit?: number): Promise<PeerNode> {
+  const node = PeerNode.start([], uploadLimit === undefined ? {} : { uploadLimit });
+  const have = Bitfield.full(f.manifest.chunks.length);
+  have.clear(lacking);
+  await node.sharePartial(f.id, f.path, f.manifest, have);
+  return node;
+}
+
+Deno.test("a peer that takes requests and never answers is dropped as stalled; its chunks come from the other peer", async () => {
+  const stallMs = 500;
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const f = await indexedFile(dir.path, data);
+  // About 1.6 s for the whole file (one second's burst, then 400 kB/s): the download outlasts stallMs, so
+  // endgame alone (the good peer also asking for the staller's chunks) cannot end it before the stall is seen.
+  await using good = PeerNode.start([f], { uploadLimit: 400_000 });
+  const asked: number[] = [];
+  await using staller = fakePeer(f, { onRequest: (index) => void asked.push(index) });
+  const out = join(dir.path, "out");
+
+  const summary = await boundedGet([good.address, staller.address], f, out, { stallMs }, 12_000);
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.ok(asked.length > 0, "the staller was asked for chunks");
+  assert.deepEqual(summary.peersDropped, [{ peer: formatAddress(staller.address), reason: "stalled" }]);
+  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(good.address)]: data.length });
+  assert.equal(summary.chunksFetched, 64);
+});
+
+Deno.test("a peer that keeps sending HAVE but never answers a request is dropped as stalled all the same", async () => {
+  const stallMs = 500;
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const f = await indexedFile(dir.path, data);
+  await using good = PeerNode.start([f], { uploadLimit: 400_000 }); // about 1.6 s, as above
+  const chatter = new Set<ReturnType<typeof setInterval>>();
+  await using talker = fakePeer(f, {
+    // a HAVE every 100 ms: news, but no answer to what it owes
+    afterBitfield: (conn) => {
+      const t = setInterval(() => {
+        if (!conn.closed) {
+          conn.send({ type: "have", fileId: f.id, index: 0 }).catch(() => {});
+        } else {
+          clearInterval(t);
+          chatter.delete(t);
+        }
+      }, 100);
+      chatter.add(t);
+    },
+  });
+  const out = join(dir.path, "out");
+  try {
+    const summary = await boundedGet([good.address, talker.address], f, out, { stallMs }, 12_000);
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    assert.deepEqual(summary.peersDropped, [{ peer: formatAddress(talker.address), reason: "stalled" }]);
+  } finally {
+    for (const t of chatter) clearInterval(t);
+  }
+});
+
+Deno.test("a peer that refuses every request serves nothing and stays connected; a refused chunk is asked again each second, 3 times", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  const f = await indexedFile(dir.path, data);
+  const last = 15; // the good peer lacks it at first: only the refuser claims it
+  // About 1.5 s for the other 15 chunks (one second's burst, then 100 kB/s): the refuser is asked for some of them.
+  await using good = await partialPeer(f, last, 100_000);
+  const asks = new Map<number, number[]>();
+  await using refuser = fakePeer(f, {
+    onRequest: (index) => {
+      asks.set(index, [...asks.get(index) ?? [], performance.now()]);
+      return { type: "reject", fileId: f.id, index, reason: "chunk not here yet" };
+    },
+  });
+  const out = join(dir.path, "out");
+  let status: (() => DownloadStatus) | null = null;
+  const asksOfLast = () => asks.get(last)?.length ?? 0;
+
+  const summary = await boundedGet(
+    [good.address, refuser.address],
+    f,
+    out,
+    { giveUpMs: 60_000, inspect: (s) => status = s },
+    14_000,
+    async () => {
+      await waitUntil(() => asksOfLast() === 1 + REJECT_RETRIES, 8_000);
+      // Nothing to wait on for "no further ask": a 5th would come REJECT_RETRY_MS after the 4th; wait past that.
+      await delay(REJECT_RETRY_MS + 500);
+      assert.equal(asksOfLast(), 1 + REJECT_RETRIES, "asked again after REJECT_RETRIES refusals");
+      const now = status!();
+      assert.deepEqual(now.missing, [last]);
+      assert.deepEqual(now.unavailable, [last], "the refused chunk counts as held by no connected peer");
+      assert.deepEqual(now.peers.map((p) => p.peer).sort(), [good.address, refuser.address].map(formatAddress).sort());
+      assert.deepEqual(now.dropped, []);
+      good.gained(f.id, last); // HAVE: the good peer now has it
+    },
+  );
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(good.address)]: data.length });
+  assert.deepEqual(summary.peersDropped, [], "a refuser is not dropped");
+  assert.ok(asks.size > 1, "the refuser was asked for chunks the good peer also had");
+  for (const [index, times] of asks) {
+    assert.ok(times.length <= 1 + REJECT_RETRIES, `chunk ${index} asked ${times.length} times`);
+    for (let k = 1; k < times.length; k++) {
+      const gap = times[k]! - times[k - 1]!;
+      assert.ok(gap >= REJECT_RETRY_MS - CLOCK_SLACK_MS, `chunk ${index} asked again after ${gap.toFixed(0)} ms`);
+    }
+  }
+});
+
+Deno.test("a peer that hangs up after its BITFIELD is dropped, and tried again only after a backoff that doubles", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const f = await indexedFile(dir.path, data);
+  const last = 7; // the good peer lacks it at first: the downloader keeps looking for sources (every 2 s)
+  await using good = await partialPeer(f, last);
+  const interestedAt: number[] = [], closedAt: number[] = [];
+  await using hangup = fakePeer(f, {
+    afterBitfield: (conn) => {
+      interestedAt.push(Date.now()); // the clock download.ts times retries with
+      conn.close();
+      closedAt.push(Date.now());
+    },
+  });
+  const out = join(dir.path, "out");
+  const connects = 4; // drops 1, 2, 3 wait at least 1, 2, 4 s: about 9 s in all
+
+  const summary = await boundedGet(
+    [good.address, hangup.address],
+    f,
+    out,
+    { giveUpMs: 60_000 },
+    20_000,
+    async () => {
+      await waitUntil(() => interestedAt.length >= connects, 16_000);
+      good.gained(f.id, last);
+    },
+  );
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(good.address)]: data.length });
+  assert.equal(interestedAt.length, connects, "no connection sooner than the next backoff allows");
+  assert.equal(summary.peersDropped.length, connects, "dropped once per connection");
+  for (const d of summary.peersDropped) {
+    assert.equal(d.peer, formatAddress(hangup.address));
+    assert.match(d.reason, /^Connection (closed by the other side|to .+ was reset)$/);
+  }
+  // After drop k (k = 1, 2, 3) the next connection waits RETRY_BASE_MS * 2^(k-1) from the drop (later than the close).
+  for (let k = 1; k < connects; k++) {
+    const waited = interestedAt[k]! - closedAt[k - 1]!;
+    const backoff = RETRY_BASE_MS * 2 ** (k - 1);
+    assert.ok(
+      waited >= backoff,
+      `connection ${k + 1} came ${waited} ms after drop ${k}, before its backoff ${backoff}`,
+    );
+  }
+});

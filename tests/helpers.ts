@@ -1,0 +1,33 @@
+/**
+ * Small helpers shared by the in-process tests (the end-to-end tests have
+ * their own in e2e/harness.ts).
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** A fresh temporary directory, removed with `await using`. */
+export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "shoal-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+/** `n` random bytes. */
+export function randomBytes(n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+  return b;
+}
+
+/** SHA-256 of `b`, in hex. */
+export const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
+
+/** Polls `fn` every 20 ms until it returns true; throws after `ms`. */
+export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
