@@ -436,7 +436,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       for (const p of peers.values()) if (p.ready) connected++;
       opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
       const unavailable = sched.unavailable().length > 0;
-      const connecting = [...peers.values()].some((p) => !p.ready);
+      const connecting = connected < peers.size;
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
       if (unavailable && !connecting) starvedSince ??= now;
       else starvedSince = null;

@@ -16,7 +16,7 @@
 
 import { type Address, type Connection } from "./connection.ts";
 import { Bitfield } from "./bitfield.ts";
-import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError } from "./errors.ts";
+import { ConnectionClosedError, ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
@@ -32,7 +32,7 @@ import {
 } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { maxPipeline } from "./rate_meter.ts";
-import { FrameServer, type ServerOptions } from "./server.ts";
+import { endConnection, errorReply, FrameServer, type ServerOptions } from "./server.ts";
 import { type HeartbeatStats, type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
 import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
 
@@ -420,19 +420,14 @@ export class PeerNode {
         try {
           reply = await this.#serveChunk(r.fileId, r.index, conn);
         } catch (err) {
-          if (err instanceof ProtocolError || !(err instanceof ShoalError)) throw err;
-          reply = { type: "error", code: err.code, message: err.message };
+          reply = errorReply(err);
         }
         if (reply) await conn.send(reply);
       }
     } catch (err) {
       const closing = this.#closing.signal.aborted;
-      if (err instanceof ProtocolError) await conn.fail(err.code, err.message);
-      else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !closing) {
-        await conn.fail("internal", "Internal error");
-      }
+      await endConnection(conn, err, closing);
       if (!(err instanceof ConnectionClosedError) && !closing) this.#onConnectionError?.(conn.remote, err);
-      conn.close();
     } finally {
       this.#queued -= lane.queue.length; // not empty only when the connection is gone
       lane.queue = [];

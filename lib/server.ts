@@ -44,6 +44,29 @@ export interface ServerStats {
   refused: number;
 }
 
+/**
+ * The ERROR reply to a message whose handling threw `err`, which the
+ * connection survives; rethrows `err` when it must end the connection (a
+ * ProtocolError, or anything that is not a ShoalError).
+ */
+export function errorReply(err: unknown): Message {
+  if (err instanceof ProtocolError || !(err instanceof ShoalError)) throw err;
+  return { type: "error", code: err.code, message: err.message };
+}
+
+/**
+ * Ends `conn` after `err`: a ProtocolError is named in an ERROR frame,
+ * anything unexpected gets ERROR "internal" (not while the server is
+ * `closing`), a closed or silent peer gets nothing; then the socket closes.
+ */
+export async function endConnection(conn: Connection, err: unknown, closing: boolean): Promise<void> {
+  if (err instanceof ProtocolError) await conn.fail(err.code, err.message);
+  else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !closing) {
+    await conn.fail("internal", "Internal error");
+  }
+  conn.close();
+}
+
 /** A listening frame server. */
 export class FrameServer {
   readonly address: Address;
@@ -116,18 +139,13 @@ export class FrameServer {
         try {
           reply = await this.handler(msg, conn);
         } catch (err) {
-          if (err instanceof ProtocolError || !(err instanceof ShoalError)) throw err;
-          reply = { type: "error", code: err.code, message: err.message };
+          reply = errorReply(err);
         }
         if (reply) await conn.send(reply);
       }
     } catch (err) {
-      if (err instanceof ProtocolError) {
-        this.stats.protocolErrors++;
-        await conn.fail(err.code, err.message);
-      } else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !this.#closed) {
-        await conn.fail("internal", "Internal error");
-      }
+      if (err instanceof ProtocolError) this.stats.protocolErrors++;
+      await endConnection(conn, err, this.#closed);
       if (!(err instanceof ConnectionClosedError)) this.options.onConnectionError?.(conn.remote, err);
     } finally {
       conn.close();
