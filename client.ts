@@ -134,17 +134,7 @@ export function build(): Command {
         signal,
         onResolved: (id, m, out) =>
           view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
-        onEvent: (e) => {
-          if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
-          else if (e.kind === "resumed") {
-            view.note(
-              `resuming: reused ${e.reused} of ${e.total} chunks${
-                e.discarded ? `, ${e.discarded} failed their check` : ""
-              }`,
-            );
-          } else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
-          else if (e.kind === "peer-dropped") view.note(`dropped peer ${e.peer}: ${e.reason}`);
-        },
+        onEvent: (e) => view.event(e),
       });
       view.done();
       if (o.json) console.log(JSON.stringify(summary, null, 2));

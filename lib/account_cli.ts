@@ -317,12 +317,7 @@ export function addAccountCommands(
             const g = await call(tracker, { type: "get_grant", token: s.token, group, fileId }, "grant");
             return { grant: g.grant, expiresAt: g.expiresAt };
           },
-          onEvent: (e) => {
-            if (e.kind === "progress") view.update(e.doneBytes, e.totalBytes, e.peers);
-            else if (e.kind === "resumed") view.note(`resuming: reused ${e.reused} of ${e.total} chunks`);
-            else if (e.kind === "restart") view.note(`starting over: ${e.reason}`);
-            else if (e.kind === "peer-dropped") view.note(`dropped peer ${e.peer}: ${e.reason}`);
-          },
+          onEvent: (e) => view.event(e),
         });
         view.done();
         await h.putDownload({ ...record, state: "C", updatedAt: Date.now() });

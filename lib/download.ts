@@ -39,8 +39,13 @@ export const DEFAULT_STALL_MS = 15_000;
 export const DEFAULT_GIVE_UP_MS = 10_000;
 /** The sidecar is rewritten at most this often. */
 export const DEFAULT_FLUSH_MS = 300;
-/** A peer that failed is retried after this long, doubling each time. */
+/**
+ * A dropped peer (not one that sent bad data) is tried again after this
+ * long, doubling with each drop in a row up to 2^RETRY_MAX_DOUBLINGS times
+ * (about a minute); a chunk it delivers starts the count again.
+ */
 const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_DOUBLINGS = 6;
 /** Peers are looked up again at most this often when sources run short. */
 const REDISCOVER_MS = 2_000;
 /**
@@ -57,7 +62,8 @@ export type DownloadEvent =
   | { kind: "resumed"; reused: number; total: number; discarded: number }
   | { kind: "restart"; reason: string }
   | { kind: "progress"; doneBytes: number; totalBytes: number; peers: number }
-  | { kind: "peer-dropped"; peer: string; reason: string }
+  /** `retryInMs`: when the peer will be tried again; absent for a peer dropped for good (bad data). */
+  | { kind: "peer-dropped"; peer: string; reason: string; retryInMs?: number }
   | { kind: "bad-chunk"; peer: string; index: number };
 
 /** Most chunk indexes listed in a {@link DownloadStatus}. */
@@ -138,6 +144,10 @@ export interface DownloadSummary {
 
 interface PeerInfo {
   worker: Worker;
+  /** This connection's number in the worker messages (a retried peer gets a new one). */
+  link: number;
+  /** Not tried before: while it connects, the download waits to see its chunks before giving up. */
+  newcomer: boolean;
   lastActivity: number;
   ready: boolean;
   /** Chunk bytes received from this peer, smoothed: sizes its request queue. */
@@ -254,6 +264,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = 0;
     let dirty = false;
     let nextWorker = 0;
+    let nextLink = 0;
+    /** Every source heard of, by its name: a dropped one is tried again once its backoff has passed. */
+    const known = new Map<string, Address>();
+    /** Whose each open link is. */
+    const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
@@ -271,7 +286,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       while (sched.inflight(peer) < p.depth) {
         const index = sched.next(peer);
         if (index === null) break;
-        send(p.worker, { op: "request", peer, index });
+        send(p.worker, { op: "request", link: p.link, index });
       }
     };
     const fillOne = (_p: PeerInfo, peer: string) => fill(peer);
@@ -281,25 +296,38 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if (!p) return;
       peers.delete(peer);
       sched.removePeer(peer);
-      send(p.worker, { op: "drop", peer });
+      send(p.worker, { op: "drop", link: p.link });
       const r = retry.get(peer) ?? { failures: 0, retryAt: 0, banned: false };
       r.failures++;
-      r.retryAt = Date.now() + RETRY_BASE_MS * 2 ** Math.min(r.failures - 1, 6);
+      const backoff = RETRY_BASE_MS * 2 ** Math.min(r.failures - 1, RETRY_MAX_DOUBLINGS);
+      r.retryAt = Date.now() + backoff;
       r.banned ||= ban;
       retry.set(peer, r);
       dropped.push({ peer, reason });
-      opts.onEvent?.({ kind: "peer-dropped", peer, reason });
+      opts.onEvent?.({ kind: "peer-dropped", peer, reason, ...r.banned ? {} : { retryInMs: backoff } });
       fillAll();
     };
-    const connectTo = (addrs: Address[]) => {
+    const connectTo = (addrs: Iterable<Address>) => {
       const now = Date.now();
       for (const a of addrs) {
         const peer = formatAddress(a);
+        known.set(peer, a);
         const r = retry.get(peer);
         if (peers.has(peer) || r?.banned || (r && r.retryAt > now)) continue;
         const worker = workers[nextWorker++ % workers.length]!;
-        peers.set(peer, { worker, lastActivity: Date.now(), ready: false, meter: new RateMeter(), depth: pipeline });
-        send(worker, { op: "connect", peer, host: a.host, port: a.port });
+        const link = nextLink++;
+        linkPeer.set(link, peer);
+        const newcomer = r === undefined;
+        peers.set(peer, {
+          worker,
+          link,
+          newcomer,
+          lastActivity: now,
+          ready: false,
+          meter: new RateMeter(),
+          depth: pipeline,
+        });
+        send(worker, { op: "connect", link, host: a.host, port: a.port });
       }
     };
     const discover = async () => {
@@ -314,32 +342,35 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const onMessage = (m: FromWorker) => {
       if (m.ev === "fatal") return fail(new DiskError(m.message));
       if (m.ev === "verified" || m.ev === "closed") return;
-      const p = peers.get(m.peer);
-      if (!p) return; // a message from a peer we already dropped
+      const peer = linkPeer.get(m.link) ?? "";
+      if (m.ev === "gone") linkPeer.delete(m.link); // a link's last message
+      const p = peers.get(peer);
+      if (p?.link !== m.link) return; // from a connection we already dropped
       // An answer, not news: a peer sending HAVEs while it owes chunks is still stalled.
       if (m.ev !== "have") p.lastActivity = Date.now();
       switch (m.ev) {
         case "ready":
           p.ready = true;
-          sched.addPeer(m.peer, new Bitfield(n, m.bits));
-          fill(m.peer);
+          sched.addPeer(peer, new Bitfield(n, m.bits));
+          fill(peer);
           break;
         case "have":
-          sched.peerGained(m.peer, m.index);
-          fill(m.peer);
+          sched.peerGained(peer, m.index);
+          fill(peer);
           break;
         case "done": {
           if (sched.done.has(m.index)) break; // an endgame duplicate
-          for (const other of sched.completed(m.index, m.peer)) {
+          for (const other of sched.completed(m.index, peer)) {
             const o = peers.get(other);
-            if (o) send(o.worker, { op: "cancel", peer: other, index: m.index });
+            if (o) send(o.worker, { op: "cancel", link: o.link, index: m.index });
           }
           fetched++;
           if (badChunks.has(m.index)) refetched++;
           if (m.direct) writtenDirect++;
           doneBytes += m.bytes;
-          bytesPerPeer[m.peer] = (bytesPerPeer[m.peer] ?? 0) + m.bytes;
+          bytesPerPeer[peer] = (bytesPerPeer[peer] ?? 0) + m.bytes;
           p.meter.add(m.bytes);
+          if (retry.has(peer)) retry.get(peer)!.failures = 0; // it serves again: a later drop backs off from the start
           dirty = true;
           opts.peerNode?.gained(fileId, m.index, m.bytes);
           if (sched.complete) return pending.resolve();
@@ -349,30 +380,30 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         }
         case "bad":
           badChunks.add(m.index);
-          sched.failed(m.index, m.peer);
-          opts.onEvent?.({ kind: "bad-chunk", peer: m.peer, index: m.index });
-          dropPeer(m.peer, `sent chunk ${m.index} with a wrong SHA-256`, true);
+          sched.failed(m.index, peer);
+          opts.onEvent?.({ kind: "bad-chunk", peer, index: m.index });
+          dropPeer(peer, `sent chunk ${m.index} with a wrong SHA-256`, true);
           break;
         case "reject": {
-          sched.failed(m.index, m.peer, true);
-          const key = `${m.peer} ${m.index}`;
+          sched.failed(m.index, peer, true);
+          const key = `${peer} ${m.index}`;
           const count = (rejected.get(key) ?? 0) + 1;
           rejected.set(key, count);
           if (count <= REJECT_RETRIES) {
             const t = setTimeout(() => {
               timers.splice(timers.indexOf(t), 1);
-              if (!peers.get(m.peer)?.ready || sched.done.has(m.index)) return;
-              sched.peerGained(m.peer, m.index);
-              fill(m.peer);
+              if (!peers.get(peer)?.ready || sched.done.has(m.index)) return;
+              sched.peerGained(peer, m.index);
+              fill(peer);
             }, REJECT_RETRY_MS);
             timers.push(t);
           }
-          fill(m.peer);
+          fill(peer);
           fillAll();
           break;
         }
         case "gone":
-          dropPeer(m.peer, m.reason);
+          dropPeer(peer, m.reason);
           break;
       }
     };
@@ -432,11 +463,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
-      let connected = 0; // those still connecting are not shown
-      for (const p of peers.values()) if (p.ready) connected++;
+      connectTo(known.values()); // dropped peers whose backoff has passed
+      let connected = 0, newcomers = 0; // those still connecting are not shown
+      for (const p of peers.values()) {
+        if (p.ready) connected++;
+        else if (p.newcomer) newcomers++;
+      }
       opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
       const unavailable = sched.unavailable().length > 0;
-      const connecting = connected < peers.size;
+      // Peers being retried are not waited for: one that keeps failing would keep the download from ever giving up.
+      const connecting = newcomers > 0;
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
       if (unavailable && !connecting) starvedSince ??= now;
       else starvedSince = null;

@@ -39,7 +39,7 @@ const MAX_QUEUED_WRITES = 2;
 
 /** A verified chunk on its way to the disk. */
 interface Verified {
-  peer: string;
+  link: number;
   index: number;
   /** The chunk's bytes, in a pool buffer. */
   data: Uint8Array<ArrayBuffer>;
@@ -63,8 +63,12 @@ let grant: string | null = null;
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
-const links = new Map<string, Connection>();
-const outstanding = new Map<string, Set<number>>();
+/** Open connections by link (see worker_messages.ts), and the chunks each was asked for and still owes. */
+const links = new Map<number, Connection>();
+const outstanding = new Map<number, Set<number>>();
+/** Links still connecting, and those of them the coordinator has dropped meanwhile (closed once connected). */
+const connecting = new Set<number>();
+const abandoned = new Set<number>();
 
 function post(msg: FromWorker, transfer: Transferable[] = []): void {
   self.postMessage(msg, transfer);
@@ -78,33 +82,35 @@ function matches(f: FileInfo, index: number, bytes: Uint8Array): boolean {
   return true;
 }
 
-async function runPeer(peer: string, host: string, port: number): Promise<void> {
+async function runPeer(link: number, host: string, port: number): Promise<void> {
   const f = file!;
   let reason = "closed by the peer";
   let conn: Connection | null = null;
   try {
     // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
+    connecting.add(link);
     conn = await connect({ host, port }, { allocate: (n) => pool!.take(n), ioTimeoutMs: 0 });
-    links.set(peer, conn);
-    outstanding.set(peer, new Set());
+    if (abandoned.has(link)) return;
+    links.set(link, conn);
+    outstanding.set(link, new Set());
     if (grant !== null) await conn.request({ type: "authorize", fileId: f.fileId, grant }, "ok");
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
     if (bf.count !== f.count) {
       throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.count}`);
     }
     const bits = bf.bits.slice();
-    post({ ev: "ready", peer, bits }, [bits.buffer]);
+    post({ ev: "ready", link, bits }, [bits.buffer]);
     while (!conn.closed) {
       await writes!.room();
       const msg = await conn.receive(0); // the coordinator watches for stalls
       if (msg.type === "piece") {
         const data = msg.data as Uint8Array<ArrayBuffer>;
-        if (!onPiece(peer, f, msg.index, msg.fileId, data)) pool!.give(data);
+        if (!onPiece(link, f, msg.index, msg.fileId, data)) pool!.give(data);
       } else if (msg.type === "have") {
-        if (msg.fileId === f.fileId) post({ ev: "have", peer, index: msg.index });
+        if (msg.fileId === f.fileId) post({ ev: "have", link, index: msg.index });
       } else if (msg.type === "reject") {
-        outstanding.get(peer)?.delete(msg.index);
-        post({ ev: "reject", peer, index: msg.index, reason: msg.reason });
+        outstanding.get(link)?.delete(msg.index);
+        post({ ev: "reject", link, index: msg.index, reason: msg.reason });
       } else if (msg.type === "ok") {
         // a refreshed grant was accepted
       } else if (msg.type === "error") {
@@ -119,9 +125,11 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
     reason = describeError(err);
   } finally {
     conn?.close();
-    links.delete(peer);
-    outstanding.delete(peer);
-    post({ ev: "gone", peer, reason });
+    connecting.delete(link);
+    abandoned.delete(link);
+    links.delete(link);
+    outstanding.delete(link);
+    post({ ev: "gone", link, reason });
   }
 }
 
@@ -130,13 +138,13 @@ async function runPeer(peer: string, host: string, port: number): Promise<void> 
  * at its offset. True when the write queue took `data` (its buffer goes
  * back to the pool once written).
  */
-function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data: Uint8Array<ArrayBuffer>): boolean {
-  if (fileId !== f.fileId || !outstanding.get(peer)?.delete(index)) return false; // cancelled or never asked
+function onPiece(link: number, f: FileInfo, index: number, fileId: string, data: Uint8Array<ArrayBuffer>): boolean {
+  if (fileId !== f.fileId || !outstanding.get(link)?.delete(index)) return false; // cancelled or never asked
   if (index >= f.count || data.length !== chunkLength(f, index) || !matches(f, index, data)) {
-    post({ ev: "bad", peer, index });
+    post({ ev: "bad", link, index });
     return false;
   }
-  writes!.push({ item: { peer, index, data, direct: false }, data, position: index * f.chunkSize });
+  writes!.push({ item: { link, index, data, direct: false }, data, position: index * f.chunkSize });
   return true;
 }
 
@@ -144,7 +152,7 @@ function onPiece(peer: string, f: FileInfo, index: number, fileId: string, data:
 function written(v: Verified, error: unknown): void {
   pool!.give(v.data);
   if (error === null) {
-    post({ ev: "done", peer: v.peer, index: v.index, bytes: chunkLength(file!, v.index), direct: v.direct });
+    post({ ev: "done", link: v.link, index: v.index, bytes: chunkLength(file!, v.index), direct: v.direct });
     compactor.chunk();
   } else {
     post({ ev: "fatal", message: `Cannot write the .part file: ${describeError(error)}` });
@@ -201,7 +209,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         break;
       }
       case "connect":
-        runPeer(m.peer, m.host, m.port);
+        runPeer(m.link, m.host, m.port);
         break;
       case "grant":
         grant = m.grant;
@@ -210,24 +218,25 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         }
         break;
       case "request": {
-        const conn = links.get(m.peer);
+        const conn = links.get(m.link);
         if (!conn) {
-          post({ ev: "reject", peer: m.peer, index: m.index, reason: "not connected" });
+          post({ ev: "reject", link: m.link, index: m.index, reason: "not connected" });
           break;
         }
-        outstanding.get(m.peer)?.add(m.index);
+        outstanding.get(m.link)?.add(m.index);
         conn.send({ type: "request", fileId: file!.fileId, index: m.index }).catch(() => conn.close());
         break;
       }
       case "cancel": {
-        const conn = links.get(m.peer);
-        if (conn && outstanding.get(m.peer)?.delete(m.index)) {
+        const conn = links.get(m.link);
+        if (conn && outstanding.get(m.link)?.delete(m.index)) {
           conn.send({ type: "cancel", fileId: file!.fileId, index: m.index }).catch(() => conn.close());
         }
         break;
       }
       case "drop":
-        links.get(m.peer)?.close();
+        if (connecting.has(m.link) && !links.has(m.link)) abandoned.add(m.link);
+        links.get(m.link)?.close();
         break;
       case "verify":
         verify(m.indexes);

@@ -7,6 +7,7 @@
  */
 
 import { formatBytes } from "./cli.ts";
+import type { DownloadEvent } from "./download.ts";
 import { RateMeter } from "./rate_meter.ts";
 
 /** How often a line is printed when stderr is not a terminal. */
@@ -72,6 +73,28 @@ export class ProgressView {
     } else if (now - this.#lastPrint >= PIPE_INTERVAL_MS) {
       this.#lastPrint = now;
       this.#out.write(`${this.label}: ${stats}\n`);
+    }
+  }
+
+  /** Shows what a download reports: progress on the bar, anything else on a line of its own. */
+  event(e: DownloadEvent): void {
+    switch (e.kind) {
+      case "progress":
+        return this.update(e.doneBytes, e.totalBytes, e.peers);
+      case "resumed":
+        return this.note(
+          `resuming: reused ${e.reused} of ${e.total} chunks${
+            e.discarded ? `, ${e.discarded} failed their check` : ""
+          }`,
+        );
+      case "restart":
+        return this.note(`starting over: ${e.reason}`);
+      case "peer-dropped": {
+        const then = e.retryInMs === undefined ? "" : ` (trying again in ${Math.round(e.retryInMs / 1000)} s)`;
+        return this.note(`dropped peer ${e.peer}: ${e.reason}${then}`);
+      }
+      case "bad-chunk":
+        return; // the drop that follows names the peer
     }
   }
 

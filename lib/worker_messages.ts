@@ -1,6 +1,9 @@
 /**
  * Messages between the download coordinator (main thread) and its fetch
- * workers. Peers are named by a key the coordinator picks.
+ * workers. Each connection is named by a `link` number the coordinator
+ * picks, new for every attempt: a peer that is dropped and later retried
+ * gets a new link, so a late message from its old connection cannot be
+ * taken for the new one.
  *
  * @module
  */
@@ -20,23 +23,23 @@ export type ToWorker =
     /** Shared by every worker writing this .part (see write_queue.ts). */
     writeLock: SharedArrayBuffer;
   }
-  | { op: "connect"; peer: string; host: string; port: number }
+  | { op: "connect"; link: number; host: string; port: number }
   | { op: "grant"; grant: string }
-  | { op: "request"; peer: string; index: number }
-  | { op: "cancel"; peer: string; index: number }
-  | { op: "drop"; peer: string }
+  | { op: "request"; link: number; index: number }
+  | { op: "cancel"; link: number; index: number }
+  | { op: "drop"; link: number }
   | { op: "verify"; indexes: number[] }
   | { op: "close" };
 
 /** Worker to coordinator. */
 export type FromWorker =
-  | { ev: "ready"; peer: string; bits: Uint8Array }
-  | { ev: "have"; peer: string; index: number }
+  | { ev: "ready"; link: number; bits: Uint8Array }
+  | { ev: "have"; link: number; index: number }
   /** `direct`: the chunk was written around the page cache. */
-  | { ev: "done"; peer: string; index: number; bytes: number; direct: boolean }
-  | { ev: "bad"; peer: string; index: number }
-  | { ev: "reject"; peer: string; index: number; reason: string }
-  | { ev: "gone"; peer: string; reason: string }
+  | { ev: "done"; link: number; index: number; bytes: number; direct: boolean }
+  | { ev: "bad"; link: number; index: number }
+  | { ev: "reject"; link: number; index: number; reason: string }
+  | { ev: "gone"; link: number; reason: string }
   | { ev: "verified"; good: number[]; bad: number[] }
   | { ev: "fatal"; message: string }
   | { ev: "closed" };

@@ -12,6 +12,8 @@ import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import type { Message } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
+import { maxPipeline } from "../lib/rate_meter.ts";
+import { DEFAULT_PIPELINE } from "../lib/scheduler.ts";
 import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
@@ -60,10 +62,14 @@ async function boundedGet(
 
 /** What a fake peer does besides answering GET_MANIFEST and LIST_FILES as a complete source of `f`. */
 interface Fake {
+  /** Never answers INTERESTED: it accepts the connection, then says nothing. */
+  mute?: boolean;
+  /** Called for each INTERESTED. */
+  onInterested?: () => void;
   /** Called once the full BITFIELD answering INTERESTED has been sent. */
   afterBitfield?: (conn: Connection) => void;
-  /** The answer to a REQUEST for chunk `index`; nothing leaves the request hanging. */
-  onRequest?: (index: number) => Message | void;
+  /** The answer to a REQUEST for chunk `index`; nothing leaves the request hanging (or for `conn` to answer later). */
+  onRequest?: (index: number, conn: Connection) => Message | void;
 }
 
 /** A peer speaking just enough of the protocol to claim every chunk of `f`, then misbehave as `fake` says. */
@@ -77,13 +83,15 @@ function fakePeer(f: SharedFile, fake: Fake): FrameServer {
         return { type: "file_list", files: [{ id: f.id, name, size, chunkSize, peers: 1, partial: 0 }] };
       }
       case "interested": {
+        fake.onInterested?.();
+        if (fake.mute) return;
         const bits = Bitfield.full(f.manifest.chunks.length);
         await conn.send({ type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes });
         fake.afterBitfield?.(conn);
         return;
       }
       case "request":
-        return fake.onRequest?.(msg.index);
+        return fake.onRequest?.(msg.index, conn);
       case "cancel":
         return;
       default:
@@ -99,6 +107,12 @@ async function partialPeer(f: SharedFile, lacking: number, uploadLimit?: number)
   have.clear(lacking);
   await node.sharePartial(f.id, f.path, f.manifest, have);
   return node;
+}
+
+/** `peer` was dropped as stalled, maybe more than once (it is tried again after a second), and no other peer was. */
+function assertDroppedOnlyAsStalled(summary: DownloadSummary, peer: Address): void {
+  assert.ok(summary.peersDropped.length >= 1, "dropped");
+  for (const d of summary.peersDropped) assert.deepEqual(d, { peer: formatAddress(peer), reason: "stalled" });
 }
 
 Deno.test("a peer that takes requests and never answers is dropped as stalled; its chunks come from the other peer", async () => {
@@ -117,7 +131,7 @@ Deno.test("a peer that takes requests and never answers is dropped as stalled; i
 
   assert.equal(sha(await Deno.readFile(out)), sha(data));
   assert.ok(asked.length > 0, "the staller was asked for chunks");
-  assert.deepEqual(summary.peersDropped, [{ peer: formatAddress(staller.address), reason: "stalled" }]);
+  assertDroppedOnlyAsStalled(summary, staller.address);
   assert.deepEqual(summary.bytesPerPeer, { [formatAddress(good.address)]: data.length });
   assert.equal(summary.chunksFetched, 64);
 });
@@ -147,7 +161,7 @@ Deno.test("a peer that keeps sending HAVE but never answers a request is dropped
   try {
     const summary = await boundedGet([good.address, talker.address], f, out, { stallMs }, 12_000);
     assert.equal(sha(await Deno.readFile(out)), sha(data));
-    assert.deepEqual(summary.peersDropped, [{ peer: formatAddress(talker.address), reason: "stalled" }]);
+    assertDroppedOnlyAsStalled(summary, talker.address);
   } finally {
     for (const t of chatter) clearInterval(t);
   }
@@ -250,4 +264,87 @@ Deno.test("a peer that hangs up after its BITFIELD is dropped, and tried again o
       `connection ${k + 1} came ${waited} ms after drop ${k}, before its backoff ${backoff}`,
     );
   }
+});
+
+Deno.test("a peer that hung up is tried again after its backoff although another peer has every chunk, and then serves", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const f = await indexedFile(dir.path, data);
+  // About 4 s for the whole file from the good peer alone (a burst of 200 kB, then 200 kB/s): time for a retry at 1 s.
+  await using good = PeerNode.start([f], { uploadLimit: 200_000 });
+  let connections = 0;
+  await using flaky = fakePeer(f, {
+    afterBitfield: (conn) => {
+      if (++connections === 1) conn.close(); // only the first time
+    },
+    onRequest: (index) => ({
+      type: "piece",
+      fileId: f.id,
+      index,
+      data: data.subarray(index * CHUNK, (index + 1) * CHUNK),
+    }),
+  });
+  const out = join(dir.path, "out");
+
+  const summary = await boundedGet([good.address, flaky.address], f, out, {}, 12_000);
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.equal(connections, 2, "connected again once");
+  assert.equal(summary.peersDropped.length, 1);
+  assert.equal(summary.peersDropped[0]!.peer, formatAddress(flaky.address));
+  const fromFlaky = summary.bytesPerPeer[formatAddress(flaky.address)] ?? 0;
+  assert.ok(fromFlaky > data.length / 2, `the retried peer served most of the file: ${fromFlaky} bytes`);
+});
+
+Deno.test("a peer being tried again does not keep a starved download from giving up", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const f = await indexedFile(dir.path, data);
+  await using good = await partialPeer(f, 7); // no one will ever send chunk 7
+  let connections = 0;
+  await using mute = fakePeer(f, { mute: true, onInterested: () => void connections++ });
+  const out = join(dir.path, "out");
+  // Each connection to the mute peer is waited on for stallMs; it is retried 1 s, 2 s, 4 s after each drop.
+  const stallMs = 3_000, giveUpMs = 2_000;
+  const started = performance.now();
+
+  const err = await boundedGet([good.address, mute.address], f, out, { stallMs, giveUpMs }, 20_000).then(
+    () => assert.fail("the download finished without chunk 7"),
+    (e) => e,
+  );
+
+  const seconds = (performance.now() - started) / 1000;
+  assert.match(String(err), /No live peer has 1 missing chunk\(s\): 7\./);
+  assert.ok(connections >= 2, `the mute peer was tried again (${connections} connections)`);
+  // Waiting on every retry as on a new source would end it only once a starved gap outlasted giveUpMs: about 14 s.
+  assert.ok(seconds < 8, `gave up after ${seconds.toFixed(1)} s: the first wait (${stallMs} ms) plus giveUpMs`);
+});
+
+Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as its measured rate needs to hide its latency, within the cap", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 512); // 8 MiB
+  const f = await indexedFile(dir.path, data);
+  const latencyMs = 100; // each chunk is answered this long after it was asked for: one at a time, 160 kB/s at most
+  let outstanding = 0, most = 0, beforeFirstAnswer = 0, answered = 0;
+  await using slow = fakePeer(f, {
+    onRequest: (index, conn) => {
+      most = Math.max(most, ++outstanding);
+      if (answered === 0) beforeFirstAnswer++;
+      setTimeout(() => {
+        outstanding--;
+        answered++;
+        const piece = data.subarray(index * CHUNK, (index + 1) * CHUNK);
+        conn.send({ type: "piece", fileId: f.id, index, data: piece }).catch(() => {});
+      }, latencyMs);
+    },
+  });
+  const out = join(dir.path, "out");
+
+  await boundedGet([slow.address], f, out, {}, 30_000);
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.equal(beforeFirstAnswer, DEFAULT_PIPELINE, "a peer not yet measured is sent DEFAULT_PIPELINE requests");
+  // Its rate, measured, asks for more in flight: enough for half a second of it, which grows the rate in turn.
+  assert.ok(most >= 8 * DEFAULT_PIPELINE, `the queue grew to ${most} requests`);
+  assert.ok(most <= maxPipeline(CHUNK), `never more than the cap: ${most} of ${maxPipeline(CHUNK)}`);
 });

@@ -118,3 +118,19 @@ Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
   view.update(0, 0, 0);
   assert.match(out.text.at(-1)!, /100\.0% /);
 });
+
+Deno.test("download events other than progress become lines: a resume, a restart, a drop with its retry", () => {
+  const out = fakeOutput(false);
+  const view = new ProgressView("get", false, out);
+  view.event({ kind: "resumed", reused: 4, total: 100, discarded: 1 });
+  view.event({ kind: "restart", reason: "ignoring out.part.json: checksum mismatch" });
+  view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "stalled", retryInMs: 4_000 });
+  view.event({ kind: "bad-chunk", peer: "127.0.0.1:8", index: 3 });
+  view.event({ kind: "peer-dropped", peer: "127.0.0.1:8", reason: "sent chunk 3 with a wrong SHA-256" });
+  assert.deepEqual(out.text, [
+    "resuming: reused 4 of 100 chunks, 1 failed their check\n",
+    "starting over: ignoring out.part.json: checksum mismatch\n",
+    "dropped peer 127.0.0.1:9: stalled (trying again in 4 s)\n",
+    "dropped peer 127.0.0.1:8: sent chunk 3 with a wrong SHA-256\n",
+  ]);
+});

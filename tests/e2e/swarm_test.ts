@@ -231,6 +231,32 @@ Deno.test("e2e swarm: a second client on the same output is refused and the firs
   assert.equal(await exists(`${target}.part`), false);
 });
 
+/** The client's fetch workers: Deno names each Web Worker's thread `worker-<n>` (Linux, /proc). */
+async function workerThreads(pid: number): Promise<number> {
+  let count = 0;
+  for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
+    const comm = await Deno.readTextFile(`/proc/${pid}/task/${t.name}/comm`).catch(() => "");
+    if (/^worker-\d+$/.test(comm.trim())) count++;
+  }
+  return count;
+}
+
+Deno.test("e2e swarm: --workers N downloads with N fetch workers; the default is one per core", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  await writeRandomFile(`${dir}/w.bin`, 16 * MiB); // 64 chunks of 256 KiB: more than any worker count here
+  const peer = await env.peer({ shared: dir, chunkSize: "256k", uploadLimit: "2m" });
+  const cores = navigator.hardwareConcurrency;
+  for (const [flags, want] of [[["--workers", "3"], 3], [["--workers", "1"], 1], [[], cores]] as const) {
+    const target = `${out}/w${want}-${flags.length}.bin`;
+    const c = await env.spawn("client.ts", ["--peers", peer.addr, "get", "w.bin", "-o", target, ...flags]);
+    await waitForProgress(target, 1, `get ${flags.join(" ")}`); // the workers are up and fetching
+    assert.equal(await workerThreads(c.pid), want, `get ${flags.join(" ")}: worker threads`);
+    c.kill("SIGINT");
+    assert.equal((await c.wait()).code, 130, c.describe());
+  }
+});
+
 Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a third client", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), work = await env.tempDir();
