@@ -146,8 +146,6 @@ interface PeerInfo {
   worker: Worker;
   /** This connection's number in the worker messages (a retried peer gets a new one). */
   link: number;
-  /** Not tried before: while it connects, the download waits to see its chunks before giving up. */
-  newcomer: boolean;
   lastActivity: number;
   ready: boolean;
   /** Chunk bytes received from this peer, smoothed: sizes its request queue. */
@@ -317,11 +315,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const worker = workers[nextWorker++ % workers.length]!;
         const link = nextLink++;
         linkPeer.set(link, peer);
-        const newcomer = r === undefined;
         peers.set(peer, {
           worker,
           link,
-          newcomer,
           lastActivity: now,
           ready: false,
           meter: new RateMeter(),
@@ -370,7 +366,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           doneBytes += m.bytes;
           bytesPerPeer[peer] = (bytesPerPeer[peer] ?? 0) + m.bytes;
           p.meter.add(m.bytes);
-          if (retry.has(peer)) retry.get(peer)!.failures = 0; // it serves again: a later drop backs off from the start
+          const r = retry.get(peer);
+          if (r) r.failures = 0; // it serves again: a later drop backs off from the start
           dirty = true;
           opts.peerNode?.gained(fileId, m.index, m.bytes);
           if (sched.complete) return pending.resolve();
@@ -464,10 +461,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
       connectTo(known.values()); // dropped peers whose backoff has passed
-      let connected = 0, newcomers = 0; // those still connecting are not shown
-      for (const p of peers.values()) {
+      // Those still connecting are not shown. A newcomer (never dropped) is one the download waits to see before giving up.
+      let connected = 0, newcomers = 0;
+      for (const [peer, p] of peers) {
         if (p.ready) connected++;
-        else if (p.newcomer) newcomers++;
+        else if (!retry.has(peer)) newcomers++;
       }
       opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
       const unavailable = sched.unavailable().length > 0;

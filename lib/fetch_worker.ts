@@ -87,8 +87,8 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
   let reason = "closed by the peer";
   let conn: Connection | null = null;
   try {
-    // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
     connecting.add(link);
+    // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
     conn = await connect({ host, port }, { allocate: (n) => pool!.take(n), ioTimeoutMs: 0 });
     if (abandoned.has(link)) return;
     links.set(link, conn);
