@@ -122,6 +122,8 @@ export interface DownloadOptions {
    */
   authorize?: () => Promise<{ grant: string; expiresAt: number }>;
   onEvent?: (e: DownloadEvent) => void;
+  /** The fetch workers' module (default: fetch_worker.ts); tests give a scripted stand-in. */
+  workerUrl?: string;
   /** Receives, once the download starts, a function that returns its current {@link DownloadStatus}. */
   inspect?: (status: () => DownloadStatus) => void;
   signal?: AbortSignal;
@@ -199,7 +201,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const writeLock = newWriteLock();
   const digests = chunkDigests(manifest);
   for (let i = 0; i < workerCount; i++) {
-    const w = new Worker(fetchWorkerUrl(), { type: "module" });
+    const w = new Worker(opts.workerUrl ?? fetchWorkerUrl(), { type: "module" });
     w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
     w.onerror = (e) => {
       e.preventDefault();

@@ -6,7 +6,7 @@ import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
-import type { DownloadStatus, DownloadSummary } from "../lib/download.ts";
+import { download, type DownloadStatus, type DownloadSummary } from "../lib/download.ts";
 import { ShoalError } from "../lib/errors.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import type { Message } from "../lib/messages.ts";
@@ -347,4 +347,31 @@ Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as 
   // Its rate, measured, asks for more in flight: enough for half a second of it, which grows the rate in turn.
   assert.ok(most >= 8 * DEFAULT_PIPELINE, `the queue grew to ${most} requests`);
   assert.ok(most <= maxPipeline(CHUNK), `never more than the cap: ${most} of ${maxPipeline(CHUNK)}`);
+});
+
+Deno.test("a dropped connection's late messages are not taken for the peer's new one", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
+  const peer = { host: "127.0.0.1", port: 9 }; // never dialled: the scripted worker plays the peer
+  const drops: string[] = [];
+  const summary = await download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out: join(dir.path, "out"),
+    workers: 1,
+    workerUrl: new URL("./scripted_worker.ts", import.meta.url).href,
+    initialPeers: [peer],
+    discover: () => Promise.resolve([peer]),
+    stallMs: 500,
+    onEvent: (e) => {
+      if (e.kind === "peer-dropped") drops.push(e.reason);
+    },
+  });
+  // Taken for link 1, the late GONE would drop the peer again, and the late DONE would count a chunk written directly.
+  // (Link 0 is dropped as stalled, or as "no answer" should the worker take longer than stallMs to start.)
+  assert.equal(drops.length, 1, `dropped: ${drops.join("; ")}`);
+  assert.match(drops[0]!, /^(stalled|no answer)$/);
+  assert.equal(summary.chunksFetched, 8);
+  assert.equal(summary.chunksWrittenDirect, 0);
+  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(peer)]: f.size });
 });
