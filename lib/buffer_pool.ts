@@ -5,11 +5,19 @@
  * @module
  */
 
+/** A pool's buffer counts: each one dropped is garbage that V8 collects only when it gets round to it. */
+export interface PoolStats {
+  made: number;
+  dropped: number;
+}
+
 /** A bounded pool of equally sized byte buffers. */
 export class BufferPool {
   #free: Uint8Array<ArrayBuffer>[] = [];
   /** Each buffer this pool made, by its ArrayBuffer: only those come back. */
   #own = new WeakMap<ArrayBuffer, Uint8Array<ArrayBuffer>>();
+  #made = 0;
+  #dropped = 0;
 
   /**
    * `allocate` makes the pool's buffers (a view into a larger buffer is
@@ -28,12 +36,20 @@ export class BufferPool {
     if (reused) return reused;
     const made = this.allocate(this.size);
     this.#own.set(made.buffer, made);
+    this.#made++;
     return made;
   }
 
   /** Gives back the pool buffer that `bytes` lies in (any view of it) once nothing refers to it any more. */
   give(bytes: Uint8Array<ArrayBuffer>): void {
     const own = this.#own.get(bytes.buffer);
-    if (own && this.#free.length < this.maxFree) this.#free.push(own);
+    if (!own) return;
+    if (this.#free.length < this.maxFree) this.#free.push(own);
+    else this.#dropped++;
+  }
+
+  /** How many buffers of the pool's size it has made, and how many came back to a full pool and were let go. */
+  get stats(): PoolStats {
+    return { made: this.#made, dropped: this.#dropped };
   }
 }

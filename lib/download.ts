@@ -29,6 +29,7 @@ import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
+import type { PoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
 import { dirname } from "node:path";
@@ -142,6 +143,8 @@ export interface DownloadSummary {
   chunksWrittenDirect: number;
   bytesPerPeer: Record<string, number>;
   peersDropped: { peer: string; reason: string }[];
+  /** The fetch workers' chunk buffers: how many were made, and how many let go for V8 to collect (ideally none). */
+  chunkBuffers: PoolStats;
 }
 
 interface PeerInfo {
@@ -185,6 +188,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       chunksWrittenDirect: 0,
       bytesPerPeer: {},
       peersDropped: [],
+      chunkBuffers: { made: 0, dropped: 0 },
     });
   }
 
@@ -226,6 +230,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const compactor = new Compactor();
 
   const timers: ReturnType<typeof setInterval>[] = [];
+  let workersClosed = false;
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
     const done = new Bitfield(n);
@@ -546,6 +551,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         mtimeMs: Date.now(),
       });
     }
+    const chunkBuffers = await closeWorkers(workers);
+    workersClosed = true;
     return summary(started, {
       path: opts.out,
       bytes: manifest.size,
@@ -555,6 +562,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       chunksWrittenDirect: writtenDirect,
       bytesPerPeer,
       peersDropped: dropped,
+      chunkBuffers,
     });
   } catch (err) {
     if (failed !== null && err !== failed) throw failed;
@@ -563,7 +571,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     for (const t of timers) clearTimeout(t);
     await compacted;
     await compactor.idle();
-    await closeWorkers(workers);
+    if (!workersClosed) await closeWorkers(workers);
     if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);
   }
 }
@@ -656,12 +664,17 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
   );
 }
 
-async function closeWorkers(workers: Worker[]): Promise<void> {
+/** Closes the workers; sums the counts of their buffer pools (a worker that does not answer within 2 s adds none). */
+async function closeWorkers(workers: Worker[]): Promise<PoolStats> {
+  const total: PoolStats = { made: 0, dropped: 0 };
   await Promise.all(workers.map((w) => {
     const { promise, resolve } = Promise.withResolvers<void>();
     const timer = setTimeout(resolve, 2_000);
     w.onmessage = (e: MessageEvent<FromWorker>) => {
-      if (e.data.ev === "closed") resolve();
+      if (e.data.ev !== "closed") return;
+      total.made += e.data.buffers.made;
+      total.dropped += e.data.buffers.dropped;
+      resolve();
     };
     w.postMessage({ op: "close" } satisfies ToWorker);
     return promise.finally(() => {
@@ -669,6 +682,7 @@ async function closeWorkers(workers: Worker[]): Promise<void> {
       w.terminate();
     });
   }));
+  return total;
 }
 
 /** True when something (even a broken link) is at `path`. */

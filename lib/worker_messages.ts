@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { PoolStats } from "./buffer_pool.ts";
+
 /** Coordinator to worker. */
 export type ToWorker =
   | {
@@ -42,4 +44,5 @@ export type FromWorker =
   | { ev: "gone"; link: number; reason: string }
   | { ev: "verified"; good: number[]; bad: number[] }
   | { ev: "fatal"; message: string }
-  | { ev: "closed" };
+  /** The last message; with the counts of the worker's chunk buffer pool. */
+  | { ev: "closed"; buffers: PoolStats };

@@ -176,6 +176,9 @@ Deno.test("BufferPool reuses its own buffers, given back through any view of the
   const b = pool.take(100);
   assert.notEqual(b, a);
   assert.equal(made.length, 2);
+  const c = pool.take(100);
+  for (const x of [a, b, c]) pool.give(x); // a third back to a pool that keeps 2: let go
+  assert.deepEqual(pool.stats, { made: 3, dropped: 1 });
 });
 
 Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, every write through the cache", async () => {

@@ -464,3 +464,23 @@ Deno.test("a peer registers again by itself when the tracker restarts", async ()
   assert.equal(second.tracker.listFiles()[0]!.id, files[0]!.id);
   assert.ok(peer.link?.peerId);
 });
+
+Deno.test("one worker reading 4 peers keeps every 1 MiB chunk buffer it makes: none is let go to be collected", async () => {
+  await using dir = await tempDir();
+  const MiB = 1024 * 1024;
+  const data = new Uint8Array(32 * MiB);
+  for (let at = 0; at < data.length; at += MiB) data.set(randomBytes(MiB), at);
+  const [f] = await indexedFile(dir.path, data, MiB);
+  const peers = [0, 1, 2, 3].map(() => PeerNode.start([f!], {}));
+  try {
+    const out = join(dir.path, "out");
+    const s = await getFile({ peers: peers.map((p) => p.address) }, f!.id, { out, workers: 1 });
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    assert.equal(Object.keys(s.bytesPerPeer).length, 4, "all 4 peers served");
+    // A frame being read on each of the 4 links, 2 queued writes and 1 being written: 7 at most.
+    assert.ok(s.chunkBuffers.made >= 4 && s.chunkBuffers.made <= 7, `made ${s.chunkBuffers.made}`);
+    assert.equal(s.chunkBuffers.dropped, 0);
+  } finally {
+    for (const p of peers) await p.close();
+  }
+});

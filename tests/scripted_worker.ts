@@ -32,7 +32,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       if (m.link !== 0) post({ ev: "done", link: m.link, index: m.index, bytes: bytes(m.index), direct: false });
       break;
     case "close":
-      post({ ev: "closed" });
+      post({ ev: "closed", buffers: { made: 0, dropped: 0 } });
       break;
   }
 };

@@ -340,6 +340,7 @@ export interface GetSummary {
   chunksWrittenDirect: number;
   bytesPerPeer: Record<string, number>;
   peersDropped: { peer: string; reason: string }[];
+  chunkBuffers: { made: number; dropped: number };
 }
 
 /** One entry of `files --json` / `search --json`. */
