@@ -2,7 +2,7 @@
  * Memory benchmark: the client's peak RSS as the file grows, beside
  * aria2c's in the same run.
  *
- *   deno task bench:mem [--sizes 256m,1g,4g] [--runs 3] [--json FILE] [--keep]
+ *   deno task bench:mem [--sizes 256m,1g,4g] [--runs 3] [--workers N] [--json FILE] [--keep]
  *
  * One tracker and 4 peers share a random file of each size; `client.ts get`
  * downloads each `--runs` times, and so does aria2c (`-x4 -s4 -k1M`) from 4
@@ -40,11 +40,13 @@ import {
   writeRandomFile,
 } from "./bench.ts";
 
-const USAGE = "usage: deno task bench:mem [--sizes 256m,1g,4g] [--runs 3] [--json FILE] [--keep]";
+const USAGE = "usage: deno task bench:mem [--sizes 256m,1g,4g] [--runs 3] [--workers N] [--json FILE] [--keep]";
 
 interface Options {
   sizes: number[];
   runs: number;
+  /** The client's fetch workers (`get --workers`); its default (one per core) when absent. */
+  workers?: number;
   json?: string;
   keep: boolean;
 }
@@ -55,6 +57,7 @@ function options(args: string[]): Options {
     options: {
       sizes: { type: "string", default: "256m,1g,4g" },
       runs: { type: "string", default: "3" },
+      workers: { type: "string" },
       json: { type: "string" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -66,12 +69,17 @@ function options(args: string[]): Options {
   }
   const sizes = values.sizes!.split(",").map((s) => parseSize(s.trim(), "--sizes"));
   const runs = Number(values.runs);
+  const workers = values.workers === undefined ? undefined : Number(values.workers);
   if (sizes.length === 0 || sizes.some((s) => !(s > 0)) || !Number.isInteger(runs) || runs < 1) {
     throw new Error(`--sizes must list sizes > 0 and --runs must be >= 1\n${USAGE}`);
+  }
+  if (workers !== undefined && !(Number.isInteger(workers) && workers >= 1)) {
+    throw new Error(`--workers must be a whole number >= 1\n${USAGE}`);
   }
   return {
     sizes: [...new Set(sizes)].sort((a, b) => a - b),
     runs,
+    ...(workers ? { workers } : {}),
     keep: values.keep!,
     ...(values.json ? { json: values.json } : {}),
   };
@@ -128,7 +136,7 @@ async function main(): Promise<number> {
   const say = (s: string) => console.log(s);
   const shoal = o.sizes.map((): ToolResult => ({
     tool: "shoal",
-    what: "client.ts get, 4 peers",
+    what: `client.ts get, 4 peers${o.workers ? `, --workers ${o.workers}` : ""}`,
     samples: [],
     errors: [],
   }));
@@ -162,7 +170,7 @@ async function main(): Promise<number> {
         const m = { timeoutMs: 60_000 + (f.size / (5 * MB)) * 1000, bytes: f.size, rssFile };
         const out = join(outDir, `mem-${f.size}.bin`);
         await emptyDir(outDir);
-        const argv = shoalGetArgv(swarm.tracker, swarm.ids[i]!, out);
+        const argv = shoalGetArgv(swarm.tracker, swarm.ids[i]!, out, o.workers);
         await timedDownload(procs, shoal[i]!, run, `shoal-${f.size}`, argv, m, out, f.sha256, shoalOwnMbps);
         if (httpMissing) continue;
         await emptyDir(outDir);

@@ -8,6 +8,7 @@ import { concatBytes } from "../lib/bytes.ts";
 import { indexDirectory } from "../lib/indexer.ts";
 import { encodeMessage, type Message } from "../lib/messages.ts";
 import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
+import { delay } from "../lib/async.ts";
 import { tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
@@ -27,6 +28,15 @@ async function sendAll(c: Connection, msgs: Message[]): Promise<void> {
 }
 
 const request = (fileId: string, index: number): Message => ({ type: "request", fileId, index });
+
+/** Opens `n` connections to `peer` (added to `conns`), each INTERESTED in the file and told it has all `chunks`. */
+async function openInterested(peer: PeerNode, fileId: string, chunks: number, n: number, conns: Connection[]) {
+  for (let k = 0; k < n; k++) {
+    const c = await connect(peer.address);
+    conns.push(c);
+    assert.equal((await c.request({ type: "interested", fileId }, "bitfield")).count, chunks);
+  }
+}
 
 /** The next message, as `piece <index>` (checked against the manifest), or its type and fields. */
 async function next(c: Connection, digests: string[]): Promise<string> {
@@ -133,4 +143,40 @@ Deno.test("replies keep arrival order across queued requests; REJECT and ERROR a
   assert.equal(peer.stats.rejected, 2);
   // The connection stays open after those errors.
   assert.equal((await c.request({ type: "get_manifest", fileId: id }, "manifest")).manifest.name, "f");
+});
+
+Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for each and lets none go", async () => {
+  await using dir = await tempDir();
+  const MiB = 1024 * 1024;
+  const [f] = await indexedFile(dir.path, 16, MiB);
+  const peer = PeerNode.start([f!], {});
+  const conns: Connection[] = [];
+  try {
+    await openInterested(peer, f!.id, 16, 12, conns);
+    // 32 MiB asked of each and nothing read: the socket buffers fill and the peer's send waits, holding its buffer.
+    for (const c of conns) await sendAll(c, [...Array(32).keys()].map((i) => request(f!.id, i % 16)));
+    await waitUntil(() => peer.buffers.made >= 12);
+  } finally {
+    for (const c of conns) c.close();
+    await peer.close(); // waits for the sends, which fail now and give their buffers back
+  }
+  assert.deepEqual(peer.buffers, { made: 12, dropped: 0 });
+});
+
+Deno.test("downloaders waiting on the upload limit hold no chunk buffer meanwhile", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 12);
+  const peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // one chunk a second
+  const conns: Connection[] = [];
+  try {
+    await openInterested(peer, f!.id, 12, 12, conns);
+    for (const [k, c] of conns.entries()) await c.send(request(f!.id, k));
+    await waitUntil(() => peer.stats.chunksServed >= 1);
+    await delay(300);
+    assert.equal(peer.stats.chunksServed, 1, "the limit lets one chunk a second go");
+    assert.equal(peer.buffers.made, 1, "the other 11 wait without a buffer");
+  } finally {
+    for (const c of conns) c.close();
+    await peer.close();
+  }
 });
