@@ -11,6 +11,16 @@ export interface PoolStats {
   dropped: number;
 }
 
+/** The counts of several pools together. */
+export function sumPoolStats(all: Iterable<PoolStats>): PoolStats {
+  const total = { made: 0, dropped: 0 };
+  for (const s of all) {
+    total.made += s.made;
+    total.dropped += s.dropped;
+  }
+  return total;
+}
+
 /** A bounded pool of equally sized byte buffers. */
 export class BufferPool {
   #free: Uint8Array<ArrayBuffer>[] = [];

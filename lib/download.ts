@@ -29,7 +29,7 @@ import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
-import type { PoolStats } from "./buffer_pool.ts";
+import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
 import { dirname } from "node:path";
@@ -666,14 +666,13 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
 
 /** Closes the workers; sums the counts of their buffer pools (a worker that does not answer within 2 s adds none). */
 async function closeWorkers(workers: Worker[]): Promise<PoolStats> {
-  const total: PoolStats = { made: 0, dropped: 0 };
+  const pools: PoolStats[] = [];
   await Promise.all(workers.map((w) => {
     const { promise, resolve } = Promise.withResolvers<void>();
     const timer = setTimeout(resolve, 2_000);
     w.onmessage = (e: MessageEvent<FromWorker>) => {
       if (e.data.ev !== "closed") return;
-      total.made += e.data.buffers.made;
-      total.dropped += e.data.buffers.dropped;
+      pools.push(e.data.buffers);
       resolve();
     };
     w.postMessage({ op: "close" } satisfies ToWorker);
@@ -682,7 +681,7 @@ async function closeWorkers(workers: Worker[]): Promise<PoolStats> {
       w.terminate();
     });
   }));
-  return total;
+  return sumPoolStats(pools);
 }
 
 /** True when something (even a broken link) is at `path`. */

@@ -21,7 +21,7 @@ import type { SharedFile } from "./indexer.ts";
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
 import { chunkLength, type Manifest, MIN_CHUNK_SIZE } from "./manifest.ts";
-import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+import { BufferPool, type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import {
   allocPieceFrame,
   type FileSummary,
@@ -523,12 +523,7 @@ export class PeerNode {
 
   /** The counts of the chunk buffers this peer has made and let go, over all chunk sizes. */
   get buffers(): PoolStats {
-    const total = { made: 0, dropped: 0 };
-    for (const p of this.#pools.values()) {
-      total.made += p.stats.made;
-      total.dropped += p.stats.dropped;
-    }
-    return total;
+    return sumPoolStats(this.#pools.values().map((p) => p.stats));
   }
 
   #served(id: string, conn: Connection): Served {
