@@ -93,8 +93,7 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   const db = `${await env.tempDir()}/tracker.db`;
-  await writeRandomFile(`${dir}/report.bin`, 3 * MiB + 12345);
-  const want = await sha256File(`${dir}/report.bin`);
+  const want = await writeRandomFile(`${dir}/report.bin`, 3 * MiB + 12345);
   let tracker = await env.tracker(200, 1000, ["--db", db, "--grant-ttl", "2"]);
   const alice = await user(env, () => tracker.addr, "alice");
   const bob = await user(env, () => tracker.addr, "bob");

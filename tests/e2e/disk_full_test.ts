@@ -38,8 +38,7 @@ async function diskFull(chunkSize: "256k" | "1m", waitFor: number) {
   await using env = new E2E();
   const dir = await env.tempDir(), mnt = await env.tempDir();
   const size = 16 * MiB, chunks = chunkSize === "1m" ? 16 : 64;
-  await writeRandomFile(`${dir}/big.bin`, size);
-  const sha = await sha256File(`${dir}/big.bin`);
+  const sha = await writeRandomFile(`${dir}/big.bin`, size);
   const tracker = await env.tracker();
   await Promise.all(
     [0, 1].map(() => env.peer({ shared: dir, tracker: tracker.addr, chunkSize, uploadLimit: "2m" })),

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -477,33 +476,8 @@ export class E2E implements AsyncDisposable {
 
 // ---------------------------------------------------------------- files
 
-/** Writes `size` random bytes to `path`, 64 KiB at a time. */
-export async function writeRandomFile(path: string, size: number): Promise<void> {
-  using f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const piece = new Uint8Array(64 * KiB);
-  let left = size;
-  while (left > 0) {
-    const n = Math.min(piece.length, left);
-    const view = piece.subarray(0, n);
-    crypto.getRandomValues(view);
-    let at = 0;
-    while (at < n) at += await f.write(view.subarray(at));
-    left -= n;
-  }
-}
-
-/** SHA-256 (hex) of a file, streamed through node:crypto. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using f = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(MiB);
-  while (true) {
-    const n = await f.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
-}
+// Random test files and their SHA-256: the benchmarks' own (scripts/bench.ts), which hash as they write.
+export { sha256File, writeRandomFile } from "../../scripts/bench.ts";
 
 /** True when `path` exists (file or directory). */
 export async function exists(path: string): Promise<boolean> {

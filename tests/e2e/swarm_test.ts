@@ -47,8 +47,7 @@ Deno.test("e2e swarm: a peer SIGKILLed mid-download; the other two finish it", a
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   const size = 32 * MiB, chunks = 128; // 256 KiB chunks
-  await writeRandomFile(`${dir}/big.bin`, size);
-  const sha = await sha256File(`${dir}/big.bin`);
+  const sha = await writeRandomFile(`${dir}/big.bin`, size);
   const tracker = await env.tracker();
   const peers = await Promise.all(
     [0, 1, 2].map(() => env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "3m" })),
@@ -79,8 +78,7 @@ Deno.test("e2e swarm: a peer SIGKILLed mid-download; the other two finish it", a
 Deno.test("e2e swarm: a corrupting peer is dropped and its chunks fetched again", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
-  await writeRandomFile(`${dir}/data.bin`, 4 * MiB);
-  const sha = await sha256File(`${dir}/data.bin`);
+  const sha = await writeRandomFile(`${dir}/data.bin`, 4 * MiB);
   const tracker = await env.tracker();
   // the good peer is slowed so the corrupt one surely gets requests before the end
   const [good, bad] = await Promise.all([
@@ -104,8 +102,7 @@ Deno.test("e2e swarm: a client SIGKILLed at several points resumes each time", a
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   const chunks = 64; // 16 MiB in 256 KiB chunks
-  await writeRandomFile(`${dir}/resume.bin`, 16 * MiB);
-  const sha = await sha256File(`${dir}/resume.bin`);
+  const sha = await writeRandomFile(`${dir}/resume.bin`, 16 * MiB);
   const tracker = await env.tracker();
   await env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "2m" });
   const target = `${out}/resume.bin`;
@@ -156,8 +153,7 @@ Deno.test("e2e swarm: SIGINT and SIGTERM save progress; the rerun re-checks it, 
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   const chunkSize = 256 * 1024, chunks = 96; // 24 MiB
-  await writeRandomFile(`${dir}/sig.bin`, chunks * chunkSize);
-  const sha = await sha256File(`${dir}/sig.bin`);
+  const sha = await writeRandomFile(`${dir}/sig.bin`, chunks * chunkSize);
   const tracker = await env.tracker();
   await env.peer({ shared: dir, tracker: tracker.addr, chunkSize: "256k", uploadLimit: "4m" });
   const target = `${out}/sig.bin`, sidecar = `${target}.part.json`;
@@ -214,8 +210,7 @@ Deno.test("e2e swarm: a second client on the same output is refused and the firs
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   const chunks = 32; // 8 MiB in 256 KiB chunks
-  await writeRandomFile(`${dir}/twice.bin`, 8 * MiB);
-  const sha = await sha256File(`${dir}/twice.bin`);
+  const sha = await writeRandomFile(`${dir}/twice.bin`, 8 * MiB);
   const peer = await env.peer({ shared: dir, chunkSize: "256k", uploadLimit: "4m" });
   const target = `${out}/twice.bin`;
   const first = await env.spawn("client.ts", ["--peers", peer.addr, "get", "twice.bin", "-o", target, "--json"]);
@@ -261,8 +256,7 @@ Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a 
   await using env = new E2E();
   const dir = await env.tempDir(), work = await env.tempDir();
   const chunkSize = 256 * 1024, chunks = 32; // 8 MiB
-  await writeRandomFile(`${dir}/swarm.bin`, chunks * chunkSize);
-  const sha = await sha256File(`${dir}/swarm.bin`);
+  const sha = await writeRandomFile(`${dir}/swarm.bin`, chunks * chunkSize);
 
   // 1. The seeder S, slow (about one chunk a second), is the only complete source.
   //    Expiry is long enough that C1 stays listed while it is paused below.

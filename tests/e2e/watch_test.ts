@@ -26,8 +26,7 @@ Deno.test("e2e: a file dropped into a peer's shared folder is listed, downloads 
 
   // Dropped in while the peer runs: written in place, 64 KiB at a time, in a subdirectory made for it.
   await Deno.mkdir(`${shared}/new`);
-  await writeRandomFile(`${shared}/new/dropped.bin`, 3 * MiB + 123);
-  const sha = await sha256File(`${shared}/new/dropped.bin`);
+  const sha = await writeRandomFile(`${shared}/new/dropped.bin`, 3 * MiB + 123);
   await waitUntil(async () => (await names()).includes("dropped.bin"), SHOW_MS, "dropped.bin in `files`", POLL_MS);
   await peer.proc.waitForLine(/^shared new\/dropped\.bin \(3\.00 MiB\)$/);
   assert.deepEqual(await names(), ["dropped.bin", "first.bin"]);
