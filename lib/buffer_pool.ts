@@ -28,6 +28,8 @@ export class BufferPool {
   #own = new WeakMap<ArrayBuffer, Uint8Array<ArrayBuffer>>();
   #made = 0;
   #dropped = 0;
+  /** The fewest free buffers since the last {@link trim}: that many sat unused all along. */
+  #fewestFree = 0;
 
   /**
    * `allocate` makes the pool's buffers (a view into a larger buffer is
@@ -43,6 +45,7 @@ export class BufferPool {
   take(length: number): Uint8Array<ArrayBuffer> {
     if (length !== this.size) return new Uint8Array(length);
     const reused = this.#free.pop();
+    this.#fewestFree = Math.min(this.#fewestFree, this.#free.length);
     if (reused) return reused;
     const made = this.allocate(this.size);
     this.#own.set(made.buffer, made);
@@ -56,6 +59,24 @@ export class BufferPool {
     if (!own) return;
     if (this.#free.length < this.maxFree) this.#free.push(own);
     else this.#dropped++;
+  }
+
+  /**
+   * Lets go of the free buffers that none of the takes since the last call
+   * needed, so a pool that grew for a burst shrinks back to what the load
+   * after it uses (to none once idle). Called every few seconds by an
+   * owner that lives long (a peer); returns how many it let go.
+   */
+  trim(): number {
+    const idle = Math.min(this.#fewestFree, this.#free.length);
+    this.#free.splice(0, idle); // the longest unused
+    this.#fewestFree = this.#free.length;
+    return idle;
+  }
+
+  /** Free buffers held for reuse. */
+  get free(): number {
+    return this.#free.length;
   }
 
   /** How many buffers of the pool's size it has made, and how many came back to a full pool and were let go. */

@@ -96,6 +96,12 @@ export const MAX_QUEUED_REQUESTS = maxPipeline(MIN_CHUNK_SIZE);
  */
 const POOL_BYTES = 32 * 1024 * 1024;
 
+/**
+ * How often the chunk buffer pools let go of the buffers that the last period did not use, so that a burst of
+ * downloaders leaves no buffers behind once it is over (see {@link BufferPool.trim}).
+ */
+export const POOL_TRIM_MS = 10_000;
+
 /** A connection's REQUESTs read and not yet being served, oldest first. */
 interface Lane {
   queue: { fileId: string; index: number }[];
@@ -148,6 +154,7 @@ export class PeerNode {
   #closing = new AbortController();
   #onConnectionError: ((remote: string, err: unknown) => void) | undefined;
   #pools = new Map<number, BufferPool>();
+  #trimTimer: ReturnType<typeof setInterval>;
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
 
@@ -157,6 +164,8 @@ export class PeerNode {
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.#onConnectionError = options.onConnectionError;
     this.server = FrameServer.listen(options, (msg, conn) => this.#receive(msg, conn));
+    this.#trimTimer = setInterval(() => this.trimBuffers(), POOL_TRIM_MS);
+    this.#trimTimer.unref(); // never what keeps a process running
     const tracker = options.tracker;
     this.link = tracker === undefined ? null : new TrackerLink({
       tracker,
@@ -306,6 +315,7 @@ export class PeerNode {
 
   async close(): Promise<void> {
     await this.link?.stop();
+    clearInterval(this.#trimTimer);
     this.#closing.abort();
     await this.server.close();
     await Promise.allSettled([...this.#serving]); // they read from the descriptors closed next
@@ -521,9 +531,18 @@ export class PeerNode {
     return pool;
   }
 
-  /** The counts of the chunk buffers this peer has made and let go, over all chunk sizes. */
-  get buffers(): PoolStats {
-    return sumPoolStats(this.#pools.values().map((p) => p.stats));
+  /** The counts of the chunk buffers this peer has made and let go, over all chunk sizes, and how many it holds free. */
+  get buffers(): PoolStats & { free: number } {
+    let free = 0;
+    for (const p of this.#pools.values()) free += p.free;
+    return { ...sumPoolStats(this.#pools.values().map((p) => p.stats)), free };
+  }
+
+  /** Lets go of the chunk buffers unused since the last call (every {@link POOL_TRIM_MS}); returns how many. */
+  trimBuffers(): number {
+    let n = 0;
+    for (const p of this.#pools.values()) n += p.trim();
+    return n;
   }
 
   #served(id: string, conn: Connection): Served {

@@ -181,6 +181,26 @@ Deno.test("BufferPool reuses its own buffers, given back through any view of the
   assert.deepEqual(pool.stats, { made: 3, dropped: 1 });
 });
 
+Deno.test("BufferPool.trim lets go of the buffers the last period did not use, oldest first", () => {
+  const pool = new BufferPool(10, 8);
+  const burst = [0, 1, 2, 3].map(() => pool.take(10));
+  for (const b of burst) pool.give(b);
+  assert.equal(pool.free, 4);
+  assert.equal(pool.trim(), 0, "all four were in use during the period");
+  const steady = () => pool.give(pool.take(10)); // one at a time: the most recently given back
+  steady();
+  steady();
+  assert.equal(pool.trim(), 3, "only one was needed");
+  assert.equal(pool.free, 1);
+  assert.equal(pool.take(10), burst[3], "the one kept is the one in use");
+  pool.give(burst[3]!);
+  assert.equal(pool.trim(), 0);
+  assert.equal(pool.trim(), 1, "idle: none kept");
+  assert.equal(pool.free, 0);
+  assert.deepEqual(pool.stats, { made: 4, dropped: 0 });
+  assert.notEqual(pool.take(10), burst[3], "a new one is made after that");
+});
+
 Deno.test("without FFI permission, on a terminal: no prompt, plain buffers, every write through the cache", async () => {
   const dir = await Deno.makeTempDir({ prefix: "shoal-direct-" });
   try {

@@ -145,7 +145,7 @@ Deno.test("replies keep arrival order across queued requests; REJECT and ERROR a
   assert.equal((await c.request({ type: "get_manifest", fileId: id }, "manifest")).manifest.name, "f");
 });
 
-Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for each and lets none go", async () => {
+Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for each, lets none go, and frees them once idle", async () => {
   await using dir = await tempDir();
   const MiB = 1024 * 1024;
   const [f] = await indexedFile(dir.path, 16, MiB);
@@ -160,7 +160,11 @@ Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for eac
     for (const c of conns) c.close();
     await peer.close(); // waits for the sends, which fail now and give their buffers back
   }
-  assert.deepEqual(peer.buffers, { made: 12, dropped: 0 });
+  assert.deepEqual(peer.buffers, { made: 12, dropped: 0, free: 12 });
+  // Then the pool shrinks back: the first period saw all 12 in use, the next none.
+  assert.equal(peer.trimBuffers(), 0);
+  assert.equal(peer.trimBuffers(), 12);
+  assert.equal(peer.buffers.free, 0);
 });
 
 Deno.test("downloaders waiting on the upload limit hold no chunk buffer meanwhile", async () => {
