@@ -22,6 +22,7 @@ import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
 import { chunkLength, type Manifest, MIN_CHUNK_SIZE } from "./manifest.ts";
 import { BufferPool, type PoolStats, sumPoolStats } from "./buffer_pool.ts";
+import { ByteBudget } from "./byte_budget.ts";
 import {
   allocPieceFrame,
   type FileSummary,
@@ -97,6 +98,13 @@ export const MAX_QUEUED_REQUESTS = maxPipeline(MIN_CHUNK_SIZE);
 const POOL_BYTES = 32 * 1024 * 1024;
 
 /**
+ * Bytes of chunk frames a peer has in use at once, over all connections, at most: each connection sends one chunk at
+ * a time and holds its buffer until the kernel takes the bytes, so without a cap a thousand connections that ask and
+ * never read would hold a thousand chunks (16 GiB at the largest chunk size). Sends beyond it wait their turn.
+ */
+export const SEND_BUDGET_BYTES = 128 * 1024 * 1024;
+
+/**
  * How often the chunk buffer pools let go of the buffers that the last period did not use, so that a burst of
  * downloaders leaves no buffers behind once it is over (see {@link BufferPool.trim}).
  */
@@ -125,6 +133,8 @@ export interface PeerOptions extends ServerOptions {
   uploadLimit?: number;
   /** Session token to register with, for a user's peer that shares into groups. */
   token?: () => string | undefined;
+  /** Bytes of chunk frames in use at once, at most (default {@link SEND_BUDGET_BYTES}). */
+  sendBudgetBytes?: number;
 }
 
 /** Transfer counters. */
@@ -146,6 +156,7 @@ export class PeerNode {
   #files = new Map<string, Served>();
   #corrupt: boolean;
   #limiter: RateLimiter | null;
+  #sendBudget: ByteBudget;
   #lanes = new WeakMap<Connection, Lane>();
   /** The tasks serving queues, for {@link close} to wait on. */
   #serving = new Set<Promise<void>>();
@@ -162,6 +173,7 @@ export class PeerNode {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
     this.#corrupt = options.corrupt ?? false;
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
+    this.#sendBudget = new ByteBudget(options.sendBudgetBytes ?? SEND_BUDGET_BYTES);
     this.#onConnectionError = options.onConnectionError;
     this.server = FrameServer.listen(options, (msg, conn) => this.#receive(msg, conn));
     this.#trimTimer = setInterval(() => this.trimBuffers(), POOL_TRIM_MS);
@@ -500,7 +512,9 @@ export class PeerNode {
     const len = chunkLength(f.manifest, index);
     // The upload limit is waited for first: a connection held back by it holds no buffer meanwhile.
     await this.#limiter?.take(len, this.#closing.signal);
-    const pool = this.#poolFor(PIECE_PREFIX_BYTES + f.manifest.chunkSize);
+    const size = PIECE_PREFIX_BYTES + f.manifest.chunkSize;
+    await this.#sendBudget.take(size, this.#closing.signal);
+    const pool = this.#poolFor(size);
     const { frame, data } = allocPieceFrame(fileId, index, len, (n) => pool.take(n));
     try {
       try {
@@ -520,6 +534,7 @@ export class PeerNode {
       await conn.sendBytes(frame);
     } finally {
       pool.give(frame); // the kernel has the bytes (or the connection is gone, or the chunk was refused)
+      this.#sendBudget.give(size);
     }
     this.stats.chunksServed++;
     this.stats.bytesServed += len;
@@ -536,6 +551,11 @@ export class PeerNode {
     let free = 0;
     for (const p of this.#pools.values()) free += p.free;
     return { ...sumPoolStats(this.#pools.values().map((p) => p.stats)), free };
+  }
+
+  /** Sends waiting for room in the send budget ({@link SEND_BUDGET_BYTES}). */
+  get sendsWaiting(): number {
+    return this.#sendBudget.waiting;
   }
 
   /** Lets go of the chunk buffers unused since the last call (every {@link POOL_TRIM_MS}); returns how many. */

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { connect, type Connection } from "../lib/connection.ts";
 import { concatBytes } from "../lib/bytes.ts";
 import { indexDirectory } from "../lib/indexer.ts";
-import { encodeMessage, type Message } from "../lib/messages.ts";
+import { encodeMessage, type Message, PIECE_PREFIX_BYTES } from "../lib/messages.ts";
 import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
 import { delay } from "../lib/async.ts";
 import { tempDir, waitUntil } from "./helpers.ts";
@@ -165,6 +165,31 @@ Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for eac
   assert.equal(peer.trimBuffers(), 0);
   assert.equal(peer.trimBuffers(), 12);
   assert.equal(peer.buffers.free, 0);
+});
+
+Deno.test("chunk frames in use stay within the peer's send budget: downloaders that never read cannot hold more", async () => {
+  await using dir = await tempDir();
+  const MiB = 1024 * 1024;
+  const [f] = await indexedFile(dir.path, 16, MiB);
+  const peer = PeerNode.start([f!], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB) });
+  const stuck: Connection[] = [];
+  try {
+    await openInterested(peer, f!.id, 16, 3, stuck);
+    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f!.id, i % 16)));
+    // Two sends hold the budget, blocked on full sockets; the third connection's waits for room.
+    await waitUntil(() => peer.sendsWaiting === 1);
+    assert.equal(peer.buffers.made, 2);
+    await using c = await connect(peer.address);
+    assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 16);
+    await c.send(request(f!.id, 5));
+    for (const s of stuck) s.close(); // their sends fail and give their room back
+    assert.equal(await next(c, f!.manifest.chunks), "piece 5");
+    assert.deepEqual(peer.buffers, { made: 2, dropped: 0, free: 2 });
+    assert.equal(peer.sendsWaiting, 0);
+  } finally {
+    for (const s of stuck) s.close();
+    await peer.close();
+  }
 });
 
 Deno.test("downloaders waiting on the upload limit hold no chunk buffer meanwhile", async () => {
