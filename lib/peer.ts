@@ -90,17 +90,13 @@ function closeFd(f: Served | undefined): void {
 export const MAX_QUEUED_REQUESTS = maxPipeline(MIN_CHUNK_SIZE);
 
 /**
- * Idle chunk buffers kept per chunk size, at most, in bytes. Each chunk being sent holds a buffer until the kernel has
- * its bytes, so a peer serving many downloaders at once uses one per downloader; keeping only a few made it drop the
- * rest after each round and make new ones at the next. The dropped buffers are garbage that V8 frees late: serving 12
- * downloads of 1 GiB at once, a peer kept 8 and peaked at 233 MB; keeping them, 90 MB.
- */
-const POOL_BYTES = 32 * 1024 * 1024;
-
-/**
  * Bytes of chunk frames a peer has in use at once, over all connections, at most: each connection sends one chunk at
  * a time and holds its buffer until the kernel takes the bytes, so without a cap a thousand connections that ask and
  * never read would hold a thousand chunks (16 GiB at the largest chunk size). Sends beyond it wait their turn.
+ *
+ * Each chunk size's pool keeps as many free buffers as fit in it too, so it never drops a buffer that comes back:
+ * dropped buffers are garbage that V8 frees late (serving 12 downloads of 1 GiB at once, a peer that kept 8 peaked at
+ * 233 MB, keeping all 12 at 90 MB). {@link POOL_TRIM_MS} lets them go once the load is over.
  */
 export const SEND_BUDGET_BYTES = 128 * 1024 * 1024;
 
@@ -542,7 +538,9 @@ export class PeerNode {
 
   #poolFor(size: number): BufferPool {
     let pool = this.#pools.get(size);
-    if (!pool) this.#pools.set(size, pool = new BufferPool(size, Math.max(8, Math.floor(POOL_BYTES / size))));
+    if (!pool) {
+      this.#pools.set(size, pool = new BufferPool(size, Math.max(1, Math.floor(this.#sendBudget.total / size))));
+    }
     return pool;
   }
 
