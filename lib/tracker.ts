@@ -27,6 +27,12 @@ export const MAX_CATALOG_ENTRIES = 10_000;
 export const MAX_PEERS = 100_000;
 /** Most bins of a file's chunk strip in a snapshot: a file with more chunks is shown bucketed. */
 export const MAX_STRIP_BINS = 512;
+/**
+ * Most peers in one PEER_LIST, as BitTorrent trackers answer 50 by default: a downloader connects to every peer it is
+ * given, and each connection holds up to a chunk in flight. With more sources a random choice is listed (complete
+ * ones first), so downloaders spread over all of them and one that asks again gets others.
+ */
+export const MAX_PEERS_LISTED = 50;
 /** Most peers, and most files, listed in a snapshot (its totals count them all). */
 export const MAX_SNAPSHOT_ROWS = 1_000;
 
@@ -313,7 +319,10 @@ export class Tracker {
     }
   }
 
-  /** Live peers serving a group file whose user still shares it there (membership can change under them). */
+  /**
+   * Live peers serving a group file whose user still shares it there (membership can change under them); at most
+   * {@link MAX_PEERS_LISTED}, chosen at random.
+   */
   groupPeers(group: string, fileId: string, sharers: string[]): PeerEntry[] {
     const key = `${group}\n${fileId}`;
     const out: PeerEntry[] = [];
@@ -322,7 +331,7 @@ export class Tracker {
         out.push({ host: p.host, port: p.port, complete: true });
       }
     }
-    return out;
+    return pickRandom(out, MAX_PEERS_LISTED);
   }
 
   #announceGroups(peerId: string, add: GroupShare[], remove: GroupUnshare[]): void {
@@ -365,15 +374,18 @@ export class Tracker {
     return out.slice(0, MAX_CATALOG_ENTRIES);
   }
 
-  /** Live peers holding `fileId`, complete sources first. */
+  /** Live peers holding `fileId`, complete sources first; at most {@link MAX_PEERS_LISTED}, chosen at random. */
   peersOf(fileId: string): PeerEntry[] {
     const f = this.#file(fileId);
-    const out: PeerEntry[] = [];
+    const complete: PeerEntry[] = [], partial: PeerEntry[] = [];
     for (const pid of f.sources) {
       const p = this.#peers.get(pid);
-      if (p && this.#live(p)) out.push({ host: p.host, port: p.port, complete: p.complete.has(fileId) });
+      if (!p || !this.#live(p)) continue;
+      const has = p.complete.has(fileId);
+      (has ? complete : partial).push({ host: p.host, port: p.port, complete: has });
     }
-    return out.sort((a, b) => Number(b.complete) - Number(a.complete));
+    const listed = pickRandom(complete, MAX_PEERS_LISTED);
+    return listed.concat(pickRandom(partial, MAX_PEERS_LISTED - listed.length));
   }
 
   /**
@@ -594,4 +606,14 @@ export class TrackerServer {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** `n` of `items` in random order (Fisher-Yates, stopped after `n`), or all of them as they are when they fit. */
+function pickRandom<T>(items: T[], n: number): T[] {
+  if (items.length <= n) return items;
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(Math.random() * (items.length - i));
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items.slice(0, n);
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Tracker } from "../lib/tracker.ts";
+import { MAX_PEERS_LISTED, Tracker } from "../lib/tracker.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import type { Message } from "../lib/messages.ts";
 import { ShoalError } from "../lib/errors.ts";
@@ -81,6 +81,29 @@ Deno.test("tracker: unregister, remove, partial sources and re-registration", ()
     (e: ShoalError) => e.code === "unknown_peer",
   );
   assert.equal(tracker.livePeers, 1);
+});
+
+Deno.test("tracker: a peer list names at most MAX_PEERS_LISTED sources, complete ones first, and others next time", () => {
+  const { tracker, register } = setup();
+  const m = manifest("f");
+  const id = fileIdOf(m);
+  const complete = (port: number) =>
+    tracker.handle({ type: "announce", peerId: register(port), add: [m], partial: [], remove: [] }, "h");
+  const partial = (port: number) =>
+    tracker.handle({ type: "announce", peerId: register(port), add: [], partial: [id], remove: [] }, "h");
+  for (let i = 0; i < 20; i++) complete(9000 + i);
+  for (let i = 0; i < 40; i++) partial(10_000 + i);
+  const seen = new Set<number>();
+  for (let k = 0; k < 4; k++) {
+    const list = tracker.peersOf(id);
+    assert.equal(list.length, MAX_PEERS_LISTED);
+    assert.deepEqual(list.slice(0, 20).map((p) => p.complete), Array(20).fill(true), "every complete source, first");
+    assert.equal(new Set(list.map((p) => p.port)).size, MAX_PEERS_LISTED, "no source twice");
+    for (const p of list.slice(20)) seen.add(p.port);
+  }
+  assert.ok(seen.size > 30, `asking again names other partial sources (${seen.size} of 40 seen)`);
+  for (let i = 0; i < 40; i++) complete(11_000 + i); // 60 complete sources now: only complete ones are listed
+  assert.ok(tracker.peersOf(id).every((p) => p.complete));
 });
 
 Deno.test("tracker: unknown ids and unsupported messages are refused with a code", () => {
