@@ -14,7 +14,7 @@ import type { KdfParams } from "../lib/passwords.ts";
 import type { Message, MessageName } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { TrackerServer } from "../lib/tracker.ts";
-import { tempDir } from "./helpers.ts";
+import { randomBytes, tempDir } from "./helpers.ts";
 
 /** Cheap scrypt for tests (the default costs ~0.15 s a hash). */
 const FAST_KDF: KdfParams = { alg: "scrypt", N: 1024, r: 8, p: 1, keyLen: 32 };
@@ -182,8 +182,7 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   accounts.acceptRequest(alice, "team", "bob");
 
   const src = join(dir.path, "big.bin");
-  const data = new Uint8Array(2 * 1024 * 1024);
-  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  const data = randomBytes(2 * 1024 * 1024);
   await Deno.writeFile(src, data);
   const manifest = await hashFile(src, "big.bin", 16384);
   const fileId = fileIdOf(manifest);

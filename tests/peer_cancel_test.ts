@@ -1,7 +1,6 @@
 // A peer's request queue, over real sockets on port 0 in one process: a CANCEL drops a queued REQUEST, the queue is
 // bounded and goes with its connection, and every reply still comes in arrival order.
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { connect, type Connection } from "../lib/connection.ts";
 import { concatBytes } from "../lib/bytes.ts";
@@ -9,14 +8,13 @@ import { indexDirectory } from "../lib/indexer.ts";
 import { encodeMessage, type Message, PIECE_PREFIX_BYTES } from "../lib/messages.ts";
 import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
 import { delay } from "../lib/async.ts";
-import { tempDir, waitUntil } from "./helpers.ts";
+import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 
 /** Writes `chunks` chunks of random bytes as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
 async function indexedFile(dir: string, chunks: number, chunkSize = CHUNK) {
-  const data = new Uint8Array(chunks * chunkSize);
-  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  const data = randomBytes(chunks * chunkSize);
   await Deno.mkdir(join(dir, "src"));
   await Deno.writeFile(join(dir, "src", "f"), data);
   return await indexDirectory(join(dir, "src"), { chunkSize });
@@ -42,7 +40,7 @@ async function openInterested(peer: PeerNode, fileId: string, chunks: number, n:
 async function next(c: Connection, digests: string[]): Promise<string> {
   const m = await c.receive();
   if (m.type !== "piece") return JSON.stringify(m);
-  assert.equal(createHash("sha256").update(m.data).digest("hex"), digests[m.index], `chunk ${m.index}'s bytes`);
+  assert.equal(sha(m.data), digests[m.index], `chunk ${m.index}'s bytes`);
   return `piece ${m.index}`;
 }
 

@@ -9,7 +9,6 @@
  */
 
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { join } from "node:path";
 import { Bitfield } from "../lib/bitfield.ts";
@@ -23,18 +22,11 @@ import { PeerNode } from "../lib/peer.ts";
 import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
 import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
 import { TrackerServer } from "../lib/tracker.ts";
+import { randomBytes, sha } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 /** Deadline of every wait in this file. */
 const WAIT_MS = 15_000;
-
-const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
-}
 
 /** Polls `fn` until it returns true; throws naming `what` after {@link WAIT_MS}. */
 async function waitUntil(fn: () => boolean | Promise<boolean>, what: string): Promise<void> {

@@ -9,16 +9,11 @@ import { PeerNode } from "../lib/peer.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { QUIET_MS, type ShareTarget, type WatchEvent, type WatchOptions, watchShared } from "../lib/watcher.ts";
 import { waitUntil } from "./e2e/harness.ts";
+import { randomBytes } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 /** Deadline for a change to show: the watcher needs about two quiet intervals plus a hash; this leaves room for load. */
 const SHOW_MS = 15_000;
-
-function randomBytes(n: number): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
-  return b;
-}
 
 /** The id a file's current content is shared under. */
 async function idOf(path: string): Promise<string> {
