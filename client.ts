@@ -16,6 +16,7 @@ import {
   shutdownSignal,
 } from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
+import { DEFAULT_MAX_PEERS, MAX_KNOWN_PEERS } from "./lib/download.ts";
 import { ExitCode, UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
@@ -104,6 +105,7 @@ export function build(): Command {
     .option("-o, --out <path>", "output path (default: the file's name here)")
     .option("--force", "overwrite an existing output file")
     .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--max-peers <n>", `peers connected at once; others wait their turn (default: ${DEFAULT_MAX_PEERS})`)
     .option("--no-direct-io", "write through the page cache (default: around it, where the system allows)")
     .option("--seed", "keep sharing the file after the download until interrupted")
     .option("--no-share", "do not serve chunks to others while downloading")
@@ -130,6 +132,7 @@ export function build(): Command {
         ...(o.out ? { out: o.out } : {}),
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+        ...(o.maxPeers ? { maxPeers: parseIntOption(o.maxPeers, "--max-peers", 1, MAX_KNOWN_PEERS) } : {}),
         directIo: o.directIo !== false,
         signal,
         onResolved: (id, m, out) =>

@@ -50,6 +50,15 @@ const RETRY_MAX_DOUBLINGS = 6;
 /** Peers are looked up again at most this often when sources run short. */
 const REDISCOVER_MS = 2_000;
 /**
+ * Connections a download holds at most, as BitTorrent clients cap them per
+ * torrent (each holds up to a chunk in flight). Sources past the cap wait
+ * their turn: a connected peer with none of the missing chunks gives its
+ * slot to a source not tried yet.
+ */
+export const DEFAULT_MAX_PEERS = 50;
+/** Sources a download remembers at most; those heard of beyond it are ignored (the tracker names others again). */
+export const MAX_KNOWN_PEERS = 1_000;
+/**
  * A REJECTed chunk is not asked of that peer again for this long; then it
  * is, up to REJECT_RETRIES times. Some refusals pass (an expired grant
  * while a fresh one is on its way, a read error), and with a single
@@ -88,6 +97,9 @@ export interface DownloadStatus {
   peers: { peer: string; ready: boolean; inflight: number; rate: number; bytes: number; hasMissing: number }[];
   /** Peers dropped so far and why (the last error of each). */
   dropped: { peer: string; reason: string }[];
+  /** Sources heard of and not tried yet: they wait for one of the `maxPeers` connection slots. */
+  waiting: number;
+  maxPeers: number;
 }
 
 /** Options for {@link download}. */
@@ -105,6 +117,8 @@ export interface DownloadOptions {
   discover: () => Promise<Address[]>;
   /** Sources the caller just looked up: the download starts with them instead of asking again. */
   initialPeers?: Address[];
+  /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
+  maxPeers?: number;
   stallMs?: number;
   giveUpMs?: number;
   flushMs?: number;
@@ -262,6 +276,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const pipeline = opts.pipeline ?? DEFAULT_PIPELINE;
     const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     const giveUpMs = opts.giveUpMs ?? DEFAULT_GIVE_UP_MS;
+    const maxPeers = Math.max(1, opts.maxPeers ?? DEFAULT_MAX_PEERS);
     const peers = new Map<string, PeerInfo>();
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
@@ -270,8 +285,13 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let dirty = false;
     let nextWorker = 0;
     let nextLink = 0;
-    /** Every source heard of, by its name: a dropped one is tried again once its backoff has passed. */
+    /**
+     * Every source heard of, by its name, those that left last at the end: a
+     * dropped one is tried again once its backoff has passed.
+     */
     const known = new Map<string, Address>();
+    /** Sources connected to at least once (all of them in `known`). */
+    const tried = new Set<string>();
     /** Whose each open link is. */
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
@@ -296,12 +316,22 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     };
     const fillOne = (_p: PeerInfo, peer: string) => fill(peer);
     const fillAll = () => peers.forEach(fillOne); // forEach: no iterator per completed chunk
-    const dropPeer = (peer: string, reason: string, ban = false) => {
+    /** Closes the connection to `peer`; its chunks in flight go to others. It goes to the back of the line. */
+    const disconnect = (peer: string): boolean => {
       const p = peers.get(peer);
-      if (!p) return;
+      if (!p) return false;
       peers.delete(peer);
       sched.removePeer(peer);
       send(p.worker, { op: "drop", link: p.link });
+      const a = known.get(peer);
+      if (a) {
+        known.delete(peer);
+        known.set(peer, a);
+      }
+      return true;
+    };
+    const dropPeer = (peer: string, reason: string, ban = false) => {
+      if (!disconnect(peer)) return;
       const r = retry.get(peer) ?? { failures: 0, retryAt: 0, banned: false };
       r.failures++;
       const backoff = RETRY_BASE_MS * 2 ** Math.min(r.failures - 1, RETRY_MAX_DOUBLINGS);
@@ -312,31 +342,66 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       opts.onEvent?.({ kind: "peer-dropped", peer, reason, ...r.banned ? {} : { retryInMs: backoff } });
       fillAll();
     };
-    const connectTo = (addrs: Iterable<Address>) => {
+    const connect = (peer: string, a: Address, now: number) => {
+      const worker = workers[nextWorker++ % workers.length]!;
+      const link = nextLink++;
+      linkPeer.set(link, peer);
+      tried.add(peer);
+      peers.set(peer, {
+        worker,
+        link,
+        lastActivity: now,
+        ready: false,
+        meter: new RateMeter(),
+        depth: pipeline,
+      });
+      send(worker, { op: "connect", link, host: a.host, port: a.port });
+    };
+    /**
+     * Fills the free connection slots: sources not tried yet first, then
+     * those that left (dropped ones once their backoff has passed), the
+     * longest gone first.
+     */
+    const connectMore = () => {
       const now = Date.now();
+      for (const pass of [false, true]) {
+        for (const [peer, a] of known) {
+          if (peers.size >= maxPeers) return;
+          if (tried.has(peer) !== pass || peers.has(peer)) continue;
+          const r = retry.get(peer);
+          if (!r?.banned && !(r && r.retryAt > now)) connect(peer, a, now);
+        }
+      }
+    };
+    const learn = (addrs: Iterable<Address>) => {
       for (const a of addrs) {
         const peer = formatAddress(a);
-        known.set(peer, a);
-        const r = retry.get(peer);
-        if (peers.has(peer) || r?.banned || (r && r.retryAt > now)) continue;
-        const worker = workers[nextWorker++ % workers.length]!;
-        const link = nextLink++;
-        linkPeer.set(link, peer);
-        peers.set(peer, {
-          worker,
-          link,
-          lastActivity: now,
-          ready: false,
-          meter: new RateMeter(),
-          depth: pipeline,
-        });
-        send(worker, { op: "connect", link, host: a.host, port: a.port });
+        if (!known.has(peer) && known.size < MAX_KNOWN_PEERS) known.set(peer, a);
       }
+      connectMore();
+    };
+    /**
+     * At the cap, with sources not tried yet: ready peers that have none of
+     * the missing chunks (and owe none) give up their slots to them. Not a
+     * fault: they are not backed off, only put at the back of the line. A
+     * peer that has missing chunks keeps its slot; once they are fetched, it
+     * has none. So each source gets its turn while the download goes on.
+     */
+    const rotate = () => {
+      let untried = known.size - tried.size;
+      if (untried === 0 || peers.size < maxPeers) return;
+      for (const [peer, p] of peers) {
+        if (untried === 0) break;
+        if (!p.ready || sched.inflight(peer) > 0 || sched.wants(peer)) continue;
+        disconnect(peer);
+        untried--;
+      }
+      connectMore();
     };
     const discover = async () => {
       lastDiscover = Date.now();
       try {
-        connectTo(await opts.discover());
+        learn(await opts.discover());
       } catch {
         // the tracker may be briefly away; we try again later
       }
@@ -434,6 +499,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           hasMissing: missing.filter((i) => sched.peerHas(peer, i)).length,
         })),
         dropped: [...new Map(dropped.map((d) => [d.peer, d])).values()],
+        waiting: known.size - tried.size,
+        maxPeers,
       };
     });
 
@@ -467,7 +534,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
-      connectTo(known.values()); // dropped peers whose backoff has passed
+      rotate();
+      connectMore(); // dropped peers whose backoff has passed
       // Those still connecting are not shown. A newcomer (never dropped) is one the download waits to see before giving up.
       let connected = 0, newcomers = 0;
       for (const [peer, p] of peers) {
@@ -475,14 +543,17 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         else if (!retry.has(peer)) newcomers++;
       }
       opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
-      const unavailable = sched.unavailable().length > 0;
+      const missing = sched.unavailable();
+      const unavailable = missing.length > 0;
       // Peers being retried are not waited for: one that keeps failing would keep the download from ever giving up.
-      const connecting = newcomers > 0;
+      // Sources not tried yet are: each gets a slot (rotate) before the download says no one has a chunk.
+      const connecting = newcomers > 0 || known.size > tried.size;
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
-      if (unavailable && !connecting) starvedSince ??= now;
+      // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,
+      // so the resume after giving up has only the chunks no one had left to fetch.
+      if (unavailable && missing.length === n - sched.done.count && !connecting) starvedSince ??= now;
       else starvedSince = null;
       if (starvedSince !== null && now - starvedSince > giveUpMs) {
-        const missing = sched.unavailable();
         fail(
           new IncompleteDownloadError(
             `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}. ` +
@@ -517,7 +588,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     }
     if (opts.initialPeers) {
       lastDiscover = Date.now();
-      connectTo(opts.initialPeers);
+      learn(opts.initialPeers);
     } else {
       await discover();
     }

@@ -172,6 +172,15 @@ export class Scheduler {
     return this.#peers.get(peer)?.has.has(index) ?? false;
   }
 
+  /** Whether `peer` has a chunk that is still missing: a byte at a time, 2 KiB for 16 384 chunks. */
+  wants(peer: string): boolean {
+    const has = this.#peers.get(peer)?.has.bytes;
+    if (!has) return false;
+    const done = this.done.bytes;
+    for (let k = 0; k < has.length; k++) if ((has[k]! & ~done[k]!) !== 0) return true;
+    return false;
+  }
+
   /** Missing chunks that no connected peer has. */
   unavailable(): number[] {
     const out: number[] = [];

@@ -256,6 +256,9 @@ export class Shell {
     }
     if (s.peers.length === 0) this.write("  no peer is connected");
     for (const p of s.peers) this.write(`  ${describePeer(p)}`);
+    if (s.waiting > 0) {
+      this.write(`  ${s.waiting} more source(s) wait for a turn (${s.maxPeers} connected at most)`);
+    }
     for (const d of s.dropped) {
       if (!s.peers.some((p) => p.peer === d.peer)) this.write(`  dropped ${d.peer}: ${d.reason}`);
     }

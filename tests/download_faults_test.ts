@@ -7,7 +7,7 @@ import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
 import { download, type DownloadStatus, type DownloadSummary } from "../lib/download.ts";
-import { ShoalError } from "../lib/errors.ts";
+import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import type { Message } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
@@ -41,7 +41,7 @@ async function boundedGet(
   peers: Address[],
   f: SharedFile,
   out: string,
-  options: { stallMs?: number; giveUpMs?: number; inspect?: (s: () => DownloadStatus) => void },
+  options: { stallMs?: number; giveUpMs?: number; maxPeers?: number; inspect?: (s: () => DownloadStatus) => void },
   ms: number,
   during: () => Promise<void> = () => Promise.resolve(),
 ): Promise<DownloadSummary> {
@@ -374,4 +374,91 @@ Deno.test("a dropped connection's late messages are not taken for the peer's new
   assert.equal(summary.chunksFetched, 8);
   assert.equal(summary.chunksWrittenDirect, 0);
   assert.deepEqual(summary.bytesPerPeer, { [formatAddress(peer)]: f.size });
+});
+
+/** Port of the source that holds chunk 0 in tests/scripted_swarm_worker.ts. */
+const BASE_PORT = 20_000;
+
+/**
+ * Runs `download` against `sources` played by tests/scripted_swarm_worker.ts, which fails past `cap` links open;
+ * each chunk comes `delayMs` after it is asked for.
+ */
+async function swarmDownload(
+  dir: string,
+  chunks: number,
+  sources: number,
+  cap: number,
+  delayMs: number,
+  options: { giveUpMs?: number } = {},
+): Promise<{ run: Promise<DownloadSummary>; most: () => number; status: () => DownloadStatus }> {
+  const f = await indexedFile(dir, randomBytes(chunks * CHUNK));
+  const addrs = [...Array(sources).keys()].map((k) => ({ host: "127.0.0.1", port: BASE_PORT + k }));
+  let status: () => DownloadStatus = () => assert.fail("the download did not start");
+  let most = 0;
+  const worker = new URL("./scripted_swarm_worker.ts", import.meta.url);
+  worker.searchParams.set("base", String(BASE_PORT));
+  worker.searchParams.set("cap", String(cap));
+  worker.searchParams.set("delay", String(delayMs));
+  const run = download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out: join(dir, "out"),
+    workers: 1,
+    workerUrl: worker.href,
+    discover: () => Promise.resolve(addrs),
+    maxPeers: cap,
+    ...options,
+    inspect: (s) => status = s,
+    onEvent: (e) => {
+      if (e.kind === "progress") most = Math.max(most, status().peers.length);
+    },
+    signal: AbortSignal.timeout(20_000),
+  });
+  return { run, most: () => most, status: () => status() };
+}
+
+Deno.test("a download holds at most maxPeers connections; a peer with none of the missing chunks gives its slot to a source not tried yet", async () => {
+  await using dir = await tempDir();
+  // 12 sources each hold one chunk of 12: only by taking turns 4 at a time does every chunk come.
+  const { run, most } = await swarmDownload(dir.path, 12, 12, 4, 0);
+
+  const summary = await run;
+
+  assert.equal(summary.chunksFetched, 12);
+  assert.equal(Object.keys(summary.bytesPerPeer).length, 12, "every source served its chunk");
+  assert.deepEqual(summary.peersDropped, [], "giving up a slot is not a fault");
+  assert.equal(most(), 4, "the cap was reached (and never passed: the worker fails the download past it)");
+});
+
+Deno.test("with sources waiting for a slot a download does not give up; once every one was tried, it does", async () => {
+  await using dir = await tempDir();
+  // 6 sources hold chunks 0-5 of 7: no one has chunk 6. The 4 connected first take longer to serve chunks 0-3 than
+  // the download waits for chunks no connected peer has (4 and 5, then 6): it must wait for the 2 sources in line.
+  const { run, status } = await swarmDownload(dir.path, 7, 6, 4, 1_000, { giveUpMs: 300 });
+
+  const err = await run.then(() => assert.fail("finished without chunk 6"), (e) => e);
+
+  assert.ok(err instanceof IncompleteDownloadError, String(err));
+  assert.match(err.message, /No live peer has 1 missing chunk\(s\): 6\./);
+  assert.equal(status().waiting, 0, "every source had its turn before the download gave up");
+  assert.equal(status().doneChunks, 6);
+});
+
+Deno.test("over real sockets, one connection at a time: the first peer serves what it has, then gives its slot to the next", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const f = await indexedFile(dir.path, data);
+  await using first = await partialPeer(f, 0);
+  await using second = await partialPeer(f, 7);
+  const out = join(dir.path, "out");
+
+  const summary = await boundedGet([first.address, second.address], f, out, { maxPeers: 1 }, 20_000);
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  // Both at once would split chunks 1-6 between them; with one slot the first serves all it has before the second comes.
+  assert.deepEqual(summary.bytesPerPeer, {
+    [formatAddress(first.address)]: 7 * CHUNK,
+    [formatAddress(second.address)]: CHUNK,
+  });
+  assert.deepEqual(summary.peersDropped, []);
 });

@@ -129,7 +129,7 @@ function seeded(seed: number): () => number {
   };
 }
 
-Deno.test("scheduler: random operations agree with a plain model (rarest first, endgame, unavailable)", () => {
+Deno.test("scheduler: random operations agree with a plain model (rarest first, endgame, unavailable, wants)", () => {
   for (let seed = 1; seed <= 40; seed++) {
     const rnd = seeded(seed);
     const n = 1 + Math.floor(rnd() * 40);
@@ -190,6 +190,7 @@ Deno.test("scheduler: random operations agree with a plain model (rarest first, 
         if (got !== null) asked.get(peer)!.add(got);
       }
       for (const [q, set] of asked) assert.equal(s.inflight(q), set.size);
+      for (const q of names) assert.equal(s.wants(q), [...has.get(q) ?? []].some((i) => !done.has(i)), `wants ${q}`);
       const none = [...Array(n).keys()].filter((i) => !done.has(i) && avail(i) === 0);
       assert.deepEqual(s.unavailable(), none);
     }
