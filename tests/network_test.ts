@@ -1,6 +1,7 @@
 // Real sockets on port 0, everything in one process: tracker, peers, client library.
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { download, type DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
@@ -484,4 +485,44 @@ Deno.test("one worker reading 4 peers keeps every 1 MiB chunk buffer it makes: n
   } finally {
     for (const p of peers) await p.close();
   }
+});
+
+Deno.test("60 sources holding a chunk each: the tracker names 50 at a time, the download holds 50 at once; asking again and taking turns, it gets every chunk", async () => {
+  const n = 60;
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * n);
+  const f = (await indexedFile(dir.path, data))[0]!;
+  await using tracker = TrackerServer.start({ heartbeatMs: 500, expiryMs: 10_000 });
+  await using stack = new AsyncDisposableStack();
+  const sources = [...Array(n).keys()].map((k) => {
+    const node = stack.use(PeerNode.start([], { tracker: tracker.address }));
+    const have = new Bitfield(n);
+    have.set(k);
+    return { node, have };
+  });
+  // The tracker takes partial sources of a file a complete source announced; that one then leaves.
+  const seeder = PeerNode.start([f], { tracker: tracker.address });
+  await waitUntil(() => tracker.tracker.listFiles()[0]?.peers === 1);
+  await waitUntil(() => sources.every((s) => s.node.link?.peerId));
+  await Promise.all(sources.map((s) => s.node.sharePartial(f.id, f.path, f.manifest, s.have)));
+  await seeder.close();
+  await waitUntil(() => tracker.tracker.listFiles()[0]?.partial === n && tracker.tracker.listFiles()[0]?.peers === 0);
+
+  let status: () => DownloadStatus = () => assert.fail("not started");
+  let most = 0;
+  const summary = await getFile({ tracker: tracker.address }, f.id, {
+    out: join(dir.path, "out"),
+    workers: 1,
+    giveUpMs: 30_000, // each look-up names 50 of the 60 at random: the last few may take several
+    inspect: (s) => status = s,
+    onEvent: (e) => {
+      if (e.kind === "progress") most = Math.max(most, status().peers.length);
+    },
+    signal: AbortSignal.timeout(60_000),
+  });
+
+  assert.equal(sha(await Deno.readFile(join(dir.path, "out"))), sha(data));
+  assert.equal(Object.keys(summary.bytesPerPeer).length, n, "every source served its chunk");
+  assert.deepEqual(summary.peersDropped, []);
+  assert.ok(most <= 50 && most >= 40, `${most} peers connected at most`);
 });
