@@ -171,6 +171,8 @@ interface PeerInfo {
   meter: RateMeter;
   /** Requests to keep outstanding to it (see nextDepth). */
   depth: number;
+  /** This download's first connection to the peer: one the download waits to see before giving up. */
+  first: boolean;
 }
 
 interface RetryInfo {
@@ -292,6 +294,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const known = new Map<string, Address>();
     /** Sources connected to at least once (all of them in `known`). */
     const tried = new Set<string>();
+    /** Sources tried before and not connected now that the tracker named again: their turn comes after the untried. */
+    const due = new Set<string>();
     /** Whose each open link is. */
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
@@ -346,7 +350,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       const worker = workers[nextWorker++ % workers.length]!;
       const link = nextLink++;
       linkPeer.set(link, peer);
-      tried.add(peer);
       peers.set(peer, {
         worker,
         link,
@@ -354,47 +357,64 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         ready: false,
         meter: new RateMeter(),
         depth: pipeline,
+        first: !tried.has(peer),
       });
+      tried.add(peer);
+      due.delete(peer);
       send(worker, { op: "connect", link, host: a.host, port: a.port });
     };
+    const connectable = (peer: string, now: number) => {
+      const r = retry.get(peer);
+      return !peers.has(peer) && !r?.banned && !(r && r.retryAt > now);
+    };
+    /** 0: never tried; 1: named again by the tracker since it left; 2: any other that left. */
+    const turnOf = (peer: string) => !tried.has(peer) ? 0 : due.has(peer) ? 1 : 2;
     /**
      * Fills the free connection slots: sources not tried yet first, then
-     * those that left (dropped ones once their backoff has passed), the
-     * longest gone first.
+     * those the tracker named again, then the others that left (dropped ones
+     * once their backoff has passed), the longest gone first.
      */
     const connectMore = () => {
       const now = Date.now();
-      for (const pass of [false, true]) {
+      for (let turn = 0; turn <= 2; turn++) {
         for (const [peer, a] of known) {
           if (peers.size >= maxPeers) return;
-          if (tried.has(peer) !== pass || peers.has(peer)) continue;
-          const r = retry.get(peer);
-          if (!r?.banned && !(r && r.retryAt > now)) connect(peer, a, now);
+          if (turnOf(peer) === turn && connectable(peer, now)) connect(peer, a, now);
         }
       }
     };
     const learn = (addrs: Iterable<Address>) => {
       for (const a of addrs) {
         const peer = formatAddress(a);
-        if (!known.has(peer) && known.size < MAX_KNOWN_PEERS) known.set(peer, a);
+        if (tried.has(peer) && !peers.has(peer)) due.add(peer);
+        else if (!known.has(peer) && known.size < MAX_KNOWN_PEERS) known.set(peer, a);
       }
       connectMore();
     };
+    /** Sources waiting for a turn: never tried, or named again by the tracker since they left. */
+    const waiting = (now: number) => {
+      let count = known.size - tried.size;
+      for (const peer of due) if (connectable(peer, now)) count++;
+      return count;
+    };
     /**
-     * At the cap, with sources not tried yet: ready peers that have none of
-     * the missing chunks (and owe none) give up their slots to them. Not a
-     * fault: they are not backed off, only put at the back of the line. A
-     * peer that has missing chunks keeps its slot; once they are fetched, it
-     * has none. So each source gets its turn while the download goes on.
+     * At the cap, with sources waiting for a turn: ready peers that have
+     * none of the missing chunks (and owe none) give up their slots to them.
+     * Not a fault: they are not backed off, only put at the back of the
+     * line. A peer that has missing chunks keeps its slot; once they are
+     * fetched, it has none. So each source gets its turn while the download
+     * goes on; and while it starves, each look-up gives the sources the
+     * tracker names again another turn (a partial source may have gained
+     * chunks since).
      */
-    const rotate = () => {
-      let untried = known.size - tried.size;
-      if (untried === 0 || peers.size < maxPeers) return;
+    const rotate = (now: number) => {
+      let turns = waiting(now);
+      if (turns === 0 || peers.size < maxPeers) return;
       for (const [peer, p] of peers) {
-        if (untried === 0) break;
+        if (turns === 0) break;
         if (!p.ready || sched.inflight(peer) > 0 || sched.wants(peer)) continue;
         disconnect(peer);
-        untried--;
+        turns--;
       }
       connectMore();
     };
@@ -499,7 +519,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           hasMissing: missing.filter((i) => sched.peerHas(peer, i)).length,
         })),
         dropped: [...new Map(dropped.map((d) => [d.peer, d])).values()],
-        waiting: known.size - tried.size,
+        waiting: waiting(Date.now()),
         maxPeers,
       };
     });
@@ -534,19 +554,20 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const owes = sched.inflight(peer) > 0;
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
-      rotate();
+      rotate(now);
       connectMore(); // dropped peers whose backoff has passed
-      // Those still connecting are not shown. A newcomer (never dropped) is one the download waits to see before giving up.
+      // Those still connecting are not shown. A newcomer (a first connection) is one the download waits to see before
+      // giving up.
       let connected = 0, newcomers = 0;
-      for (const [peer, p] of peers) {
+      for (const p of peers.values()) {
         if (p.ready) connected++;
-        else if (!retry.has(peer)) newcomers++;
+        else if (p.first) newcomers++;
       }
       opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: connected });
       const missing = sched.unavailable();
       const unavailable = missing.length > 0;
-      // Peers being retried are not waited for: one that keeps failing would keep the download from ever giving up.
-      // Sources not tried yet are: each gets a slot (rotate) before the download says no one has a chunk.
+      // Peers connected again are not waited for: one that keeps failing, or a look-up naming the same sources again,
+      // would keep the download from ever giving up. Sources not tried yet are: each gets a slot (rotate) first.
       const connecting = newcomers > 0 || known.size > tried.size;
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
       // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,

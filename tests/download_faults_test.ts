@@ -389,7 +389,7 @@ async function swarmDownload(
   sources: number,
   cap: number,
   delayMs: number,
-  options: { giveUpMs?: number } = {},
+  options: { giveUpMs?: number; later?: number } = {},
 ): Promise<{ run: Promise<DownloadSummary>; most: () => number; status: () => DownloadStatus }> {
   const f = await indexedFile(dir, randomBytes(chunks * CHUNK));
   const addrs = [...Array(sources).keys()].map((k) => ({ host: "127.0.0.1", port: BASE_PORT + k }));
@@ -399,6 +399,7 @@ async function swarmDownload(
   worker.searchParams.set("base", String(BASE_PORT));
   worker.searchParams.set("cap", String(cap));
   worker.searchParams.set("delay", String(delayMs));
+  worker.searchParams.set("later", String(options.later ?? -1));
   const run = download({
     fileId: f.id,
     manifest: f.manifest,
@@ -407,7 +408,7 @@ async function swarmDownload(
     workerUrl: worker.href,
     discover: () => Promise.resolve(addrs),
     maxPeers: cap,
-    ...options,
+    ...options.giveUpMs === undefined ? {} : { giveUpMs: options.giveUpMs },
     inspect: (s) => status = s,
     onEvent: (e) => {
       if (e.kind === "progress") most = Math.max(most, status().peers.length);
@@ -461,4 +462,32 @@ Deno.test("over real sockets, one connection at a time: the first peer serves wh
     [formatAddress(second.address)]: CHUNK,
   });
   assert.deepEqual(summary.peersDropped, []);
+});
+
+Deno.test("a starving download gives the sources a look-up names again another turn: one that gained the missing chunk serves it", async () => {
+  await using dir = await tempDir();
+  // One slot, 2 sources: the first holds chunk 0; the second holds nothing when first met, and chunk 1 when met again.
+  // Turns: first (chunk 0), second (nothing), then at each look-up (every 2 s while starving) the one named again.
+  const { run, status } = await swarmDownload(dir.path, 2, 2, 1, 0, { giveUpMs: 8_000, later: 1 });
+
+  const summary = await run;
+
+  assert.equal(summary.chunksFetched, 2);
+  assert.equal(Object.keys(summary.bytesPerPeer).length, 2);
+  assert.deepEqual(summary.peersDropped, []);
+  assert.equal(status().waiting, 0);
+});
+
+Deno.test("the turns a starving download gives sources named again do not keep it from giving up", async () => {
+  await using dir = await tempDir();
+  // One slot, 2 sources holding chunks 0 and 1 of 3: each look-up (every 2 s) names the one not connected again.
+  const { run } = await swarmDownload(dir.path, 3, 2, 1, 0, { giveUpMs: 5_000 });
+  const started = performance.now();
+
+  const err = await run.then(() => assert.fail("finished without chunk 2"), (e) => e);
+
+  const seconds = (performance.now() - started) / 1000;
+  assert.match(String(err), /No live peer has 1 missing chunk\(s\): 2\./);
+  // Waiting on each such turn as on a new source would start the 5 s over at every look-up, until the 20 s bound.
+  assert.ok(seconds < 12, `gave up after ${seconds.toFixed(1)} s`);
 });
