@@ -511,8 +511,11 @@ export class PeerNode {
     const size = PIECE_PREFIX_BYTES + f.manifest.chunkSize;
     await this.#sendBudget.take(size, this.#closing.signal);
     const pool = this.#poolFor(size);
-    const { frame, data } = allocPieceFrame(fileId, index, len, (n) => pool.take(n));
+    let frame: Uint8Array<ArrayBuffer> | null = null;
     try {
+      const piece = allocPieceFrame(fileId, index, len, (n) => pool.take(n)); // may throw when memory runs out
+      frame = piece.frame;
+      const data = piece.data;
       try {
         // One descriptor per file and positional reads: no open or seek per chunk, no races between connections.
         if (f.fd === null) {
@@ -529,7 +532,7 @@ export class PeerNode {
       if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
       await conn.sendBytes(frame);
     } finally {
-      pool.give(frame); // the kernel has the bytes (or the connection is gone, or the chunk was refused)
+      if (frame) pool.give(frame); // the kernel has the bytes (or the connection is gone, or the chunk was refused)
       this.#sendBudget.give(size);
     }
     this.stats.chunksServed++;

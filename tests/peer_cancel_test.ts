@@ -7,6 +7,7 @@ import { concatBytes } from "../lib/bytes.ts";
 import { indexDirectory } from "../lib/indexer.ts";
 import { encodeMessage, type Message, PIECE_PREFIX_BYTES } from "../lib/messages.ts";
 import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
+import { BufferPool } from "../lib/buffer_pool.ts";
 import { delay } from "../lib/async.ts";
 import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
@@ -186,6 +187,38 @@ Deno.test("chunk frames in use stay within the peer's send budget: downloaders t
     assert.equal(peer.sendsWaiting, 0);
   } finally {
     for (const s of stuck) s.close();
+    await peer.close();
+  }
+});
+
+Deno.test("a send whose buffer cannot be made (memory ran out) gives its room in the send budget back", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 4);
+  const peer = PeerNode.start([f!], { sendBudgetBytes: PIECE_PREFIX_BYTES + CHUNK }); // room for one frame
+  const take = BufferPool.prototype.take;
+  let failures = 0;
+  BufferPool.prototype.take = function () {
+    failures++;
+    throw new RangeError("Array buffer allocation failed");
+  };
+  try {
+    await using first = await connect(peer.address);
+    assert.equal((await first.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
+    await first.send(request(f!.id, 0));
+    await waitUntil(() => failures === 1);
+    BufferPool.prototype.take = take;
+    await using second = await connect(peer.address);
+    assert.equal((await second.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
+    await second.send(request(f!.id, 1));
+    // Kept by the failed send, the budget's only room would make this wait until the peer closes.
+    const timeout = new AbortController();
+    const late = delay(5_000, timeout.signal).then(() => "no answer in 5 s", () => "");
+    const got = await Promise.race([next(second, f!.manifest.chunks), late]);
+    timeout.abort();
+    assert.equal(got, "piece 1");
+    assert.equal(peer.sendsWaiting, 0);
+  } finally {
+    BufferPool.prototype.take = take;
     await peer.close();
   }
 });
