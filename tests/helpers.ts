@@ -23,11 +23,11 @@ export function randomBytes(n: number): Uint8Array<ArrayBuffer> {
 /** SHA-256 of `b`, in hex. */
 export const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
-/** Polls `fn` every 20 ms until it returns true; throws after `ms`. */
-export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000): Promise<void> {
+/** Polls `fn` every 20 ms until it returns true; throws after `ms`, naming `what` when given. */
+export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000, what?: string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms${what ? `: ${what}` : ""}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

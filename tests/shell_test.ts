@@ -22,20 +22,14 @@ import { PeerNode } from "../lib/peer.ts";
 import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
 import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
 import { TrackerServer } from "../lib/tracker.ts";
-import { randomBytes, sha } from "./helpers.ts";
+import { randomBytes, sha, waitUntil as waitFor } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 /** Deadline of every wait in this file. */
 const WAIT_MS = 15_000;
 
 /** Polls `fn` until it returns true; throws naming `what` after {@link WAIT_MS}. */
-async function waitUntil(fn: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`Timed out after ${WAIT_MS} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const waitUntil = (fn: () => boolean | Promise<boolean>, what: string) => waitFor(fn, WAIT_MS, what);
 
 /**
  * One test's world: a temp dir, a tracker, a source peer sharing `src/`
