@@ -97,7 +97,7 @@ export interface DownloadStatus {
   peers: { peer: string; ready: boolean; inflight: number; rate: number; bytes: number; hasMissing: number }[];
   /** Peers dropped so far and why (the last error of each). */
   dropped: { peer: string; reason: string }[];
-  /** Sources heard of and not tried yet: they wait for one of the `maxPeers` connection slots. */
+  /** Sources waiting for one of the `maxPeers` slots: never tried, or named again by the tracker since they left. */
   waiting: number;
   maxPeers: number;
 }
@@ -416,7 +416,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         disconnect(peer);
         turns--;
       }
-      connectMore();
     };
     const discover = async () => {
       lastDiscover = Date.now();
@@ -555,7 +554,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
       rotate(now);
-      connectMore(); // dropped peers whose backoff has passed
+      connectMore(); // the slots rotate freed, and dropped peers whose backoff has passed
       // Those still connecting are not shown. A newcomer (a first connection) is one the download waits to see before
       // giving up.
       let connected = 0, newcomers = 0;
