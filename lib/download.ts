@@ -56,6 +56,13 @@ const REDISCOVER_MS = 2_000;
  * slot to a source not tried yet.
  */
 export const DEFAULT_MAX_PEERS = 50;
+/**
+ * At the cap, with sources waiting, the slowest peer that has been ready
+ * this long gives its slot to one of them, once each such period. Without
+ * it the first sources to come would keep their slots for the whole
+ * download, however slow (libtorrent's peer turnover does the same).
+ */
+export const DEFAULT_TURNOVER_MS = 30_000;
 /** Sources a download remembers at most; those heard of beyond it are ignored (the tracker names others again). */
 export const MAX_KNOWN_PEERS = 1_000;
 /**
@@ -119,6 +126,8 @@ export interface DownloadOptions {
   initialPeers?: Address[];
   /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
   maxPeers?: number;
+  /** How often the slowest peer gives its slot to a waiting source (default {@link DEFAULT_TURNOVER_MS}). */
+  turnoverMs?: number;
   stallMs?: number;
   giveUpMs?: number;
   flushMs?: number;
@@ -167,6 +176,8 @@ interface PeerInfo {
   link: number;
   lastActivity: number;
   ready: boolean;
+  /** When it became ready; 0 before. */
+  readyAt: number;
   /** Chunk bytes received from this peer, smoothed: sizes its request queue. */
   meter: RateMeter;
   /** Requests to keep outstanding to it (see nextDepth). */
@@ -279,6 +290,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
     const giveUpMs = opts.giveUpMs ?? DEFAULT_GIVE_UP_MS;
     const maxPeers = Math.max(1, opts.maxPeers ?? DEFAULT_MAX_PEERS);
+    const turnoverMs = opts.turnoverMs ?? DEFAULT_TURNOVER_MS;
     const peers = new Map<string, PeerInfo>();
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
@@ -296,9 +308,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const tried = new Set<string>();
     /** Sources tried before and not connected now that the tracker named again: their turn comes after the untried. */
     const due = new Set<string>();
+    /** Peers turnover put out while they had missing chunks: should the download starve, they are due again. */
+    const turnedOut = new Set<string>();
     /** Whose each open link is. */
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
+    let lastTurnover = Date.now();
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
     /** REJECTs per "peer index" */
@@ -355,12 +370,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         link,
         lastActivity: now,
         ready: false,
+        readyAt: 0,
         meter: new RateMeter(),
         depth: pipeline,
         first: !tried.has(peer),
       });
       tried.add(peer);
       due.delete(peer);
+      turnedOut.delete(peer);
       send(worker, { op: "connect", link, host: a.host, port: a.port });
     };
     const connectable = (peer: string, now: number) => {
@@ -417,6 +434,29 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         turns--;
       }
     };
+    /**
+     * At the cap, with sources waiting, once every `turnoverMs`: the slowest
+     * peer ready for that long gives its slot to one of them, so a source
+     * that came late can prove faster than one that came first. Its chunks
+     * in flight go to others. Like `rotate`, not a fault: it only goes to
+     * the back of the line. A peer that alone had some missing chunk may
+     * go too: should the download starve, it is due again (the tracker may
+     * not name it again).
+     */
+    const turnover = (now: number) => {
+      if (now - lastTurnover < turnoverMs || peers.size < maxPeers || waiting(now) === 0) return;
+      lastTurnover = now;
+      let slowest: string | null = null, rate = Infinity;
+      for (const [peer, p] of peers) {
+        if (!p.ready || now - p.readyAt < turnoverMs || p.meter.rate >= rate) continue;
+        slowest = peer;
+        rate = p.meter.rate;
+      }
+      if (slowest === null) return;
+      if (sched.wants(slowest)) turnedOut.add(slowest);
+      disconnect(slowest);
+      fillAll();
+    };
     const discover = async () => {
       lastDiscover = Date.now();
       try {
@@ -438,6 +478,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       switch (m.ev) {
         case "ready":
           p.ready = true;
+          p.readyAt = Date.now();
           sched.addPeer(peer, new Bitfield(n, m.bits));
           fill(peer);
           break;
@@ -554,7 +595,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
       }
       rotate(now);
-      connectMore(); // the slots rotate freed, and dropped peers whose backoff has passed
+      turnover(now);
+      connectMore(); // the slots rotate and turnover freed, and dropped peers whose backoff has passed
       // Those still connecting are not shown. A newcomer (a first connection) is one the download waits to see before
       // giving up.
       let connected = 0, newcomers = 0;
@@ -571,8 +613,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
       // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,
       // so the resume after giving up has only the chunks no one had left to fetch.
-      if (unavailable && missing.length === n - sched.done.count && !connecting) starvedSince ??= now;
-      else starvedSince = null;
+      if (unavailable && missing.length === n - sched.done.count && !connecting) {
+        if (starvedSince === null) {
+          for (const peer of turnedOut) due.add(peer);
+          turnedOut.clear();
+        }
+        starvedSince ??= now;
+      } else {
+        starvedSince = null;
+      }
       if (starvedSince !== null && now - starvedSince > giveUpMs) {
         fail(
           new IncompleteDownloadError(

@@ -59,7 +59,7 @@ export interface SessionOptions {
   /** Chunk size for files shared later (as `--chunk-size`). */
   chunkSize?: number;
   /** Passed to every download (workers, timeouts). */
-  download?: Pick<GetOptions, "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline">;
+  download?: Pick<GetOptions, "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline" | "maxPeers">;
 }
 
 interface Running extends Transfer {

@@ -389,26 +389,39 @@ async function swarmDownload(
   sources: number,
   cap: number,
   delayMs: number,
-  options: { giveUpMs?: number; later?: number } = {},
+  options: {
+    giveUpMs?: number;
+    later?: number;
+    full?: boolean;
+    slow?: number;
+    slowDelayMs?: number;
+    turnoverMs?: number;
+    /** The look-ups after the first name no one (as a tracker naming 50 of many sources may not name one again). */
+    discoverOnce?: boolean;
+  } = {},
 ): Promise<{ run: Promise<DownloadSummary>; most: () => number; status: () => DownloadStatus }> {
   const f = await indexedFile(dir, randomBytes(chunks * CHUNK));
   const addrs = [...Array(sources).keys()].map((k) => ({ host: "127.0.0.1", port: BASE_PORT + k }));
   let status: () => DownloadStatus = () => assert.fail("the download did not start");
-  let most = 0;
+  let most = 0, looked = 0;
   const worker = new URL("./scripted_swarm_worker.ts", import.meta.url);
   worker.searchParams.set("base", String(BASE_PORT));
   worker.searchParams.set("cap", String(cap));
   worker.searchParams.set("delay", String(delayMs));
   worker.searchParams.set("later", String(options.later ?? -1));
+  worker.searchParams.set("full", options.full ? "1" : "0");
+  worker.searchParams.set("slow", String(options.slow ?? -1));
+  worker.searchParams.set("slowDelay", String(options.slowDelayMs ?? 0));
   const run = download({
     fileId: f.id,
     manifest: f.manifest,
     out: join(dir, "out"),
     workers: 1,
     workerUrl: worker.href,
-    discover: () => Promise.resolve(addrs),
+    discover: () => Promise.resolve(looked++ > 0 && options.discoverOnce ? [] : addrs),
     maxPeers: cap,
     ...options.giveUpMs === undefined ? {} : { giveUpMs: options.giveUpMs },
+    ...options.turnoverMs === undefined ? {} : { turnoverMs: options.turnoverMs },
     inspect: (s) => status = s,
     onEvent: (e) => {
       if (e.kind === "progress") most = Math.max(most, status().peers.length);
@@ -461,6 +474,49 @@ Deno.test("over real sockets, one connection at a time: the first peer serves wh
     [formatAddress(first.address)]: 7 * CHUNK,
     [formatAddress(second.address)]: CHUNK,
   });
+  assert.deepEqual(summary.peersDropped, []);
+});
+
+Deno.test("at the cap, the slowest peer gives its slot to a waiting source once per turnover period, without a fault", async () => {
+  await using dir = await tempDir();
+  // 3 sources hold every chunk, 2 slots. Sources 0 and 1 come first; source 0 takes 10 s to serve a chunk. After a
+  // turnover period (1 s) it gives its slot to source 2, which serves with source 1 from then on.
+  const { run } = await swarmDownload(dir.path, 150, 3, 2, 300, {
+    full: true,
+    slow: 0,
+    slowDelayMs: 10_000,
+    turnoverMs: 1_000,
+  });
+
+  const summary = await run;
+
+  assert.equal(summary.chunksFetched, 150);
+  const source = (k: number) => formatAddress({ host: "127.0.0.1", port: BASE_PORT + k });
+  assert.deepEqual(
+    Object.keys(summary.bytesPerPeer).sort(),
+    [source(1), source(2)],
+    "source 2 had a turn; 0 served nothing",
+  );
+  assert.deepEqual(summary.peersDropped, [], "giving up a slot is not a fault");
+});
+
+Deno.test("a peer turnover put out while it alone had a missing chunk gets another turn when the download starves", async () => {
+  await using dir = await tempDir();
+  // One slot; source k holds chunk k of 2. Source 0 comes first and is slow (3 s a chunk), so after a turnover period
+  // it gives its slot to source 1, which serves chunk 1. Then no connected peer has chunk 0, and no look-up names
+  // source 0 again: only the download itself can give it another turn.
+  const { run } = await swarmDownload(dir.path, 2, 2, 1, 0, {
+    slow: 0,
+    slowDelayMs: 3_000,
+    turnoverMs: 500,
+    giveUpMs: 5_000,
+    discoverOnce: true,
+  });
+
+  const summary = await run;
+
+  assert.equal(summary.chunksFetched, 2);
+  assert.equal(Object.keys(summary.bytesPerPeer).length, 2, "each source served its chunk");
   assert.deepEqual(summary.peersDropped, []);
 });
 

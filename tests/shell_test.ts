@@ -232,6 +232,31 @@ Deno.test("why: a stuck download names its missing chunks, who has them, and a d
   assert.match((await w.run("download stuck.bin"))[0]!, /^error: This peer is shutting down/);
 });
 
+Deno.test("why: sources past the connection cap are counted as waiting for a turn", async () => {
+  await using w = await world({ download: { maxPeers: 1 } });
+  await Deno.mkdir(join(w.dir, "slow"));
+  await Deno.writeFile(join(w.dir, "slow", "slow.bin"), randomBytes(CHUNK * 8));
+  const files = await indexDirectory(join(w.dir, "slow"), { chunkSize: CHUNK });
+  // Two sources of one chunk a second: whichever comes first keeps the one slot (no turnover for 30 s). The look-up
+  // fails until one has registered the file.
+  await using a = PeerNode.start(files, { tracker: w.tracker.address, uploadLimit: CHUNK });
+  await using b = PeerNode.start(files, { tracker: w.tracker.address, uploadLimit: CHUNK });
+  await waitUntil(
+    async () => (await peersOf({ tracker: w.tracker.address }, files[0]!.id).catch(() => [])).length === 2,
+    "two sources",
+  );
+
+  await w.run("download slow.bin");
+  await waitUntil(() => w.session.transfer("slow.bin").status()?.peers[0]?.ready === true, "one source connected");
+
+  const why = await w.run("why slow.bin");
+  assert.ok(why.includes("  1 more source(s) wait for a turn (1 connected at most)"), why.join("\n"));
+  const connected = why.filter((l) =>
+    l.startsWith(`  ${formatAddress(a.address)} `) || l.startsWith(`  ${formatAddress(b.address)} `)
+  );
+  assert.equal(connected.length, 1, why.join("\n"));
+});
+
 Deno.test("unknown commands, bad arguments and failures are one clear line; the shell goes on", async () => {
   await using w = await world();
   assert.deepEqual(await w.run("frobnicate"), ['error: Unknown command "frobnicate" (type help for the list)']);
