@@ -41,7 +41,13 @@ async function boundedGet(
   peers: Address[],
   f: SharedFile,
   out: string,
-  options: { stallMs?: number; giveUpMs?: number; maxPeers?: number; inspect?: (s: () => DownloadStatus) => void },
+  options: {
+    stallMs?: number;
+    giveUpMs?: number;
+    maxPeers?: number;
+    turnoverMs?: number;
+    inspect?: (s: () => DownloadStatus) => void;
+  },
   ms: number,
   during: () => Promise<void> = () => Promise.resolve(),
 ): Promise<DownloadSummary> {
@@ -497,6 +503,27 @@ Deno.test("at the cap, the slowest peer gives its slot to a waiting source once 
     [source(1), source(2)],
     "source 2 had a turn; 0 served nothing",
   );
+  assert.deepEqual(summary.peersDropped, [], "giving up a slot is not a fault");
+});
+
+Deno.test("over real sockets, at the cap, the slowest peer gives its slot to a waiting one", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const f = await indexedFile(dir.path, data);
+  // Upload limits keep the download going for seconds: long enough for a turnover period (500 ms) to pass.
+  await using slow = PeerNode.start([f], { uploadLimit: 20_000 });
+  await using fast = PeerNode.start([f], { uploadLimit: 200_000 });
+  await using late = PeerNode.start([f], { uploadLimit: 200_000 });
+  const out = join(dir.path, "out");
+
+  // In that order: slow and fast take the 2 slots; late waits.
+  const summary = await boundedGet([slow.address, fast.address, late.address], f, out, {
+    maxPeers: 2,
+    turnoverMs: 500,
+  }, 20_000);
+
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.ok((summary.bytesPerPeer[formatAddress(late.address)] ?? 0) > 0, JSON.stringify(summary.bytesPerPeer));
   assert.deepEqual(summary.peersDropped, [], "giving up a slot is not a fault");
 });
 
