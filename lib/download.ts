@@ -11,7 +11,7 @@
  */
 
 import { Bitfield } from "./bitfield.ts";
-import { type Address, formatAddress } from "./connection.ts";
+import type { Address } from "./connection.ts";
 import {
   AccountError,
   DiskError,
@@ -32,6 +32,7 @@ import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
+import { Sources } from "./sources.ts";
 import { dirname } from "node:path";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
@@ -63,8 +64,7 @@ export const DEFAULT_MAX_PEERS = 50;
  * download, however slow (libtorrent's peer turnover does the same).
  */
 export const DEFAULT_TURNOVER_MS = 30_000;
-/** Sources a download remembers at most; those heard of beyond it are ignored (the tracker names others again). */
-export const MAX_KNOWN_PEERS = 1_000;
+export { MAX_KNOWN_PEERS } from "./sources.ts";
 /**
  * A REJECTed chunk is not asked of that peer again for this long; then it
  * is, up to REJECT_RETRIES times. Some refusals pass (an expired grant
@@ -299,17 +299,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let dirty = false;
     let nextWorker = 0;
     let nextLink = 0;
-    /**
-     * Every source heard of, by its name, those that left last at the end: a
-     * dropped one is tried again once its backoff has passed.
-     */
-    const known = new Map<string, Address>();
-    /** Sources connected to at least once (all of them in `known`). */
-    const tried = new Set<string>();
-    /** Sources tried before and not connected now that the tracker named again: their turn comes after the untried. */
-    const due = new Set<string>();
-    /** Peers turnover put out while they had missing chunks: should the download starve, they are due again. */
-    const turnedOut = new Set<string>();
+    /** Every source heard of, and whose turn it is to connect (a dropped one once its backoff has passed). */
+    const sources = new Sources();
     /** Whose each open link is. */
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
@@ -335,18 +326,17 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     };
     const fillOne = (_p: PeerInfo, peer: string) => fill(peer);
     const fillAll = () => peers.forEach(fillOne); // forEach: no iterator per completed chunk
-    /** Closes the connection to `peer`; its chunks in flight go to others. It goes to the back of the line. */
-    const disconnect = (peer: string): boolean => {
+    /**
+     * Closes the connection to `peer`; its chunks in flight go to others. It
+     * goes to the back of the line (`turnedOut`: see Sources.left).
+     */
+    const disconnect = (peer: string, turnedOut = false): boolean => {
       const p = peers.get(peer);
       if (!p) return false;
       peers.delete(peer);
       sched.removePeer(peer);
       send(p.worker, { op: "drop", link: p.link });
-      const a = known.get(peer);
-      if (a) {
-        known.delete(peer);
-        known.set(peer, a);
-      }
+      sources.left(peer, turnedOut);
       return true;
     };
     const dropPeer = (peer: string, reason: string, ban = false) => {
@@ -373,47 +363,27 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         readyAt: 0,
         meter: new RateMeter(),
         depth: pipeline,
-        first: !tried.has(peer),
+        first: sources.untried(peer),
       });
-      tried.add(peer);
-      due.delete(peer);
-      turnedOut.delete(peer);
+      sources.connected(peer);
       send(worker, { op: "connect", link, host: a.host, port: a.port });
     };
-    const connectable = (peer: string, now: number) => {
+    /** Whether a source not connected now may be: not banned, its backoff (if any) passed. */
+    const mayConnect = (now: number) => (peer: string) => {
       const r = retry.get(peer);
-      return !peers.has(peer) && !r?.banned && !(r && r.retryAt > now);
+      return !r?.banned && !(r && r.retryAt > now);
     };
-    /** 0: never tried; 1: named again by the tracker since it left; 2: any other that left. */
-    const turnOf = (peer: string) => !tried.has(peer) ? 0 : due.has(peer) ? 1 : 2;
-    /**
-     * Fills the free connection slots: sources not tried yet first, then
-     * those the tracker named again, then the others that left (dropped ones
-     * once their backoff has passed), the longest gone first.
-     */
+    /** Fills the free connection slots, in the order of Sources. */
     const connectMore = () => {
       const now = Date.now();
-      for (let turn = 0; turn <= 2; turn++) {
-        for (const [peer, a] of known) {
-          if (peers.size >= maxPeers) return;
-          if (turnOf(peer) === turn && connectable(peer, now)) connect(peer, a, now);
-        }
-      }
+      for (const [peer, a] of sources.next(maxPeers - peers.size, mayConnect(now))) connect(peer, a, now);
     };
     const learn = (addrs: Iterable<Address>) => {
-      for (const a of addrs) {
-        const peer = formatAddress(a);
-        if (tried.has(peer) && !peers.has(peer)) due.add(peer);
-        else if (!known.has(peer) && known.size < MAX_KNOWN_PEERS) known.set(peer, a);
-      }
+      sources.learn(addrs);
       connectMore();
     };
-    /** Sources waiting for a turn: never tried, or named again by the tracker since they left. */
-    const waiting = (now: number) => {
-      let count = known.size - tried.size;
-      for (const peer of due) if (connectable(peer, now)) count++;
-      return count;
-    };
+    /** Sources waiting for a turn: never tried, or due again. */
+    const waiting = (now: number) => sources.waiting(mayConnect(now));
     /**
      * At the cap, with sources waiting for a turn: ready peers that have
      * none of the missing chunks (and owe none) give up their slots to them.
@@ -453,8 +423,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         rate = p.meter.rate;
       }
       if (slowest === null) return;
-      if (sched.wants(slowest)) turnedOut.add(slowest);
-      disconnect(slowest);
+      disconnect(slowest, sched.wants(slowest));
       fillAll();
     };
     const discover = async () => {
@@ -609,15 +578,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       const unavailable = missing.length > 0;
       // Peers connected again are not waited for: one that keeps failing, or a look-up naming the same sources again,
       // would keep the download from ever giving up. Sources not tried yet are: each gets a slot (rotate) first.
-      const connecting = newcomers > 0 || known.size > tried.size;
+      const connecting = newcomers > 0 || sources.anyUntried;
       if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
       // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,
       // so the resume after giving up has only the chunks no one had left to fetch.
       if (unavailable && missing.length === n - sched.done.count && !connecting) {
-        if (starvedSince === null) {
-          for (const peer of turnedOut) due.add(peer);
-          turnedOut.clear();
-        }
+        if (starvedSince === null) sources.starving();
         starvedSince ??= now;
       } else {
         starvedSince = null;
