@@ -54,7 +54,7 @@ const REDISCOVER_MS = 2_000;
  * Connections a download holds at most, as BitTorrent clients cap them per
  * torrent (each holds up to a chunk in flight). Sources past the cap wait
  * their turn: a connected peer with none of the missing chunks gives its
- * slot to a source not tried yet.
+ * slot to one of them, and so, every DEFAULT_TURNOVER_MS, does the slowest.
  */
 export const DEFAULT_MAX_PEERS = 50;
 /**
@@ -104,7 +104,7 @@ export interface DownloadStatus {
   peers: { peer: string; ready: boolean; inflight: number; rate: number; bytes: number; hasMissing: number }[];
   /** Peers dropped so far and why (the last error of each). */
   dropped: { peer: string; reason: string }[];
-  /** Sources waiting for one of the `maxPeers` slots: never tried, or named again by the tracker since they left. */
+  /** Sources waiting for one of the `maxPeers` slots: never tried, or due again (see lib/sources.ts). */
   waiting: number;
   maxPeers: number;
 }

@@ -28,9 +28,9 @@ export const MAX_PEERS = 100_000;
 /** Most bins of a file's chunk strip in a snapshot: a file with more chunks is shown bucketed. */
 export const MAX_STRIP_BINS = 512;
 /**
- * Most peers in one PEER_LIST, as BitTorrent trackers answer 50 by default: a downloader connects to every peer it is
- * given, and each connection holds up to a chunk in flight. With more sources a random choice is listed (complete
- * ones first), so downloaders spread over all of them and one that asks again gets others.
+ * Most peers in one PEER_LIST, as BitTorrent trackers answer 50 by default: a downloader connects to up to 50 at once
+ * (`DEFAULT_MAX_PEERS` in download.ts), and each connection holds up to a chunk in flight. With more sources a random
+ * choice is listed (complete ones first), so downloaders spread over all of them and one that asks again gets others.
  */
 export const MAX_PEERS_LISTED = 50;
 /** Most peers, and most files, listed in a snapshot (its totals count them all). */
