@@ -10,6 +10,7 @@ import {
   DEFAULT_TRACKER,
   formatBytes,
   formatFileSummary,
+  formatSaved,
   parseAddress,
   parseIntOption,
   runMain,
@@ -80,7 +81,7 @@ export function build(): Command {
     .action(async (o) => printFiles(await catalog(sourceOf(program.opts())), Boolean(o.json)));
 
   program.command("search")
-    .description("search files by name (case-insensitive substring)")
+    .description("search files by name (case-insensitive substring) or by the start of their id (6+ hex digits)")
     .argument("<text>")
     .option("--json", "print JSON")
     .addHelpText("after", "\nExamples:\n  client.ts search report\n  client.ts search .mkv --json")
@@ -88,7 +89,7 @@ export function build(): Command {
 
   program.command("peers")
     .description("list the live peers of a file")
-    .argument("<file>", "file id or exact name")
+    .argument("<file>", "file id, its first 6+ hex digits, or exact name")
     .option("--json", "print JSON")
     .addHelpText("after", "\nExamples:\n  client.ts peers report.pdf\n  client.ts peers 3f2a...e1 --json")
     .action(async (file: string, o) => {
@@ -101,8 +102,8 @@ export function build(): Command {
 
   program.command("get")
     .description("download a file from every peer that has it")
-    .argument("<file>", "file id or exact name")
-    .option("-o, --out <path>", "output path (default: the file's name here)")
+    .argument("<file>", "file id, its first 6+ hex digits, or exact name")
+    .option("-o, --out <path>", "output file, or a directory to save it in (default: the file's name here)")
     .option("--force", "overwrite an existing output file")
     .option("--workers <n>", "fetch workers (default: one per core)")
     .option("--max-peers <n>", `peers connected at once; others wait their turn (default: ${DEFAULT_MAX_PEERS})`)
@@ -142,11 +143,7 @@ export function build(): Command {
       view.done();
       if (o.json) console.log(JSON.stringify(summary, null, 2));
       else if (!o.quiet) {
-        console.log(
-          `saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s, ${
-            summary.mbPerSecond.toFixed(1)
-          } MB/s`,
-        );
+        console.log(formatSaved(summary));
       }
       if (o.seed && node) {
         if (!o.quiet) console.log(`seeding on ${formatAddress(node.address)} until interrupted`);

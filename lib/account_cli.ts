@@ -11,7 +11,7 @@
 
 import type { Command } from "commander";
 import { basename, join, resolve } from "node:path";
-import { formatBytes, paint, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
+import { formatBytes, formatSaved, paint, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
 import type { Address } from "./connection.ts";
 import { withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
@@ -332,7 +332,7 @@ export function addAccountCommands(
         if (o.json) return console.log(JSON.stringify({ ...summary, group, sharing }, null, 2));
         if (!o.quiet) {
           console.log(
-            `saved ${summary.path} (${formatBytes(summary.bytes)}) in ${summary.seconds.toFixed(2)} s` +
+            formatSaved(summary) +
               (sharing ? `; now sharing it in ${group}` : ""),
           );
         }

@@ -8,6 +8,7 @@
 
 import { CommanderError } from "commander";
 import type { Address } from "./connection.ts";
+import type { DownloadSummary } from "./download.ts";
 import { describeError, exitCodeOf, UsageError } from "./errors.ts";
 import type { FileSummary } from "./messages.ts";
 
@@ -49,7 +50,19 @@ export function formatBytes(n: number): string {
     n /= 1024;
     u++;
   }
-  return u === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[u]}`;
+  return u === 0 ? `${Math.round(n)} B` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/**
+ * The line a finished download ends with. The rate counts only what this run
+ * fetched: chunks reused from an earlier run took no time here.
+ */
+export function formatSaved(s: DownloadSummary): string {
+  const rate = `${formatBytes(s.seconds > 0 ? s.bytesFetched / s.seconds : 0)}/s`;
+  const head = `saved ${s.path} (${formatBytes(s.bytes)}) in ${s.seconds.toFixed(2)} s`;
+  if (s.chunksReused === 0) return `${head} at ${rate}`;
+  const total = s.chunksReused + s.chunksFetched;
+  return `${head}: ${s.chunksReused} of ${total} chunks reused, ${formatBytes(s.bytesFetched)} fetched at ${rate}`;
 }
 
 /** One catalog entry as one line: id, size, sources, name (`client.ts files` and the peer shell's `files`). */

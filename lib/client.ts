@@ -11,7 +11,7 @@ import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary, exists } from "./download.ts";
 import { NotFoundError, OutputExistsError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
-import type { Manifest } from "./manifest.ts";
+import { isIdPrefix, type Manifest } from "./manifest.ts";
 import type { FileSummary, PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
 import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
@@ -62,21 +62,39 @@ export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]>
   return have.flat();
 }
 
-/** Resolves a file id or an exact file name to one id; throws on none or several. */
+/**
+ * Resolves a file id, an exact file name or the start of an id to one id
+ * ({@link pickFile}); throws NotFoundError for none.
+ */
 export async function resolveFile(src: Source, idOrName: string): Promise<string> {
+  const lower = idOrName.toLowerCase(); // before isSha256Hex, whose type guard leaves `never` behind it
   if (isSha256Hex(idOrName)) return idOrName;
-  const matches = (await catalog(src, idOrName)).filter((f) => f.name === idOrName);
-  if (matches.length === 0) throw new NotFoundError(`No file named ${JSON.stringify(idOrName)} (try: files, search)`);
-  if (matches.length > 1) {
+  const f = pickFile(await catalog(src, idOrName), idOrName);
+  if (f) return f.id;
+  const what = isIdPrefix(idOrName)
+    ? `named ${JSON.stringify(idOrName)} or with an id starting ${lower}`
+    : `named ${JSON.stringify(idOrName)}`;
+  throw new NotFoundError(`No file ${what} (try: files, search)`);
+}
+
+/**
+ * The one file of `files` that `text` names: by id, else by exact name, else
+ * by the start of its id ({@link isIdPrefix}), so a name wins over an id
+ * prefix that happens to spell it. Undefined for none; an `ambiguous` error
+ * (exit 2) listing the ids when several match.
+ */
+export function pickFile<F extends { id: string; name: string }>(files: F[], text: string): F | undefined {
+  let hits = files.filter((f) => f.id === text);
+  if (hits.length === 0) hits = files.filter((f) => f.name === text);
+  if (hits.length === 0 && isIdPrefix(text)) hits = files.filter((f) => f.id.startsWith(text.toLowerCase()));
+  if (hits.length > 1) {
     throw new ShoalError(
       "ambiguous",
-      `${matches.length} files are named ${JSON.stringify(idOrName)}; pick one by id: ${
-        matches.map((m) => m.id).join(", ")
-      }`,
+      `${hits.length} files match ${JSON.stringify(text)}; pick one by id: ${hits.map((f) => f.id).join(", ")}`,
       2,
     );
   }
-  return matches[0]!.id;
+  return hits[0];
 }
 
 /** The manifest of `fileId`, checked against the id. */
@@ -94,7 +112,7 @@ export async function manifestOf(src: Source, fileId: string): Promise<Manifest>
 
 /** Options for {@link getFile}. */
 export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "discover" | "initialPeers"> & {
-  /** Output path; default: the manifest's name in {@link outDir}. */
+  /** Output path; a directory (or a path ending in `/`) means the manifest's name in it. Default: the name in {@link outDir}. */
   out?: string;
   /** Where the default output goes; default: the current directory. */
   outDir?: string;
@@ -107,13 +125,18 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
   const fileId = await resolveFile(src, idOrName);
   const manifest = await manifestOf(src, fileId);
   let out = options.out;
+  let outDir = options.outDir;
+  // `-o dir` or `-o dir/` saves under the file's own name there, as cp and scp do.
+  if (out !== undefined && (out.endsWith("/") || (await Deno.stat(out).catch(() => null))?.isDirectory)) {
+    [outDir, out] = [out, undefined];
+  }
   if (out === undefined) {
     try {
       assertSafeFileName(manifest.name);
     } catch (err) {
-      throw new UsageError(`${(err as Error).message}; choose an output path with -o`);
+      throw new UsageError(`${(err as Error).message}; choose an output file name with -o`);
     }
-    out = options.outDir === undefined ? manifest.name : join(options.outDir, manifest.name);
+    out = outDir === undefined ? manifest.name : join(outDir, manifest.name);
   }
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>

@@ -76,7 +76,7 @@ const REJECT_RETRIES = 3;
 
 /** What happens during a download, for progress output. */
 export type DownloadEvent =
-  | { kind: "resumed"; reused: number; total: number; discarded: number }
+  | { kind: "resumed"; reused: number; total: number; discarded: number; reusedBytes: number }
   | { kind: "restart"; reason: string }
   | { kind: "progress"; doneBytes: number; totalBytes: number; peers: number }
   /** `retryInMs`: when the peer will be tried again; absent for a peer dropped for good (bad data). */
@@ -156,8 +156,12 @@ export interface DownloadOptions {
 /** The outcome of a finished download. */
 export interface DownloadSummary {
   path: string;
+  /** The file's size. */
   bytes: number;
+  /** What this run fetched from peers (a resume reuses the rest). */
+  bytesFetched: number;
   seconds: number;
+  /** `bytesFetched` over `seconds`, in 10^6 bytes a second. */
   mbPerSecond: number;
   chunksReused: number;
   chunksFetched: number;
@@ -209,6 +213,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     return summary(started, {
       path: opts.out,
       bytes: 0,
+      bytesFetched: 0,
       chunksReused: 0,
       chunksFetched: 0,
       chunksRefetched: 0,
@@ -282,7 +287,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         discarded += r.bad.length;
       }
       reused = done.count;
-      opts.onEvent?.({ kind: "resumed", reused, total: n, discarded });
+      let reusedBytes = 0;
+      for (let i = 0; i < n; i++) if (done.has(i)) reusedBytes += chunkLength(manifest, i);
+      opts.onEvent?.({ kind: "resumed", reused, total: n, discarded, reusedBytes });
     }
 
     const sched = new Scheduler(n, done);
@@ -295,7 +302,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
     const dropped: { peer: string; reason: string }[] = [];
-    let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = 0;
+    let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = 0, fetchedBytes = 0;
     let dirty = false;
     let nextWorker = 0;
     let nextLink = 0;
@@ -465,6 +472,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           if (badChunks.has(m.index)) refetched++;
           if (m.direct) writtenDirect++;
           doneBytes += m.bytes;
+          fetchedBytes += m.bytes;
           bytesPerPeer[peer] = (bytesPerPeer[peer] ?? 0) + m.bytes;
           p.meter.add(m.bytes);
           const r = retry.get(peer);
@@ -662,6 +670,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     return summary(started, {
       path: opts.out,
       bytes: manifest.size,
+      bytesFetched: fetchedBytes,
       chunksReused: reused,
       chunksFetched: fetched,
       chunksRefetched: refetched,
@@ -803,8 +812,8 @@ export async function exists(path: string): Promise<boolean> {
 
 function summary(started: number, counts: Omit<DownloadSummary, "seconds" | "mbPerSecond">): DownloadSummary {
   const seconds = (performance.now() - started) / 1000;
-  const { path, bytes, ...rest } = counts;
-  return { path, bytes, seconds, mbPerSecond: seconds > 0 ? bytes / 1e6 / seconds : 0, ...rest };
+  const { path, bytes, bytesFetched, ...rest } = counts;
+  return { path, bytes, bytesFetched, seconds, mbPerSecond: seconds > 0 ? bytesFetched / 1e6 / seconds : 0, ...rest };
 }
 
 /** "1-3, 7, 9-12" (shortened after 20 ranges). */

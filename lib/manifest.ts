@@ -98,6 +98,25 @@ export function fileIdOf(m: Manifest): string {
   return sha256Hex(canonicalManifestBytes(m));
 }
 
+/**
+ * Fewest hex digits that name a file by the start of its id (`get 7097057f`,
+ * `search 709705`, `unshare 709705`): shorter ones match too much by accident.
+ * When two files do share a prefix, a command naming one says so and lists
+ * both ids.
+ */
+export const MIN_ID_PREFIX = 6;
+
+/** Whether `query` is the start of a file id: MIN_ID_PREFIX to 64 hex digits, any case. */
+export function isIdPrefix(query: string): boolean {
+  return query.length >= MIN_ID_PREFIX && query.length <= 64 && /^[0-9a-fA-F]+$/.test(query);
+}
+
+/** A catalog query's match: the name contains `query` ignoring case, or the id starts with it ({@link isIdPrefix}). */
+export function matchesQuery(file: { id: string; name: string }, query: string): boolean {
+  const q = query.toLowerCase();
+  return file.name.toLowerCase().includes(q) || (isIdPrefix(query) && file.id.startsWith(q));
+}
+
 /** Why `value` is not a well-formed manifest, or null when it is. */
 export function manifestProblem(value: unknown): string | null {
   if (typeof value !== "object" || value === null) return "is not an object";

@@ -13,19 +13,17 @@
 
 import { basename, resolve } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
-import { getFile, type GetOptions, type Source } from "./client.ts";
+import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
-import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, type Manifest } from "./manifest.ts";
+import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, isIdPrefix, type Manifest } from "./manifest.ts";
 import type { FileSummary } from "./messages.ts";
 import { fileNameProblem } from "./names.ts";
 import type { PeerNode } from "./peer.ts";
 
 /** How long {@link PeerSession.close} waits for downloads to save their progress. */
 export const STOP_TIMEOUT_MS = 10_000;
-/** Shortest id prefix accepted for a file (shorter ones match too much by accident). */
-export const MIN_ID_PREFIX = 6;
 
 /** Where a background download is. */
 export type TransferState = "downloading" | "done" | "failed" | "stopped";
@@ -94,7 +92,8 @@ export class PeerSession {
 
   /** Stops sharing a file of {@link shared} (by id, id prefix or exact name). */
   async unshare(file: string): Promise<FileSummary> {
-    const f = pickFile(this.shared(), file, "This peer does not share");
+    const f = pickFile(this.shared(), file);
+    if (!f) throw new NotFoundError(`This peer does not share ${JSON.stringify(file)}`);
     await this.node.unshare(f.id);
     return f;
   }
@@ -118,7 +117,7 @@ export class PeerSession {
     }
     const latest = [...this.#transfers].reverse();
     const t = latest.find((t) => t.fileId === text || t.name === text) ??
-      (text.length >= MIN_ID_PREFIX ? latest.find((t) => t.fileId.startsWith(text)) : undefined);
+      (isIdPrefix(text) ? latest.find((t) => t.fileId.startsWith(text.toLowerCase())) : undefined);
     if (!t) throw new NotFoundError(`No download of ${JSON.stringify(text)} in this session (see status)`);
     return t;
   }
@@ -207,26 +206,6 @@ export class PeerSession {
   #emit(e: SessionEvent): void {
     for (const fn of [...this.#listeners]) fn(e);
   }
-}
-
-/**
- * Picks one file of `files` by id, exact name or id prefix (at least
- * {@link MIN_ID_PREFIX} digits); throws NotFoundError (`none` starts its
- * message) or, when several match, an `ambiguous` error listing their ids.
- */
-export function pickFile(files: FileSummary[], text: string, none: string): FileSummary {
-  let hits = files.filter((f) => f.id === text);
-  if (hits.length === 0) hits = files.filter((f) => f.name === text);
-  if (hits.length === 0 && text.length >= MIN_ID_PREFIX) hits = files.filter((f) => f.id.startsWith(text));
-  if (hits.length === 0) throw new NotFoundError(`${none} ${JSON.stringify(text)}`);
-  if (hits.length > 1) {
-    throw new ShoalError(
-      "ambiguous",
-      `${hits.length} files match ${JSON.stringify(text)}; pick one by id: ${hits.map((f) => f.id).join(", ")}`,
-      2,
-    );
-  }
-  return hits[0]!;
 }
 
 /**

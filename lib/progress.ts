@@ -24,6 +24,8 @@ const ALPHA = 0.06;
 export interface ProgressOutput {
   /** Whether the output is a terminal: a bar redrawn in place, else a line every few seconds. */
   tty: boolean;
+  /** The terminal's width: a bar that wrapped could no longer be redrawn in place. */
+  columns(): number;
   write(text: string): void;
   now(): number;
 }
@@ -33,6 +35,13 @@ const enc = new TextEncoder();
 function stderrOutput(): ProgressOutput {
   return {
     tty: Deno.stderr.isTerminal(),
+    columns: () => {
+      try {
+        return Deno.consoleSize().columns;
+      } catch {
+        return 80; // not a terminal after all, or it would not say
+      }
+    },
     write: (text) => void Deno.stderr.writeSync(enc.encode(text)),
     now: () => performance.now(),
   };
@@ -66,10 +75,7 @@ export class ProgressView {
     const stats = `${pct.toFixed(1).padStart(5)}%  ${formatBytes(doneBytes)}/${formatBytes(totalBytes)}  ` +
       `${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${peers} peer(s)`;
     if (this.#out.tty) {
-      const width = 24;
-      const filled = Math.round((width * pct) / 100);
-      const bar = "#".repeat(filled) + "-".repeat(width - filled);
-      this.#out.write(`\r\x1b[2K${this.label} [${bar}] ${stats}`);
+      this.#out.write(`\r\x1b[2K${fitBar(this.label, pct, stats, this.#out.columns())}`);
     } else if (now - this.#lastPrint >= PIPE_INTERVAL_MS) {
       this.#lastPrint = now;
       this.#out.write(`${this.label}: ${stats}\n`);
@@ -82,6 +88,7 @@ export class ProgressView {
       case "progress":
         return this.update(e.doneBytes, e.totalBytes, e.peers);
       case "resumed":
+        this.#lastBytes = e.reusedBytes; // on disk already: not part of this run's rate
         return this.note(
           `resuming: reused ${e.reused} of ${e.total} chunks${
             e.discarded ? `, ${e.discarded} failed their check` : ""
@@ -112,6 +119,24 @@ export class ProgressView {
   get elapsedSeconds(): number {
     return (this.#out.now() - this.#started) / 1000;
   }
+}
+
+/** Widest bar, in cells. */
+const BAR_WIDTH = 24;
+/** Narrowest bar worth drawing; below it the line goes without one. */
+const MIN_BAR_WIDTH = 8;
+
+/**
+ * The bar line, one cell short of `columns` at most: the bar narrows first,
+ * then goes, then the line is cut. A line that wrapped would leave a copy of
+ * itself above at every redraw.
+ */
+export function fitBar(label: string, pct: number, stats: string, columns: number): string {
+  const room = columns - 1 - `${label} [] ${stats}`.length;
+  const width = Math.min(BAR_WIDTH, room);
+  if (width < MIN_BAR_WIDTH) return `${label} ${stats}`.slice(0, Math.max(0, columns - 1));
+  const filled = Math.round((width * pct) / 100);
+  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${stats}`;
 }
 
 function formatEta(seconds: number): string {

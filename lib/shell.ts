@@ -364,7 +364,7 @@ export function describeTransfer(t: Transfer): string {
   if (t.state === "done") {
     const s = t.summary!;
     return `${head}  done  ${formatBytes(t.size)} in ${s.seconds.toFixed(1)} s (${
-      formatBytes(s.seconds > 0 ? t.size / s.seconds : 0)
+      formatBytes(s.seconds > 0 ? s.bytesFetched / s.seconds : 0)
     }/s)  ${t.out}`;
   }
   const s = t.status();

@@ -9,7 +9,7 @@
 
 import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
 import { Bitfield } from "./bitfield.ts";
-import { fileIdOf, type Manifest } from "./manifest.ts";
+import { fileIdOf, type Manifest, matchesQuery } from "./manifest.ts";
 import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
 import { type Connection, formatAddress } from "./connection.ts";
@@ -353,12 +353,11 @@ export class Tracker {
     for (const r of remove) p.groupFiles.delete(`${r.group}\n${r.fileId}`);
   }
 
-  /** Catalog of files with at least one live source, filtered by a case-insensitive name substring. */
+  /** Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link matchesQuery}). */
   listFiles(query?: string): FileSummary[] {
-    const q = query?.toLowerCase();
     const out: FileSummary[] = [];
     for (const [id, f] of this.#files) {
-      if (q !== undefined && !f.manifest.name.toLowerCase().includes(q)) continue;
+      if (query !== undefined && !matchesQuery({ id, name: f.manifest.name }, query)) continue;
       let peers = 0, partial = 0;
       for (const pid of f.sources) {
         const p = this.#peers.get(pid);

@@ -131,7 +131,7 @@ async function main(): Promise<number> {
   const summary = JSON.parse(got.text);
   const have = await sha256File(out);
   console.log(
-    `  downloaded ${formatBytes(summary.bytes)} in ${summary.seconds.toFixed(2)} s: ${
+    `  downloaded ${formatBytes(summary.bytesFetched)} in ${summary.seconds.toFixed(2)} s: ${
       summary.mbPerSecond.toFixed(1)
     } MB/s`,
   );

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import type { Command } from "commander";
 import { build } from "../client.ts";
 import { ExitCode } from "../lib/errors.ts";
-import { paint } from "../lib/cli.ts";
+import { formatBytes, formatSaved, paint } from "../lib/cli.ts";
+import type { DownloadSummary } from "../lib/download.ts";
 
 function helpOf(c: Command): string {
   let out = "";
@@ -56,4 +57,34 @@ Deno.test("colour only on a terminal, and never with NO_COLOR", () => {
     if (saved === undefined) Deno.env.delete("NO_COLOR");
     else Deno.env.set("NO_COLOR", saved);
   }
+});
+
+Deno.test("sizes and rates read as whole bytes or two to three figures", () => {
+  assert.equal(formatBytes(0), "0 B");
+  assert.equal(formatBytes(56.2), "56 B", "a rate of a few bytes a second has no long fraction");
+  assert.equal(formatBytes(1536), "1.50 KiB");
+  assert.equal(formatBytes(100_000_000), "95.4 MiB");
+});
+
+Deno.test("a download's last line gives the rate of what this run fetched, not of chunks reused", () => {
+  const base: DownloadSummary = {
+    path: "big.bin",
+    bytes: 96 * 2 ** 20,
+    bytesFetched: 96 * 2 ** 20,
+    seconds: 2,
+    mbPerSecond: 0,
+    chunksReused: 0,
+    chunksFetched: 96,
+    chunksRefetched: 0,
+    chunksWrittenDirect: 0,
+    bytesPerPeer: {},
+    peersDropped: [],
+    chunkBuffers: { made: 0, dropped: 0 },
+  };
+  assert.equal(formatSaved(base), "saved big.bin (96.0 MiB) in 2.00 s at 48.0 MiB/s");
+  const resumed = { ...base, bytesFetched: 32 * 2 ** 20, chunksReused: 64, chunksFetched: 32 };
+  assert.equal(
+    formatSaved(resumed),
+    "saved big.bin (96.0 MiB) in 2.00 s: 64 of 96 chunks reused, 32.0 MiB fetched at 16.0 MiB/s",
+  );
 });

@@ -1,12 +1,19 @@
 // Progress output, with a fake clock and writer: the bar on a terminal, lines on a pipe, nothing when quiet.
 import assert from "node:assert/strict";
-import { type ProgressOutput, ProgressView } from "../lib/progress.ts";
+import { fitBar, type ProgressOutput, ProgressView } from "../lib/progress.ts";
 
 const MiB = 1024 * 1024;
 
 /** A fake output: what was written, and a clock the test moves. */
-function fakeOutput(tty: boolean): ProgressOutput & { text: string[]; at: number } {
-  const out = { tty, text: [] as string[], at: 1_000, write: (t: string) => void out.text.push(t), now: () => out.at };
+function fakeOutput(tty: boolean, columns = 120): ProgressOutput & { text: string[]; at: number } {
+  const out = {
+    tty,
+    text: [] as string[],
+    at: 1_000,
+    columns: () => columns,
+    write: (t: string) => void out.text.push(t),
+    now: () => out.at,
+  };
   return out;
 }
 
@@ -108,6 +115,17 @@ Deno.test("the ETA is smoothed: whole chunks landing now and then do not make it
   assert.ok(Math.abs(after - now) / now < 0.1, `ETA ${after} s after the rate doubled, about ${now} s left`);
 });
 
+Deno.test("after a resume, the rate and ETA count only what this run fetches", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  view.event({ kind: "resumed", reused: 900, total: 1000, discarded: 0, reusedBytes: 900 * MiB });
+  const done = feed(view, out, { from: 900 * MiB, perTick: MiB, tickMs: 250, ticks: 40, total: 1000 * MiB, peers: 2 });
+  const last = out.text.at(-1)!;
+  assert.match(last, / 4\.\d\d MiB\/s /, `about 4 MiB/s, not the reused 900 MiB counted as fetched: ${last}`);
+  const eta = etaSeconds(last), want = (1000 * MiB - done) / (4 * MiB);
+  assert.ok(Math.abs(eta - want) / want < 0.15, `ETA ${eta} s, about ${want} s left`);
+});
+
 Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
   const out = fakeOutput(true);
   const view = new ProgressView("get", false, out);
@@ -122,7 +140,7 @@ Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
 Deno.test("download events other than progress become lines: a resume, a restart, a drop with its retry", () => {
   const out = fakeOutput(false);
   const view = new ProgressView("get", false, out);
-  view.event({ kind: "resumed", reused: 4, total: 100, discarded: 1 });
+  view.event({ kind: "resumed", reused: 4, total: 100, discarded: 1, reusedBytes: 4 * MiB });
   view.event({ kind: "restart", reason: "ignoring out.part.json: checksum mismatch" });
   view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "stalled", retryInMs: 4_000 });
   view.event({ kind: "bad-chunk", peer: "127.0.0.1:8", index: 3 });
@@ -133,4 +151,22 @@ Deno.test("download events other than progress become lines: a resume, a restart
     "dropped peer 127.0.0.1:9: stalled (trying again in 4 s)\n",
     "dropped peer 127.0.0.1:8: sent chunk 3 with a wrong SHA-256\n",
   ]);
+});
+
+Deno.test("the bar fits the terminal: it narrows, then goes, then the line is cut", () => {
+  const stats = " 50.0%  1.00 MiB/2.00 MiB  1.00 MiB/s  ETA 0:01  1 peer(s)";
+  const full = fitBar("get", 50, stats, 120);
+  assert.equal(full, `get [############------------] ${stats}`);
+  for (const columns of [100, 80, 70, 60, 40, 10, 1]) {
+    const line = fitBar("get", 50, stats, columns);
+    assert.ok(line.length <= columns - 1, `${columns} columns: ${line.length} cells`);
+  }
+  assert.match(fitBar("get", 50, stats, 80), /^get \[#{6,12}-{6,12}\] {2}50\.0%/, "a narrower bar on 80 columns");
+  assert.equal(fitBar("get", 50, stats, 70), `get ${stats}`, "no bar when it would be too narrow");
+  assert.equal(fitBar("get", 50, stats, 30), `get ${stats}`.slice(0, 29));
+
+  const out = fakeOutput(true, 60);
+  const view = new ProgressView("get", false, out);
+  feed(view, out, { from: 0, perTick: 4 * MiB, tickMs: 250, ticks: 8, total: 64 * MiB, peers: 3 });
+  for (const t of out.text) assert.ok(t.replace("\r\x1b[2K", "").length <= 59, `wraps on 60 columns: ${t}`);
 });

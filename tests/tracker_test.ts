@@ -33,6 +33,13 @@ Deno.test("tracker: registration, announce and catalog", () => {
   assert.deepEqual(files.map((f) => [f.name, f.peers, f.partial]), [["Movie.mkv", 2, 0], ["notes.txt", 1, 0]]);
   assert.deepEqual(tracker.listFiles("movie").map((f) => f.id), [fileIdOf(m1)]);
   assert.deepEqual(tracker.listFiles("zzz"), []);
+  // the start of an id, 6 hex digits or more, in any case; fewer digits match names only
+  const id1 = fileIdOf(m1);
+  assert.deepEqual(tracker.listFiles(id1.slice(0, 6)).map((f) => f.id), [id1]);
+  assert.deepEqual(tracker.listFiles(id1.slice(0, 20).toUpperCase()).map((f) => f.id), [id1]);
+  assert.deepEqual(tracker.listFiles(id1), [tracker.listFiles("movie")[0]]);
+  assert.deepEqual(tracker.listFiles(id1.slice(0, 5)), []);
+  assert.deepEqual(tracker.listFiles(id1.slice(1, 9)), [], "only the start of an id");
   const peers = tracker.peersOf(fileIdOf(m1));
   assert.deepEqual(peers.map((p) => `${p.host}:${p.port}`).sort(), ["10.0.0.1:9001", "10.0.0.1:9002"]);
   const got = tracker.handle({ type: "get_manifest", fileId: fileIdOf(m2) }, "x");

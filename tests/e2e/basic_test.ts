@@ -72,6 +72,7 @@ Deno.test("e2e: two peers, one tracker: files, search, peers, get by id and by n
   assert.deepEqual(await byName("EMPT"), ["empty.bin"]);
   assert.deepEqual((await byName(".bin")).sort(), ["big.bin", "empty.bin"]);
   assert.deepEqual(await byName("no-such-thing"), []);
+  assert.deepEqual(await byName(big.id.slice(0, 8)), ["big.bin"], "search by the start of an id");
 
   // peers: both peers for the big file (by id), peer A only for the empty one (by name)
   const bigPeers = (await env.clientOk(src, "peers", big.id, "--json")).json<PeerEntry[]>();
@@ -83,6 +84,7 @@ Deno.test("e2e: two peers, one tracker: files, search, peers, get by id and by n
   // get the big file by id (JSON summary) and by name (human output)
   const s = (await env.clientOk(src, "get", big.id, "-o", `${out}/big-by-id`, "--json")).json<GetSummary>();
   assert.equal(s.bytes, 32 * MiB);
+  assert.equal(s.bytesFetched, 32 * MiB);
   assert.equal(s.chunksReused, 0);
   assert.equal(s.chunksFetched, big.size / big.chunkSize);
   assert.equal(s.chunksWrittenDirect, s.chunksFetched, "1 MiB chunks go around the page cache (ext4, tmpfs)");
@@ -95,8 +97,14 @@ Deno.test("e2e: two peers, one tracker: files, search, peers, get by id and by n
   assert.equal(cached.json<GetSummary>().chunksWrittenDirect, 0);
   assert.equal(await sha256File(`${out}/big-cached`), bigSha);
 
+  // by the start of its id, into a directory: saved there under its own name
+  await Deno.mkdir(`${out}/into`);
+  const short = await env.clientOk(src, "get", big.id.slice(0, 10), "-o", `${out}/into`, "--json");
+  assert.equal(short.json<GetSummary>().path, `${out}/into/big.bin`);
+  assert.equal(await sha256File(`${out}/into/big.bin`), bigSha);
+
   const human = await env.clientOk(src, "get", "big.bin", "-o", `${out}/big-by-name`);
-  assert.match(human.stdout, /saved .*big-by-name/);
+  assert.match(human.stdout, /^saved .*big-by-name \(32\.0 MiB\) in [\d.]+ s at [\d.]+ [KMG]iB\/s$/m);
   assert.equal(await sha256File(`${out}/big-by-name`), bigSha);
 
   // the zero-byte file, by name and by id
@@ -134,12 +142,21 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
   // an unknown id or name: exit 3
   const unknownId = "0123456789abcdef".repeat(4);
   for (
-    const args of [["get", unknownId, "-o", `${out}/x`], ["peers", unknownId], ["get", "no-such.bin", "-o", `${out}/y`]]
+    const args of [
+      ["get", unknownId, "-o", `${out}/x`],
+      ["peers", unknownId],
+      ["get", "no-such.bin", "-o", `${out}/y`],
+      ["get", unknownId.slice(0, 12), "-o", `${out}/w`],
+    ]
   ) {
     const r = await env.client(src, ...args);
     assert.equal(r.code, EXIT.notFound, `${args.join(" ")}: ${r.stderr}`);
     expectOneErrorLine(r.stderr);
   }
+  assert.match(
+    (await env.client(src, "get", "0123456789ab")).stderr,
+    /No file named "0123456789ab" or with an id starting 0123456789ab/,
+  );
   assert.equal(await exists(`${out}/x.part`), false, "nothing is written for an unknown file");
 
   // nobody listening at the tracker address: exit 4

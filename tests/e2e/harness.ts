@@ -331,6 +331,7 @@ export interface PeerOptions {
 export interface GetSummary {
   path: string;
   bytes: number;
+  bytesFetched: number;
   seconds: number;
   mbPerSecond: number;
   chunksReused: number;

@@ -145,6 +145,9 @@ Deno.test("e2e swarm: a client SIGKILLed at several points resumes each time", a
   assert.ok(s.chunksReused > 0);
   assert.equal(s.chunksFetched, chunks - k2);
   assert.ok(s.chunksFetched < chunks);
+  // the rate counts only this run's bytes: the reused chunks took no time here
+  assert.equal(s.bytesFetched, (chunks - k2) * 256 * 1024);
+  assert.ok(Math.abs(s.mbPerSecond - s.bytesFetched / 1e6 / s.seconds) < 1e-6 * s.mbPerSecond + 1e-9);
   assert.equal(await exists(`${target}.part`), false);
   assert.equal(await exists(`${target}.part.json`), false);
 });
