@@ -55,6 +55,8 @@ export class ProgressView {
   readonly #meter: RateMeter;
   /** When the last pipe line was printed: the first comes a whole interval after the start. */
   #lastPrint: number;
+  /** The last reason each dropped peer was dropped for (at most the download's MAX_KNOWN_PEERS). */
+  readonly #dropReasons = new Map<string, string>();
 
   constructor(readonly label: string, readonly quiet = false, out: ProgressOutput = stderrOutput()) {
     this.#out = out;
@@ -97,6 +99,9 @@ export class ProgressView {
       case "restart":
         return this.note(`starting over: ${e.reason}`);
       case "peer-dropped": {
+        // A dead peer fails each retry the same way: say so once, and again only if the reason changes.
+        if (this.#dropReasons.get(e.peer) === e.reason) return;
+        this.#dropReasons.set(e.peer, e.reason);
         const then = e.retryInMs === undefined ? "" : ` (trying again in ${Math.round(e.retryInMs / 1000)} s)`;
         return this.note(`dropped peer ${e.peer}: ${e.reason}${then}`);
       }

@@ -145,11 +145,15 @@ Deno.test("download events other than progress become lines: a resume, a restart
   view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "stalled", retryInMs: 4_000 });
   view.event({ kind: "bad-chunk", peer: "127.0.0.1:8", index: 3 });
   view.event({ kind: "peer-dropped", peer: "127.0.0.1:8", reason: "sent chunk 3 with a wrong SHA-256" });
+  // the same peer failing its retries the same way is said once; a new reason is said
+  view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "stalled", retryInMs: 8_000 });
+  view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "connection refused", retryInMs: 16_000 });
   assert.deepEqual(out.text, [
     "resuming: reused 4 of 100 chunks, 1 failed their check\n",
     "starting over: ignoring out.part.json: checksum mismatch\n",
     "dropped peer 127.0.0.1:9: stalled (trying again in 4 s)\n",
     "dropped peer 127.0.0.1:8: sent chunk 3 with a wrong SHA-256\n",
+    "dropped peer 127.0.0.1:9: connection refused (trying again in 16 s)\n",
   ]);
 });
 
