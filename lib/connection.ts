@@ -38,7 +38,7 @@ const DIRECT_READ_MIN = 64 * 1024;
  * small frames, many per read. After a large frame the next is likely large
  * too, so its header is read with a small read, and only the few payload
  * bytes that come along are copied (a full-size read there copied about a
- * quarter of a 1 MiB chunk stream twice; README, Performance).
+ * quarter of a 1 MiB chunk stream twice; docs/PERFORMANCE.md).
  */
 const SCRATCH_BYTES = 256 * 1024;
 const READ_AFTER_LARGE = 4 * 1024;

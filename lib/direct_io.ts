@@ -5,8 +5,8 @@
  * Why: copying each chunk into the page cache was the client's largest
  * cost. On this project's virtual machines a buffered 4 GiB download spent
  * 8-10 s of system time in that copy (the host faults freed page-cache
- * pages back in), a direct one about 2.5 s; measured in the README
- * (Performance). Direct writes need the buffer's address, the file offset
+ * pages back in), a direct one about 2.5 s; measured in
+ * docs/PERFORMANCE.md. Direct writes need the buffer's address, the file offset
  * and the length to be multiples of the device's block size: the fetch
  * workers receive each chunk into a buffer placed so that its data starts
  * on a {@link DIRECT_ALIGN} boundary ({@link alignedBytes}); a chunk that
@@ -18,7 +18,7 @@
  * A direct write runs on a thread of its own (a non-blocking FFI call of
  * `pwrite`), so the worker goes on receiving and hashing while the disk
  * works: waiting in each write left a quarter of both cores idle during
- * a download (README, Performance). Where the C library cannot be opened
+ * a download (docs/PERFORMANCE.md). Where the C library cannot be opened
  * the write waits in the worker instead.
  * Durability is unchanged: the coordinator's `fdatasync` covers both kinds
  * of write before the sidecar marks a chunk done.

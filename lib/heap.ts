@@ -9,7 +9,7 @@
  * generation, and every chunk leaves a little behind that only a full GC
  * frees (its `node:crypto` hash, for one); V8 runs no full GC of its own
  * before its old-generation limit (hundreds of MB) is near. What it saves
- * and costs is measured in the README (Memory).
+ * and costs is measured in docs/PERFORMANCE.md (Memory).
  *
  * A program cannot set V8 flags for itself under `deno run`, so there is
  * no `gc()`; the in-process inspector's `HeapProfiler.collectGarbage` is
