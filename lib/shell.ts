@@ -54,7 +54,12 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   list: { usage: "list", help: "the files this peer shares", args: [0, 0] },
   files: { usage: "files", help: "every file on the network with a live source", args: [0, 0] },
-  search: { usage: "search <text>", help: "files whose name contains the text", args: [1, 1], complete: "catalog" },
+  search: {
+    usage: "search <text>",
+    help: "files whose name contains the text or whose id starts with it",
+    args: [1, 1],
+    complete: "catalog",
+  },
   peers: { usage: "peers <file>", help: "the live peers of a file", args: [1, 1], complete: "catalog" },
   download: {
     usage: "download <file-id|name> [out] [--force]",
