@@ -13,6 +13,7 @@ import {
   formatSaved,
   parseAddress,
   parseIntOption,
+  parseSize,
   runMain,
   shutdownSignal,
 } from "./lib/cli.ts";
@@ -107,6 +108,8 @@ export function build(): Command {
     .option("--force", "overwrite an existing output file")
     .option("--workers <n>", "fetch workers (default: one per core)")
     .option("--max-peers <n>", `peers connected at once; others wait their turn (default: ${DEFAULT_MAX_PEERS})`)
+    .option("--download-limit <size>", "fetch at most this many bytes a second, e.g. 5m (default: no limit)")
+    .option("--upload-limit <size>", "serve others at most this many bytes a second, e.g. 1m (default: no limit)")
     .option("--no-direct-io", "write through the page cache (default: around it, where the system allows)")
     .option("--seed", "keep sharing the file after the download until interrupted")
     .option("--no-share", "do not serve chunks to others while downloading")
@@ -123,9 +126,13 @@ export function build(): Command {
       const signal = shutdownSignal();
       // Swarming: serve what we have while we download, as a partial source.
       const listen = parseListen(o.listen);
+      // Sizes as peer.ts --upload-limit takes them; 0 is no limit.
+      const uploadLimit = o.uploadLimit === undefined ? 0 : parseSize(o.uploadLimit, "--upload-limit");
+      const downloadLimit = o.downloadLimit === undefined ? 0 : parseSize(o.downloadLimit, "--download-limit");
       await using node = o.share === false ? null : PeerNode.start([], {
         hostname: listen.host,
         port: listen.port,
+        ...(uploadLimit ? { uploadLimit } : {}),
         ...("tracker" in src ? { tracker: src.tracker } : {}),
       });
       const summary = await getFile(src, file, {
@@ -134,6 +141,7 @@ export function build(): Command {
         force: Boolean(o.force),
         ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
         ...(o.maxPeers ? { maxPeers: parseIntOption(o.maxPeers, "--max-peers", 1, MAX_KNOWN_PEERS) } : {}),
+        ...(downloadLimit ? { downloadLimit } : {}),
         directIo: o.directIo !== false,
         signal,
         onResolved: (id, m, out) =>

@@ -26,6 +26,7 @@ import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
+import { RateLimiter } from "./rate_limit.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -126,6 +127,8 @@ export interface DownloadOptions {
   initialPeers?: Address[];
   /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
   maxPeers?: number;
+  /** Bytes a second to fetch at most, over all peers (default: no limit). The requests are paced, not the reads. */
+  downloadLimit?: number;
   /** How often the slowest peer gives its slot to a waiting source (default {@link DEFAULT_TURNOVER_MS}). */
   turnoverMs?: number;
   stallMs?: number;
@@ -322,12 +325,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
+    const limiter = opts.downloadLimit ? new RateLimiter(opts.downloadLimit) : null;
     const fill = (peer: string) => {
       const p = peers.get(peer);
       if (!p?.ready) return;
       while (sched.inflight(peer) < p.depth) {
+        if (limiter && !limiter.ready) break; // the tick fills again
         const index = sched.next(peer);
         if (index === null) break;
+        limiter?.spend(chunkLength(manifest, index));
         send(p.worker, { op: "request", link: p.link, index });
       }
     };
@@ -565,7 +571,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         p.meter.sample();
         const before = p.depth;
         p.depth = nextDepth(before, p.meter, manifest.chunkSize, pipeline);
-        if (p.depth > before) fill(peer);
+        if (p.depth > before || limiter) fill(peer);
       }
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;

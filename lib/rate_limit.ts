@@ -1,6 +1,8 @@
 /**
- * A token bucket for upload limits: `take(n)` waits until `n` bytes fit in
- * the configured rate. One bucket is shared by every connection of a peer.
+ * A token bucket for byte rates. Upload limits wait in `take(n)` until `n`
+ * bytes fit in the rate; one bucket is shared by every connection of a peer.
+ * A download limit paces its requests instead, without waiting: it asks
+ * `ready` before each and `spend`s the chunk's length.
  *
  * @module
  */
@@ -32,6 +34,22 @@ export class RateLimiter {
     });
     this.#chain = next.catch(() => {});
     return next;
+  }
+
+  /** Whether a caller that does not wait may go ahead now: the bucket is not in debt. */
+  get ready(): boolean {
+    this.#refill();
+    return this.#tokens > 0;
+  }
+
+  /**
+   * Spends `n` bytes at once, into debt if need be: a whole chunk is asked
+   * for even when less than its length is left, and `ready` stays false
+   * until the rate has paid it back, so the average holds.
+   */
+  spend(n: number): void {
+    this.#refill();
+    this.#tokens -= n;
   }
 
   #refill(): void {

@@ -79,6 +79,23 @@ Deno.test("a multi-chunk file shared by two peers downloads from both, verified"
   }
 });
 
+Deno.test("a download limit paces the requests: the file takes as long as the limit says, and arrives whole", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const out = join(dir.path, "got.bin");
+  const limit = 400_000;
+  const summary = await getFile({ peers: [peer.address] }, "f", { out, downloadLimit: limit });
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  // The bucket starts with a second's worth; the rest comes at the limit (unlimited, this takes a few ms here).
+  const least = (data.length - limit) / limit;
+  assert.ok(
+    summary.seconds >= least * 0.9,
+    `${summary.seconds.toFixed(2)} s, at least ${least.toFixed(2)} s at the limit`,
+  );
+});
+
 Deno.test("1 MiB chunks are written around the page cache, all but the short last one; --no-direct-io writes none so", async () => {
   await using dir = await tempDir();
   const data = randomBytes(3 * 1024 * 1024 + 5);

@@ -255,6 +255,42 @@ Deno.test("e2e swarm: --workers N downloads with N fetch workers; the default is
   }
 });
 
+Deno.test("e2e swarm: get --upload-limit caps what a seeding client serves; --download-limit caps what a client fetches", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir(), out = await env.tempDir();
+  const sha = await writeRandomFile(`${dir}/l.bin`, 4 * MiB); // 16 chunks of 256 KiB
+  const peer = await env.peer({ shared: dir, chunkSize: "256k" }); // no limit of its own
+  // Each bucket starts with a second's worth (1 MiB); the other 3 MiB come at 1 MiB/s. Unlimited this takes well under
+  // a second here.
+  const least = 3 * 0.9;
+
+  const seeding = await env.spawn("client.ts", [
+    "--peers",
+    peer.addr,
+    "get",
+    "l.bin",
+    "-o",
+    `${out}/a`,
+    "--seed",
+    "--upload-limit",
+    "1m",
+  ]);
+  const at = (await seeding.waitForLine(/^seeding on (\S+) until interrupted$/, 30_000))[1]!;
+  const fromSeeder = (await env.clientOk(["--peers", at], "get", "l.bin", "-o", `${out}/b`, "--json")).json<
+    GetSummary
+  >();
+  assert.equal(await sha256File(`${out}/b`), sha);
+  assert.deepEqual(Object.keys(fromSeeder.bytesPerPeer), [at], "all of it from the seeding client");
+  assert.ok(fromSeeder.seconds >= least, `served at 1 MiB/s: ${fromSeeder.seconds} s`);
+  seeding.kill("SIGTERM");
+  assert.equal((await seeding.wait()).code, 0, seeding.describe());
+
+  const args = ["get", "l.bin", "-o", `${out}/c`, "--json", "--download-limit", "1m"];
+  const limited = (await env.clientOk(["--peers", peer.addr], ...args)).json<GetSummary>();
+  assert.equal(await sha256File(`${out}/c`), sha);
+  assert.ok(limited.seconds >= least, `fetched at 1 MiB/s: ${limited.seconds} s`);
+});
+
 Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a third client", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), work = await env.tempDir();
