@@ -269,7 +269,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
     const done = new Bitfield(n);
-    let reused = 0;
+    let reused = 0, reusedBytes = 0;
     if (resumed) {
       const marked = [...Array(n).keys()].filter((i) => resumed.done.has(i));
       const results = await Promise.race([
@@ -290,7 +290,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         discarded += r.bad.length;
       }
       reused = done.count;
-      let reusedBytes = 0;
       for (let i = 0; i < n; i++) if (done.has(i)) reusedBytes += chunkLength(manifest, i);
       opts.onEvent?.({ kind: "resumed", reused, total: n, discarded, reusedBytes });
     }
@@ -305,7 +304,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
     const dropped: { peer: string; reason: string }[] = [];
-    let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = 0, fetchedBytes = 0;
+    let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = reusedBytes;
     let dirty = false;
     let nextWorker = 0;
     let nextLink = 0;
@@ -319,7 +318,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const badChunks = new Set<number>();
     /** REJECTs per "peer index" */
     const rejected = new Map<string, number>();
-    for (let i = 0; i < n; i++) if (done.has(i)) doneBytes += chunkLength(manifest, i);
     await checkRoom(partPath, manifest);
     await compacted;
 
@@ -478,7 +476,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           if (badChunks.has(m.index)) refetched++;
           if (m.direct) writtenDirect++;
           doneBytes += m.bytes;
-          fetchedBytes += m.bytes;
           bytesPerPeer[peer] = (bytesPerPeer[peer] ?? 0) + m.bytes;
           p.meter.add(m.bytes);
           const r = retry.get(peer);
@@ -676,7 +673,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     return summary(started, {
       path: opts.out,
       bytes: manifest.size,
-      bytesFetched: fetchedBytes,
+      bytesFetched: doneBytes - reusedBytes,
       chunksReused: reused,
       chunksFetched: fetched,
       chunksRefetched: refetched,
