@@ -111,10 +111,15 @@ export function isIdPrefix(query: string): boolean {
   return query.length >= MIN_ID_PREFIX && query.length <= 64 && /^[0-9a-fA-F]+$/.test(query);
 }
 
-/** A catalog query's match: the name contains `query` ignoring case, or the id starts with it ({@link isIdPrefix}). */
-export function matchesQuery(file: { id: string; name: string }, query: string): boolean {
+/**
+ * What a catalog query matches: a file whose name contains `query` ignoring
+ * case, or whose id starts with it ({@link isIdPrefix}). Made once per
+ * query, then applied to each file of the catalog.
+ */
+export function queryMatcher(query: string): (file: { id: string; name: string }) => boolean {
   const q = query.toLowerCase();
-  return file.name.toLowerCase().includes(q) || (isIdPrefix(query) && file.id.startsWith(q));
+  const byId = isIdPrefix(query);
+  return (file) => file.name.toLowerCase().includes(q) || (byId && file.id.startsWith(q));
 }
 
 /** Why `value` is not a well-formed manifest, or null when it is. */

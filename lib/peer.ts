@@ -20,7 +20,7 @@ import { ConnectionClosedError, ShoalError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { closeSync, fstatSync, openSync } from "node:fs";
 import { preadFull } from "./file_io.ts";
-import { chunkLength, type Manifest, matchesQuery, MIN_CHUNK_SIZE } from "./manifest.ts";
+import { chunkLength, type Manifest, MIN_CHUNK_SIZE, queryMatcher } from "./manifest.ts";
 import { BufferPool, type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { ByteBudget } from "./byte_budget.ts";
 import {
@@ -471,8 +471,8 @@ export class PeerNode {
   #handle(msg: Message, conn: Connection): Message {
     switch (msg.type) {
       case "list_files": {
-        const q = msg.query;
-        return { type: "file_list", files: this.catalog().filter((f) => q === undefined || matchesQuery(f, q)) };
+        const files = this.catalog();
+        return { type: "file_list", files: msg.query === undefined ? files : files.filter(queryMatcher(msg.query)) };
       }
       case "authorize":
         this.authorize(conn, msg.fileId, msg.grant);

@@ -9,7 +9,7 @@
 
 import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
 import { Bitfield } from "./bitfield.ts";
-import { fileIdOf, type Manifest, matchesQuery } from "./manifest.ts";
+import { fileIdOf, type Manifest, queryMatcher } from "./manifest.ts";
 import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
 import { type Connection, formatAddress } from "./connection.ts";
@@ -353,11 +353,12 @@ export class Tracker {
     for (const r of remove) p.groupFiles.delete(`${r.group}\n${r.fileId}`);
   }
 
-  /** Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link matchesQuery}). */
+  /** Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link queryMatcher}). */
   listFiles(query?: string): FileSummary[] {
+    const matches = query === undefined ? null : queryMatcher(query);
     const out: FileSummary[] = [];
     for (const [id, f] of this.#files) {
-      if (query !== undefined && !matchesQuery({ id, name: f.manifest.name }, query)) continue;
+      if (matches && !matches({ id, name: f.manifest.name })) continue;
       let peers = 0, partial = 0;
       for (const pid of f.sources) {
         const p = this.#peers.get(pid);
