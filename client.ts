@@ -36,6 +36,7 @@ interface GlobalOpts {
   tracker?: string;
   peers?: string;
   home?: string;
+  config?: string;
 }
 
 function sourceOf(o: GlobalOpts): Source {

@@ -21,6 +21,7 @@ import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
 import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
 import { PeerSession } from "./lib/peer_session.ts";
+import { RateLimiter } from "./lib/rate_limit.ts";
 import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
 
 /** Where the hash cache of a shared directory lives: outside it, so it is never shared. */
@@ -42,6 +43,7 @@ async function main(argv: string[]): Promise<void> {
     .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
     .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
     .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
+    .option("--download-limit <size>", "limit per second over all downloads from the shell, e.g. 5m (default: none)")
     .option("--no-watch", "index --shared once at start; do not pick up later changes")
     .option("--quiet", "print only the listening address")
     // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts)
@@ -66,7 +68,8 @@ async function main(argv: string[]): Promise<void> {
   // The background peer serves its session's tracker unless told otherwise on its command line.
   if (o.daemon && program.getOptionValueSource("tracker") !== "cli") delete o.tracker;
   const port = parseIntOption(o.port, "--port", 0, 65535);
-  if (o.daemon) return await daemon(o, port);
+  const uploadLimit = o.uploadLimit === undefined ? 0 : parseSize(o.uploadLimit, "--upload-limit");
+  if (o.daemon) return await daemon(o, port, uploadLimit);
   if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");
   const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
   const chunkSize = parseSize(o.chunkSize, "--chunk-size");
@@ -97,7 +100,7 @@ async function main(argv: string[]): Promise<void> {
     ...(tracker ? { tracker } : {}),
     ...(o.advertise ? { advertiseHost: o.advertise } : {}),
     corrupt: Boolean(o.corrupt),
-    ...(o.uploadLimit ? { uploadLimit: parseSize(o.uploadLimit, "--upload-limit") } : {}),
+    ...(uploadLimit ? { uploadLimit } : {}),
     onTrackerEvent: (e) => {
       if (e.kind === "registered") say(`registered with tracker as ${e.peerId}`);
       else if (e.kind === "lost") say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
@@ -113,7 +116,13 @@ async function main(argv: string[]): Promise<void> {
   // --- end of watched shared folder
   // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts): commands while the peer serves
   const signal = shutdownSignal();
-  const session = new PeerSession(node, tracker ? { tracker } : null, { downloadDir: o.downloadDir, chunkSize });
+  // One bucket for all the shell's downloads, as a BitTorrent client's global limit.
+  const downloadLimit = o.downloadLimit === undefined ? 0 : parseSize(o.downloadLimit, "--download-limit");
+  const session = new PeerSession(node, tracker ? { tracker } : null, {
+    downloadDir: o.downloadDir,
+    chunkSize,
+    ...(downloadLimit ? { download: { downloadLimit: new RateLimiter(downloadLimit) } } : {}),
+  });
   const home = Home.resolve(o.home);
   // Serving matters more than the control socket: without one (e.g. an unwritable home), warn and go on.
   const control = await PeerControl.listen(home, session, say).catch((err) => {
@@ -145,7 +154,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 /** `--daemon`: the user's background peer; it writes to peer.log in the user's state directory. */
-async function daemon(o: Record<string, string>, port: number): Promise<void> {
+async function daemon(o: Record<string, string>, port: number, uploadLimit: number): Promise<void> {
   const home = Home.resolve(o.home);
   await home.ensure();
   const log = await Deno.open(home.logPath, { append: true, create: true, mode: 0o600 });
@@ -165,6 +174,7 @@ async function daemon(o: Record<string, string>, port: number): Promise<void> {
       hostname: o.host ?? "127.0.0.1",
       port,
       ...(o.advertise ? { advertiseHost: o.advertise } : {}),
+      ...(uploadLimit ? { uploadLimit } : {}),
       log: say,
       signal: shutdownSignal(),
     });

@@ -11,7 +11,7 @@
 
 import type { Command } from "commander";
 import { basename, join, resolve } from "node:path";
-import { formatBytes, formatSaved, paint, parseAddress, parseIntOption, shutdownSignal } from "./cli.ts";
+import { formatBytes, formatSaved, paint, parseAddress, parseIntOption, parseSize, shutdownSignal } from "./cli.ts";
 import type { Address } from "./connection.ts";
 import { withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
@@ -27,6 +27,8 @@ import { ProgressView } from "./progress.ts";
 export interface AccountGlobals {
   tracker?: string;
   home?: string;
+  /** `--config`: the background peer reads its "peer" section from the same file. */
+  config?: string;
 }
 
 function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
@@ -55,6 +57,11 @@ export function addAccountCommands(
   defaultTracker: () => string,
 ): void {
   const home = () => Home.resolve(globals().home);
+  /** Starts the background peer if need be, with the file given to `--config`, if any. */
+  const daemon = (h: Home, s: SessionFile) => {
+    const config = globals().config;
+    return ensureDaemon(h, s, config === undefined ? [] : ["--config", resolve(config)]);
+  };
   const trackerOf = (s: SessionFile) => parseAddress(s.tracker, "tracker");
   /** The session and a request to its tracker. */
   const withSession = async <T extends MessageName>(
@@ -96,7 +103,7 @@ export function addAccountCommands(
       const r = await call(tracker, { type: "login", name, password: await password(pw, "password") }, "session");
       const session: SessionFile = { user: r.user, tracker: trackerText, token: r.token, expiresAt: r.expiresAt };
       await h.writeSession(session);
-      const state = await ensureDaemon(h, session);
+      const state = await daemon(h, session);
       if (o.json) return console.log(JSON.stringify({ user: r.user, expiresAt: r.expiresAt, peer: state.address }));
       console.log(`logged in as ${r.user} until ${new Date(r.expiresAt).toISOString()}`);
       console.log(`background peer on ${state.address}, sharing ${state.shares.length} group file(s)`);
@@ -236,7 +243,7 @@ export function addAccountCommands(
     .action(async (path: string, group: string, o) => {
       const h = home();
       const s = await h.session();
-      await ensureDaemon(h, s);
+      await daemon(h, s);
       const r = await ctl(h, { type: "ctl_share", path: resolve(path), group }, "ctl_shared");
       if (o.json) return console.log(JSON.stringify(r));
       console.log(`sharing ${r.name} (${formatBytes(r.size)}) in ${r.group} as ${r.fileId}`);
@@ -266,6 +273,7 @@ export function addAccountCommands(
     .argument("<dest>")
     .option("--force", "overwrite an existing file")
     .option("--workers <n>", "fetch workers (default: one per core)")
+    .option("--download-limit <size>", "fetch at most this many bytes a second, e.g. 5m (default: no limit)")
     .option("--no-direct-io", "write through the page cache (default: around it, where the system allows)")
     .option("--quiet", "no progress output")
     .option("--json", "print a JSON summary at the end")
@@ -301,6 +309,7 @@ export function addAccountCommands(
           out,
           force: Boolean(o.force),
           ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+          ...(o.downloadLimit === undefined ? {} : { downloadLimit: parseSize(o.downloadLimit, "--download-limit") }),
           directIo: o.directIo !== false,
           signal: shutdownSignal(),
           discover: async () => {

@@ -26,6 +26,8 @@ export interface DaemonOptions {
   hostname?: string;
   port?: number;
   advertiseHost?: string;
+  /** Bytes a second the group shares may send, over all connections (default: no limit). */
+  uploadLimit?: number;
   log: (line: string) => void;
   signal: AbortSignal;
 }
@@ -57,6 +59,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     port: o.port ?? 0,
     tracker: o.tracker,
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+    ...(o.uploadLimit ? { uploadLimit: o.uploadLimit } : {}),
     token: () => token,
     onTrackerEvent: (e) => {
       if (e.kind === "registered") log(`registered with tracker as ${e.peerId}`);

@@ -40,14 +40,18 @@ export async function daemonStatus(home: Home): Promise<MessageOf<"ctl_state"> |
  * user and tracker (handing it the new token), else stops the old one and
  * starts a new one, waiting until it is registered.
  */
-export async function ensureDaemon(home: Home, session: SessionFile): Promise<MessageOf<"ctl_state">> {
+export async function ensureDaemon(
+  home: Home,
+  session: SessionFile,
+  extraArgs: string[] = [],
+): Promise<MessageOf<"ctl_state">> {
   const running = await daemonStatus(home);
   if (running && running.user === session.user && running.tracker === session.tracker) {
     await ctl(home, { type: "ctl_session", token: session.token }, "ok");
     return await waitRegistered(home, null);
   }
   if (running) await stopDaemon(home);
-  const peer = peerCommand(["--daemon", "--home", home.dir]);
+  const peer = peerCommand(["--daemon", "--home", home.dir, ...extraArgs]);
   const child = new Deno.Command(peer.command, {
     args: peer.args,
     stdin: "null",

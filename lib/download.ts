@@ -127,8 +127,11 @@ export interface DownloadOptions {
   initialPeers?: Address[];
   /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
   maxPeers?: number;
-  /** Bytes a second to fetch at most, over all peers (default: no limit). The requests are paced, not the reads. */
-  downloadLimit?: number;
+  /**
+   * Bytes a second to fetch at most, over all peers (default: no limit). The requests are paced, not the reads.
+   * A number is this download's own bucket; a {@link RateLimiter} may be shared by several downloads (a peer's).
+   */
+  downloadLimit?: number | RateLimiter;
   /** How often the slowest peer gives its slot to a waiting source (default {@link DEFAULT_TURNOVER_MS}). */
   turnoverMs?: number;
   stallMs?: number;
@@ -323,7 +326,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
-    const limiter = opts.downloadLimit ? new RateLimiter(opts.downloadLimit) : null;
+    const limiter = typeof opts.downloadLimit === "number"
+      ? (opts.downloadLimit > 0 ? new RateLimiter(opts.downloadLimit) : null)
+      : opts.downloadLimit ?? null;
     const fill = (peer: string) => {
       const p = peers.get(peer);
       if (!p?.ready) return;

@@ -56,8 +56,11 @@ export interface SessionOptions {
   downloadDir?: string;
   /** Chunk size for files shared later (as `--chunk-size`). */
   chunkSize?: number;
-  /** Passed to every download (workers, timeouts). */
-  download?: Pick<GetOptions, "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline" | "maxPeers">;
+  /** Passed to every download (workers, timeouts; a RateLimiter as `downloadLimit` caps them all together). */
+  download?: Pick<
+    GetOptions,
+    "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline" | "maxPeers" | "downloadLimit"
+  >;
 }
 
 interface Running extends Transfer {

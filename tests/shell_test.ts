@@ -20,6 +20,7 @@ import { indexDirectory } from "../lib/indexer.ts";
 import { PeerControl, peerRequest, peerSocketPath } from "../lib/peer_control.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
+import { RateLimiter } from "../lib/rate_limit.ts";
 import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { randomBytes, sha, waitUntil as waitFor } from "./helpers.ts";
@@ -185,6 +186,22 @@ Deno.test("download runs in the background; status shows it; it completes and is
   await waitUntil(() => w.lines.some((l) => l.startsWith("#2 hello.txt: done")), "the second download");
   assert.equal(await Deno.readTextFile(join(w.dir, "hi.txt")), "hello");
   assert.match((await w.run("download data.bin"))[0]!, /^error: .*data\.bin already exists/);
+});
+
+Deno.test("a download limit given as one bucket caps the session's downloads together", async () => {
+  const rate = 4 * CHUNK; // 64 KiB/s, a second's worth to start with
+  await using w = await world({ download: { downloadLimit: new RateLimiter(rate) } });
+  const started = performance.now();
+  await w.run("download data.bin");
+  await w.run(`download data.bin ${join(w.dir, "copy.bin")}`);
+  await waitUntil(() => w.lines.filter((l) => /^#\d data\.bin: done/.test(l)).length === 2, "both downloads");
+  const seconds = (performance.now() - started) / 1000;
+  // Both files through one bucket: what the first second's burst and one chunk of debt leave, at the rate. Each
+  // with a bucket of its own would take a quarter of that.
+  const least = (2 * w.data.length - rate - CHUNK) / rate;
+  assert.ok(seconds >= least, `took ${seconds.toFixed(2)} s, expected at least ${least.toFixed(2)}`);
+  assert.equal(sha(await Deno.readFile(join(w.dir, "downloads", "data.bin"))), sha(w.data));
+  assert.equal(sha(await Deno.readFile(join(w.dir, "copy.bin"))), sha(w.data));
 });
 
 Deno.test("why: a stuck download names its missing chunks, who has them, and a dropped peer's reason", async () => {

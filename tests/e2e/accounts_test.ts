@@ -141,9 +141,13 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     assert.equal(files[0]!.id, fileId);
     assert.equal(files[0]!.owner, "alice");
 
-    // Bob downloads by name into a directory: identical bytes, shown complete.
-    const got = await bob.ok("download_file", "team", "report.bin", out, "--json");
-    assert.equal(got.json<{ bytes: number }>().bytes, 3 * MiB + 12345);
+    // Bob downloads by name into a directory, at most 1 MiB a second: identical bytes, shown complete. The bucket
+    // starts with a second's worth and a request may overdraw it by a chunk (1 MiB), so the 3 MiB and a bit take
+    // at least a second more; unlimited, they take a tenth of that.
+    const got = await bob.ok("download_file", "team", "report.bin", out, "--download-limit", "1m", "--json");
+    const first = got.json<{ bytes: number; seconds: number }>();
+    assert.equal(first.bytes, 3 * MiB + 12345);
+    assert.ok(first.seconds >= 1, `--download-limit 1m: 3 MiB took ${first.seconds} s`);
     assert.equal(await sha256File(`${out}/report.bin`), want);
     const shown = (await bob.ok("show_downloads")).stdout;
     assert.match(shown, /^\[C\] team report\.bin -> .*report\.bin$/m);
@@ -202,12 +206,20 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
       await t.request({ type: "get_grant", token: carolSession.token, group: "team", fileId }, "grant");
     }, (e: unknown) => e instanceof RemoteError && e.code === "not_member");
 
-    // Logging out stops Alice's peer; logging in again resumes sharing the same file.
+    // Logging out stops Alice's peer; logging in again resumes sharing the same file. This time she names a config
+    // file whose "peer" section caps uploads: her new background peer reads it.
     await alice.ok("logout");
     assert.equal((await alice.ok("status", "--json")).json<{ peer: unknown }>().peer, null);
-    await alice.ok("login", alice.name, alice.password);
+    const config = `${await env.tempDir()}/config.json`;
+    await Deno.writeTextFile(config, JSON.stringify({ peer: { "upload-limit": "1m" } }));
+    await alice.ok("--config", config, "login", alice.name, alice.password);
     const again = (await alice.ok("status", "--json")).json<{ peer: { shares: { fileId: string }[] } }>();
     assert.deepEqual(again.peer.shares.map((f) => f.fileId), [fileId]);
+    // Sending 3 MiB and a bit at 1 MiB a second, with a second's worth to start: at least 2 s (unlimited: 0.1 s).
+    const capped = await bob.ok("download_file", "team", "report.bin", `${out}/again.bin`, "--json");
+    const seconds = capped.json<{ seconds: number }>().seconds;
+    assert.ok(seconds >= 1.8, `alice's upload-limit 1m: 3 MiB took ${seconds} s`);
+    assert.equal(await sha256File(`${out}/again.bin`), want);
 
     // Logged out: the session is revoked and the background peer gone.
     await carol.ok("logout");

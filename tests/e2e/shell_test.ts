@@ -119,7 +119,7 @@ Deno.test("e2e: peer.ts --shell from a pipe: share, list, download from another 
   assert.equal(await Deno.stat(socket).catch(() => null), null, "the control socket is removed on exit");
 });
 
-Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts --no-shell", async () => {
+Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts --no-shell (--download-limit)", async () => {
   await using env = new E2E();
   const srcDir = await env.tempDir(), ownDir = await env.tempDir(), downloads = await env.tempDir();
   const home = await env.tempDir("shoal-e2e-home-"), local = await env.tempDir();
@@ -132,6 +132,8 @@ Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts
     ...await peerArgs(env, ownDir, tracker.addr, home),
     "--download-dir",
     downloads,
+    "--download-limit",
+    "1m",
     "--no-shell",
   ]);
   const addr = await started(peer);
@@ -166,8 +168,10 @@ Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts
   const req = (await env.clientOk(ctl, "request-file", "--file-id", dataId, "--peer-addr", addr, "--json"))
     .json<{ fileId: string; name: string; out: string }>();
   assert.equal(req.out, join(downloads, "data.bin"), "by default the peer downloads into its --download-dir");
-  await peer.waitForLine(/^#1 data\.bin: done, /, DOWNLOAD_TIMEOUT_MS);
+  const done = await peer.waitForLine(/^#1 data\.bin: done, 3\.00 MiB in (\d+\.\d) s/, DOWNLOAD_TIMEOUT_MS);
   assert.equal(await sha256File(req.out), await sha256File(join(srcDir, "data.bin")));
+  // --download-limit 1m: a second's worth to start, a chunk of debt at most, so 3 MiB take at least 1.75 s.
+  assert.ok(Number(done[1]) >= 1.7, `--download-limit 1m: 3 MiB in ${done[1]} s`);
 
   // Human output, and the errors: no peer on that address, an unknown file.
   const human = await env.clientOk(ctl, "register-file", "--path", join(local, "report.txt"), "--peer-addr", addr);
