@@ -69,12 +69,24 @@ export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]>
 export async function resolveFile(src: Source, idOrName: string): Promise<string> {
   const lower = idOrName.toLowerCase(); // before isSha256Hex, whose type guard leaves `never` behind it
   if (isSha256Hex(idOrName)) return idOrName;
-  const f = pickFile(await catalog(src, idOrName), idOrName);
+  const found = await catalog(src, idOrName);
+  const f = pickFile(found, idOrName);
   if (f) return f.id;
   const what = isIdPrefix(idOrName)
     ? `named ${JSON.stringify(idOrName)} or with an id starting ${lower}`
     : `named ${JSON.stringify(idOrName)}`;
-  throw new NotFoundError(`No file ${what} (try: files, search)`);
+  throw new NotFoundError(`No file ${what}${nearMatches(found)}`);
+}
+
+/** Names offered when a look-up by exact name fails: at most this many. */
+const NEAR_MATCHES_SHOWN = 5;
+
+/** What to say after "No file named X": the names that contain X (the catalog's answer), or where to look. */
+function nearMatches(found: { id: string; name: string }[]): string {
+  if (found.length === 0) return " (try: files, search)";
+  const shown = found.slice(0, NEAR_MATCHES_SHOWN).map((f) => `${JSON.stringify(f.name)} (${f.id.slice(0, 12)})`);
+  const more = found.length > shown.length ? `, and ${found.length - shown.length} more (see: search)` : "";
+  return `; did you mean ${shown.join(", ")}${more}?`;
 }
 
 /**

@@ -291,6 +291,10 @@ Deno.test("unknown commands, bad arguments and failures are one clear line; the 
   assert.deepEqual(await w.run("download no-such-file"), [
     'error: No file named "no-such-file" (try: files, search)',
   ]);
+  const dataId = w.tracker.tracker.listFiles().find((f) => f.name === "data.bin")!.id;
+  assert.deepEqual(await w.run("download DATA"), [
+    `error: No file named "DATA"; did you mean "data.bin" (${dataId.slice(0, 12)})?`,
+  ]);
   assert.deepEqual(await w.run("why nothing"), ['error: No download of "nothing" in this session (see status)']);
   assert.deepEqual(await w.run("status"), ["no downloads (start one with: download <file>)"]);
   assert.deepEqual(await w.run(""), []);

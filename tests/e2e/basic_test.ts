@@ -158,6 +158,13 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
     /No file named "0123456789ab" or with an id starting 0123456789ab/,
   );
   assert.equal(await exists(`${out}/x.part`), false, "nothing is written for an unknown file");
+  // part of a name: exit 3, and the names that contain it are offered
+  const near = await env.client(src, "get", "small", "-o", `${out}/v`);
+  assert.equal(near.code, EXIT.notFound, near.stderr);
+  assert.match(
+    expectOneErrorLine(near.stderr),
+    /^error: No file named "small"; did you mean "small\.bin" \([0-9a-f]{12}\)\?$/,
+  );
 
   // nobody listening at the tracker address: exit 4
   const dead = ["--tracker", `127.0.0.1:${freePort()}`];
