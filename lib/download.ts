@@ -52,6 +52,18 @@ const RETRY_MAX_DOUBLINGS = 6;
 /** Peers are looked up again at most this often when sources run short. */
 const REDISCOVER_MS = 2_000;
 /**
+ * Below the connection cap, peers are looked up again this often anyway, as
+ * a BitTorrent client announces again on the tracker's interval: sources
+ * that came since (a new seeder, a peer restarted on another port) join in.
+ */
+export const REFRESH_MS = 30_000;
+/**
+ * After a peer was dropped, the next look-up comes this soon instead: a
+ * peer that restarts registers again at once, maybe on another port, and
+ * the download should not crawl on with fewer sources for half a minute.
+ */
+export const REFRESH_AFTER_DROP_MS = 5_000;
+/**
  * Connections a download holds at most, as BitTorrent clients cap them per
  * torrent (each holds up to a chunk in flight). Sources past the cap wait
  * their turn: a connected peer with none of the missing chunks gives its
@@ -134,6 +146,10 @@ export interface DownloadOptions {
   downloadLimit?: number | RateLimiter;
   /** How often the slowest peer gives its slot to a waiting source (default {@link DEFAULT_TURNOVER_MS}). */
   turnoverMs?: number;
+  /** Below the cap, how often sources are looked up again (default {@link REFRESH_MS}). */
+  refreshMs?: number;
+  /** The same after a peer was dropped (default {@link REFRESH_AFTER_DROP_MS}). */
+  refreshAfterDropMs?: number;
   stallMs?: number;
   giveUpMs?: number;
   flushMs?: number;
@@ -303,6 +319,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const giveUpMs = opts.giveUpMs ?? DEFAULT_GIVE_UP_MS;
     const maxPeers = Math.max(1, opts.maxPeers ?? DEFAULT_MAX_PEERS);
     const turnoverMs = opts.turnoverMs ?? DEFAULT_TURNOVER_MS;
+    const refreshMs = opts.refreshMs ?? REFRESH_MS;
+    const refreshAfterDropMs = opts.refreshAfterDropMs ?? REFRESH_AFTER_DROP_MS;
     const peers = new Map<string, PeerInfo>();
     const retry = new Map<string, RetryInfo>();
     const bytesPerPeer: Record<string, number> = {};
@@ -316,6 +334,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     /** Whose each open link is. */
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
+    let discovering = false;
+    /** Whether a peer was dropped since the last look-up (see REFRESH_AFTER_DROP_MS). */
+    let droppedSinceDiscover = false;
     let lastTurnover = Date.now();
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
@@ -364,6 +385,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       r.banned ||= ban;
       retry.set(peer, r);
       dropped.push({ peer, reason });
+      droppedSinceDiscover = true;
       opts.onEvent?.({ kind: "peer-dropped", peer, reason, ...r.banned ? {} : { retryInMs: backoff } });
       fillAll();
     };
@@ -443,11 +465,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       fillAll();
     };
     const discover = async () => {
+      if (discovering) return;
+      discovering = true;
       lastDiscover = Date.now();
+      droppedSinceDiscover = false;
       try {
         learn(await opts.discover());
       } catch {
         // the tracker may be briefly away; we try again later
+      } finally {
+        discovering = false;
       }
     };
 
@@ -595,7 +622,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       // Peers connected again are not waited for: one that keeps failing, or a look-up naming the same sources again,
       // would keep the download from ever giving up. Sources not tried yet are: each gets a slot (rotate) first.
       const connecting = newcomers > 0 || sources.anyUntried;
-      if ((unavailable || peers.size === 0) && !connecting && now - lastDiscover > REDISCOVER_MS) discover();
+      const sinceDiscover = now - lastDiscover;
+      if ((unavailable || peers.size === 0) && !connecting && sinceDiscover > REDISCOVER_MS) discover();
+      else if (
+        peers.size < maxPeers && sinceDiscover > (droppedSinceDiscover ? refreshAfterDropMs : refreshMs)
+      ) discover();
       // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,
       // so the resume after giving up has only the chunks no one had left to fetch.
       if (unavailable && missing.length === n - sched.done.count && !connecting) {

@@ -142,6 +142,70 @@ Deno.test("load follows measured throughput: a slow peer gets few chunks, the do
   }
 });
 
+/**
+ * A download from two slow sources (50 kB/s each: 1 MiB would take 10 s); `midway` runs once they have served a
+ * little, and returns a fast source it started. Returns the bytes that source served and the seconds taken.
+ */
+async function slowThenFast(
+  options: { refreshMs: number; refreshAfterDropMs: number },
+  midway: (ctx: { slow: PeerNode[]; start: () => PeerNode }) => Promise<PeerNode>,
+) {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 64); // 1 MiB
+  const files = await indexedFile(dir.path, data);
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const started: PeerNode[] = [];
+  const start = (uploadLimit?: number) => {
+    const p = PeerNode.start(files, { tracker: tracker.address, ...(uploadLimit ? { uploadLimit } : {}) });
+    started.push(p);
+    return p;
+  };
+  try {
+    const slow = [start(50_000), start(50_000)];
+    await waitUntil(() => tracker.tracker.listFiles().some((f) => f.peers === 2));
+    const out = join(dir.path, "got.bin");
+    const fast: { peer: Promise<PeerNode> | null } = { peer: null }; // set in a callback: an object, not a `let`
+    const t0 = performance.now();
+    const summary = await getFile({ tracker: tracker.address }, "f", {
+      out,
+      ...options,
+      onEvent: (e) => {
+        if (e.kind === "progress" && e.doneBytes > 0 && !fast.peer) fast.peer = midway({ slow, start: () => start() });
+      },
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    assert.ok(fast.peer, "the download made progress before the other source came");
+    const f = await fast.peer;
+    return { fastBytes: summary.bytesPerPeer[`127.0.0.1:${f.address.port}`] ?? 0, seconds };
+  } finally {
+    for (const p of started) await p.close();
+  }
+}
+
+Deno.test("below the cap, a download looks its sources up again: a seeder that comes midway joins", async () => {
+  const { fastBytes, seconds } = await slowThenFast(
+    { refreshMs: 300, refreshAfterDropMs: 60_000 },
+    ({ start }) => Promise.resolve(start()),
+  );
+  assert.ok(fastBytes > 0, "the seeder that came later served nothing");
+  assert.ok(seconds < 8, `took ${seconds.toFixed(1)} s: the slow source alone takes 10`);
+});
+
+Deno.test("after a drop the look-up comes soon: a peer restarted on another port joins again", async () => {
+  const { fastBytes, seconds } = await slowThenFast(
+    { refreshMs: 60_000, refreshAfterDropMs: 300 },
+    async ({ slow, start }) => {
+      // One goes, so the download drops it, while the other goes on serving: the download is not starved. It comes
+      // back at once, faster, on another port.
+      await slow[1]!.close();
+      return start();
+    },
+  );
+  assert.ok(fastBytes > 0, "the restarted peer served nothing");
+  assert.ok(seconds < 8, `took ${seconds.toFixed(1)} s`);
+});
+
 Deno.test("a peer behind a token bucket gets no deeper a queue than its real rate earns, after its first burst", async () => {
   // The slow peer may send 6 chunks a second and saves up one second's worth: in the first quarter second it sends
   // about 8 chunks, which measured alone asks for a queue of 16. Slow start allows 8 (twice the initial 4); the next
