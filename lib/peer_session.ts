@@ -193,22 +193,43 @@ export class PeerSession {
     return await started.promise;
   }
 
+  /**
+   * Stops one download in progress (by what {@link transfer} takes); its
+   * progress is saved, so {@link download} of the same file resumes it.
+   * Resolves once it has stopped, or after {@link STOP_TIMEOUT_MS}.
+   */
+  async stop(text: string): Promise<Transfer> {
+    const t = this.transfer(text);
+    const running = this.#transfers.find((r) => r === t);
+    if (!running || running.state !== "downloading") {
+      throw new UsageError(`#${t.number} ${t.name} is not downloading (it is ${t.state})`);
+    }
+    running.abort.abort();
+    await boundedWait([running.done]);
+    return t;
+  }
+
   /** Stops every download in progress (their progress is saved for a resume) and waits, bounded, for them. */
   async close(): Promise<void> {
     this.#closing = true;
     const running = this.#transfers.filter((t) => t.state === "downloading");
     for (const t of running) t.abort.abort();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.all(running.map((t) => t.done)),
-      new Promise((resolve) => timer = setTimeout(resolve, STOP_TIMEOUT_MS)),
-    ]);
-    clearTimeout(timer);
+    await boundedWait(running.map((t) => t.done));
   }
 
   #emit(e: SessionEvent): void {
     for (const fn of [...this.#listeners]) fn(e);
   }
+}
+
+/** Waits for `done` to settle, at most {@link STOP_TIMEOUT_MS}. */
+async function boundedWait(done: Promise<void>[]): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(done),
+    new Promise((resolve) => timer = setTimeout(resolve, STOP_TIMEOUT_MS)),
+  ]);
+  clearTimeout(timer);
 }
 
 /**

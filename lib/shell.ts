@@ -67,6 +67,12 @@ const COMMANDS: Record<string, CommandSpec> = {
     args: [1, 2],
     complete: "catalog",
   },
+  stop: {
+    usage: "stop <file>",
+    help: "stop a download (by name, id or #n); download it again to resume",
+    args: [1, 1],
+    complete: "transfers",
+  },
   status: { usage: "status", help: "downloads: progress, rate, peers; done or failed and why", args: [0, 0] },
   why: {
     usage: "why <file>",
@@ -200,6 +206,9 @@ export class Shell {
         const t = await this.session.download(a!, { ...(b === undefined ? {} : { out: expandHome(b) }), force });
         return this.write(`#${t.number} downloading ${t.name} (${formatBytes(t.size)}) to ${t.out}`);
       }
+      case "stop":
+        await this.session.stop(a!); // the session's "stopped" event prints the line
+        return;
       case "status":
         return this.#status();
       case "why":

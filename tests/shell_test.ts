@@ -101,11 +101,25 @@ Deno.test("completion: commands, catalog names and ids, shared files, local path
   await using w = await world();
   const { shell } = w;
   assert.deepEqual(await shell.complete(""), [
-    ["share ", "unshare ", "list ", "files ", "search ", "peers ", "download ", "status ", "why ", "help ", "quit "],
+    [
+      "share ",
+      "unshare ",
+      "list ",
+      "files ",
+      "search ",
+      "peers ",
+      "download ",
+      "stop ",
+      "status ",
+      "why ",
+      "help ",
+      "quit ",
+    ],
     "",
   ]);
-  assert.deepEqual(await shell.complete("st"), [["status "], "st"]);
-  assert.deepEqual(await shell.complete("s"), [["share ", "search ", "status "], "s"]);
+  assert.deepEqual(await shell.complete("sta"), [["status "], "sta"]);
+  assert.deepEqual(await shell.complete("st"), [["stop ", "status "], "st"]);
+  assert.deepEqual(await shell.complete("s"), [["share ", "search ", "stop ", "status "], "s"]);
   assert.deepEqual(await shell.complete("nope x"), [[], ""], "an unknown command completes to nothing");
   assert.deepEqual(await shell.complete("help un"), [["unshare"], "un"]);
 
@@ -272,6 +286,36 @@ Deno.test("why: sources past the connection cap are counted as waiting for a tur
     l.startsWith(`  ${formatAddress(a.address)} `) || l.startsWith(`  ${formatAddress(b.address)} `)
   );
   assert.equal(connected.length, 1, why.join("\n"));
+});
+
+Deno.test("stop: a download stops with its progress saved; downloading it again resumes it", async () => {
+  await using w = await world();
+  await Deno.mkdir(join(w.dir, "slow"));
+  const data = randomBytes(CHUNK * 8);
+  await Deno.writeFile(join(w.dir, "slow", "slow.bin"), data);
+  const files = await indexDirectory(join(w.dir, "slow"), { chunkSize: CHUNK });
+  // 2 chunks a second after a second's worth: a download still running when it is stopped.
+  await using src = PeerNode.start(files, { tracker: w.tracker.address, uploadLimit: 2 * CHUNK });
+  await waitUntil(
+    async () => (await peersOf({ tracker: w.tracker.address }, files[0]!.id).catch(() => [])).length === 1,
+    "the slow source",
+  );
+  const out = join(w.dir, "downloads", "slow.bin");
+  await w.run("download slow.bin");
+  await waitUntil(() => (w.session.transfer("#1").status()?.doneChunks ?? 0) >= 1, "a chunk saved");
+
+  assert.deepEqual(await w.run("stop #1"), ["#1 slow.bin: stopped: progress saved; download it again to resume"]);
+  assert.ok(await Deno.stat(`${out}.part.json`), "the resume sidecar is kept");
+  assert.equal(await Deno.stat(out).catch(() => null), null, "no finished file yet");
+  assert.deepEqual(await w.run("stop slow.bin"), ["error: #1 slow.bin is not downloading (it is stopped)"]);
+  assert.deepEqual(await w.run("stop nothing"), ['error: No download of "nothing" in this session (see status)']);
+  assert.match((await w.run("status"))[0]!, /^#1 {2}slow\.bin {2}stopped/);
+
+  await w.run("download slow.bin");
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#2 slow.bin: done")), "the resumed download");
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  const reused = w.session.transfer("#2").summary!.chunksReused;
+  assert.ok(reused >= 1, `the second run reused ${reused} chunk(s)`);
 });
 
 Deno.test("unknown commands, bad arguments and failures are one clear line; the shell goes on", async () => {
