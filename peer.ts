@@ -21,7 +21,6 @@ import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
 import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
 import { PeerSession } from "./lib/peer_session.ts";
-import { RateLimiter } from "./lib/rate_limit.ts";
 import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
 
 /** Where the hash cache of a shared directory lives: outside it, so it is never shared. */
@@ -116,12 +115,10 @@ async function main(argv: string[]): Promise<void> {
   // --- end of watched shared folder
   // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts): commands while the peer serves
   const signal = shutdownSignal();
-  // One bucket for all the shell's downloads, as a BitTorrent client's global limit.
-  const downloadLimit = o.downloadLimit === undefined ? 0 : parseSize(o.downloadLimit, "--download-limit");
   const session = new PeerSession(node, tracker ? { tracker } : null, {
     downloadDir: o.downloadDir,
     chunkSize,
-    ...(downloadLimit ? { download: { downloadLimit: new RateLimiter(downloadLimit) } } : {}),
+    downloadLimit: o.downloadLimit === undefined ? 0 : parseSize(o.downloadLimit, "--download-limit"),
   });
   const home = Home.resolve(o.home);
   // Serving matters more than the control socket: without one (e.g. an unwritable home), warn and go on.

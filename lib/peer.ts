@@ -281,6 +281,18 @@ export class PeerNode {
     return out;
   }
 
+  /** Bytes a second this peer sends at most, over all connections; 0: no limit. */
+  get uploadLimit(): number {
+    return this.#limiter?.bytesPerSecond ?? 0;
+  }
+
+  /** Changes {@link uploadLimit} while the peer serves (0 lifts it); sends waiting on the old limit go on. */
+  setUploadLimit(bytesPerSecond: number): void {
+    if (bytesPerSecond === 0) this.#limiter = null; // no bucket at all on the send path
+    else if (this.#limiter) this.#limiter.setRate(bytesPerSecond);
+    else this.#limiter = new RateLimiter(bytesPerSecond);
+  }
+
   /** Stops sharing a file. */
   async unshare(id: string): Promise<void> {
     const f = this.#files.get(id);

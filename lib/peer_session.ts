@@ -14,6 +14,7 @@
 import { basename, resolve } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
 import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
+import { RateLimiter } from "./rate_limit.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
@@ -56,11 +57,10 @@ export interface SessionOptions {
   downloadDir?: string;
   /** Chunk size for files shared later (as `--chunk-size`). */
   chunkSize?: number;
-  /** Passed to every download (workers, timeouts; a RateLimiter as `downloadLimit` caps them all together). */
-  download?: Pick<
-    GetOptions,
-    "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline" | "maxPeers" | "downloadLimit"
-  >;
+  /** Passed to every download (workers, timeouts). */
+  download?: Pick<GetOptions, "workers" | "stallMs" | "giveUpMs" | "flushMs" | "pipeline" | "maxPeers">;
+  /** Bytes a second all the session's downloads fetch together, at most (default 0: no limit). */
+  downloadLimit?: number;
 }
 
 interface Running extends Transfer {
@@ -73,11 +73,25 @@ export class PeerSession {
   #transfers: Running[] = [];
   #listeners = new Set<(e: SessionEvent) => void>();
   #closing = false;
+  /** One bucket for every download, as a BitTorrent client's global limit; its rate changes with {@link setLimits}. */
+  #downloadLimiter: RateLimiter;
   readonly downloadDir: string;
 
   /** `source` is where files are looked up (the peer's tracker); null for a peer without one. */
   constructor(readonly node: PeerNode, readonly source: Source | null, readonly options: SessionOptions = {}) {
     this.downloadDir = resolve(options.downloadDir ?? ".");
+    this.#downloadLimiter = new RateLimiter(options.downloadLimit ?? 0);
+  }
+
+  /** Bytes a second the downloads fetch together and the node sends, at most; 0 is no limit. */
+  limits(): { download: number; upload: number } {
+    return { download: this.#downloadLimiter.bytesPerSecond, upload: this.node.uploadLimit };
+  }
+
+  /** Changes the limits given; downloads in progress follow at once. */
+  setLimits(limits: { download?: number; upload?: number }): void {
+    if (limits.download !== undefined) this.#downloadLimiter.setRate(limits.download);
+    if (limits.upload !== undefined) this.node.setUploadLimit(limits.upload);
   }
 
   /** Calls `fn` for each download that ends; returns the function that stops this. */
@@ -147,6 +161,7 @@ export class PeerSession {
     const started = Promise.withResolvers<Running>();
     const run = getFile(this.source, idOrName, {
       ...this.options.download,
+      downloadLimit: this.#downloadLimiter,
       ...where,
       force: options.force ?? false,
       peerNode: this.node,

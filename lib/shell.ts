@@ -15,7 +15,7 @@
 import { createInterface, type Interface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { dirname, join, resolve } from "node:path";
-import { formatBytes, formatFileSummary } from "./cli.ts";
+import { formatBytes, formatFileSummary, parseSize } from "./cli.ts";
 import { catalog, peersOf, resolveFile, type Source } from "./client.ts";
 import { formatAddress } from "./connection.ts";
 import { type DownloadStatus, listIndexes } from "./download.ts";
@@ -79,6 +79,11 @@ const COMMANDS: Record<string, CommandSpec> = {
     help: "why a download is stuck: missing chunks, who has them, dropped peers",
     args: [1, 1],
     complete: "transfers",
+  },
+  limit: {
+    usage: "limit [down|up <size|off>]",
+    help: "show the download and upload limits, or change one (e.g. limit down 5m; off lifts it)",
+    args: [0, 2],
   },
   help: { usage: "help [command]", help: "this list", args: [0, 1], complete: "commands" },
   quit: { usage: "quit", help: "stop downloads (progress is kept), unregister and exit", args: [0, 0] },
@@ -213,6 +218,8 @@ export class Shell {
         return this.#status();
       case "why":
         return this.#why(this.session.transfer(a!));
+      case "limit":
+        return this.#limit(a, b);
       case "quit":
         this.#quitting = true;
         this.#quit.resolve();
@@ -246,6 +253,18 @@ export class Shell {
     for (const t of partial) {
       this.write(`${t.fileId}  ${formatBytes(t.size).padStart(10)}  ${t.name}  (partial: ${percent(t)} downloaded)`);
     }
+  }
+
+  #limit(which?: string, size?: string): void {
+    if (which !== undefined) {
+      const key = ({ down: "download", download: "download", up: "upload", upload: "upload" } as const)[which];
+      if (!key || size === undefined) throw new UsageError(`usage: ${COMMANDS.limit!.usage}`);
+      const off = ["off", "none", "0"].includes(size.toLowerCase());
+      this.session.setLimits({ [key]: off ? 0 : parseSize(size, `${which} limit`) });
+    }
+    const show = (n: number) => n === 0 ? "none" : `${formatBytes(n)}/s`;
+    const { download, upload } = this.session.limits();
+    this.write(`download limit ${show(download)} (all downloads together), upload limit ${show(upload)}`);
   }
 
   #status(): void {

@@ -96,6 +96,30 @@ Deno.test("a download limit paces the requests: the file takes as long as the li
   );
 });
 
+Deno.test("a peer's upload limit can be set, changed and lifted while it serves", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8); // 128 KiB
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const fetch = async (name: string) => {
+    const out = join(dir.path, name);
+    const summary = await getFile({ peers: [peer.address] }, "f", { out });
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    return summary.seconds;
+  };
+  assert.equal(peer.uploadLimit, 0);
+  peer.setUploadLimit(32 * 1024);
+  peer.setUploadLimit(64 * 1024); // a change, not a second bucket
+  assert.equal(peer.uploadLimit, 64 * 1024);
+  // A second's worth at once, the other 64 KiB at the limit: at least a second (unlimited, a few ms).
+  const limited = await fetch("limited.bin");
+  assert.ok(limited >= 0.9, `limited: ${limited.toFixed(2)} s`);
+  peer.setUploadLimit(0);
+  assert.equal(peer.uploadLimit, 0);
+  const lifted = await fetch("lifted.bin");
+  assert.ok(lifted < 0.5, `lifted: ${lifted.toFixed(2)} s`);
+});
+
 Deno.test("1 MiB chunks are written around the page cache, all but the short last one; --no-direct-io writes none so", async () => {
   await using dir = await tempDir();
   const data = randomBytes(3 * 1024 * 1024 + 5);

@@ -13,3 +13,28 @@ Deno.test("a paced caller may go while the bucket is not in debt; a chunk larger
   await delay(700); // 700 bytes earned at 1000 a second
   assert.ok(l.ready, "the debt is paid back");
 });
+
+Deno.test("setRate: a new rate applies at once to everyone sharing the bucket; 0 lifts the limit, a rate sets it again", async () => {
+  const l = new RateLimiter(1_000);
+  l.spend(3_000);
+  assert.equal(l.ready, false, "2000 bytes in debt at 1000 a second");
+  l.setRate(0);
+  assert.equal(l.bytesPerSecond, 0);
+  assert.ok(l.ready, "no limit: always ready");
+  l.spend(1e9);
+  assert.ok(l.ready, "spending is not counted without a limit");
+  const t0 = performance.now();
+  await l.take(1e9);
+  assert.ok(performance.now() - t0 < 50, "take does not wait without a limit");
+  l.setRate(10_000); // a fresh second's worth
+  assert.ok(l.ready);
+  l.spend(15_000);
+  assert.equal(l.ready, false, "5000 in debt");
+  l.setRate(100_000); // the debt is paid at the new rate: 50 ms
+  await delay(120);
+  assert.ok(l.ready, "paid back at the new rate");
+  assert.throws(() => l.setRate(-1), RangeError);
+  assert.throws(() => l.setRate(Number.NaN), RangeError);
+  assert.throws(() => new RateLimiter(Infinity), RangeError);
+  assert.ok(new RateLimiter(0).ready, "a bucket made without a limit");
+});

@@ -20,7 +20,6 @@ import { indexDirectory } from "../lib/indexer.ts";
 import { PeerControl, peerRequest, peerSocketPath } from "../lib/peer_control.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
-import { RateLimiter } from "../lib/rate_limit.ts";
 import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { randomBytes, sha, waitUntil as waitFor } from "./helpers.ts";
@@ -112,6 +111,7 @@ Deno.test("completion: commands, catalog names and ids, shared files, local path
       "stop ",
       "status ",
       "why ",
+      "limit ",
       "help ",
       "quit ",
     ],
@@ -202,9 +202,9 @@ Deno.test("download runs in the background; status shows it; it completes and is
   assert.match((await w.run("download data.bin"))[0]!, /^error: .*data\.bin already exists/);
 });
 
-Deno.test("a download limit given as one bucket caps the session's downloads together", async () => {
+Deno.test("the session's download limit caps its downloads together", async () => {
   const rate = 4 * CHUNK; // 64 KiB/s, a second's worth to start with
-  await using w = await world({ download: { downloadLimit: new RateLimiter(rate) } });
+  await using w = await world({ downloadLimit: rate });
   const started = performance.now();
   await w.run("download data.bin");
   await w.run(`download data.bin ${join(w.dir, "copy.bin")}`);
@@ -286,6 +286,37 @@ Deno.test("why: sources past the connection cap are counted as waiting for a tur
     l.startsWith(`  ${formatAddress(a.address)} `) || l.startsWith(`  ${formatAddress(b.address)} `)
   );
   assert.equal(connected.length, 1, why.join("\n"));
+});
+
+Deno.test("limit: shows both limits and changes either while downloads run", async () => {
+  // One chunk a second to start with: data.bin (6 chunks and a bit) would take 5 s.
+  await using w = await world({ downloadLimit: CHUNK });
+  assert.deepEqual(await w.run("limit"), [
+    "download limit 16.0 KiB/s (all downloads together), upload limit none",
+  ]);
+  const started = performance.now();
+  await w.run("download data.bin");
+  await waitUntil(() => (w.session.transfer("#1").status()?.doneChunks ?? 0) >= 1, "a first chunk");
+  assert.deepEqual(await w.run("limit down off"), ["download limit none (all downloads together), upload limit none"]);
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#1 data.bin: done")), "the download, unlimited now");
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(seconds < 3, `took ${seconds.toFixed(1)} s: lifting the limit did not reach the running download`);
+  assert.equal(sha(await Deno.readFile(join(w.dir, "downloads", "data.bin"))), sha(w.data));
+
+  assert.deepEqual(await w.run("limit up 2m"), [
+    "download limit none (all downloads together), upload limit 2.00 MiB/s",
+  ]);
+  assert.equal(w.node.uploadLimit, 2 * 1024 * 1024);
+  assert.deepEqual(await w.run("limit download 64k"), [
+    "download limit 64.0 KiB/s (all downloads together), upload limit 2.00 MiB/s",
+  ]);
+  assert.deepEqual(await w.run("limit upload none"), [
+    "download limit 64.0 KiB/s (all downloads together), upload limit none",
+  ]);
+  assert.equal(w.node.uploadLimit, 0);
+  assert.deepEqual(await w.run("limit sideways 5m"), ["error: usage: limit [down|up <size|off>]"]);
+  assert.deepEqual(await w.run("limit down"), ["error: usage: limit [down|up <size|off>]"]);
+  assert.match((await w.run("limit up 5q"))[0]!, /^error: Invalid up limit "5q": expected a size like/);
 });
 
 Deno.test("stop: a download stops with its progress saved; downloading it again resumes it", async () => {
