@@ -326,7 +326,7 @@ Deno.test("stop: a download stops with its progress saved; downloading it again 
   await Deno.writeFile(join(w.dir, "slow", "slow.bin"), data);
   const files = await indexDirectory(join(w.dir, "slow"), { chunkSize: CHUNK });
   // 2 chunks a second after a second's worth: a download still running when it is stopped.
-  await using src = PeerNode.start(files, { tracker: w.tracker.address, uploadLimit: 2 * CHUNK });
+  await using _src = PeerNode.start(files, { tracker: w.tracker.address, uploadLimit: 2 * CHUNK });
   await waitUntil(
     async () => (await peersOf({ tracker: w.tracker.address }, files[0]!.id).catch(() => [])).length === 1,
     "the slow source",
