@@ -260,7 +260,7 @@ export class Shell {
       const key = ({ down: "download", download: "download", up: "upload", upload: "upload" } as const)[which];
       if (!key || size === undefined) throw new UsageError(`usage: ${COMMANDS.limit!.usage}`);
       const off = ["off", "none", "0"].includes(size.toLowerCase());
-      this.session.setLimits({ [key]: off ? 0 : parseSize(size, `${which} limit`) });
+      this.session.setLimits({ [key]: off ? 0 : parseSize(size, `${key} limit`) });
     }
     const show = (n: number) => n === 0 ? "none" : `${formatBytes(n)}/s`;
     const { download, upload } = this.session.limits();

@@ -316,7 +316,7 @@ Deno.test("limit: shows both limits and changes either while downloads run", asy
   assert.equal(w.node.uploadLimit, 0);
   assert.deepEqual(await w.run("limit sideways 5m"), ["error: usage: limit [down|up <size|off>]"]);
   assert.deepEqual(await w.run("limit down"), ["error: usage: limit [down|up <size|off>]"]);
-  assert.match((await w.run("limit up 5q"))[0]!, /^error: Invalid up limit "5q": expected a size like/);
+  assert.match((await w.run("limit up 5q"))[0]!, /^error: Invalid upload limit "5q": expected a size like/);
 });
 
 Deno.test("stop: a download stops with its progress saved; downloading it again resumes it", async () => {
