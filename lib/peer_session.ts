@@ -127,6 +127,10 @@ export class PeerSession {
 
   /** A download by `#n` or `n`, file id, id prefix or name (the latest of that name). */
   transfer(text: string): Transfer {
+    return this.#find(text);
+  }
+
+  #find(text: string): Running {
     const n = /^#?(\d+)$/.exec(text);
     if (n && !isSha256Hex(text)) {
       const t = this.#transfers.find((t) => t.number === Number(n[1]));
@@ -151,11 +155,10 @@ export class PeerSession {
       throw new UsageError("This peer has no tracker to find files with (start it with --tracker)");
     }
     const abort = new AbortController();
-    let where: Pick<GetOptions, "out" | "outDir"> = { outDir: this.downloadDir };
-    if (options.out !== undefined) {
-      const out = resolve(options.out);
-      where = (await Deno.stat(out).catch(() => null))?.isDirectory ? { outDir: out } : { out };
-    }
+    // getFile saves into `out` under the file's name when it is a directory.
+    const where: Pick<GetOptions, "out" | "outDir"> = options.out === undefined
+      ? { outDir: this.downloadDir }
+      : { out: resolve(options.out) };
     let live: (() => DownloadStatus) | null = null;
     let last: DownloadStatus | null = null;
     const started = Promise.withResolvers<Running>();
@@ -214,13 +217,10 @@ export class PeerSession {
    * Resolves once it has stopped, or after {@link STOP_TIMEOUT_MS}.
    */
   async stop(text: string): Promise<Transfer> {
-    const t = this.transfer(text);
-    const running = this.#transfers.find((r) => r === t);
-    if (!running || running.state !== "downloading") {
-      throw new UsageError(`#${t.number} ${t.name} is not downloading (it is ${t.state})`);
-    }
-    running.abort.abort();
-    await boundedWait([running.done]);
+    const t = this.#find(text);
+    if (t.state !== "downloading") throw new UsageError(`#${t.number} ${t.name} is not downloading (it is ${t.state})`);
+    t.abort.abort();
+    await boundedWait([t.done]);
     return t;
   }
 

@@ -40,7 +40,6 @@ export class RateLimiter {
     this.#rate = bytesPerSecond;
     if (bytesPerSecond === 0) return;
     this.#tokens = wasUnlimited ? this.#burst : Math.min(this.#tokens, this.#burst);
-    this.#last = performance.now();
   }
 
   get #burst(): number {

@@ -199,6 +199,14 @@ Deno.test("download runs in the background; status shows it; it completes and is
   assert.match(second[0]!, /^#2 downloading hello\.txt \(5 B\) to .*hi\.txt$/);
   await waitUntil(() => w.lines.some((l) => l.startsWith("#2 hello.txt: done")), "the second download");
   assert.equal(await Deno.readTextFile(join(w.dir, "hi.txt")), "hello");
+  // Into an existing directory: saved there under the file's own name.
+  await Deno.mkdir(join(w.dir, "into"));
+  assert.match(
+    (await w.run(`download hello.txt ${join(w.dir, "into")}`))[0]!,
+    /^#3 downloading hello\.txt .*into\/hello\.txt$/,
+  );
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#3 hello.txt: done")), "the download into a directory");
+  assert.equal(await Deno.readTextFile(join(w.dir, "into", "hello.txt")), "hello");
   assert.match((await w.run("download data.bin"))[0]!, /^error: .*data\.bin already exists/);
 });
 
