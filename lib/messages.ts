@@ -77,6 +77,9 @@ export const WireType = {
   ctl_file_registered: 0x68,
   ctl_request_file: 0x69,
   ctl_file_requested: 0x6a,
+  ctl_list_downloads: 0x6b,
+  ctl_downloads: 0x6c,
+  ctl_stop_download: 0x6d,
 } as const;
 
 export type MessageName = keyof typeof WireType;
@@ -125,6 +128,32 @@ export interface CtlShareEntry {
   size: number;
   path: string;
 }
+
+/** A background download of a `--shared` peer, as CTL_DOWNLOADS reports it. */
+export interface CtlDownload {
+  /** 1, 2, ... in the order the peer started them (`#1` in its shell). */
+  number: number;
+  fileId: string;
+  name: string;
+  size: number;
+  /** The absolute output path. */
+  out: string;
+  state: "downloading" | "done" | "failed" | "stopped";
+  /** Bytes verified so far; the size once done. */
+  doneBytes: number;
+  /** Bytes a second, rounded: the current rate while downloading, the average once done, else 0. */
+  rate: number;
+  /** Peers connected and serving now (0 once it ended). */
+  peers: number;
+  /** Milliseconds since it started, or until it ended. */
+  elapsedMs: number;
+  /** Why it failed or stopped. */
+  error?: string;
+}
+
+/** Most downloads one CTL_DOWNLOADS lists (a peer's newest). */
+export const MAX_CTL_DOWNLOADS = 1000;
+const DOWNLOAD_STATES: string[] = ["downloading", "done", "failed", "stopped"];
 
 /** A peer holding a file, as the tracker reports it. */
 export interface PeerEntry {
@@ -231,7 +260,10 @@ export type Message =
   | { type: "ctl_register_file"; path: string }
   | { type: "ctl_file_registered"; fileId: string; name: string; size: number; path: string }
   | { type: "ctl_request_file"; fileId: string; out?: string }
-  | { type: "ctl_file_requested"; fileId: string; name: string; size: number; out: string };
+  | { type: "ctl_file_requested"; fileId: string; name: string; size: number; out: string }
+  | { type: "ctl_list_downloads" }
+  | { type: "ctl_downloads"; downloads: CtlDownload[] }
+  | { type: "ctl_stop_download"; file: string };
 
 /** The message of a given type name. */
 export type MessageOf<T extends MessageName> = Extract<Message, { type: T }>;
@@ -516,6 +548,7 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
       return { type: name, grant: r.str("grant"), expiresAt: r.int("expiresAt", 0, MAX_TIME) };
     case "ctl_status":
     case "ctl_stop":
+    case "ctl_list_downloads":
       return { type: name };
     case "ctl_state":
       return {
@@ -572,6 +605,10 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
         size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
         out: r.str("out"),
       };
+    case "ctl_downloads":
+      return { type: name, downloads: r.list("downloads", MAX_CTL_DOWNLOADS).map((e) => ctlDownload(name, r.sub(e))) };
+    case "ctl_stop_download":
+      return { type: name, file: r.str("file") };
     default:
       throw new ProtocolError(`Message ${name} is not a JSON message`, "malformed");
   }
@@ -650,6 +687,25 @@ function fileSummary(name: string, v: unknown): FileSummary {
   };
   if ((v as Record<string, unknown>).owner !== undefined) f.owner = r.str("owner");
   return f;
+}
+
+function ctlDownload(name: string, r: Reader): CtlDownload {
+  const state = r.str("state");
+  if (!DOWNLOAD_STATES.includes(state)) throw bad(name, `state ${JSON.stringify(state)} is unknown`);
+  const d: CtlDownload = {
+    number: r.int("number", 1, Number.MAX_SAFE_INTEGER),
+    fileId: checkId(name, r.o.fileId),
+    name: r.str("name"),
+    size: r.int("size", 0, Number.MAX_SAFE_INTEGER),
+    out: r.str("out"),
+    state: state as CtlDownload["state"],
+    doneBytes: r.int("doneBytes", 0, Number.MAX_SAFE_INTEGER),
+    rate: r.int("rate", 0, Number.MAX_SAFE_INTEGER),
+    peers: r.int("peers", 0, 0xffffffff),
+    elapsedMs: r.int("elapsedMs", 0, Number.MAX_SAFE_INTEGER),
+  };
+  if (r.o.error !== undefined) d.error = r.str("error");
+  return d;
 }
 
 function peerEntry(name: string, v: unknown): PeerEntry {

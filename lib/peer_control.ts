@@ -1,14 +1,16 @@
 /**
  * The local control channel of a `peer.ts --shared` peer, so that
  * `client.ts register-file` and `request-file` can ask a running peer to
- * share a file or to download one.
+ * share a file or to download one, and `request-status` and `request-stop`
+ * can follow and stop its downloads.
  *
  * It is the background peer's machinery (daemon.ts), at another path: a
  * Unix socket `<home>/peers/<host>_<port>.sock`, named from the address the
  * peer listens on, mode 0600 inside the user's state directory (0700), so
  * only the user who started the peer (and root) can connect. It carries the
  * usual frames and HELLO handshake; the requests are the `ctl_*` messages
- * CTL_REGISTER_FILE and CTL_REQUEST_FILE (docs/PROTOCOL.md §13.6). The
+ * CTL_REGISTER_FILE, CTL_REQUEST_FILE, CTL_LIST_DOWNLOADS and
+ * CTL_STOP_DOWNLOAD (docs/PROTOCOL.md §13.6). The
  * socket is removed when the peer stops; one left by a crash is removed by
  * the next peer that starts with the same state directory.
  *
@@ -20,8 +22,8 @@ import { type Address, type Connection, connectUnix } from "./connection.ts";
 import { answers } from "./daemon.ts";
 import { describeError, ProtocolError, ShoalError, UnreachableError } from "./errors.ts";
 import type { Home } from "./home.ts";
-import type { Message, MessageName, MessageOf } from "./messages.ts";
-import type { PeerSession } from "./peer_session.ts";
+import { MAX_CTL_DOWNLOADS, type Message, type MessageName, type MessageOf } from "./messages.ts";
+import { type PeerSession, transferInfo } from "./peer_session.ts";
 import { FrameServer } from "./server.ts";
 import { utf8Encoder } from "./bytes.ts";
 
@@ -90,6 +92,13 @@ export class PeerControl implements AsyncDisposable {
           const t = await this.session.download(msg.fileId, msg.out === undefined ? {} : { out: msg.out });
           return { type: "ctl_file_requested", fileId: t.fileId, name: t.name, size: t.size, out: t.out };
         }
+        case "ctl_list_downloads": {
+          const now = Date.now();
+          const newest = this.session.transfers().slice(-MAX_CTL_DOWNLOADS);
+          return { type: "ctl_downloads", downloads: newest.map((t) => transferInfo(t, now)) };
+        }
+        case "ctl_stop_download":
+          return { type: "ctl_downloads", downloads: [transferInfo(await this.session.stop(msg.file))] };
         default:
           throw new ShoalError("unsupported", `This peer's control channel does not handle ${msg.type} messages`);
       }

@@ -1,8 +1,10 @@
 /**
  * The one-shot commands of client.ts that drive a running `peer.ts
  * --shared` on this machine through its control socket (peer_control.ts):
- * `register-file` (share a local file) and `request-file` (download a file
- * into the peer, in the background). This file only parses and prints.
+ * `register-file` (share a local file), `request-file` (download a file
+ * into the peer, in the background), `request-status` (its downloads) and
+ * `request-stop` (stop one, keeping its progress). This file only parses
+ * and prints.
  *
  * @module
  */
@@ -14,12 +16,13 @@ import { formatBytes, parseAddress } from "./cli.ts";
 import { UsageError } from "./errors.ts";
 import { Home } from "./home.ts";
 import { peerRequest } from "./peer_control.ts";
+import { describeTransfer } from "./peer_session.ts";
 
 const HOW_IT_REACHES =
   "\nThe peer is reached over its control socket <home>/peers/<host>_<port>.sock (mode 0600): only the user\n" +
   "who started it can use it, with the same --home (or SHOAL_HOME).";
 
-/** Adds register-file and request-file to `program`; `home` is the global --home. */
+/** Adds register-file, request-file, request-status and request-stop to `program`; `home` is the global --home. */
 export function addPeerControlCommands(program: Command, home: () => string | undefined): void {
   program.command("register-file")
     .description("ask a running peer on this machine (peer.ts --shared) to share a local file")
@@ -68,5 +71,44 @@ export function addPeerControlCommands(program: Command, home: () => string | un
       );
       if (o.json) return console.log(JSON.stringify(r));
       console.log(`${o.peerAddr} is downloading ${r.name} (${formatBytes(r.size)}) to ${r.out}`);
+    });
+
+  program.command("request-status")
+    .description("the downloads a running peer on this machine has made or is making (as its shell's status)")
+    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `${HOW_IT_REACHES}\n\nExamples:\n  client.ts request-status --peer-addr 127.0.0.1:9001\n` +
+        "  client.ts request-status --peer-addr 127.0.0.1:9001 --json",
+    )
+    .action(async (o) => {
+      const addr = parseAddress(o.peerAddr, "--peer-addr");
+      const r = await peerRequest(Home.resolve(home()), addr, { type: "ctl_list_downloads" }, "ctl_downloads");
+      if (o.json) return console.log(JSON.stringify(r.downloads));
+      if (r.downloads.length === 0) return console.log(`${o.peerAddr} has no downloads`);
+      for (const d of r.downloads) console.log(describeTransfer(d));
+    });
+
+  program.command("request-stop")
+    .description("stop a download of a running peer on this machine; its progress is kept, request-file resumes it")
+    .requiredOption("--file <file>", "the download: #n or n (see request-status), file id, id prefix or name")
+    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      `${HOW_IT_REACHES}\n\nExamples:\n  client.ts request-stop --file '#2' --peer-addr 127.0.0.1:9001\n` +
+        "  client.ts request-stop --file big.iso --peer-addr 127.0.0.1:9001",
+    )
+    .action(async (o) => {
+      const addr = parseAddress(o.peerAddr, "--peer-addr");
+      const r = await peerRequest(
+        Home.resolve(home()),
+        addr,
+        { type: "ctl_stop_download", file: String(o.file) },
+        "ctl_downloads",
+      );
+      if (o.json) return console.log(JSON.stringify(r.downloads[0] ?? null));
+      for (const d of r.downloads) console.log(describeTransfer(d));
     });
 }

@@ -13,13 +13,14 @@
 
 import { basename, resolve } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
+import { formatBytes } from "./cli.ts";
 import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, isIdPrefix, type Manifest } from "./manifest.ts";
-import type { FileSummary } from "./messages.ts";
+import type { CtlDownload, FileSummary } from "./messages.ts";
 import { fileNameProblem } from "./names.ts";
 import type { PeerNode } from "./peer.ts";
 
@@ -27,7 +28,7 @@ import type { PeerNode } from "./peer.ts";
 export const STOP_TIMEOUT_MS = 10_000;
 
 /** Where a background download is. */
-export type TransferState = "downloading" | "done" | "failed" | "stopped";
+export type TransferState = CtlDownload["state"];
 
 /** A background download of this session. */
 export interface Transfer {
@@ -44,6 +45,8 @@ export interface Transfer {
   error: string | null;
   /** Set when done. */
   summary: DownloadSummary | null;
+  /** When it ended (Unix ms); null while downloading. */
+  endedAt: number | null;
   /** The live status while downloading, the last one seen once it ended; null before the first chunk work. */
   status(): DownloadStatus | null;
 }
@@ -184,6 +187,7 @@ export class PeerSession {
           state: "downloading",
           error: null,
           summary: null,
+          endedAt: null,
           status: () => live?.() ?? last,
           abort,
           done: run.then(() => {}, () => {}),
@@ -198,6 +202,7 @@ export class PeerSession {
       live = null;
       t.state = "done";
       t.summary = summary;
+      t.endedAt = Date.now();
       this.#emit({ kind: "done", transfer: t });
     }, (err) => {
       const t = this.#transfers.find((t) => t.abort === abort);
@@ -205,6 +210,7 @@ export class PeerSession {
       last = live?.() ?? last;
       live = null;
       t.state = abort.signal.aborted ? "stopped" : "failed";
+      t.endedAt = Date.now();
       t.error = abort.signal.aborted ? "progress saved; download it again to resume" : describeError(err);
       this.#emit({ kind: t.state === "stopped" ? "stopped" : "failed", transfer: t });
     });
@@ -234,6 +240,51 @@ export class PeerSession {
 
   #emit(e: SessionEvent): void {
     for (const fn of [...this.#listeners]) fn(e);
+  }
+}
+
+/** `t` as plain data, at this moment (what CTL_DOWNLOADS carries). */
+export function transferInfo(t: Transfer, now = Date.now()): CtlDownload {
+  const s = t.status();
+  const info: CtlDownload = {
+    number: t.number,
+    fileId: t.fileId,
+    name: t.name,
+    size: t.size,
+    out: t.out,
+    state: t.state,
+    doneBytes: t.state === "done" ? t.size : s?.doneBytes ?? 0,
+    rate: 0,
+    peers: 0,
+    elapsedMs: Math.max(0, Math.round(t.summary ? t.summary.seconds * 1000 : (t.endedAt ?? now) - t.startedAt)),
+  };
+  if (t.summary) info.rate = Math.round(t.summary.seconds > 0 ? t.summary.bytesFetched / t.summary.seconds : 0);
+  if (t.state === "downloading" && s) {
+    info.rate = Math.round(s.rate);
+    info.peers = s.peers.filter((p) => p.ready).length;
+  }
+  if (t.error !== null) info.error = t.error;
+  return info;
+}
+
+/** How much of a download is there, as `42.0%`. */
+export function percentDone(t: Pick<CtlDownload, "size" | "doneBytes">): string {
+  return `${(t.size === 0 ? 100 : (100 * t.doneBytes) / t.size).toFixed(1)}%`;
+}
+
+/** One line of the shell's `status` and of `client.ts request-status`. */
+export function describeTransfer(t: CtlDownload): string {
+  const head = `#${t.number}  ${t.name}`;
+  const rate = `${formatBytes(t.rate)}/s`;
+  switch (t.state) {
+    case "done":
+      return `${head}  done  ${formatBytes(t.size)} in ${(t.elapsedMs / 1000).toFixed(1)} s (${rate})  ${t.out}`;
+    case "downloading":
+      return `${head}  downloading  ${percentDone(t)}  ${formatBytes(t.doneBytes)} of ${
+        formatBytes(t.size)
+      }  ${rate}  ${t.peers} peer(s)`;
+    default:
+      return `${head}  ${t.state} at ${percentDone(t)}: ${t.error}`;
   }
 }
 

@@ -21,7 +21,14 @@ import { formatAddress } from "./connection.ts";
 import { type DownloadStatus, listIndexes } from "./download.ts";
 import { describeError, UsageError } from "./errors.ts";
 import type { FileSummary } from "./messages.ts";
-import type { PeerSession, SessionEvent, Transfer } from "./peer_session.ts";
+import {
+  describeTransfer,
+  type PeerSession,
+  percentDone,
+  type SessionEvent,
+  type Transfer,
+  transferInfo,
+} from "./peer_session.ts";
 
 /** The catalog used for completion is fetched again at most this often. */
 export const CATALOG_CACHE_MS = 3_000;
@@ -251,7 +258,11 @@ export class Shell {
     if (shared.length === 0 && partial.length === 0) return this.write("this peer shares no files");
     for (const f of shared) this.write(`${f.id}  ${formatBytes(f.size).padStart(10)}  ${f.name}`);
     for (const t of partial) {
-      this.write(`${t.fileId}  ${formatBytes(t.size).padStart(10)}  ${t.name}  (partial: ${percent(t)} downloaded)`);
+      this.write(
+        `${t.fileId}  ${formatBytes(t.size).padStart(10)}  ${t.name}  (partial: ${
+          percentDone(transferInfo(t))
+        } downloaded)`,
+      );
     }
   }
 
@@ -270,7 +281,7 @@ export class Shell {
   #status(): void {
     const all = this.session.transfers();
     if (all.length === 0) return this.write("no downloads (start one with: download <file>)");
-    for (const t of all) this.write(describeTransfer(t));
+    for (const t of all) this.write(describeTransfer(transferInfo(t)));
   }
 
   #why(t: Transfer): void {
@@ -383,29 +394,6 @@ async function completePath(word: string): Promise<string[]> {
     return []; // no such directory, or not readable
   }
   return out.sort().map(quoteWord);
-}
-
-function percent(t: Transfer): string {
-  const s = t.status();
-  const done = t.state === "done" ? t.size : s?.doneBytes ?? 0;
-  return `${(t.size === 0 ? 100 : (100 * done) / t.size).toFixed(1)}%`;
-}
-
-/** One line of `status`. */
-export function describeTransfer(t: Transfer): string {
-  const head = `#${t.number}  ${t.name}`;
-  if (t.state === "done") {
-    const s = t.summary!;
-    return `${head}  done  ${formatBytes(t.size)} in ${s.seconds.toFixed(1)} s (${
-      formatBytes(s.seconds > 0 ? s.bytesFetched / s.seconds : 0)
-    }/s)  ${t.out}`;
-  }
-  const s = t.status();
-  if (t.state !== "downloading") return `${head}  ${t.state} at ${percent(t)}: ${t.error}`;
-  const peers = s?.peers.filter((p) => p.ready).length ?? 0;
-  return `${head}  downloading  ${percent(t)}  ${formatBytes(s?.doneBytes ?? 0)} of ${formatBytes(t.size)}  ${
-    formatBytes(s?.rate ?? 0)
-  }/s  ${peers} peer(s)`;
 }
 
 function describePeer(p: DownloadStatus["peers"][number]): string {

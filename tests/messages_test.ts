@@ -20,10 +20,12 @@ import {
   encodeMessage,
   helloMessage,
   MAX_BITFIELD_BASE64,
+  MAX_CTL_DOWNLOADS,
   MAX_HEARTBEAT_PARTIALS,
   MAX_TEXT,
   type Message,
   type MessageName,
+  type MessageOf,
   PIECE_PREFIX_BYTES,
   PROTOCOL_NAME,
   PROTOCOL_VERSION,
@@ -211,6 +213,23 @@ const SAMPLES: Record<string, Message> = {
     size: 5,
     out: "/home/alice/downloads/hello.txt",
   },
+  ctl_list_downloads: { type: "ctl_list_downloads" },
+  ctl_downloads: {
+    type: "ctl_downloads",
+    downloads: [{
+      number: 1,
+      fileId: FILE_ID,
+      name: "hello.txt",
+      size: 5,
+      out: "/home/alice/downloads/hello.txt",
+      state: "done",
+      doneBytes: 5,
+      rate: 50,
+      peers: 0,
+      elapsedMs: 100,
+    }],
+  },
+  ctl_stop_download: { type: "ctl_stop_download", file: "#1" },
 };
 
 /** The file id of hello.txt as it appears on the wire: 32 raw bytes. */
@@ -387,6 +406,14 @@ const GOLDEN: Record<string, string> = {
       '{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
         '"name":"hello.txt","size":5,"out":"/home/alice/downloads/hello.txt"}',
     ),
+  ctl_list_downloads: "00000002" + "6b" + utf8("{}"),
+  ctl_downloads: "000000ed" + "6c" +
+    utf8(
+      '{"downloads":[{"number":1,"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"hello.txt","size":5,"out":"/home/alice/downloads/hello.txt","state":"done","doneBytes":5,' +
+        '"rate":50,"peers":0,"elapsedMs":100}]}',
+    ),
+  ctl_stop_download: "0000000d" + "6d" + utf8('{"file":"#1"}'),
 };
 
 /** More round-trip cases: bigger, odder, still valid. */
@@ -449,6 +476,37 @@ const EXTRA: Message[] = [
   { type: "ctl_state", user: "alice", tracker: "[2001:db8::1]:7070", address: "", registered: false, shares: [] },
   { type: "ctl_shared", group: "team", fileId: REPORT_ID, name: REPORT.name, size: REPORT.size },
   { type: "ctl_request_file", fileId: REPORT_ID },
+  { type: "ctl_downloads", downloads: [] },
+  {
+    type: "ctl_downloads",
+    downloads: [
+      {
+        number: 2,
+        fileId: REPORT_ID,
+        name: REPORT.name,
+        size: REPORT.size,
+        out: "/tmp/ü/report.pdf",
+        state: "stopped",
+        doneBytes: 1,
+        rate: 0,
+        peers: 0,
+        elapsedMs: 2500,
+        error: "progress saved; download it again to resume",
+      },
+      {
+        number: 3,
+        fileId: FILE_ID,
+        name: "hello.txt",
+        size: 5,
+        out: "/tmp/hello.txt",
+        state: "downloading",
+        doneBytes: 0,
+        rate: 1048576,
+        peers: 3,
+        elapsedMs: 0,
+      },
+    ],
+  },
 ];
 
 /** Messages as plain values: byte arrays become hex, so deepEqual compares content. */
@@ -536,6 +594,9 @@ Deno.test("WireType pins every message id (ids are never renumbered)", () => {
     ctl_file_registered: 0x68,
     ctl_request_file: 0x69,
     ctl_file_requested: 0x6a,
+    ctl_list_downloads: 0x6b,
+    ctl_downloads: 0x6c,
+    ctl_stop_download: 0x6d,
   });
   assert.equal(new Set(Object.values(WireType)).size, Object.keys(WireType).length, "no id is used twice");
 });
@@ -660,6 +721,11 @@ Deno.test("golden: allocPieceFrame() builds the same bytes as encodeMessage()", 
   assert.equal(data.buffer, bytes.buffer, "data is a view into the frame (no copy)");
 });
 
+/** One CTL_DOWNLOADS entry as JSON, valid unless `change` spoils it (undefined drops a key). */
+function ctlDownloadJson(change: Record<string, unknown>): string {
+  return JSON.stringify({ ...(SAMPLES.ctl_downloads as MessageOf<"ctl_downloads">).downloads[0], ...change });
+}
+
 /** `<!-- golden: NAME -->` then a ```text block; hex is what precedes `|` on each line. */
 function docGoldens(doc: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -712,7 +778,7 @@ Deno.test("unknown type ids are rejected with code unknown_type", () => {
     unknown++;
     assertProtocolError(() => decodeMessage(frame(type, "{}")), "unknown_type", `type 0x${type.toString(16)}`);
   }
-  assert.equal(unknown, 256 - 53);
+  assert.equal(unknown, 256 - 56);
   assert.throws(() => decodeMessage(frame(0xfe, "")), /0xfe/);
   assert.throws(() => decodeMessage(frame(0x00, "")), /0x00/);
 });
@@ -869,6 +935,21 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
     ["ctl_request_file with a bad fileId", 0x69, '{"fileId":"hello.txt"}'],
     ["ctl_request_file out null", 0x69, `{"fileId":"${FILE_ID}","out":null}`],
     ["ctl_file_requested size as string", 0x6a, `{"fileId":"${FILE_ID}","name":"n","size":"1","out":"o"}`],
+    ["ctl_downloads not a list", 0x6c, '{"downloads":{}}'],
+    ["ctl_downloads entry a string", 0x6c, '{"downloads":["x"]}'],
+    ["ctl_downloads with an unknown state", 0x6c, `{"downloads":[${ctlDownloadJson({ state: "paused" })}]}`],
+    ["ctl_downloads number 0", 0x6c, `{"downloads":[${ctlDownloadJson({ number: 0 })}]}`],
+    ["ctl_downloads rate a fraction", 0x6c, `{"downloads":[${ctlDownloadJson({ rate: 1.5 })}]}`],
+    ["ctl_downloads without elapsedMs", 0x6c, `{"downloads":[${ctlDownloadJson({ elapsedMs: undefined })}]}`],
+    ["ctl_downloads error null", 0x6c, `{"downloads":[${ctlDownloadJson({ error: null })}]}`],
+    ["ctl_downloads with a bad fileId", 0x6c, `{"downloads":[${ctlDownloadJson({ fileId: "x" })}]}`],
+    [
+      "ctl_downloads over MAX_CTL_DOWNLOADS",
+      0x6c,
+      `{"downloads":[${Array(MAX_CTL_DOWNLOADS + 1).fill(ctlDownloadJson({})).join(",")}]}`,
+    ],
+    ["ctl_stop_download without file", 0x6d, "{}"],
+    ["ctl_stop_download file as number", 0x6d, '{"file":1}'],
     // HEARTBEAT's optional counters and partial bitfields.
     ["heartbeat up negative", 0x12, '{"peerId":"p","up":-1}'],
     ["heartbeat up fraction", 0x12, '{"peerId":"p","up":1.5}'],

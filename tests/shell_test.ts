@@ -17,6 +17,7 @@ import { formatAddress } from "../lib/connection.ts";
 import { UnreachableError } from "../lib/errors.ts";
 import { Home } from "../lib/home.ts";
 import { indexDirectory } from "../lib/indexer.ts";
+import type { Message } from "../lib/messages.ts";
 import { PeerControl, peerRequest, peerSocketPath } from "../lib/peer_control.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
@@ -518,6 +519,61 @@ Deno.test("control socket: register-file and request-file reach the peer; 0600; 
 
   await control.close();
   assert.equal(await Deno.stat(control.path).catch(() => null), null, "the socket is removed on close");
+});
+
+Deno.test("control socket: list downloads and stop one; request-file resumes it", async () => {
+  // One chunk a second: data.bin (6 chunks and a bit) is still running when it is looked at and stopped.
+  await using w = await world({ downloadLimit: CHUNK });
+  const home = new Home(join(w.dir, "home"));
+  await using _control = await PeerControl.listen(home, w.session);
+  const ask = (msg: Message) => peerRequest(home, w.node.address, msg, "ctl_downloads");
+
+  assert.deepEqual((await ask({ type: "ctl_list_downloads" })).downloads, []);
+  const dataId = w.tracker.tracker.listFiles().find((f) => f.name === "data.bin")!.id;
+  await peerRequest(home, w.node.address, { type: "ctl_request_file", fileId: dataId }, "ctl_file_requested");
+  await waitUntil(() => (w.session.transfer("#1").status()?.doneChunks ?? 0) >= 1, "a chunk saved");
+
+  const [running] = (await ask({ type: "ctl_list_downloads" })).downloads;
+  assert.ok(running);
+  assert.deepEqual({ ...running, doneBytes: 0, rate: 0, elapsedMs: 0 }, {
+    number: 1,
+    fileId: dataId,
+    name: "data.bin",
+    size: w.data.length,
+    out: join(w.dir, "downloads", "data.bin"),
+    state: "downloading",
+    doneBytes: 0,
+    rate: 0,
+    peers: 1,
+    elapsedMs: 0,
+  });
+  assert.ok(running.doneBytes >= CHUNK && running.doneBytes < w.data.length, `${running.doneBytes} bytes done`);
+  assert.ok(running.elapsedMs > 0);
+
+  const [stopped] = (await ask({ type: "ctl_stop_download", file: "data.bin" })).downloads;
+  assert.equal(stopped?.state, "stopped");
+  assert.equal(stopped?.error, "progress saved; download it again to resume");
+  assert.equal(w.session.transfer("#1").state, "stopped", "the shell sees it stopped");
+  assert.ok(await Deno.stat(join(w.dir, "downloads", "data.bin.part.json")), "the sidecar is kept");
+  await assert.rejects(
+    ask({ type: "ctl_stop_download", file: "#1" }),
+    (err: Error) => /#1 data\.bin is not downloading \(it is stopped\)/.test(err.message),
+  );
+  await assert.rejects(
+    ask({ type: "ctl_stop_download", file: "nope.bin" }),
+    (err: Error & { exitCode?: number }) => /No download of "nope\.bin"/.test(err.message) && err.exitCode === 3,
+  );
+
+  // Asked for again, it resumes from the sidecar; both show, oldest first.
+  w.session.setLimits({ download: 0 });
+  await peerRequest(home, w.node.address, { type: "ctl_request_file", fileId: dataId }, "ctl_file_requested");
+  await waitUntil(() => w.session.transfer("#2").state === "done", "the resumed download");
+  const [first, second] = (await ask({ type: "ctl_list_downloads" })).downloads;
+  assert.equal(first?.state, "stopped");
+  assert.equal(second?.state, "done");
+  assert.equal(second?.doneBytes, w.data.length);
+  assert.ok(w.session.transfer("#2").summary!.chunksReused >= 1, "chunks from before the stop are reused");
+  assert.equal(sha(await Deno.readFile(second!.out)), sha(w.data));
 });
 
 Deno.test("control socket: a stale socket left by a crash is replaced", async () => {

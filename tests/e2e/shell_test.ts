@@ -1,8 +1,9 @@
 /**
  * End-to-end, issue 5: the peer shell and the one-shot control commands,
  * with real processes. `peer.ts --shell` is driven through its stdin pipe
- * as a user would type; `client.ts register-file` and `request-file` reach
- * a running `peer.ts --no-shell` through its control socket.
+ * as a user would type; `client.ts register-file`, `request-file`,
+ * `request-status` and `request-stop` reach a running `peer.ts --no-shell`
+ * through its control socket.
  *
  * @module
  */
@@ -22,7 +23,7 @@ import {
 } from "./harness.ts";
 
 /** Exit codes documented in lib/errors.ts (ExitCode); repeated here as the contract under test. */
-const EXIT = { notFound: 3, unreachable: 4, exists: 7 } as const;
+const EXIT = { usage: 2, notFound: 3, unreachable: 4, exists: 7 } as const;
 /** Deadline for a download between the test's peers. */
 const DOWNLOAD_TIMEOUT_MS = 60_000;
 /** How often `status` is asked while waiting for a download. */
@@ -53,6 +54,19 @@ async function peerArgs(env: E2E, shared: string, tracker: string, home: string)
     "--home",
     home,
   ];
+}
+
+/** A `peer.ts --no-shell` sharing an empty directory, downloading into `downloads` at `downloadLimit` at most. */
+async function controlledPeer(env: E2E, tracker: string, home: string, downloads: string, downloadLimit: string) {
+  const peer = await env.spawn("peer.ts", [
+    ...await peerArgs(env, await env.tempDir(), tracker, home),
+    "--download-dir",
+    downloads,
+    "--download-limit",
+    downloadLimit,
+    "--no-shell",
+  ]);
+  return { peer, addr: await started(peer) };
 }
 
 /** Waits for the listening and registration lines; returns the listening address. */
@@ -121,22 +135,14 @@ Deno.test("e2e: peer.ts --shell from a pipe: share, list, download from another 
 
 Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts --no-shell (--download-limit)", async () => {
   await using env = new E2E();
-  const srcDir = await env.tempDir(), ownDir = await env.tempDir(), downloads = await env.tempDir();
+  const srcDir = await env.tempDir(), downloads = await env.tempDir();
   const home = await env.tempDir("shoal-e2e-home-"), local = await env.tempDir();
   await writeRandomFile(join(srcDir, "data.bin"), 3 * MiB);
   await Deno.writeTextFile(join(local, "report.txt"), "quarterly report\n");
   const tracker = await env.tracker();
   const src = ["--tracker", tracker.addr];
   await env.peer({ shared: srcDir, tracker: tracker.addr, chunkSize: CHUNK_SIZE });
-  const peer = await env.spawn("peer.ts", [
-    ...await peerArgs(env, ownDir, tracker.addr, home),
-    "--download-dir",
-    downloads,
-    "--download-limit",
-    "1m",
-    "--no-shell",
-  ]);
-  const addr = await started(peer);
+  const { peer, addr } = await controlledPeer(env, tracker.addr, home, downloads, "1m");
 
   // Only the owner can use the channel: the socket is 0600 in a 0700 directory.
   const socket = join(home, "peers", `${addr.replace(":", "_")}.sock`);
@@ -191,4 +197,56 @@ Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts
 
   const help = await env.clientOk([], "request-file", "--help");
   assert.match(help.stdout, /Examples:\n {2}client\.ts request-file --file-id/);
+});
+
+Deno.test("e2e: client.ts request-status and request-stop follow and stop a running peer's download", async () => {
+  await using env = new E2E();
+  const srcDir = await env.tempDir(), downloads = await env.tempDir();
+  const home = await env.tempDir("shoal-e2e-home-");
+  await writeRandomFile(join(srcDir, "data.bin"), 3 * MiB);
+  const tracker = await env.tracker();
+  await env.peer({ shared: srcDir, tracker: tracker.addr, chunkSize: CHUNK_SIZE });
+  // 128 KiB/s: 3 MiB would take 24 s, so the download is still running while the client looks at it and stops it.
+  const { peer, addr } = await controlledPeer(env, tracker.addr, home, downloads, "128k");
+  const ctl = ["--home", home];
+
+  const none = await env.clientOk(ctl, "request-status", "--peer-addr", addr);
+  assert.equal(none.stdout, `${addr} has no downloads\n`);
+  const dataId = (await env.clientOk(["--tracker", tracker.addr], "files", "--json")).json<FileEntry[]>()[0]!.id;
+  await env.clientOk(ctl, "request-file", "--file-id", dataId, "--peer-addr", addr);
+
+  type Row = { number: number; state: string; doneBytes: number; size: number; peers: number; error?: string };
+  let rows: Row[] = [];
+  await waitUntil(
+    async () => {
+      rows = (await env.clientOk(ctl, "request-status", "--peer-addr", addr, "--json")).json<Row[]>();
+      return rows.length === 1 && rows[0]!.doneBytes > 0;
+    },
+    DOWNLOAD_TIMEOUT_MS,
+    "the peer to have some of the file",
+  );
+  assert.equal(rows[0]!.state, "downloading");
+  assert.equal(rows[0]!.peers, 1);
+  const human = await env.clientOk(ctl, "request-status", "--peer-addr", addr);
+  assert.match(
+    human.stdout,
+    /^#1 {2}data\.bin {2}downloading {2}\d+\.\d% {2}.* of 3\.00 MiB {2}.*\/s {2}1 peer\(s\)\n$/,
+  );
+
+  const stop = await env.clientOk(ctl, "request-stop", "--file", "#1", "--peer-addr", addr);
+  assert.match(stop.stdout, /^#1 {2}data\.bin {2}stopped at \d+\.\d%: progress saved; download it again to resume\n$/);
+  await peer.waitForLine(/^#1 data\.bin: stopped: progress saved/);
+  const after = (await env.clientOk(ctl, "request-status", "--peer-addr", addr, "--json")).json<Row[]>();
+  assert.equal(after[0]!.state, "stopped");
+  assert.ok(after[0]!.doneBytes < after[0]!.size);
+  assert.ok(await Deno.stat(join(downloads, "data.bin.part.json")), "the sidecar is kept for a resume");
+  assert.equal(await Deno.stat(join(downloads, "data.bin")).catch(() => null), null, "no finished file appears");
+
+  const twice = await env.client(ctl, "request-stop", "--file", "data.bin", "--peer-addr", addr);
+  assert.equal(twice.code, EXIT.usage, twice.stderr);
+  assert.match(expectOneErrorLine(twice.stderr), /#1 data\.bin is not downloading \(it is stopped\)/);
+  const unknown = await env.client(ctl, "request-stop", "--file", "nope.bin", "--peer-addr", addr);
+  assert.equal(unknown.code, EXIT.notFound, unknown.stderr);
+  const help = await env.clientOk([], "request-stop", "--help");
+  assert.match(help.stdout, /Examples:\n {2}client\.ts request-stop --file '#2'/);
 });
