@@ -61,14 +61,14 @@ async function main(argv: string[]): Promise<void> {
         "  deno run -A peer.ts --daemon --home ~/.shoal    (what login starts)",
     )
     .exitOverride();
-  await configure(program, "peer", argv);
+  const fromConfig = await configure(program, "peer", argv);
   program.parse(argv, { from: "user" });
   const o = program.opts();
   // The background peer serves its session's tracker unless told otherwise on its command line.
   if (o.daemon && program.getOptionValueSource("tracker") !== "cli") delete o.tracker;
   const port = parseIntOption(o.port, "--port", 0, 65535);
   const uploadLimit = o.uploadLimit === undefined ? 0 : parseSize(o.uploadLimit, "--upload-limit");
-  if (o.daemon) return await daemon(o, port, uploadLimit);
+  if (o.daemon) return await daemon(o, port, uploadLimit, fromConfig);
   if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");
   const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
   const chunkSize = parseSize(o.chunkSize, "--chunk-size");
@@ -151,7 +151,12 @@ async function main(argv: string[]): Promise<void> {
 }
 
 /** `--daemon`: the user's background peer; it writes to peer.log in the user's state directory. */
-async function daemon(o: Record<string, string>, port: number, uploadLimit: number): Promise<void> {
+async function daemon(
+  o: Record<string, string>,
+  port: number,
+  uploadLimit: number,
+  peerConfig: Record<string, string | number | boolean>,
+): Promise<void> {
   const home = Home.resolve(o.home);
   await home.ensure();
   const log = await Deno.open(home.logPath, { append: true, create: true, mode: 0o600 });
@@ -172,6 +177,7 @@ async function daemon(o: Record<string, string>, port: number, uploadLimit: numb
       port,
       ...(o.advertise ? { advertiseHost: o.advertise } : {}),
       ...(uploadLimit ? { uploadLimit } : {}),
+      peerConfig,
       log: say,
       signal: shutdownSignal(),
     });

@@ -57,10 +57,13 @@ export function addAccountCommands(
   defaultTracker: () => string,
 ): void {
   const home = () => Home.resolve(globals().home);
-  /** Starts the background peer if need be, with the file given to `--config`, if any. */
-  const daemon = (h: Home, s: SessionFile) => {
+  /**
+   * Starts the background peer if need be, with the file given to `--config`, if any; `reconfigure` (login)
+   * also restarts one whose config settings are not those it would read now.
+   */
+  const daemon = (h: Home, s: SessionFile, reconfigure: boolean) => {
     const config = globals().config;
-    return ensureDaemon(h, s, config === undefined ? [] : ["--config", resolve(config)]);
+    return ensureDaemon(h, s, { extraArgs: config === undefined ? [] : ["--config", resolve(config)], reconfigure });
   };
   const trackerOf = (s: SessionFile) => parseAddress(s.tracker, "tracker");
   /** The session and a request to its tracker. */
@@ -103,10 +106,11 @@ export function addAccountCommands(
       const r = await call(tracker, { type: "login", name, password: await password(pw, "password") }, "session");
       const session: SessionFile = { user: r.user, tracker: trackerText, token: r.token, expiresAt: r.expiresAt };
       await h.writeSession(session);
-      const state = await daemon(h, session);
+      const { state, replaced } = await daemon(h, session, true);
       if (o.json) return console.log(JSON.stringify({ user: r.user, expiresAt: r.expiresAt, peer: state.address }));
       console.log(`logged in as ${r.user} until ${new Date(r.expiresAt).toISOString()}`);
-      console.log(`background peer on ${state.address}, sharing ${state.shares.length} group file(s)`);
+      const why = replaced === "settings" ? " (restarted: its config settings changed)" : "";
+      console.log(`background peer on ${state.address}${why}, sharing ${state.shares.length} group file(s)`);
     });
 
   cmd("logout", "log out: ends the session on the tracker and stops the background peer", ["client.ts logout"])
@@ -243,7 +247,7 @@ export function addAccountCommands(
     .action(async (path: string, group: string, o) => {
       const h = home();
       const s = await h.session();
-      await daemon(h, s);
+      await daemon(h, s, false);
       const r = await ctl(h, { type: "ctl_share", path: resolve(path), group }, "ctl_shared");
       if (o.json) return console.log(JSON.stringify(r));
       console.log(`sharing ${r.name} (${formatBytes(r.size)}) in ${r.group} as ${r.fileId}`);

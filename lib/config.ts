@@ -127,10 +127,25 @@ export function applyConfig(
   }
 }
 
-/** Loads `section` of the config file named by argv/env and applies it to `program`. */
-export async function configure(program: Command, section: ConfigSection, argv: string[]): Promise<void> {
+/** Loads `section` of the config file named by argv/env and applies it to `program`; returns what it read. */
+export async function configure(
+  program: Command,
+  section: ConfigSection,
+  argv: string[],
+): Promise<Record<string, string | number | boolean>> {
   const where = configPath(argv);
-  applyConfig(program, await readConfig(section, where), where.path, section);
+  const values = await readConfig(section, where);
+  applyConfig(program, values, where.path, section);
+  return values;
+}
+
+/** True when two sections as read hold the same keys and values (in any order). */
+export function sameConfig(
+  a: Record<string, string | number | boolean>,
+  b: Record<string, string | number | boolean>,
+): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

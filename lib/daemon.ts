@@ -28,6 +28,8 @@ export interface DaemonOptions {
   advertiseHost?: string;
   /** Bytes a second the group shares may send, over all connections (default: no limit). */
   uploadLimit?: number;
+  /** The config file's "peer" section it was started with, recorded so that `login` can tell when it changed. */
+  peerConfig?: Record<string, string | number | boolean>;
   log: (line: string) => void;
   signal: AbortSignal;
 }
@@ -130,6 +132,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     tracker: formatAddress(o.tracker),
     address: formatAddress(node.address),
     socket: home.socketPath,
+    peerConfig: o.peerConfig ?? {},
   });
   log(`peer daemon for ${session.user} listening on ${formatAddress(node.address)}, control ${home.socketPath}`);
   try {

@@ -11,6 +11,7 @@ import { connectUnix } from "./connection.ts";
 import { ShoalError } from "./errors.ts";
 import type { Home, SessionFile } from "./home.ts";
 import type { Message, MessageName, MessageOf } from "./messages.ts";
+import { configPath, readConfig, sameConfig } from "./config.ts";
 import { answers } from "./daemon.ts";
 import { peerCommand } from "./launch.ts";
 
@@ -35,22 +36,48 @@ export async function daemonStatus(home: Home): Promise<MessageOf<"ctl_state"> |
   }
 }
 
+/** What {@link ensureDaemon} did. */
+export interface DaemonStart {
+  state: MessageOf<"ctl_state">;
+  /** Why a running daemon was stopped and another started in its place; null when none was replaced. */
+  replaced: "user" | "tracker" | "settings" | null;
+}
+
+/** Options for {@link ensureDaemon}. */
+export interface EnsureOptions {
+  /** Arguments for a daemon it starts (`--config <file>`). */
+  extraArgs?: string[];
+  /**
+   * Also replace a running daemon whose config "peer" section differs from
+   * what a new one would read now (from the file `extraArgs` names, else
+   * `$SHOAL_CONFIG`, else the default file), as `login` does.
+   */
+  reconfigure?: boolean;
+}
+
 /**
  * Makes sure a daemon for `session` runs: reuses a running one of the same
- * user and tracker (handing it the new token), else stops the old one and
- * starts a new one, waiting until it is registered.
+ * user and tracker (handing it the new token) and, with `reconfigure`, the
+ * same settings; else stops the old one and starts a new one, waiting
+ * until it is registered. With `reconfigure`, a config file that cannot be
+ * read is an error before anything is stopped.
  */
-export async function ensureDaemon(
-  home: Home,
-  session: SessionFile,
-  extraArgs: string[] = [],
-): Promise<MessageOf<"ctl_state">> {
+export async function ensureDaemon(home: Home, session: SessionFile, o: EnsureOptions = {}): Promise<DaemonStart> {
+  const extraArgs = o.extraArgs ?? [];
+  const wanted = o.reconfigure ? await readConfig("peer", configPath(extraArgs)) : null;
   const running = await daemonStatus(home);
-  if (running && running.user === session.user && running.tracker === session.tracker) {
-    await ctl(home, { type: "ctl_session", token: session.token }, "ok");
-    return await waitRegistered(home, null);
+  let replaced: DaemonStart["replaced"] = null;
+  if (running) {
+    const recorded = (await home.readDaemon().catch(() => null))?.peerConfig;
+    if (running.user !== session.user) replaced = "user";
+    else if (running.tracker !== session.tracker) replaced = "tracker";
+    else if (wanted && !(isConfigRecord(recorded) && sameConfig(recorded, wanted))) replaced = "settings";
+    if (replaced === null) {
+      await ctl(home, { type: "ctl_session", token: session.token }, "ok");
+      return { state: await waitRegistered(home, null), replaced };
+    }
+    await stopDaemon(home);
   }
-  if (running) await stopDaemon(home);
   const peer = peerCommand(["--daemon", "--home", home.dir, ...extraArgs]);
   const child = new Deno.Command(peer.command, {
     args: peer.args,
@@ -60,7 +87,13 @@ export async function ensureDaemon(
     detached: true,
   }).spawn();
   child.unref();
-  return await waitRegistered(home, child);
+  return { state: await waitRegistered(home, child), replaced };
+}
+
+/** A "peer" section as daemon.json records it (the file is the user's own, but may be from an older version). */
+function isConfigRecord(v: unknown): v is Record<string, string | number | boolean> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) &&
+    Object.values(v).every((x) => ["string", "number", "boolean"].includes(typeof x));
 }
 
 async function waitRegistered(home: Home, child: Deno.ChildProcess | null): Promise<MessageOf<"ctl_state">> {

@@ -39,6 +39,8 @@ export interface DaemonFile {
   /** the daemon's peer address, host:port */
   address: string;
   socket: string;
+  /** the config file's "peer" section as it read it at start; absent from a daemon older than this field */
+  peerConfig?: Record<string, string | number | boolean>;
 }
 
 /** One file the daemon shares into a group. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Command, Option } from "commander";
 import { join } from "node:path";
-import { applyConfig, configPath, configure, MAX_CONFIG_BYTES, readConfig } from "../lib/config.ts";
+import { applyConfig, configPath, configure, MAX_CONFIG_BYTES, readConfig, sameConfig } from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
 
 function program(): Command {
@@ -57,6 +57,19 @@ Deno.test("config: precedence is flag > environment > file > default", async () 
     } finally {
       Deno.env.delete("SHOAL_TEST_TRACKER");
     }
+  });
+});
+
+Deno.test("config: configure returns the section it applied; sameConfig ignores key order only", async () => {
+  await withFile(JSON.stringify({ client: { workers: 3, tracker: "file:1" }, peer: { port: 1 } }), async (path) => {
+    const read = await configure(program(), "client", ["--config", path]);
+    assert.deepEqual(read, { workers: 3, tracker: "file:1" });
+    assert.ok(sameConfig(read, { tracker: "file:1", workers: 3 }));
+    assert.ok(!sameConfig(read, { tracker: "file:1", workers: "3" }), "a number is not its string");
+    assert.ok(!sameConfig(read, { tracker: "file:1" }));
+    assert.ok(!sameConfig(read, { tracker: "file:1", workers: 3, quiet: true }));
+    assert.ok(!sameConfig({ a: 1, b: 2 }, { a: 1, c: 2 }), "same count, other keys");
+    assert.ok(sameConfig({}, {}));
   });
 });
 

@@ -30,6 +30,7 @@ import type { Message } from "../../lib/messages.ts";
 
 /** Exit codes of lib/errors.ts, repeated as the contract under test. */
 const EXIT = {
+  usage: 2,
   unknownUser: 10,
   badPassword: 11,
   duplicate: 12,
@@ -220,6 +221,35 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     const seconds = capped.json<{ seconds: number }>().seconds;
     assert.ok(seconds >= 1.8, `alice's upload-limit 1m: 3 MiB took ${seconds} s`);
     assert.equal(await sha256File(`${out}/again.bin`), want);
+
+    // Logging in again while her peer runs: the same settings keep it; other settings restart it with them; a config
+    // file that is not JSON is refused before anything is stopped.
+    const daemonFile = async () =>
+      JSON.parse(await Deno.readTextFile(`${alice.home}/daemon.json`)) as { pid: number; peerConfig: unknown };
+    const running = await daemonFile();
+    assert.deepEqual(running.peerConfig, { "upload-limit": "1m" });
+    const same = await alice.ok("--config", config, "login", alice.name, alice.password);
+    assert.doesNotMatch(same.stdout, /restarted/);
+    assert.equal((await daemonFile()).pid, running.pid, "the same settings keep the running peer");
+    const broken = `${await env.tempDir()}/broken.json`;
+    await Deno.writeTextFile(broken, JSON.stringify({ peer: { "upload-limit": "2m" } }).slice(0, -1));
+    const bad = await alice.run("--config", broken, "login", alice.name, alice.password);
+    assert.equal(bad.code, EXIT.usage, bad.stderr);
+    assert.match(expectOneErrorLine(bad.stderr), /broken\.json is not valid JSON/);
+    assert.equal((await daemonFile()).pid, running.pid, "a bad config file leaves the running peer alone");
+    const unlimited = `${await env.tempDir()}/unlimited.json`;
+    await Deno.writeTextFile(unlimited, JSON.stringify({ client: { workers: 2 } }));
+    const changed = await alice.ok("--config", unlimited, "login", alice.name, alice.password);
+    assert.match(
+      changed.stdout,
+      /^background peer on \S+ \(restarted: its config settings changed\), sharing 1 group/m,
+    );
+    const restarted = await daemonFile();
+    assert.notEqual(restarted.pid, running.pid, "new settings restart the peer");
+    assert.deepEqual(restarted.peerConfig, {});
+    const fast = await bob.ok("download_file", "team", "report.bin", `${out}/fast.bin`, "--json");
+    assert.equal(await sha256File(`${out}/fast.bin`), want);
+    assert.ok(fast.json<{ seconds: number }>().seconds < seconds, "without the upload limit it is faster");
 
     // Logged out: the session is revoked and the background peer gone.
     await carol.ok("logout");
