@@ -10,16 +10,15 @@
  */
 
 import type { Command } from "commander";
-import { basename, join, resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { formatBytes, formatSaved, paint, parseAddress, parseIntOption, parseSize, shutdownSignal } from "./cli.ts";
 import type { Address } from "./connection.ts";
-import { withConn } from "./client.ts";
+import { outputPath, withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
 import { download, exists } from "./download.ts";
 import { describeError, OutputExistsError, RemoteError } from "./errors.ts";
 import { Home, type SessionFile } from "./home.ts";
 import type { Message, MessageName, MessageOf } from "./messages.ts";
-import { assertSafeFileName } from "./names.ts";
 import { readPassword } from "./prompt.ts";
 import { ProgressView } from "./progress.ts";
 
@@ -287,11 +286,7 @@ export function addAccountCommands(
       const tracker = trackerOf(s);
       const first = await call(tracker, { type: "group_lookup", token: s.token, group, file }, "group_file");
       const { manifest, fileId } = first;
-      let out = dest;
-      if ((await Deno.stat(dest).catch(() => null))?.isDirectory) {
-        assertSafeFileName(manifest.name);
-        out = join(dest, manifest.name);
-      }
+      const out = await outputPath(dest, undefined, manifest.name);
       if (!o.force && await exists(out)) throw new OutputExistsError(out);
       const own = (await h.readDaemon().catch(() => null))?.address;
       const record = {

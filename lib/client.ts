@@ -136,20 +136,7 @@ export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "
 export async function getFile(src: Source, idOrName: string, options: GetOptions = {}): Promise<DownloadSummary> {
   const fileId = await resolveFile(src, idOrName);
   const manifest = await manifestOf(src, fileId);
-  let out = options.out;
-  let outDir = options.outDir;
-  // `-o dir` or `-o dir/` saves under the file's own name there, as cp and scp do.
-  if (out !== undefined && (out.endsWith("/") || (await Deno.stat(out).catch(() => null))?.isDirectory)) {
-    [outDir, out] = [out, undefined];
-  }
-  if (out === undefined) {
-    try {
-      assertSafeFileName(manifest.name);
-    } catch (err) {
-      throw new UsageError(`${(err as Error).message}; choose an output file name with -o`);
-    }
-    out = outDir === undefined ? manifest.name : join(outDir, manifest.name);
-  }
+  const out = await outputPath(options.out, options.outDir, manifest.name);
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
@@ -163,6 +150,25 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
   options.onResolved?.(fileId, manifest, out);
   // The peers just looked up start the download: no second lookup (a round trip to the tracker).
   return await download({ ...options, fileId, manifest, out, discover, initialPeers });
+}
+
+/**
+ * Where a download of a file named `name` goes: `out` when it names a file;
+ * the name inside `out` when that is a directory or ends in `/` (as cp and
+ * scp do); else the name inside `outDir` (default: the current directory).
+ * A name that is unsafe as a file name needs an `out` that names a file.
+ */
+export async function outputPath(out: string | undefined, outDir: string | undefined, name: string): Promise<string> {
+  if (out !== undefined && (out.endsWith("/") || (await Deno.stat(out).catch(() => null))?.isDirectory)) {
+    [outDir, out] = [out, undefined];
+  }
+  if (out !== undefined) return out;
+  try {
+    assertSafeFileName(name);
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; choose an output file name`);
+  }
+  return outDir === undefined ? name : join(outDir, name);
 }
 
 function isLoopback(host: string): boolean {

@@ -5,6 +5,8 @@ import { build } from "../client.ts";
 import { ExitCode } from "../lib/errors.ts";
 import { formatBytes, formatSaved, paint } from "../lib/cli.ts";
 import type { DownloadSummary } from "../lib/download.ts";
+import { outputPath } from "../lib/client.ts";
+import { join } from "node:path";
 
 function helpOf(c: Command): string {
   let out = "";
@@ -87,4 +89,24 @@ Deno.test("a download's last line gives the rate of what this run fetched, not o
     formatSaved(resumed),
     "saved big.bin (96.0 MiB) in 2.00 s: 64 of 96 chunks reused, 32.0 MiB fetched at 16.0 MiB/s",
   );
+});
+
+Deno.test("output path: a file as given; a directory or a trailing / holds the file's name; unsafe names need a file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-out-" });
+  try {
+    assert.equal(await outputPath(join(dir, "x.bin"), undefined, "report.pdf"), join(dir, "x.bin"));
+    assert.equal(await outputPath(dir, undefined, "report.pdf"), join(dir, "report.pdf"), "an existing directory");
+    assert.equal(await outputPath("later/", undefined, "report.pdf"), join("later", "report.pdf"), "a trailing /");
+    assert.equal(await outputPath(undefined, dir, "report.pdf"), join(dir, "report.pdf"));
+    assert.equal(await outputPath(undefined, undefined, "report.pdf"), "report.pdf");
+    await assert.rejects(outputPath(dir, undefined, ".."), /choose an output file name/);
+    await assert.rejects(outputPath(undefined, undefined, "a/b"), /choose an output file name/);
+    assert.equal(
+      await outputPath(join(dir, "safe"), undefined, ".."),
+      join(dir, "safe"),
+      "a named file needs no check",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
