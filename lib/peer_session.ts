@@ -142,7 +142,14 @@ export class PeerSession {
     const latest = [...this.#transfers].reverse();
     const t = latest.find((t) => t.fileId === text || t.name === text) ??
       (isIdPrefix(text) ? latest.find((t) => t.fileId.startsWith(text.toLowerCase())) : undefined);
-    if (!t) throw new NotFoundError(`No download of ${JSON.stringify(text)} in this session (see status)`);
+    if (!t) {
+      const newest = latest.slice(0, 5).map((t) => `#${t.number} ${t.name}`);
+      const more = latest.length > newest.length ? ", ..." : "";
+      throw new NotFoundError(
+        `No download of ${JSON.stringify(text)} in this peer` +
+          (newest.length === 0 ? " (it has none)" : `; its downloads: ${newest.join(", ")}${more}`),
+      );
+    }
     return t;
   }
 

@@ -348,7 +348,9 @@ Deno.test("stop: a download stops with its progress saved; downloading it again 
   assert.ok(await Deno.stat(`${out}.part.json`), "the resume sidecar is kept");
   assert.equal(await Deno.stat(out).catch(() => null), null, "no finished file yet");
   assert.deepEqual(await w.run("stop slow.bin"), ["error: #1 slow.bin is not downloading (it is stopped)"]);
-  assert.deepEqual(await w.run("stop nothing"), ['error: No download of "nothing" in this session (see status)']);
+  assert.deepEqual(await w.run("stop nothing"), [
+    'error: No download of "nothing" in this peer; its downloads: #1 slow.bin',
+  ]);
   assert.match((await w.run("status"))[0]!, /^#1 {2}slow\.bin {2}stopped/);
 
   await w.run("download slow.bin");
@@ -379,7 +381,7 @@ Deno.test("unknown commands, bad arguments and failures are one clear line; the 
   assert.deepEqual(await w.run("download DATA"), [
     `error: No file named "DATA"; did you mean "data.bin" (${dataId.slice(0, 12)})?`,
   ]);
-  assert.deepEqual(await w.run("why nothing"), ['error: No download of "nothing" in this session (see status)']);
+  assert.deepEqual(await w.run("why nothing"), ['error: No download of "nothing" in this peer (it has none)']);
   assert.deepEqual(await w.run("status"), ["no downloads (start one with: download <file>)"]);
   assert.deepEqual(await w.run(""), []);
   const help = await w.run("help");
@@ -561,7 +563,8 @@ Deno.test("control socket: list downloads and stop one; request-file resumes it"
   );
   await assert.rejects(
     ask({ type: "ctl_stop_download", file: "nope.bin" }),
-    (err: Error & { exitCode?: number }) => /No download of "nope\.bin"/.test(err.message) && err.exitCode === 3,
+    (err: Error & { exitCode?: number }) =>
+      err.message.includes(`No download of "nope.bin" in this peer; its downloads: #1 data.bin`) && err.exitCode === 3,
   );
 
   // Asked for again, it resumes from the sidecar; both show, oldest first.
