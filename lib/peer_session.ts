@@ -20,7 +20,7 @@ import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, isIdPrefix, type Manifest } from "./manifest.ts";
-import type { CtlDownload, FileSummary } from "./messages.ts";
+import { type CtlDownload, type FileSummary, MAX_TEXT } from "./messages.ts";
 import { fileNameProblem } from "./names.ts";
 import type { PeerNode } from "./peer.ts";
 
@@ -258,7 +258,7 @@ export function transferInfo(t: Transfer, now = Date.now()): CtlDownload {
     fileId: t.fileId,
     name: t.name,
     size: t.size,
-    out: t.out,
+    out: clip(t.out),
     state: t.state,
     doneBytes: t.state === "done" ? t.size : s?.doneBytes ?? 0,
     rate: 0,
@@ -270,8 +270,13 @@ export function transferInfo(t: Transfer, now = Date.now()): CtlDownload {
     info.rate = Math.round(s.rate);
     info.peers = s.peers.filter((p) => p.ready).length;
   }
-  if (t.error !== null) info.error = t.error;
+  if (t.error !== null) info.error = clip(t.error);
   return info;
+}
+
+/** `text` cut to what a control message carries ({@link MAX_TEXT}): a long error must not spoil the whole list. */
+function clip(text: string): string {
+  return text.length <= MAX_TEXT ? text : `${text.slice(0, MAX_TEXT - 1)}…`;
 }
 
 /** How much of a download is there, as `42.0%`. */

@@ -17,10 +17,17 @@ import { formatAddress } from "../lib/connection.ts";
 import { UnreachableError } from "../lib/errors.ts";
 import { Home } from "../lib/home.ts";
 import { indexDirectory } from "../lib/indexer.ts";
-import type { Message } from "../lib/messages.ts";
+import { decodeMessage, encodeMessage, MAX_TEXT, type Message } from "../lib/messages.ts";
+import { FrameDecoder } from "../lib/framing.ts";
 import { PeerControl, peerRequest, peerSocketPath } from "../lib/peer_control.ts";
 import { PeerNode } from "../lib/peer.ts";
-import { PeerSession, type SessionOptions } from "../lib/peer_session.ts";
+import {
+  describeTransfer,
+  PeerSession,
+  type SessionOptions,
+  type Transfer,
+  transferInfo,
+} from "../lib/peer_session.ts";
 import { HISTORY_MAX_LINES, runTerminal, Shell, splitWords } from "../lib/shell.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { randomBytes, sha, waitUntil as waitFor } from "./helpers.ts";
@@ -577,6 +584,29 @@ Deno.test("control socket: list downloads and stop one; request-file resumes it"
   assert.equal(second?.doneBytes, w.data.length);
   assert.ok(w.session.transfer("#2").summary!.chunksReused >= 1, "chunks from before the stop are reused");
   assert.equal(sha(await Deno.readFile(second!.out)), sha(w.data));
+});
+
+Deno.test("transferInfo: a long error or path is cut to what CTL_DOWNLOADS carries, and the list still decodes", () => {
+  const t: Transfer = {
+    number: 7,
+    fileId: "ab".repeat(32),
+    name: "big.iso",
+    size: 10,
+    out: `/${"d".repeat(MAX_TEXT + 500)}`,
+    startedAt: 1_000,
+    state: "failed",
+    error: `No live source for chunks ${"1, ".repeat(MAX_TEXT)}`,
+    summary: null,
+    endedAt: 3_500,
+    status: () => null,
+  };
+  const info = transferInfo(t);
+  assert.equal(info.error!.length, MAX_TEXT);
+  assert.ok(info.error!.endsWith("…") && info.out.length === MAX_TEXT);
+  assert.equal(info.elapsedMs, 2_500);
+  const back = decodeMessage(new FrameDecoder().push(encodeMessage({ type: "ctl_downloads", downloads: [info] }))[0]!);
+  assert.deepEqual(back, { type: "ctl_downloads", downloads: [info] });
+  assert.equal(describeTransfer(info).slice(0, 42), "#7  big.iso  failed at 0.0%: No live sourc");
 });
 
 Deno.test("control socket: a stale socket left by a crash is replaced", async () => {
