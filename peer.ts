@@ -16,7 +16,7 @@ import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
 import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
 import { PeerNode } from "./lib/peer.ts";
-import { configure } from "./lib/config.ts";
+import { configure, type ConfigValues } from "./lib/config.ts";
 import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
 import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
@@ -155,7 +155,7 @@ async function daemon(
   o: Record<string, string>,
   port: number,
   uploadLimit: number,
-  peerConfig: Record<string, string | number | boolean>,
+  peerConfig: ConfigValues,
 ): Promise<void> {
   const home = Home.resolve(o.home);
   await home.ensure();

@@ -36,6 +36,9 @@ export const MAX_CONFIG_BYTES = 64 * 1024;
 export const CONFIG_SECTIONS = ["client", "peer", "tracker"] as const;
 export type ConfigSection = typeof CONFIG_SECTIONS[number];
 
+/** One section of the config file as read: long option names and their values. */
+export type ConfigValues = Record<string, string | number | boolean>;
+
 /** Where the config file is looked for, and whether it must exist. */
 export function configPath(argv: string[], env = Deno.env.toObject()): { path: string; required: boolean } {
   for (let i = 0; i < argv.length; i++) {
@@ -57,7 +60,7 @@ export function configPath(argv: string[], env = Deno.env.toObject()): { path: s
 export async function readConfig(
   section: ConfigSection,
   where: { path: string; required: boolean },
-): Promise<Record<string, string | number | boolean>> {
+): Promise<ConfigValues> {
   let text: string;
   try {
     const st = await Deno.stat(where.path);
@@ -87,7 +90,7 @@ export async function readConfig(
   const body = doc[section];
   if (body === undefined) return {};
   if (!isPlainObject(body)) throw new UsageError(`Config file ${where.path}: "${section}" must be an object`);
-  const out: Record<string, string | number | boolean> = {};
+  const out: ConfigValues = {};
   for (const [k, v] of Object.entries(body)) {
     if (typeof v !== "string" && typeof v !== "number" && typeof v !== "boolean") {
       throw new UsageError(`Config file ${where.path}: ${section}.${k} must be a string, number or boolean`);
@@ -104,7 +107,7 @@ export async function readConfig(
  */
 export function applyConfig(
   program: Command,
-  values: Record<string, string | number | boolean>,
+  values: ConfigValues,
   path: string,
   section: ConfigSection,
 ): void {
@@ -132,7 +135,7 @@ export async function configure(
   program: Command,
   section: ConfigSection,
   argv: string[],
-): Promise<Record<string, string | number | boolean>> {
+): Promise<ConfigValues> {
   const where = configPath(argv);
   const values = await readConfig(section, where);
   applyConfig(program, values, where.path, section);
@@ -141,8 +144,8 @@ export async function configure(
 
 /** True when two sections as read hold the same keys and values (in any order). */
 export function sameConfig(
-  a: Record<string, string | number | boolean>,
-  b: Record<string, string | number | boolean>,
+  a: ConfigValues,
+  b: ConfigValues,
 ): boolean {
   const keys = Object.keys(a);
   return keys.length === Object.keys(b).length && keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);

@@ -10,6 +10,7 @@
  */
 
 import { basename } from "node:path";
+import type { ConfigValues } from "./config.ts";
 import { type Address, connectUnix, formatAddress } from "./connection.ts";
 import { describeError, NotFoundError, ShoalError } from "./errors.ts";
 import { type Home, type ShareRecord } from "./home.ts";
@@ -29,7 +30,7 @@ export interface DaemonOptions {
   /** Bytes a second the group shares may send, over all connections (default: no limit). */
   uploadLimit?: number;
   /** The config file's "peer" section it was started with, recorded so that `login` can tell when it changed. */
-  peerConfig?: Record<string, string | number | boolean>;
+  peerConfig?: ConfigValues;
   log: (line: string) => void;
   signal: AbortSignal;
 }

@@ -11,7 +11,7 @@ import { connectUnix } from "./connection.ts";
 import { ShoalError } from "./errors.ts";
 import type { Home, SessionFile } from "./home.ts";
 import type { Message, MessageName, MessageOf } from "./messages.ts";
-import { configPath, readConfig, sameConfig } from "./config.ts";
+import { configPath, type ConfigValues, readConfig, sameConfig } from "./config.ts";
 import { answers } from "./daemon.ts";
 import { peerCommand } from "./launch.ts";
 
@@ -91,7 +91,7 @@ export async function ensureDaemon(home: Home, session: SessionFile, o: EnsureOp
 }
 
 /** A "peer" section as daemon.json records it (the file is the user's own, but may be from an older version). */
-function isConfigRecord(v: unknown): v is Record<string, string | number | boolean> {
+function isConfigRecord(v: unknown): v is ConfigValues {
   return typeof v === "object" && v !== null && !Array.isArray(v) &&
     Object.values(v).every((x) => ["string", "number", "boolean"].includes(typeof x));
 }

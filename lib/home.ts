@@ -20,6 +20,7 @@
 
 import { join } from "node:path";
 import { AccountError, ShoalError } from "./errors.ts";
+import type { ConfigValues } from "./config.ts";
 import type { Manifest } from "./manifest.ts";
 
 /** The logged-in session. */
@@ -40,7 +41,7 @@ export interface DaemonFile {
   address: string;
   socket: string;
   /** the config file's "peer" section as it read it at start; absent from a daemon older than this field */
-  peerConfig?: Record<string, string | number | boolean>;
+  peerConfig?: ConfigValues;
 }
 
 /** One file the daemon shares into a group. */
