@@ -15,19 +15,25 @@ import { isSha256Hex } from "./bytes.ts";
 import { formatBytes, parseAddress } from "./cli.ts";
 import { UsageError } from "./errors.ts";
 import { Home } from "./home.ts";
+import type { Message, MessageName } from "./messages.ts";
 import { peerRequest } from "./peer_control.ts";
 import { describeTransfer } from "./peer_session.ts";
 
+const PEER_ADDR_HELP = "the address the peer listens on, as it printed it";
 const HOW_IT_REACHES =
   "\nThe peer is reached over its control socket <home>/peers/<host>_<port>.sock (mode 0600): only the user\n" +
   "who started it can use it, with the same --home (or SHOAL_HOME).";
 
 /** Adds register-file, request-file, request-status and request-stop to `program`; `home` is the global --home. */
 export function addPeerControlCommands(program: Command, home: () => string | undefined): void {
+  /** One request to the peer that `--peer-addr` names. */
+  const ask = <T extends MessageName>(peerAddr: string, msg: Message, expect: T) =>
+    peerRequest(Home.resolve(home()), parseAddress(peerAddr, "--peer-addr"), msg, expect);
+
   program.command("register-file")
     .description("ask a running peer on this machine (peer.ts --shared) to share a local file")
     .requiredOption("--path <file>", "the file to share")
-    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .requiredOption("--peer-addr <host:port>", PEER_ADDR_HELP)
     .option("--json", "print JSON")
     .addHelpText(
       "after",
@@ -35,13 +41,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
         "  client.ts --home /tmp/alice register-file --path /data/big.iso --peer-addr 127.0.0.1:9001 --json",
     )
     .action(async (o) => {
-      const addr = parseAddress(o.peerAddr, "--peer-addr");
-      const r = await peerRequest(
-        Home.resolve(home()),
-        addr,
-        { type: "ctl_register_file", path: resolve(o.path) },
-        "ctl_file_registered",
-      );
+      const r = await ask(o.peerAddr, { type: "ctl_register_file", path: resolve(o.path) }, "ctl_file_registered");
       if (o.json) return console.log(JSON.stringify(r));
       console.log(`${o.peerAddr} shares ${r.name} (${formatBytes(r.size)}) as ${r.fileId}`);
     });
@@ -49,7 +49,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
   program.command("request-file")
     .description("ask a running peer on this machine to download a file; it runs in the peer (see its status)")
     .requiredOption("--file-id <id>", "the file's id (64 hex digits, see: client.ts files)")
-    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .requiredOption("--peer-addr <host:port>", PEER_ADDR_HELP)
     .option("-o, --out <path>", "output file or directory (default: the file's name in the peer's --download-dir)")
     .option("--json", "print JSON")
     .addHelpText(
@@ -62,10 +62,8 @@ export function addPeerControlCommands(program: Command, home: () => string | un
       if (!isSha256Hex(fileId)) {
         throw new UsageError(`Invalid --file-id ${JSON.stringify(o.fileId)}: expected 64 hex digits`);
       }
-      const addr = parseAddress(o.peerAddr, "--peer-addr");
-      const r = await peerRequest(
-        Home.resolve(home()),
-        addr,
+      const r = await ask(
+        o.peerAddr,
         { type: "ctl_request_file", fileId, ...(o.out ? { out: resolve(o.out) } : {}) },
         "ctl_file_requested",
       );
@@ -75,7 +73,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
 
   program.command("request-status")
     .description("the downloads a running peer on this machine has made or is making (as its shell's status)")
-    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .requiredOption("--peer-addr <host:port>", PEER_ADDR_HELP)
     .option("--json", "print JSON")
     .addHelpText(
       "after",
@@ -83,8 +81,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
         "  client.ts request-status --peer-addr 127.0.0.1:9001 --json",
     )
     .action(async (o) => {
-      const addr = parseAddress(o.peerAddr, "--peer-addr");
-      const r = await peerRequest(Home.resolve(home()), addr, { type: "ctl_list_downloads" }, "ctl_downloads");
+      const r = await ask(o.peerAddr, { type: "ctl_list_downloads" }, "ctl_downloads");
       if (o.json) return console.log(JSON.stringify(r.downloads));
       if (r.downloads.length === 0) return console.log(`${o.peerAddr} has no downloads`);
       for (const d of r.downloads) console.log(describeTransfer(d));
@@ -93,7 +90,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
   program.command("request-stop")
     .description("stop a download of a running peer on this machine; its progress is kept, request-file resumes it")
     .requiredOption("--file <file>", "the download: #n or n (see request-status), file id, id prefix or name")
-    .requiredOption("--peer-addr <host:port>", "the address the peer listens on, as it printed it")
+    .requiredOption("--peer-addr <host:port>", PEER_ADDR_HELP)
     .option("--json", "print JSON")
     .addHelpText(
       "after",
@@ -101,13 +98,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
         "  client.ts request-stop --file big.iso --peer-addr 127.0.0.1:9001",
     )
     .action(async (o) => {
-      const addr = parseAddress(o.peerAddr, "--peer-addr");
-      const r = await peerRequest(
-        Home.resolve(home()),
-        addr,
-        { type: "ctl_stop_download", file: String(o.file) },
-        "ctl_downloads",
-      );
+      const r = await ask(o.peerAddr, { type: "ctl_stop_download", file: String(o.file) }, "ctl_downloads");
       if (o.json) return console.log(JSON.stringify(r.downloads[0] ?? null));
       for (const d of r.downloads) console.log(describeTransfer(d));
     });
