@@ -20,6 +20,18 @@ export function randomBytes(n: number): Uint8Array<ArrayBuffer> {
   return b;
 }
 
+/** A small seeded PRNG (mulberry32) giving numbers in [0, 1): the same sequence on every run, so a failure replays. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
 /** SHA-256 of `b`, in hex. */
 export const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 

@@ -2,7 +2,9 @@
  * Codec tests on bytes for lib/messages.ts: every message round-trips,
  * golden hex pins every message's exact bytes (the same examples appear in
  * docs/PROTOCOL.md, and a test below checks that they agree), and bad
- * payloads fail with a ProtocolError naming the reason.
+ * payloads fail with a ProtocolError naming the reason. Seeded property
+ * tests spoil every sample at random: what decodes must be well-formed and
+ * round-trip, and anything else must be a ProtocolError.
  *
  * @module
  */
@@ -31,6 +33,7 @@ import {
   PROTOCOL_VERSION,
   WireType,
 } from "../lib/messages.ts";
+import { seeded } from "./helpers.ts";
 
 // ------------------------------------------------------------------ fixtures
 
@@ -1095,21 +1098,9 @@ Deno.test("encodeMessage() refuses values the wire cannot carry", () => {
 
 // ------------------------------------------------------------------ property test
 
-/** mulberry32: a small seeded PRNG, so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 Deno.test("property: garbage fed to FrameDecoder and decodeMessage only ever throws ProtocolError", () => {
   const seed = 0x5eed_0001;
-  const rand = prng(seed);
+  const rand = seeded(seed);
   const int = (n: number) => Math.floor(rand() * n);
   const ids = Object.values(WireType);
   const goldens = Object.values(GOLDEN).map(hex);
@@ -1166,4 +1157,210 @@ Deno.test("property: garbage fed to FrameDecoder and decodeMessage only ever thr
   }
   assert.ok(seen.decoded > 0, "some inputs decode");
   assert.ok(seen.rejected > 0, "some inputs are rejected");
+});
+
+type Rand = () => number;
+const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+const below = (r: Rand, n: number): number => Math.floor(r() * n);
+/** Rounds per sample below; `SHOAL_FUZZ_ROUNDS` and `SHOAL_FUZZ_SEED` run them longer or from elsewhere. */
+const ROUNDS = Number(Deno.env.get("SHOAL_FUZZ_ROUNDS") ?? 300);
+const SEED = Number(Deno.env.get("SHOAL_FUZZ_SEED") ?? 20261122);
+
+/** Values that have broken JSON decoders elsewhere: wrong types, edges of numbers and text. */
+const NASTY: readonly unknown[] = [
+  null,
+  true,
+  false,
+  0,
+  -0,
+  -1,
+  1.5,
+  2 ** 32,
+  2 ** 53,
+  -(2 ** 53),
+  1e308,
+  "",
+  "x".repeat(1024),
+  "x".repeat(1025),
+  "\u0000",
+  "\ud800",
+  "é".repeat(600),
+  "../../etc/passwd",
+  "0".repeat(64),
+  "A".repeat(64),
+  "AAAA",
+  "=",
+  [],
+  [null],
+  [[]],
+  {},
+  { length: 5 },
+  JSON.parse('{"__proto__": {"polluted": 1}}'), // an own key named __proto__, as a peer's JSON can carry
+];
+
+/** Every sample message, frame bytes and all. */
+function corpus(): { label: string; msg: Message; frame: Frame }[] {
+  const all = [...Object.entries(SAMPLES), ...EXTRA.map((m, i) => [`extra ${i} (${m.type})`, m] as const)];
+  return all.map(([label, msg]) => {
+    const bytes = encodeMessage(msg);
+    return { label, msg, frame: { type: bytes[4]!, payload: bytes.slice(5) } };
+  });
+}
+
+/** Bytes spoiled: bits flipped, bytes set, cut short, grown, or a slice repeated. */
+function mutateBytes(r: Rand, p: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = Uint8Array.from(p);
+  switch (below(r, 5)) {
+    case 0:
+      for (let n = 1 + below(r, 4); n > 0 && out.length; n--) out[below(r, out.length)]! ^= 1 << below(r, 8);
+      return out;
+    case 1:
+      for (let n = 1 + below(r, 4); n > 0 && out.length; n--) out[below(r, out.length)] = below(r, 256);
+      return out;
+    case 2:
+      return out.slice(0, below(r, out.length + 1));
+    case 3: {
+      const grown = new Uint8Array(out.length + 1 + below(r, 64));
+      grown.set(out);
+      for (let i = out.length; i < grown.length; i++) grown[i] = below(r, 256);
+      return grown;
+    }
+    default: {
+      const at = below(r, out.length + 1);
+      const len = below(r, Math.min(out.length - at, 40) + 1);
+      const slice = out.subarray(at, at + len);
+      const doubled = new Uint8Array(out.length + len);
+      doubled.set(out.subarray(0, at + len));
+      doubled.set(slice, at + len);
+      doubled.set(out.subarray(at + len), at + 2 * len);
+      return doubled;
+    }
+  }
+}
+
+/** Every place in a JSON value: [container, key] pairs, the root's fields included. */
+function places(v: unknown, out: [Record<string, unknown> | unknown[], string | number][] = []) {
+  if (Array.isArray(v)) {
+    v.forEach((x, i) => {
+      out.push([v, i]);
+      places(x, out);
+    });
+  } else if (typeof v === "object" && v !== null) {
+    for (const [k, x] of Object.entries(v)) {
+      out.push([v as Record<string, unknown>, k]);
+      places(x, out);
+    }
+  }
+  return out;
+}
+
+/** A JSON payload spoiled at one place: a value swapped for a nasty one, a key dropped or added, a list grown. */
+function mutateJson(r: Rand, payload: Uint8Array): Uint8Array<ArrayBuffer> {
+  const body = JSON.parse(new TextDecoder().decode(payload));
+  const spots = places(body);
+  const root = body as Record<string, unknown>;
+  const what = spots.length === 0 ? 3 : below(r, 5);
+  if (what === 3) {
+    root[pick(r, ["type", "extra", "__proto__", "constructor", "size", "name", "fileId"])] = pick(r, NASTY);
+  } else {
+    const [box, key] = pick(r, spots);
+    const into = box as Record<string | number, unknown>;
+    if (what === 0 || what === 1) {
+      into[key] = pick(r, NASTY);
+    } else if (what === 2) {
+      if (Array.isArray(box)) box.splice(key as number, 1);
+      else delete into[key];
+    } else {
+      const v = into[key];
+      if (Array.isArray(v) && v.length) {
+        for (let n = 1 + below(r, 3); n > 0; n--) v.push(structuredClone(pick(r, v)));
+      } else into[key] = [v, v];
+    }
+  }
+  return new TextEncoder().encode(JSON.stringify(body));
+}
+
+/**
+ * Where `got` does not have the shape of `like` (a valid message of the same type): a field of another JS type, a
+ * number that is not a non-negative safe integer, a string over MAX_TEXT. Keys `like` lacks are not judged.
+ */
+function misshapen(like: unknown, got: unknown, at = "message"): string | undefined {
+  if (like === undefined) return undefined;
+  if (like instanceof Uint8Array) return got instanceof Uint8Array ? undefined : `${at} is not bytes`;
+  if (Array.isArray(like)) {
+    if (!Array.isArray(got)) return `${at} is not a list`;
+    for (const [i, x] of got.entries()) {
+      const why = misshapen(like[0], x, `${at}[${i}]`);
+      if (why) return why;
+    }
+    return undefined;
+  }
+  if (typeof like !== typeof got || (like === null) !== (got === null)) return `${at} is a ${typeof got}`;
+  if (typeof got === "number" && !(Number.isSafeInteger(got) && got >= 0)) return `${at} is ${got}`;
+  if (typeof got === "string" && got.length > MAX_TEXT) return `${at} has ${got.length} characters`;
+  if (typeof got === "object" && got !== null) {
+    for (const [k, v] of Object.entries(got)) {
+      const why = misshapen((like as Record<string, unknown>)[k], v, `${at}.${k}`);
+      if (why) return why;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Decodes a spoiled frame: a ProtocolError (false), or a message shaped like `like` (the sample it was spoiled from)
+ * that survives another round trip (true).
+ */
+function check(frame: Frame, label: string, seed: number, like?: Message): boolean {
+  let msg: Message;
+  try {
+    msg = decodeMessage(frame);
+  } catch (e) {
+    if (e instanceof ProtocolError) return false;
+    throw new Error(`${label}, seed ${seed}: decodeMessage threw ${String(e)}, not a ProtocolError`, { cause: e });
+  }
+  let again: Message;
+  try {
+    const bytes = encodeMessage(msg);
+    again = decodeMessage({ type: bytes[4]!, payload: bytes.slice(5) });
+  } catch (e) {
+    throw new Error(`${label}, seed ${seed}: a message decodeMessage accepted does not round-trip: ${String(e)}`, {
+      cause: e,
+    });
+  }
+  assert.deepEqual(plain(again), plain(msg), `${label}, seed ${seed}: accepted message changes in a round trip`);
+  const why = like && like.type === msg.type ? misshapen(like, msg) : undefined;
+  assert.equal(why, undefined, `${label}, seed ${seed}: decodeMessage accepted a message whose ${why}`);
+  return true;
+}
+
+const JSON_TYPES = new Set([0x01, 0x02].concat(Object.values(WireType).filter((t) => t >= 0x10)));
+
+/** Spoils each sample ROUNDS times with `mutate` and checks every result; returns how many were refused. */
+function spoilAll(items: ReturnType<typeof corpus>, seedBase: number, mutate: typeof mutateBytes): number {
+  let refused = 0;
+  for (const [i, item] of items.entries()) {
+    const seed = seedBase + i;
+    const r = seeded(seed);
+    for (let n = 0; n < ROUNDS; n++) {
+      if (!check({ type: item.frame.type, payload: mutate(r, item.frame.payload) }, item.label, seed, item.msg)) {
+        refused++;
+      }
+    }
+  }
+  return refused;
+}
+
+Deno.test("property: spoiled bytes of every sample message decode to a ProtocolError or a message that round-trips", () => {
+  const items = corpus();
+  const refused = spoilAll(items, SEED, mutateBytes);
+  // Guards the fuzzer itself: spoiling must mostly produce input the decoders refuse.
+  assert.ok(refused > (items.length * ROUNDS) / 2, `only ${refused} of ${items.length * ROUNDS} refused`);
+});
+
+Deno.test("property: spoiled JSON of every JSON sample message decodes to a ProtocolError or a message that round-trips", () => {
+  const items = corpus().filter((c) => JSON_TYPES.has(c.frame.type) && c.frame.payload[0] === 0x7b);
+  assert.ok(items.length > 40, `only ${items.length} JSON samples`);
+  const refused = spoilAll(items, SEED + 1000, mutateJson);
+  assert.ok(refused > (items.length * ROUNDS) / 4, `only ${refused} of ${items.length * ROUNDS} refused`);
 });

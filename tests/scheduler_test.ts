@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Bitfield } from "../lib/bitfield.ts";
 import { Scheduler } from "../lib/scheduler.ts";
+import { seeded } from "./helpers.ts";
 
 const bits = (n: number, have: number[]) => {
   const b = new Bitfield(n);
@@ -118,16 +119,6 @@ Deno.test("scheduler: a pick's work does not grow with the file", () => {
   assert.ok(a.lookups + b.lookups < 4 * n, `${a.lookups + b.lookups} lookups for ${n} picks`);
   assert.ok(c.lookups < 4 * n, `${c.lookups} lookups for a peer with nothing new`);
 });
-
-/** Small, seeded PRNG (mulberry32): the same operations on every run. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("scheduler: random operations agree with a plain model (rarest first, endgame, unavailable, wants)", () => {
   for (let seed = 1; seed <= 40; seed++) {
