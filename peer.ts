@@ -5,69 +5,31 @@
  * @module
  */
 
-import { Command, Option } from "commander";
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import type { Address } from "./lib/connection.ts";
-import { formatBytes, parseAddress, parseIntOption, parseSize, runMain, shutdownSignal } from "./lib/cli.ts";
+import { formatBytes, parseAddress, parseSize, runMain, shutdownSignal } from "./lib/cli.ts";
 import { describeError, UsageError } from "./lib/errors.ts";
 import { runDaemon } from "./lib/daemon.ts";
 import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
-import { DEFAULT_CHUNK_SIZE } from "./lib/manifest.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { configure, type ConfigValues } from "./lib/config.ts";
+import { peerProgram, peerSettings } from "./lib/peer_cli.ts";
 import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
 import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
 import { PeerSession } from "./lib/peer_session.ts";
 import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
 
-/** Where the hash cache of a shared directory lives: outside it, so it is never shared. */
-function defaultCacheDir(): string {
-  const base = Deno.env.get("XDG_CACHE_HOME") ?? join(Deno.env.get("HOME") ?? ".", ".cache");
-  return join(base, "shoal");
-}
-
 async function main(argv: string[]): Promise<void> {
-  const program = new Command("peer")
-    .description("Shoal peer: share a directory's files")
-    .option("--shared <dir>", "directory to share (recursively)")
-    .addOption(
-      new Option("--tracker <host:port>", "tracker to register with (none: direct mode only)").env("SHOAL_TRACKER"),
-    )
-    .option("--host <host>", "address to listen on", "127.0.0.1")
-    .option("--port <port>", "port to listen on (0 picks a free one)", "0")
-    .option("--advertise <host>", "address to announce to the tracker (default: as the tracker sees us)")
-    .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
-    .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
-    .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
-    .option("--download-limit <size>", "limit per second over all downloads from the shell, e.g. 5m (default: none)")
-    .option("--no-watch", "index --shared once at start; do not pick up later changes")
-    .option("--quiet", "print only the listening address")
-    // --- peer shell and local control channel (lib/shell.ts, lib/peer_control.ts)
-    .option("--shell", "open the interactive shell even when stdin is not a terminal (commands from a pipe)")
-    .option("--no-shell", "never open the shell (default: a shell when stdin is a terminal)")
-    .option("--download-dir <dir>", "where downloads from the shell or client.ts request-file go", ".")
-    // --- end of peer shell options
-    .option("--daemon", "run as the logged-in user's background peer (client.ts login starts it)")
-    .addOption(new Option("--home <dir>", "state directory of the user (default: ~/.shoal)").env("SHOAL_HOME"))
-    .option("--config <file>", "config file (env SHOAL_CONFIG, default ~/.config/shoal/config.json)")
-    .addOption(new Option("--corrupt", "test only: serve corrupted chunks").hideHelp())
-    .addHelpText(
-      "after",
-      "\nExamples:\n  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070\n" +
-        "  deno run -A peer.ts --shared ./files --tracker 127.0.0.1:7070 --no-shell &   (then: client.ts register-file)\n" +
-        "  deno run -A peer.ts --daemon --home ~/.shoal    (what login starts)",
-    )
-    .exitOverride();
+  const program = peerProgram();
   const fromConfig = await configure(program, "peer", argv);
   program.parse(argv, { from: "user" });
   const o = program.opts();
   // The background peer serves its session's tracker unless told otherwise on its command line.
   if (o.daemon && program.getOptionValueSource("tracker") !== "cli") delete o.tracker;
-  const port = parseIntOption(o.port, "--port", 0, 65535);
-  const uploadLimit = o.uploadLimit === undefined ? 0 : parseSize(o.uploadLimit, "--upload-limit");
+  const { port, uploadLimit } = peerSettings(o);
   if (o.daemon) return await daemon(o, port, uploadLimit, fromConfig);
   if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");
   const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;

@@ -14,6 +14,7 @@ import type { Message, MessageName, MessageOf } from "./messages.ts";
 import { configPath, type ConfigValues, readConfig, sameConfig } from "./config.ts";
 import { answers } from "./daemon.ts";
 import { peerCommand } from "./launch.ts";
+import { checkPeerConfig } from "./peer_cli.ts";
 
 /** How long a freshly started daemon may take to register with the tracker. */
 export const DAEMON_START_TIMEOUT_MS = 20_000;
@@ -60,11 +61,14 @@ export interface EnsureOptions {
  * user and tracker (handing it the new token) and, with `reconfigure`, the
  * same settings; else stops the old one and starts a new one, waiting
  * until it is registered. With `reconfigure`, a config file that cannot be
- * read is an error before anything is stopped.
+ * read, or whose "peer" section a new daemon would refuse, is an error
+ * before anything is stopped.
  */
 export async function ensureDaemon(home: Home, session: SessionFile, o: EnsureOptions = {}): Promise<DaemonStart> {
   const extraArgs = o.extraArgs ?? [];
-  const wanted = o.reconfigure ? await readConfig("peer", configPath(extraArgs)) : null;
+  const where = configPath(extraArgs);
+  const wanted = o.reconfigure ? await readConfig("peer", where) : null;
+  if (wanted) checkPeerConfig(wanted, where.path); // what a new daemon would refuse must not stop the old one
   const running = await daemonStatus(home);
   let replaced: DaemonStart["replaced"] = null;
   if (running) {

@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { Command, Option } from "commander";
 import { join } from "node:path";
-import { applyConfig, configPath, configure, MAX_CONFIG_BYTES, readConfig, sameConfig } from "../lib/config.ts";
+import {
+  applyConfig,
+  configPath,
+  configure,
+  type ConfigValues,
+  MAX_CONFIG_BYTES,
+  readConfig,
+  sameConfig,
+} from "../lib/config.ts";
 import { UsageError } from "../lib/errors.ts";
+import { checkPeerConfig } from "../lib/peer_cli.ts";
 
 function program(): Command {
   const p = new Command("client")
@@ -100,4 +109,23 @@ Deno.test("config: bad files are errors that name the file and the key", async (
   assert.throws(() => applyConfig(program(), { trackr: "x" }, "/f.json", "client"), /client has no option --trackr/);
   assert.throws(() => applyConfig(program(), { share: "yes" }, "/f.json", "client"), /has no option --share/);
   assert.throws(() => applyConfig(program(), { "no-share": "yes" }, "/f.json", "client"), /is a switch/);
+});
+
+Deno.test("config: a peer section is checked as peer.ts --daemon would read it, naming the file", () => {
+  const path = "/x/shoal.json";
+  checkPeerConfig({}, path);
+  checkPeerConfig({ "upload-limit": "1m", port: 7001, "no-watch": true, host: "0.0.0.0" }, path);
+  const refused: [ConfigValues, RegExp][] = [
+    [{ "uplod-limit": "1m" }, /^Config file \/x\/shoal\.json: peer has no option --uplod-limit$/],
+    [{ quiet: "yes" }, /^Config file \/x\/shoal\.json: peer\.quiet is a switch: use true or false$/],
+    [{ "upload-limit": "fast" }, /^Config file \/x\/shoal\.json: Invalid --upload-limit "fast"/],
+    [{ port: 70000 }, /^Config file \/x\/shoal\.json: Invalid --port "70000"/],
+  ];
+  for (const [values, message] of refused) {
+    assert.throws(() => checkPeerConfig(values, path), (e: unknown) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, message);
+      return true;
+    });
+  }
 });

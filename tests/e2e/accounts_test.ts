@@ -223,7 +223,7 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     assert.equal(await sha256File(`${out}/again.bin`), want);
 
     // Logging in again while her peer runs: the same settings keep it; other settings restart it with them; a config
-    // file that is not JSON is refused before anything is stopped.
+    // file that is not JSON, or whose "peer" section a new peer would refuse, is refused before anything is stopped.
     const daemonFile = async () =>
       JSON.parse(await Deno.readTextFile(`${alice.home}/daemon.json`)) as { pid: number; peerConfig: unknown };
     const running = await daemonFile();
@@ -237,6 +237,11 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     assert.equal(bad.code, EXIT.usage, bad.stderr);
     assert.match(expectOneErrorLine(bad.stderr), /broken\.json is not valid JSON/);
     assert.equal((await daemonFile()).pid, running.pid, "a bad config file leaves the running peer alone");
+    await Deno.writeTextFile(broken, JSON.stringify({ peer: { "uplod-limit": "2m" } }));
+    const misspelt = await alice.run("--config", broken, "login", alice.name, alice.password);
+    assert.equal(misspelt.code, EXIT.usage, misspelt.stderr);
+    assert.match(expectOneErrorLine(misspelt.stderr), /broken\.json: peer has no option --uplod-limit/);
+    assert.equal((await daemonFile()).pid, running.pid, "a section the new peer would refuse stops nothing");
     const unlimited = `${await env.tempDir()}/unlimited.json`;
     await Deno.writeTextFile(unlimited, JSON.stringify({ client: { workers: 2 } }));
     const changed = await alice.ok("--config", unlimited, "login", alice.name, alice.password);
