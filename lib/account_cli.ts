@@ -15,8 +15,8 @@ import { formatBytes, formatSaved, paint, parseAddress, parseIntOption, parseSiz
 import type { Address } from "./connection.ts";
 import { outputPath, withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
-import { download, exists } from "./download.ts";
-import { describeError, OutputExistsError, RemoteError } from "./errors.ts";
+import { download } from "./download.ts";
+import { describeError, RemoteError } from "./errors.ts";
 import { Home, type SessionFile } from "./home.ts";
 import type { Message, MessageName, MessageOf } from "./messages.ts";
 import { readPassword } from "./prompt.ts";
@@ -287,7 +287,6 @@ export function addAccountCommands(
       const first = await call(tracker, { type: "group_lookup", token: s.token, group, file }, "group_file");
       const { manifest, fileId } = first;
       const out = await outputPath(dest, undefined, manifest.name);
-      if (!o.force && await exists(out)) throw new OutputExistsError(out);
       const own = (await h.readDaemon().catch(() => null))?.address;
       const record = {
         group,

@@ -55,9 +55,14 @@ export function formatBytes(n: number): string {
 
 /**
  * The line a finished download ends with. The rate counts only what this run
- * fetched: chunks reused from an earlier run took no time here.
+ * fetched: chunks reused from an earlier run took no time here. An output
+ * that was complete already says so.
  */
 export function formatSaved(s: DownloadSummary): string {
+  if (s.alreadyComplete) {
+    const checked = `all ${s.chunksReused} chunks checked in ${s.seconds.toFixed(2)} s`;
+    return `${s.path} is already complete (${formatBytes(s.bytes)}, ${checked})`;
+  }
   const rate = `${formatBytes(s.seconds > 0 ? s.bytesFetched / s.seconds : 0)}/s`;
   const head = `saved ${s.path} (${formatBytes(s.bytes)}) in ${s.seconds.toFixed(2)} s`;
   if (s.chunksReused === 0) return `${head} at ${rate}`;

@@ -9,8 +9,8 @@
 import { join } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
-import { download, type DownloadOptions, type DownloadSummary, exists } from "./download.ts";
-import { NotFoundError, OutputExistsError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
+import { download, type DownloadOptions, type DownloadSummary, existingOutput } from "./download.ts";
+import { NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import { isIdPrefix, type Manifest } from "./manifest.ts";
 import type { FileSummary, PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
@@ -142,12 +142,14 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
   const discover = async () =>
     (await peersOf(src, fileId)).filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
-  const initialPeers = manifest.size > 0 ? await discover() : [];
-  if (manifest.size > 0 && initialPeers.length === 0) {
+  // An output already there needs no peers: it is this very file (done), or it is refused here.
+  const already = await existingOutput({ ...options, fileId, manifest, out, discover, initialPeers: [] });
+  const initialPeers = manifest.size > 0 && !already ? await discover() : [];
+  if (manifest.size > 0 && !already && initialPeers.length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
-  if (!options.force && await exists(out)) throw new OutputExistsError(out);
   options.onResolved?.(fileId, manifest, out);
+  if (already) return already;
   // The peers just looked up start the download: no second lookup (a round trip to the tracker).
   return await download({ ...options, fileId, manifest, out, discover, initialPeers });
 }

@@ -21,7 +21,7 @@ import {
   RemoteError,
   ShoalError,
 } from "./errors.ts";
-import { chunkDigests, chunkLength, type Manifest } from "./manifest.ts";
+import { chunkDigests, chunkLength, fileMatches, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { compactHeap, Compactor } from "./heap.ts";
@@ -91,6 +91,8 @@ const REJECT_RETRIES = 3;
 export type DownloadEvent =
   | { kind: "resumed"; reused: number; total: number; discarded: number; reusedBytes: number }
   | { kind: "restart"; reason: string }
+  /** The output exists with the file's size: its chunks are being checked against the manifest. */
+  | { kind: "checking"; path: string }
   | { kind: "progress"; doneBytes: number; totalBytes: number; peers: number }
   /** `retryInMs`: when the peer will be tried again; absent for a peer dropped for good (bad data). */
   | { kind: "peer-dropped"; peer: string; reason: string; retryInMs?: number }
@@ -185,6 +187,8 @@ export interface DownloadSummary {
   seconds: number;
   /** `bytesFetched` over `seconds`, in 10^6 bytes a second. */
   mbPerSecond: number;
+  /** The output was there already, every chunk checked: nothing was fetched or written. */
+  alreadyComplete: boolean;
   chunksReused: number;
   chunksFetched: number;
   chunksRefetched: number;
@@ -224,26 +228,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const { manifest, fileId } = opts;
   const partPath = `${opts.out}.part`;
   const sidecarPath = `${opts.out}.part.json`;
-  if (!opts.force && await exists(opts.out)) throw new OutputExistsError(opts.out);
-
   const n = manifest.chunks.length;
+  const already = await existingOutput(opts, started);
+  if (already) return already;
+
   // Held until this function returns, past the rename: a second download to the same output is refused meanwhile.
   using part = await claimPart(partPath);
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
     await finish(partPath, opts.out);
-    return summary(started, {
-      path: opts.out,
-      bytes: 0,
-      bytesFetched: 0,
-      chunksReused: 0,
-      chunksFetched: 0,
-      chunksRefetched: 0,
-      chunksWrittenDirect: 0,
-      bytesPerPeer: {},
-      peersDropped: [],
-      chunkBuffers: { made: 0, dropped: 0 },
-    });
+    return fetchedNothing(started, opts, false);
   }
 
   const workerCount = Math.max(1, Math.min(opts.workers ?? navigator.hardwareConcurrency ?? 2, n));
@@ -692,18 +686,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await part.syncData();
     await finish(partPath, opts.out);
     await Deno.remove(sidecarPath).catch(() => {});
-    if (opts.peerNode && opts.seed === false) {
-      await opts.peerNode.unshare(fileId);
-    } else if (opts.peerNode) {
-      await opts.peerNode.share({
-        id: fileId,
-        path: await Deno.realPath(opts.out),
-        relPath: opts.out,
-        manifest,
-        size: manifest.size,
-        mtimeMs: Date.now(),
-      });
-    }
+    await shareDone(opts);
     const chunkBuffers = await closeWorkers(workers);
     workersClosed = true;
     return summary(started, {
@@ -849,10 +832,65 @@ export async function exists(path: string): Promise<boolean> {
   }
 }
 
-function summary(started: number, counts: Omit<DownloadSummary, "seconds" | "mbPerSecond">): DownloadSummary {
+/**
+ * What to do about an output that is there already (unless `force`): as a
+ * BitTorrent client rechecks files it finds in place, one that holds this
+ * very file (every chunk checked) is done, and shared as a finished
+ * download is; the summary says so. Anything else is kept and refused
+ * with OutputExistsError. null when there is no output yet.
+ */
+export async function existingOutput(
+  opts: DownloadOptions,
+  started = performance.now(),
+): Promise<DownloadSummary | null> {
+  if (opts.force || !(await exists(opts.out))) return null;
+  const { manifest } = opts;
+  const st = await Deno.stat(opts.out);
+  if (st.isFile && st.size === manifest.size) opts.onEvent?.({ kind: "checking", path: opts.out });
+  if (!(await fileMatches(opts.out, manifest))) throw new OutputExistsError(opts.out);
+  await shareDone(opts);
+  return fetchedNothing(started, opts, true);
+}
+
+/** The summary of a download that fetched nothing: an empty file, or one that was there already. */
+function fetchedNothing(started: number, opts: DownloadOptions, alreadyComplete: boolean): DownloadSummary {
+  return summary(started, {
+    path: opts.out,
+    bytes: opts.manifest.size,
+    bytesFetched: 0,
+    alreadyComplete,
+    chunksReused: alreadyComplete ? opts.manifest.chunks.length : 0,
+    chunksFetched: 0,
+    chunksRefetched: 0,
+    chunksWrittenDirect: 0,
+    bytesPerPeer: {},
+    peersDropped: [],
+    chunkBuffers: { made: 0, dropped: 0 },
+  });
+}
+
+/** A finished download goes on being shared by its peer node as a complete file, unless it is not to seed. */
+async function shareDone(opts: DownloadOptions): Promise<void> {
+  if (!opts.peerNode) return;
+  if (opts.seed === false) return await opts.peerNode.unshare(opts.fileId);
+  await opts.peerNode.share({
+    id: opts.fileId,
+    path: await Deno.realPath(opts.out),
+    relPath: opts.out,
+    manifest: opts.manifest,
+    size: opts.manifest.size,
+    mtimeMs: Date.now(),
+  });
+}
+
+function summary(
+  started: number,
+  counts: Omit<DownloadSummary, "seconds" | "mbPerSecond" | "alreadyComplete"> & { alreadyComplete?: boolean },
+): DownloadSummary {
   const seconds = (performance.now() - started) / 1000;
-  const { path, bytes, bytesFetched, ...rest } = counts;
-  return { path, bytes, bytesFetched, seconds, mbPerSecond: seconds > 0 ? bytesFetched / 1e6 / seconds : 0, ...rest };
+  const { path, bytes, bytesFetched, alreadyComplete = false, ...rest } = counts;
+  const mbPerSecond = seconds > 0 ? bytesFetched / 1e6 / seconds : 0;
+  return { path, bytes, bytesFetched, seconds, mbPerSecond, alreadyComplete, ...rest };
 }
 
 /** "1-3, 7, 9-12" (shortened after 20 ranges). */

@@ -176,11 +176,11 @@ export class IncompleteDownloadError extends ShoalError {
   }
 }
 
-/** The output file exists and --force was not given. */
+/** The output file exists, holds something else than the file asked for, and --force was not given. */
 export class OutputExistsError extends ShoalError {
   override name = "OutputExistsError";
   constructor(path: string) {
-    super("exists", `${path} already exists (use --force to overwrite)`, ExitCode.exists);
+    super("exists", `${path} already exists and is not this file (use --force to overwrite)`, ExitCode.exists);
   }
 }
 

@@ -175,16 +175,38 @@ export async function hashFile(
   using file = await Deno.open(path, { read: true });
   const size = (await file.stat()).size;
   const chunks: string[] = [];
-  const buf = new Uint8Array(chunkSize);
-  let done = 0;
-  while (done < size) {
-    const want = Math.min(chunkSize, size - done);
-    await readFull(file, buf.subarray(0, want));
-    chunks.push(toHex(createHash("sha256").update(buf.subarray(0, want)).digest()));
-    done += want;
-    onProgress?.(done, size);
+  for await (const hash of chunkHashes(file, size, chunkSize)) {
+    chunks.push(hash);
+    onProgress?.(Math.min(chunks.length * chunkSize, size), size);
   }
   return { name, size, chunkSize, chunks };
+}
+
+/**
+ * Whether the file at `path` holds exactly what `m` describes: a regular
+ * file of its size whose chunks all have its SHA-256s. Stops at the first
+ * chunk that differs; memory stays at one chunk.
+ */
+export async function fileMatches(path: string, m: Manifest): Promise<boolean> {
+  const st = await Deno.stat(path); // before opening: opening a FIFO would wait for a writer
+  if (!st.isFile || st.size !== m.size) return false;
+  using file = await Deno.open(path, { read: true });
+  let i = 0;
+  for await (const hash of chunkHashes(file, m.size, m.chunkSize)) {
+    if (hash !== m.chunks[i++]) return false;
+  }
+  return i === m.chunks.length;
+}
+
+/** The SHA-256 of each chunk of the first `size` bytes of `file`, read from where it is, in order. */
+async function* chunkHashes(file: Deno.FsFile, size: number, chunkSize: number): AsyncGenerator<string> {
+  const buf = new Uint8Array(Math.min(chunkSize, size));
+  for (let done = 0; done < size;) {
+    const want = Math.min(chunkSize, size - done);
+    await readFull(file, buf.subarray(0, want));
+    yield toHex(createHash("sha256").update(buf.subarray(0, want)).digest());
+    done += want;
+  }
 }
 
 /** Reads exactly `into.length` bytes or throws (file shrank underneath us). */

@@ -172,6 +172,9 @@ export class PeerSession {
     let live: (() => DownloadStatus) | null = null;
     let last: DownloadStatus | null = null;
     const started = Promise.withResolvers<Running>();
+    // A download that ends at once (its file was there already) is told on a later turn, after its caller said it began.
+    let begun = false;
+    const ended = (e: SessionEvent) => begun ? this.#emit(e) : setTimeout(() => this.#emit(e), 0);
     const run = getFile(this.source, idOrName, {
       ...this.options.download,
       downloadLimit: this.#downloadLimiter,
@@ -201,6 +204,7 @@ export class PeerSession {
         };
         this.#transfers.push(t);
         started.resolve(t);
+        setTimeout(() => begun = true, 0); // the caller has said it began by then
       },
     });
     run.then((summary) => {
@@ -210,7 +214,7 @@ export class PeerSession {
       t.state = "done";
       t.summary = summary;
       t.endedAt = Date.now();
-      this.#emit({ kind: "done", transfer: t });
+      ended({ kind: "done", transfer: t });
     }, (err) => {
       const t = this.#transfers.find((t) => t.abort === abort);
       if (!t) return started.reject(err); // failed before it began: the caller hears it
@@ -219,7 +223,7 @@ export class PeerSession {
       t.state = abort.signal.aborted ? "stopped" : "failed";
       t.endedAt = Date.now();
       t.error = abort.signal.aborted ? "progress saved; download it again to resume" : describeError(err);
-      this.#emit({ kind: t.state === "stopped" ? "stopped" : "failed", transfer: t });
+      ended({ kind: t.state === "stopped" ? "stopped" : "failed", transfer: t });
     });
     return await started.promise;
   }

@@ -98,6 +98,8 @@ export class ProgressView {
         );
       case "restart":
         return this.note(`starting over: ${e.reason}`);
+      case "checking":
+        return this.note(`${e.path} is there already: checking it against the file's hashes`);
       case "peer-dropped": {
         // A dead peer fails each retry the same way: say so once, and again only if the reason changes.
         if (this.#dropReasons.get(e.peer) === e.reason) return;

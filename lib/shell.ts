@@ -405,7 +405,10 @@ function describePeer(p: DownloadStatus["peers"][number]): string {
 export function describeSessionEvent(e: SessionEvent): string {
   const t = e.transfer;
   if (e.kind === "done") {
-    return `#${t.number} ${t.name}: done, ${formatBytes(t.size)} in ${t.summary!.seconds.toFixed(1)} s -> ${t.out}`;
+    const how = t.summary!.alreadyComplete
+      ? `it was there already (${formatBytes(t.size)}, every chunk checked)`
+      : `${formatBytes(t.size)} in ${t.summary!.seconds.toFixed(1)} s`;
+    return `#${t.number} ${t.name}: done, ${how} -> ${t.out}`;
   }
   return `#${t.number} ${t.name}: ${e.kind}: ${t.error}`;
 }

@@ -75,6 +75,7 @@ Deno.test("a download's last line gives the rate of what this run fetched, not o
     bytesFetched: 96 * 2 ** 20,
     seconds: 2,
     mbPerSecond: 0,
+    alreadyComplete: false,
     chunksReused: 0,
     chunksFetched: 96,
     chunksRefetched: 0,
@@ -89,6 +90,8 @@ Deno.test("a download's last line gives the rate of what this run fetched, not o
     formatSaved(resumed),
     "saved big.bin (96.0 MiB) in 2.00 s: 64 of 96 chunks reused, 32.0 MiB fetched at 16.0 MiB/s",
   );
+  const there = { ...base, bytesFetched: 0, seconds: 0.25, alreadyComplete: true, chunksReused: 96, chunksFetched: 0 };
+  assert.equal(formatSaved(there), "big.bin is already complete (96.0 MiB, all 96 chunks checked in 0.25 s)");
 });
 
 Deno.test("output path: a file as given; a directory or a trailing / holds the file's name; unsafe names need a file", async () => {

@@ -18,6 +18,7 @@ import {
   chunkLength,
   DEFAULT_CHUNK_SIZE,
   fileIdOf,
+  fileMatches,
   hashFile,
   type Manifest,
   manifestProblem,
@@ -258,6 +259,33 @@ Deno.test("hashFile() of hello.txt gives the documented file id", async () => {
     assert.equal(fileIdOf(m), HELLO_ID);
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("fileMatches(): only a regular file of the manifest's size whose every chunk hashes right", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-manifest-test-" });
+  try {
+    const bytes = Uint8Array.from({ length: 3 * MIN_CHUNK_SIZE + 99 }, (_, k) => (k * 2654435761) >>> 24);
+    const path = `${dir}/f.bin`;
+    await Deno.writeFile(path, bytes);
+    const m = await hashFile(path, "f.bin", MIN_CHUNK_SIZE);
+    assert.equal(await fileMatches(path, m), true);
+    for (const at of [0, MIN_CHUNK_SIZE + 7, bytes.length - 1]) { // first, middle and short last chunk
+      const changed = Uint8Array.from(bytes);
+      changed[at]! ^= 1;
+      await Deno.writeFile(path, changed);
+      assert.equal(await fileMatches(path, m), false, `byte ${at} changed`);
+    }
+    await Deno.writeFile(path, bytes.subarray(0, bytes.length - 1));
+    assert.equal(await fileMatches(path, m), false, "one byte short");
+    await Deno.writeFile(path, new Uint8Array(0));
+    assert.equal(await fileMatches(path, { ...m, size: 0, chunks: [] }), true, "an empty file");
+    assert.equal(await fileMatches(dir, { ...m, size: 0, chunks: [] }), false, "a directory");
+    const fifo = `${dir}/fifo`;
+    assert.ok((await new Deno.Command("mkfifo", { args: [fifo] }).output()).success);
+    assert.equal(await fileMatches(fifo, { ...m, size: 0, chunks: [] }), false, "a FIFO, without waiting for a writer");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

@@ -215,7 +215,16 @@ Deno.test("download runs in the background; status shows it; it completes and is
   );
   await waitUntil(() => w.lines.some((l) => l.startsWith("#3 hello.txt: done")), "the download into a directory");
   assert.equal(await Deno.readTextFile(join(w.dir, "into", "hello.txt")), "hello");
-  assert.match((await w.run("download data.bin"))[0]!, /^error: .*data\.bin already exists/);
+  // Asked again for a file it has: checked in place, done, nothing fetched. Another file in the way is kept.
+  assert.deepEqual(await w.run("download data.bin"), [`#4 downloading data.bin (96.1 KiB) to ${out}`]);
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#4 data.bin: done, it was there already")), "the recheck");
+  assert.equal(sha(await Deno.readFile(join(w.dir, "downloads", "data.bin"))), sha(w.data));
+  await Deno.writeTextFile(join(w.dir, "other.bin"), "keep me");
+  assert.match(
+    (await w.run(`download data.bin ${join(w.dir, "other.bin")}`))[0]!,
+    /^error: .*other\.bin already exists and is not this file/,
+  );
+  assert.equal(await Deno.readTextFile(join(w.dir, "other.bin")), "keep me");
 });
 
 Deno.test("the session's download limit caps its downloads together", async () => {

@@ -120,7 +120,7 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
   const dir = await env.tempDir(), out = await env.tempDir();
   await writeRandomFile(`${dir}/small.bin`, 100 * 1024);
   const tracker = await env.tracker();
-  await env.peer({ shared: dir, tracker: tracker.addr });
+  const peer = await env.peer({ shared: dir, tracker: tracker.addr });
   const src = ["--tracker", tracker.addr];
 
   // an existing output is kept without --force (exit 7), replaced with it
@@ -174,6 +174,18 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
     expectOneErrorLine(r.stderr);
   }
   assert.equal(await exists(`${out}/z.part`), false);
+
+  // The same get again finds the file in place: every chunk checked, nothing fetched, exit 0; no peer needed for that.
+  peer.proc.kill("SIGKILL");
+  await peer.proc.wait();
+  const again = await env.clientOk(src, "get", "small.bin", "-o", target);
+  assert.match(
+    again.stdout,
+    /^\S+small\.bin is already complete \(100\.0 KiB, all 1 chunks checked in \d+\.\d\d s\)$/m,
+  );
+  const summary = (await env.clientOk(src, "get", "small.bin", "-o", target, "--json")).json<GetSummary>();
+  assert.deepEqual([summary.alreadyComplete, summary.bytesFetched, summary.chunksReused], [true, 0, 1]);
+  assert.equal(await sha256File(target), await sha256File(`${dir}/small.bin`));
 });
 
 Deno.test("e2e: a peer killed with SIGKILL drops out after expiry", async () => {

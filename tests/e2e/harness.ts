@@ -334,6 +334,7 @@ export interface GetSummary {
   bytesFetched: number;
   seconds: number;
   mbPerSecond: number;
+  alreadyComplete: boolean;
   chunksReused: number;
   chunksFetched: number;
   chunksRefetched: number;

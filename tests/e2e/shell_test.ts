@@ -191,9 +191,15 @@ Deno.test("e2e: client.ts register-file and request-file drive a running peer.ts
   const unknown = await env.client(ctl, "request-file", "--file-id", "0".repeat(64), "--peer-addr", addr);
   assert.equal(unknown.code, EXIT.notFound, unknown.stderr);
   expectOneErrorLine(unknown.stderr);
-  const again = await env.client(ctl, "request-file", "--file-id", dataId, "--peer-addr", addr);
-  assert.equal(again.code, EXIT.exists, again.stderr);
-  assert.match(expectOneErrorLine(again.stderr), /data\.bin already exists/);
+  // Asked again, the peer finds the file in place and checks it; another file in the way is refused and kept.
+  await env.clientOk(ctl, "request-file", "--file-id", dataId, "--peer-addr", addr);
+  await peer.waitForLine(/^#2 data\.bin: done, it was there already \(3\.00 MiB, every chunk checked\)/, 10_000);
+  const other = join(downloads, "other.bin");
+  await Deno.writeTextFile(other, "keep me");
+  const refused = await env.client(ctl, "request-file", "--file-id", dataId, "--out", other, "--peer-addr", addr);
+  assert.equal(refused.code, EXIT.exists, refused.stderr);
+  assert.match(expectOneErrorLine(refused.stderr), /other\.bin already exists and is not this file/);
+  assert.equal(await Deno.readTextFile(other), "keep me");
 
   const help = await env.clientOk([], "request-file", "--help");
   assert.match(help.stdout, /Examples:\n {2}client\.ts request-file --file-id/);
