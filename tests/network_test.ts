@@ -307,6 +307,12 @@ Deno.test("a finished download goes on sharing the file only when asked to seed"
     assert.deepEqual(sources, want, `seed ${seed}: the tracker's sources`);
     assert.equal(node.catalog().length, seed ? 1 : 0, `seed ${seed}: what the node serves`);
   }
+  // A file that is there already, checked in place, is seeded as well when asked.
+  await using again = PeerNode.start([], { tracker: tracker.address });
+  const s = await getFile({ tracker: tracker.address }, id, { out: join(dir.path, "out-true"), peerNode: again });
+  assert.deepEqual([s.alreadyComplete, s.bytesFetched, s.chunksReused], [true, 0, 3]);
+  assert.deepEqual(again.catalog().map((f) => f.id), [id], "the node serves the file it found in place");
+  await waitUntil(() => tracker.tracker.peersOf(id).some((p) => p.port === again.address.port && p.complete));
 });
 
 Deno.test("garbage, oversize and unknown frames get an error and a close; the server keeps serving", async () => {
