@@ -844,10 +844,10 @@ export async function existingOutput(
   started = performance.now(),
 ): Promise<DownloadSummary | null> {
   if (opts.force || !(await exists(opts.out))) return null;
-  const { manifest } = opts;
-  const st = await Deno.stat(opts.out);
-  if (st.isFile && st.size === manifest.size) opts.onEvent?.({ kind: "checking", path: opts.out });
-  if (!(await fileMatches(opts.out, manifest))) throw new OutputExistsError(opts.out);
+  const st = await Deno.stat(opts.out).catch(() => null); // null: a link to nothing, not this file either
+  if (!st?.isFile || st.size !== opts.manifest.size) throw new OutputExistsError(opts.out);
+  opts.onEvent?.({ kind: "checking", path: opts.out });
+  if (!(await fileMatches(opts.out, opts.manifest))) throw new OutputExistsError(opts.out);
   await shareDone(opts);
   return fetchedNothing(started, opts, true);
 }

@@ -5,7 +5,13 @@ import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { download, type DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
-import { DownloadBusyError, IncompleteDownloadError, RemoteError, VersionMismatchError } from "../lib/errors.ts";
+import {
+  DownloadBusyError,
+  IncompleteDownloadError,
+  OutputExistsError,
+  RemoteError,
+  VersionMismatchError,
+} from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
 import { indexDirectory } from "../lib/indexer.ts";
 import { decodeMessage, encodeMessage, type Message } from "../lib/messages.ts";
@@ -313,6 +319,11 @@ Deno.test("a finished download goes on sharing the file only when asked to seed"
   assert.deepEqual([s.alreadyComplete, s.bytesFetched, s.chunksReused], [true, 0, 3]);
   assert.deepEqual(again.catalog().map((f) => f.id), [id], "the node serves the file it found in place");
   await waitUntil(() => tracker.tracker.peersOf(id).some((p) => p.port === again.address.port && p.complete));
+  // A link to nothing in the way is not this file: refused like any other output, and left as it is.
+  const dangling = join(dir.path, "dangling");
+  await Deno.symlink(join(dir.path, "nowhere"), dangling);
+  await assert.rejects(getFile({ tracker: tracker.address }, id, { out: dangling }), OutputExistsError);
+  assert.ok((await Deno.lstat(dangling)).isSymlink);
 });
 
 Deno.test("garbage, oversize and unknown frames get an error and a close; the server keeps serving", async () => {
