@@ -26,7 +26,7 @@ import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
-import { RateLimiter } from "./rate_limit.ts";
+import { PACING, RateLimiter } from "./rate_limit.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
@@ -342,7 +342,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await opts.peerNode?.sharePartial(fileId, partPath, manifest, new Bitfield(n, done.bytes));
 
     const limiter = typeof opts.downloadLimit === "number"
-      ? (opts.downloadLimit > 0 ? new RateLimiter(opts.downloadLimit) : null)
+      ? (opts.downloadLimit > 0 ? new RateLimiter(opts.downloadLimit, PACING) : null)
       : opts.downloadLimit ?? null;
     const fill = (peer: string) => {
       const p = peers.get(peer);

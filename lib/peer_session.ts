@@ -15,7 +15,7 @@ import { basename, resolve } from "node:path";
 import { isSha256Hex } from "./bytes.ts";
 import { formatBytes } from "./cli.ts";
 import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
-import { RateLimiter } from "./rate_limit.ts";
+import { PACING, RateLimiter } from "./rate_limit.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
@@ -83,7 +83,7 @@ export class PeerSession {
   /** `source` is where files are looked up (the peer's tracker); null for a peer without one. */
   constructor(readonly node: PeerNode, readonly source: Source | null, readonly options: SessionOptions = {}) {
     this.downloadDir = resolve(options.downloadDir ?? ".");
-    this.#downloadLimiter = new RateLimiter(options.downloadLimit ?? 0);
+    this.#downloadLimiter = new RateLimiter(options.downloadLimit ?? 0, PACING);
   }
 
   /** Bytes a second the downloads fetch together and the node sends, at most; 0 is no limit. */

@@ -17,6 +17,8 @@ const PIPE_INTERVAL_MS = 3_000;
  * updates a second, a time constant of about 4 s. Much smoother than the
  * scheduler's, because people read it: on a slow link a whole chunk lands
  * only every few updates, and 0.2 here made the ETA swing by half at each.
+ * The meter is unbiased: seeded with the first update's rate, which counts
+ * the start-up, the bar showed half the real rate 3 s into a download.
  */
 const ALPHA = 0.06;
 
@@ -62,7 +64,7 @@ export class ProgressView {
     this.#out = out;
     this.#started = out.now();
     this.#lastPrint = this.#started;
-    this.#meter = new RateMeter(this.#started, ALPHA);
+    this.#meter = new RateMeter(this.#started, ALPHA, true);
   }
 
   /** Shows `doneBytes` of `totalBytes` with `peers` peers connected. */

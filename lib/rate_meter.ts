@@ -27,15 +27,25 @@ export const MAX_PIPELINE = 16;
  */
 export const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
 
-/** An exponential moving average of a byte rate, sampled at the caller's pace. */
+/**
+ * An exponential moving average of a byte rate, sampled at the caller's pace.
+ * The first sample seeds the average. An `unbiased` meter instead weighs
+ * every sample so far as the average would, and divides by the weights'
+ * sum (the bias correction of Adam's moments): with a long time constant a
+ * slow first sample (a download's start-up) would otherwise hold the rate
+ * down for that long, while this way it fades as the samples add up.
+ */
 export class RateMeter {
   #rate = 0;
   #latest = 0;
   #sampled = false;
   #pending = 0;
   #lastAt: number;
+  /** An unbiased meter's sum of weighted samples, and of their weights. */
+  #sum = 0;
+  #weight = 0;
 
-  constructor(now: number = performance.now(), readonly alpha: number = RATE_ALPHA) {
+  constructor(now: number = performance.now(), readonly alpha: number = RATE_ALPHA, readonly unbiased = false) {
     this.#lastAt = now;
   }
 
@@ -50,7 +60,13 @@ export class RateMeter {
     if (dt <= 0) return this.#rate;
     const inst = this.#pending / dt;
     this.#latest = inst;
-    this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
+    if (this.unbiased) {
+      this.#sum = this.alpha * inst + (1 - this.alpha) * this.#sum;
+      this.#weight = this.alpha + (1 - this.alpha) * this.#weight;
+      this.#rate = this.#sum / this.#weight;
+    } else {
+      this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
+    }
     this.#sampled = true;
     this.#pending = 0;
     this.#lastAt = now;

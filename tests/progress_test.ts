@@ -174,3 +174,14 @@ Deno.test("the bar fits the terminal: it narrows, then goes, then the line is cu
   feed(view, out, { from: 0, perTick: 4 * MiB, tickMs: 250, ticks: 8, total: 64 * MiB, peers: 3 });
   for (const t of out.text) assert.ok(t.replace("\r\x1b[2K", "").length <= 59, `wraps on 60 columns: ${t}`);
 });
+
+Deno.test("the start-up, before the first chunk lands, does not hold the rate down for the seconds after", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  out.at += 250;
+  view.update(0, 1024 * MiB, 0); // connecting: nothing yet
+  feed(view, out, { from: 0, perTick: 25 * MiB, tickMs: 250, ticks: 12, total: 1024 * MiB, peers: 4 });
+  // 3 s at 100 MiB/s after a quarter second of nothing. Seeded with that quarter second, the average showed 52 MiB/s.
+  const rate = /(\d+\.\d) MiB\/s/.exec(out.text.at(-1)!);
+  assert.ok(rate && Number(rate[1]) > 90 && Number(rate[1]) <= 100, `rate ${rate?.[1]} MiB/s`);
+});
