@@ -54,6 +54,8 @@ export interface ConnectionOptions {
   maxFrameBytes?: number;
   /** Deadline for each read and write; 0 disables it (never for network peers). */
   ioTimeoutMs?: number;
+  /** Deadline for each write, when not `ioTimeoutMs`: a server waits long for requests but not on a reader that stopped. */
+  writeTimeoutMs?: number;
   /** Payload buffers for received frames (see FrameDecoderOptions.allocate). */
   allocate?: (length: number) => Uint8Array<ArrayBuffer>;
   signal?: AbortSignal;
@@ -68,6 +70,7 @@ export function formatAddress(a: Address): string {
 export class Connection {
   readonly remote: string;
   readonly ioTimeoutMs: number;
+  readonly writeTimeoutMs: number;
   #conn: Deno.Conn;
   #decoder: FrameDecoder;
   #queue: Frame[] = [];
@@ -86,6 +89,7 @@ export class Connection {
     if (options.allocate !== undefined) decoderOptions.allocate = options.allocate;
     this.#decoder = new FrameDecoder(decoderOptions);
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
+    this.writeTimeoutMs = options.writeTimeoutMs ?? this.ioTimeoutMs;
     const addr = conn.remoteAddr;
     this.remote = addr.transport === "unix"
       ? `unix:${addr.path || "local"}`
@@ -104,20 +108,28 @@ export class Connection {
     return this.#closed;
   }
 
-  /** Next whole frame. Throws ConnectionClosedError, TimeoutError or ProtocolError. */
-  async receiveFrame(timeoutMs = this.ioTimeoutMs): Promise<Frame> {
+  /**
+   * Next whole frame. `timeoutMs` bounds each wait for data (an idle
+   * timeout: a large frame on a slow link may take longer as a whole), or
+   * with `scope` "frame" the whole frame, so that a peer sending a byte now
+   * and then cannot stretch it (the HELLO). Throws ConnectionClosedError,
+   * TimeoutError or ProtocolError.
+   */
+  async receiveFrame(timeoutMs = this.ioTimeoutMs, scope: "read" | "frame" = "read"): Promise<Frame> {
+    const deadline = scope === "frame" && timeoutMs > 0 ? performance.now() + timeoutMs : 0;
+    const wait = () => deadline === 0 ? timeoutMs : Math.max(1, deadline - performance.now());
     while (this.#queue.length === 0) {
       if (this.#closed) throw new ConnectionClosedError();
       this.#decoder.check();
       const target = this.#decoder.payloadTarget();
       if (target !== null && this.#decoder.payloadBytes >= DIRECT_READ_MIN) {
-        const n = await this.#read(target, timeoutMs);
+        const n = await this.#read(target, wait());
         if (n === null) this.#eof();
         const frame = this.#decoder.advance(n!);
         if (frame) this.#queue.push(frame);
       } else {
         const into = this.#lastLarge ? this.#scratch.subarray(0, READ_AFTER_LARGE) : this.#scratch;
-        const n = await this.#read(into, timeoutMs);
+        const n = await this.#read(into, wait());
         if (n === null) this.#eof();
         this.#queue.push(...this.#decoder.push(into.subarray(0, n!)));
       }
@@ -127,9 +139,9 @@ export class Connection {
     return frame;
   }
 
-  /** Next message. */
-  async receive(timeoutMs = this.ioTimeoutMs): Promise<Message> {
-    return decodeMessage(await this.receiveFrame(timeoutMs));
+  /** Next message (see {@link receiveFrame}). */
+  async receive(timeoutMs = this.ioTimeoutMs, scope: "read" | "frame" = "read"): Promise<Message> {
+    return decodeMessage(await this.receiveFrame(timeoutMs, scope));
   }
 
   /** Sends a message. Writes go out whole and in call order. */
@@ -213,9 +225,9 @@ export class Connection {
       if (this.#closed) throw new ConnectionClosedError();
       try {
         const wrote = this.#conn.write(at === 0 ? bytes : bytes.subarray(at));
-        at += this.ioTimeoutMs <= 0
+        at += this.writeTimeoutMs <= 0
           ? await wrote
-          : await this.#deadline(wrote, this.ioTimeoutMs, "sending to " + this.remote);
+          : await this.#deadline(wrote, this.writeTimeoutMs, "sending to " + this.remote);
       } catch (err) {
         if (err instanceof TimeoutError) throw err;
         this.close();
@@ -304,7 +316,7 @@ export async function connectUnix(path: string, options: ConnectOptions = {}): P
 async function handshake(conn: Connection): Promise<Connection> {
   try {
     await conn.send(helloMessage());
-    checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS));
+    checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS, "frame"));
   } catch (err) {
     conn.close();
     throw err;

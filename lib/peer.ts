@@ -164,6 +164,8 @@ export class PeerNode {
   #trimTimer: ReturnType<typeof setInterval>;
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
+  /** Per connection: the files it said INTERESTED in, whose `interested` sets must let go of it when it ends. */
+  #interests = new WeakMap<Connection, Set<string>>();
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
@@ -171,7 +173,10 @@ export class PeerNode {
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.#sendBudget = new ByteBudget(options.sendBudgetBytes ?? SEND_BUDGET_BYTES);
     this.#onConnectionError = options.onConnectionError;
-    this.server = FrameServer.listen(options, (msg, conn) => this.#receive(msg, conn));
+    this.server = FrameServer.listen(
+      { ...options, onClosed: (conn) => this.#connectionEnded(conn) },
+      (msg, conn) => this.#receive(msg, conn),
+    );
     this.#trimTimer = setInterval(() => this.trimBuffers(), POOL_TRIM_MS);
     this.#trimTimer.unref(); // never what keeps a process running
     const tracker = options.tracker;
@@ -493,8 +498,10 @@ export class PeerNode {
         return { type: "manifest", fileId: msg.fileId, manifest: this.#served(msg.fileId, conn).manifest };
       case "interested": {
         const f = this.#served(msg.fileId, conn);
-        for (const c of f.interested) if (c.closed) f.interested.delete(c);
         f.interested.add(conn);
+        let ids = this.#interests.get(conn);
+        if (!ids) this.#interests.set(conn, ids = new Set());
+        ids.add(f.id);
         const bits = f.have ?? Bitfield.full(f.manifest.chunks.length);
         return { type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes };
       }
@@ -563,6 +570,13 @@ export class PeerNode {
     return { ...sumPoolStats(this.#pools.values().map((p) => p.stats)), free };
   }
 
+  /** Connections to be told of new chunks (HAVE), summed over the files they asked about. */
+  get interestedConnections(): number {
+    let n = 0;
+    for (const f of this.#files.values()) n += f.interested.size;
+    return n;
+  }
+
   /** Sends waiting for room in the send budget ({@link SEND_BUDGET_BYTES}). */
   get sendsWaiting(): number {
     return this.#sendBudget.waiting;
@@ -573,6 +587,12 @@ export class PeerNode {
     let n = 0;
     for (const p of this.#pools.values()) n += p.trim();
     return n;
+  }
+
+  /** A connection ended: the files it was interested in forget it (else each would keep it, and its buffers, for good). */
+  #connectionEnded(conn: Connection): void {
+    for (const id of this.#interests.get(conn) ?? []) this.#files.get(id)?.interested.delete(conn);
+    this.#interests.delete(conn);
   }
 
   #served(id: string, conn: Connection): Served {

@@ -15,6 +15,13 @@ import { helloMessage, type Message } from "./messages.ts";
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 /** A connection silent this long is closed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+/**
+ * A connection that takes none of what it is sent for this long is closed.
+ * Shorter than the idle timeout: a reply waiting on it holds a buffer (a
+ * peer's chunks share a budget), and a few clients that ask and never read
+ * held every chunk buffer of a peer for two minutes at a time.
+ */
+export const DEFAULT_SEND_STALL_MS = 30_000;
 
 /**
  * Handles one message. It may return a reply (sent for it) or send on
@@ -32,8 +39,14 @@ export interface ServerOptions {
   maxFrameBytes?: number;
   maxConnections?: number;
   idleTimeoutMs?: number;
+  /** The time a new connection has for its whole HELLO (default {@link HANDSHAKE_TIMEOUT_MS}). */
+  handshakeTimeoutMs?: number;
+  /** How long a write may wait for the other side to take something (default {@link DEFAULT_SEND_STALL_MS}). */
+  sendStallMs?: number;
   /** Called when a connection ends because of an error (for logs and counters). */
   onConnectionError?: (remote: string, err: unknown) => void;
+  /** Called once each connection has ended, however it ended: for whoever keeps something per connection. */
+  onClosed?: (conn: Connection) => void;
 }
 
 /** Counters a server keeps. */
@@ -111,8 +124,9 @@ export class FrameServer {
       }
       if (raw.remoteAddr.transport === "tcp") (raw as Deno.TcpConn).setNoDelay(true);
       this.stats.accepted++;
-      const opts: { maxFrameBytes?: number; ioTimeoutMs: number } = {
+      const opts: { maxFrameBytes?: number; ioTimeoutMs: number; writeTimeoutMs: number } = {
         ioTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+        writeTimeoutMs: this.options.sendStallMs ?? DEFAULT_SEND_STALL_MS,
       };
       if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
       const conn = new Connection(raw, opts);
@@ -129,7 +143,8 @@ export class FrameServer {
 
   async #serve(conn: Connection): Promise<void> {
     try {
-      const hello = await conn.receive(HANDSHAKE_TIMEOUT_MS);
+      // The whole HELLO within the time, not each byte of it: a byte every few seconds must not hold a slot for good.
+      const hello = await conn.receive(this.options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS, "frame");
       if (hello.type !== "hello") throw new ProtocolError("The other side did not open with a Shoal HELLO", "no_hello");
       checkHello(hello);
       await conn.send(helloMessage());
@@ -149,6 +164,7 @@ export class FrameServer {
       if (!(err instanceof ConnectionClosedError)) this.options.onConnectionError?.(conn.remote, err);
     } finally {
       conn.close();
+      this.options.onClosed?.(conn);
     }
   }
 

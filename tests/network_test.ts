@@ -1,6 +1,7 @@
 // Real sockets on port 0, everything in one process: tracker, peers, client library.
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { download, type DownloadStatus } from "../lib/download.ts";
@@ -14,7 +15,7 @@ import {
 } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
 import { indexDirectory } from "../lib/indexer.ts";
-import { decodeMessage, encodeMessage, type Message } from "../lib/messages.ts";
+import { decodeMessage, encodeMessage, helloMessage, type Message } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { TrackerServer } from "../lib/tracker.ts";
@@ -649,4 +650,43 @@ Deno.test("60 sources holding a chunk each: the tracker names 50 at a time, the 
   assert.equal(Object.keys(summary.bytesPerPeer).length, n, "every source served its chunk");
   assert.deepEqual(summary.peersDropped, []);
   assert.ok(most <= 50 && most >= 40, `${most} peers connected at most`);
+});
+
+Deno.test("a connection that said INTERESTED and hung up is let go by every file it asked about", async () => {
+  await using dir = await tempDir();
+  for (const name of ["a", "b", "c"]) await Deno.writeFile(join(dir.path, name), randomBytes(1000));
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  await using peer = PeerNode.start(files, {});
+  // One connection per file, so no later INTERESTED in the same file comes along to sweep the closed ones out.
+  for (const f of files) {
+    using c = await connect(peer.address);
+    await c.request({ type: "interested", fileId: f.id }, "bitfield");
+  }
+  await using kept = await connect(peer.address);
+  await kept.request({ type: "interested", fileId: files[0]!.id }, "bitfield");
+  await waitUntil(() => peer.interestedConnections === 1, 5_000);
+  assert.equal(peer.interestedConnections, 1, "only the open connection");
+});
+
+Deno.test("a HELLO sent a byte at a time must still arrive whole within the handshake time", async () => {
+  await using server = FrameServer.listen({ handshakeTimeoutMs: 400 }, () => ({ type: "ok" }));
+  const raw = await rawConn(server.address.port);
+  const hello = encodeMessage(helloMessage());
+  const started = performance.now();
+  let sent = 0;
+  try {
+    // Each byte comes well inside the time, which used to start again at every byte: the HELLO went through.
+    for (; sent < hello.length; sent++) {
+      await raw.write(hello.subarray(sent, sent + 1));
+      await delay(100);
+    }
+  } catch {
+    // the server closed the connection: writing to it fails
+  }
+  const answer = await raw.readMessage().catch(() => null);
+  const seconds = (performance.now() - started) / 1000;
+  raw.conn.close();
+  assert.ok(sent < hello.length, `the server took ${sent} of ${hello.length} bytes`);
+  assert.ok(answer === null || answer.type === "error", `no HELLO back: ${JSON.stringify(answer)}`);
+  assert.ok(seconds < 2, `closed after ${seconds.toFixed(2)} s`);
 });

@@ -240,3 +240,27 @@ Deno.test("downloaders waiting on the upload limit hold no chunk buffer meanwhil
     await peer.close();
   }
 });
+
+Deno.test("a downloader that asks and never reads is closed once its send has stalled, and gives its room back", async () => {
+  await using dir = await tempDir();
+  const MiB = 1024 * 1024;
+  const [f] = await indexedFile(dir.path, 16, MiB);
+  const peer = PeerNode.start([f!], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB), sendStallMs: 300 });
+  const stuck: Connection[] = [];
+  try {
+    await openInterested(peer, f!.id, 16, 3, stuck);
+    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f!.id, i % 16)));
+    await waitUntil(() => peer.sendsWaiting === 1, 5_000);
+    // Nobody closes the stuck ones here: the peer does, once their sends have waited 300 ms for room in their sockets.
+    await using c = await connect(peer.address);
+    assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 16);
+    await c.send(request(f!.id, 5));
+    assert.equal(await next(c, f!.manifest.chunks), "piece 5");
+    // The third stuck one waited for room rather than for its socket; it has its turn to stall now.
+    await waitUntil(() => peer.server.stats.active === 1, 5_000);
+    assert.deepEqual(peer.buffers, { made: 2, dropped: 0, free: 2 });
+  } finally {
+    for (const s of stuck) s.close();
+    await peer.close();
+  }
+});
