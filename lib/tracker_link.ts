@@ -14,6 +14,8 @@ import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEnt
 
 /** How long a group update waits for a registration in progress. */
 const REGISTER_WAIT_MS = 5_000;
+/** Heartbeats go no more often than this, whatever the tracker says (the tests' trackers say 50 ms). */
+const MIN_HEARTBEAT_MS = 50;
 /** Announce batches stay below this many estimated JSON bytes (well under the frame cap). */
 const ANNOUNCE_BATCH_BYTES = 2 * 1024 * 1024;
 
@@ -123,22 +125,28 @@ export class TrackerLink {
     const signal = this.#abort.signal;
     let attempt = 0;
     while (!signal.aborted) {
+      /** Whether a heartbeat went through since this registration: only then is "unknown_peer" a tracker that forgot us. */
+      let beating = false;
       try {
         await this.#exclusive(() => this.#register());
         attempt = 0;
-        const interval = this.#interval;
+        const interval = Math.max(MIN_HEARTBEAT_MS, this.#interval);
         while (!signal.aborted) {
           await delay(interval, signal);
           await this.#exclusive(async () => {
             await this.#conn!.request({ type: "heartbeat", peerId: this.#peerId!, ...this.#opts.stats?.() }, "ok");
           });
+          beating = true;
         }
       } catch (error) {
         this.#conn?.close();
         this.#conn = null;
         this.#peerId = null;
         if (signal.aborted) break;
-        const retryInMs = error instanceof RemoteError && error.code === "unknown_peer" ? 0 : backoffMs(attempt++);
+        // A tracker that restarted or expired us: register again at once. One that says so before any heartbeat
+        // went through (a broken or hostile one) would have us register in a tight loop: it waits like any failure.
+        const forgotten = beating && error instanceof RemoteError && error.code === "unknown_peer";
+        const retryInMs = forgotten ? 0 : backoffMs(attempt++);
         this.#opts.onEvent?.({ kind: "lost", error, retryInMs });
         try {
           await delay(retryInMs, signal);

@@ -11,6 +11,7 @@ import {
   IncompleteDownloadError,
   OutputExistsError,
   RemoteError,
+  ShoalError,
   VersionMismatchError,
 } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
@@ -689,4 +690,18 @@ Deno.test("a HELLO sent a byte at a time must still arrive whole within the hand
   assert.ok(sent < hello.length, `the server took ${sent} of ${hello.length} bytes`);
   assert.ok(answer === null || answer.type === "error", `no HELLO back: ${JSON.stringify(answer)}`);
   assert.ok(seconds < 2, `closed after ${seconds.toFixed(2)} s`);
+});
+
+Deno.test("a tracker that answers every announce with unknown_peer is not asked again in a tight loop", async () => {
+  let registrations = 0;
+  await using fake = FrameServer.listen({}, (msg) => {
+    if (msg.type !== "register") throw new ShoalError("unknown_peer", "Unknown peer");
+    registrations++;
+    return { type: "registered", peerId: `p${registrations}`, heartbeatMs: 50, expiryMs: 150 };
+  });
+  await using peer = PeerNode.start([], { tracker: fake.address });
+  await delay(1_500);
+  // Backing off from 0.5 s: three or four tries in 1.5 s. Retried at once, it registered hundreds of times.
+  assert.ok(registrations >= 1 && registrations <= 5, `${registrations} registrations in 1.5 s`);
+  assert.equal(peer.link?.peerId, null);
 });
