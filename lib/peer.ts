@@ -529,6 +529,9 @@ export class PeerNode {
     const pool = this.#poolFor(size);
     let frame: Uint8Array<ArrayBuffer> | null = null;
     try {
+      // Shared again or no longer while this waited: the record is not the one in use, and a descriptor opened on
+      // it would never be closed.
+      if (this.#files.get(fileId) !== f) return reject("the file changed while the request waited");
       const piece = allocPieceFrame(fileId, index, len, (n) => pool.take(n)); // may throw when memory runs out
       frame = piece.frame;
       const data = piece.data;

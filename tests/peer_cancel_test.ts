@@ -264,3 +264,36 @@ Deno.test("a downloader that asks and never reads is closed once its send has st
     await peer.close();
   }
 });
+
+/** Descriptors this process has open on `path`. */
+async function openFds(path: string): Promise<number> {
+  let n = 0;
+  for await (const e of Deno.readDir("/proc/self/fd")) {
+    if (await Deno.readLink(`/proc/self/fd/${e.name}`).then((l) => l === path, () => false)) n++;
+  }
+  return n;
+}
+
+Deno.test("a request that waited while its file was shared again is refused, and leaves no descriptor open", async () => {
+  await using dir = await tempDir();
+  const [f] = await indexedFile(dir.path, 4);
+  await using peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // one chunk a second, after the first second's
+  await using c = await connect(peer.address);
+  assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
+  await c.send(request(f!.id, 0));
+  assert.equal(await next(c, f!.manifest.chunks), "piece 0");
+  await c.send(request(f!.id, 1)); // waits about a second for the upload limit
+  await delay(200);
+  await peer.share(f!); // the same file again (a shared folder saw it touched): a new record, its descriptor closed
+  const answer = await c.receive();
+  assert.deepEqual(answer, {
+    type: "reject",
+    fileId: f!.id,
+    index: 1,
+    reason: "the file changed while the request waited",
+  });
+  // Read into the replaced record, chunk 1 opened a descriptor nothing would ever close.
+  assert.equal(await openFds(f!.path), 0);
+  await c.send(request(f!.id, 2));
+  assert.equal(await next(c, f!.manifest.chunks), "piece 2", "the file is served again from its new record");
+});
