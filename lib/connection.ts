@@ -58,6 +58,8 @@ export interface ConnectionOptions {
   writeTimeoutMs?: number;
   /** Payload buffers for received frames (see FrameDecoderOptions.allocate). */
   allocate?: (length: number) => Uint8Array<ArrayBuffer>;
+  /** Largest payload of each frame type received (see FrameDecoderOptions.maxPayloadFor). */
+  maxPayloadFor?: (type: number) => number;
   signal?: AbortSignal;
 }
 
@@ -79,6 +81,7 @@ export class Connection {
   #lastLarge = false;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  #largePayloadBytesIn = 0;
   #onAbort = () => this.close();
   #signal: AbortSignal | undefined;
 
@@ -87,6 +90,7 @@ export class Connection {
     const decoderOptions: FrameDecoderOptions = {};
     if (options.maxFrameBytes !== undefined) decoderOptions.maxFrameBytes = options.maxFrameBytes;
     if (options.allocate !== undefined) decoderOptions.allocate = options.allocate;
+    if (options.maxPayloadFor !== undefined) decoderOptions.maxPayloadFor = options.maxPayloadFor;
     this.#decoder = new FrameDecoder(decoderOptions);
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
     this.writeTimeoutMs = options.writeTimeoutMs ?? this.ioTimeoutMs;
@@ -109,6 +113,16 @@ export class Connection {
   }
 
   /**
+   * Bytes read so far into payloads of large frames (a chunk on its way):
+   * progress that shows before the frame is whole, for a stall watch that
+   * must not take a slow peer for a silent one. Small frames do not count:
+   * a peer sending HAVEs is not delivering what it owes.
+   */
+  get largePayloadBytesIn(): number {
+    return this.#largePayloadBytesIn;
+  }
+
+  /**
    * Next whole frame. `timeoutMs` bounds each wait for data (an idle
    * timeout: a large frame on a slow link may take longer as a whole), or
    * with `scope` "frame" the whole frame, so that a peer sending a byte now
@@ -125,6 +139,7 @@ export class Connection {
       if (target !== null && this.#decoder.payloadBytes >= DIRECT_READ_MIN) {
         const n = await this.#read(target, wait());
         if (n === null) this.#eof();
+        this.#largePayloadBytesIn += n!;
         const frame = this.#decoder.advance(n!);
         if (frame) this.#queue.push(frame);
       } else {

@@ -68,6 +68,12 @@ export function writeFrameHeader(out: Uint8Array, type: number, length: number):
 export interface FrameDecoderOptions {
   /** Largest payload accepted; larger lengths throw FrameTooLargeError. */
   maxFrameBytes?: number;
+  /**
+   * Largest payload accepted for a frame of `type`, checked with its header
+   * (a server refuses a large frame of a type that is never large before
+   * reading or parsing it); at most `maxFrameBytes`.
+   */
+  maxPayloadFor?: (type: number) => number;
   /** Where payload buffers come from (a pool, say); contents may be stale, every byte is overwritten. */
   allocate?: (length: number) => Uint8Array<ArrayBuffer>;
 }
@@ -92,10 +98,12 @@ export class FrameDecoder {
   #payloadFill = 0;
   #error: ProtocolError | null = null;
   #allocate: (length: number) => Uint8Array<ArrayBuffer>;
+  #maxFor: ((type: number) => number) | undefined;
 
   constructor(options: FrameDecoderOptions = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.#allocate = options.allocate ?? ((n) => new Uint8Array(n));
+    this.#maxFor = options.maxPayloadFor;
   }
 
   /** Bytes held toward the frame being assembled. */
@@ -182,8 +190,10 @@ export class FrameDecoder {
   #startPayload(): void {
     const view = new DataView(this.#header.buffer);
     const length = view.getUint32(0);
-    if (length > this.maxFrameBytes) throw new FrameTooLargeError(length, this.maxFrameBytes);
-    this.#type = this.#header[4]!;
+    const type = this.#header[4]!;
+    const max = Math.min(this.maxFrameBytes, this.#maxFor?.(type) ?? Infinity);
+    if (length > max) throw new FrameTooLargeError(length, max);
+    this.#type = type;
     this.#payload = this.#allocate(length);
     this.#payloadFill = 0;
   }

@@ -407,7 +407,32 @@ export function decodeMessage(frame: Frame): Message {
   }
 }
 
+/**
+ * Deepest nesting of arrays and objects a JSON payload may have. The
+ * deepest message (ANNOUNCE's groupAdd: files, manifest, chunks) has 7;
+ * without a limit a 16 MiB frame of `[[[[…` made JSON.parse build millions
+ * of arrays, half a gigabyte, before the shape check could refuse it.
+ */
+export const MAX_JSON_DEPTH = 16;
+
+/** Whether `payload`'s arrays and objects nest deeper than `max` (strings skipped; their bytes cannot end one early). */
+function nestsDeeper(payload: Uint8Array, max: number): boolean {
+  let depth = 0, inString = false;
+  for (let i = 0; i < payload.length; i++) {
+    const b = payload[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // a backslash: the next byte is escaped
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) inString = true;
+    else if (b === 0x5b || b === 0x7b) {
+      if (++depth > max) return true;
+    } else if (b === 0x5d || b === 0x7d) depth--;
+  }
+  return false;
+}
+
 function decodeJson(name: MessageName, payload: Uint8Array): Message {
+  if (nestsDeeper(payload, MAX_JSON_DEPTH)) throw bad(name, `payload nests deeper than ${MAX_JSON_DEPTH} levels`);
   let body: unknown;
   try {
     body = JSON.parse(utf8Decoder.decode(payload));

@@ -33,7 +33,7 @@ import {
 } from "./messages.ts";
 import { RateLimiter } from "./rate_limit.ts";
 import { maxPipeline } from "./rate_meter.ts";
-import { endConnection, errorReply, FrameServer, type ServerOptions } from "./server.ts";
+import { endConnection, errorReply, FrameServer, type ServerOptions, SMALL_FRAME_BYTES } from "./server.ts";
 import { type HeartbeatStats, type Holdings, type LinkEvent, TrackerLink } from "./tracker_link.ts";
 import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
 
@@ -174,7 +174,8 @@ export class PeerNode {
     this.#sendBudget = new ByteBudget(options.sendBudgetBytes ?? SEND_BUDGET_BYTES);
     this.#onConnectionError = options.onConnectionError;
     this.server = FrameServer.listen(
-      { ...options, onClosed: (conn) => this.#connectionEnded(conn) },
+      // Downloaders send a peer only small messages (a grant is the largest).
+      { maxPayloadFor: () => SMALL_FRAME_BYTES, ...options, onClosed: (conn) => this.#connectionEnded(conn) },
       (msg, conn) => this.#receive(msg, conn),
     );
     this.#trimTimer = setInterval(() => this.trimBuffers(), POOL_TRIM_MS);

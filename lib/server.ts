@@ -7,9 +7,16 @@
  * @module
  */
 
-import { type Address, checkHello, Connection, HANDSHAKE_TIMEOUT_MS } from "./connection.ts";
-import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError } from "./errors.ts";
+import { type Address, checkHello, Connection, type ConnectionOptions, HANDSHAKE_TIMEOUT_MS } from "./connection.ts";
+import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError, TruncatedFrameError } from "./errors.ts";
 import { helloMessage, type Message } from "./messages.ts";
+
+/**
+ * Largest payload a server takes in a frame of a type that is never large
+ * (all but the tracker's ANNOUNCE and HEARTBEAT, which carry manifests and
+ * bitfields): refused with the header, before it is read or parsed.
+ */
+export const SMALL_FRAME_BYTES = 64 * 1024;
 
 /** Most connections served at once; more are closed on accept. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
@@ -37,6 +44,8 @@ export interface ServerOptions {
   /** Listen on this Unix socket path instead of TCP (a local control channel). */
   path?: string;
   maxFrameBytes?: number;
+  /** Largest payload of each frame type it takes (see FrameDecoderOptions.maxPayloadFor). */
+  maxPayloadFor?: (type: number) => number;
   maxConnections?: number;
   idleTimeoutMs?: number;
   /** The time a new connection has for its whole HELLO (default {@link HANDSHAKE_TIMEOUT_MS}). */
@@ -68,12 +77,15 @@ export function errorReply(err: unknown): Message {
 }
 
 /**
- * Ends `conn` after `err`: a ProtocolError is named in an ERROR frame,
+ * Ends `conn` after `err`: a ProtocolError is named in an ERROR frame (not
+ * a frame the end of the stream cut off),
  * anything unexpected gets ERROR "internal" (not while the server is
  * `closing`), a closed or silent peer gets nothing; then the socket closes.
  */
 export async function endConnection(conn: Connection, err: unknown, closing: boolean): Promise<void> {
-  if (err instanceof ProtocolError) await conn.fail(err.code, err.message);
+  // A frame cut off by the end of the stream: the other side has finished sending, and PROTOCOL §3 sends it nothing.
+  if (err instanceof TruncatedFrameError) conn.close();
+  else if (err instanceof ProtocolError) await conn.fail(err.code, err.message);
   else if (!(err instanceof ConnectionClosedError) && !(err instanceof TimeoutError) && !closing) {
     await conn.fail("internal", "Internal error");
   }
@@ -124,11 +136,12 @@ export class FrameServer {
       }
       if (raw.remoteAddr.transport === "tcp") (raw as Deno.TcpConn).setNoDelay(true);
       this.stats.accepted++;
-      const opts: { maxFrameBytes?: number; ioTimeoutMs: number; writeTimeoutMs: number } = {
+      const opts: ConnectionOptions = {
         ioTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
         writeTimeoutMs: this.options.sendStallMs ?? DEFAULT_SEND_STALL_MS,
       };
       if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
+      if (this.options.maxPayloadFor !== undefined) opts.maxPayloadFor = this.options.maxPayloadFor;
       const conn = new Connection(raw, opts);
       this.#conns.add(conn);
       const task = this.#serve(conn).finally(() => {

@@ -10,10 +10,18 @@
 import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
 import { Bitfield } from "./bitfield.ts";
 import { fileIdOf, type Manifest, queryMatcher } from "./manifest.ts";
-import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
+import {
+  type FileSummary,
+  type GroupShare,
+  type GroupUnshare,
+  type Message,
+  type MessageOf,
+  type PeerEntry,
+  WireType,
+} from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
 import { type Connection, formatAddress } from "./connection.ts";
-import { FrameServer, type ServerOptions } from "./server.ts";
+import { FrameServer, type ServerOptions, SMALL_FRAME_BYTES } from "./server.ts";
 
 /** How often peers are asked to heartbeat. */
 export const DEFAULT_HEARTBEAT_MS = 5_000;
@@ -571,6 +579,11 @@ export class Tracker {
   }
 }
 
+/** ANNOUNCE carries manifests and HEARTBEAT partial bitfields, up to the frame cap; nothing else a tracker takes is large. */
+function trackerPayloadMax(type: number): number {
+  return type === WireType.announce || type === WireType.heartbeat ? Infinity : SMALL_FRAME_BYTES;
+}
+
 /** A tracker listening on TCP. */
 export class TrackerServer {
   readonly tracker: Tracker;
@@ -587,7 +600,7 @@ export class TrackerServer {
   static start(options: TrackerOptions & ServerOptions = {}): TrackerServer {
     const tracker = new Tracker(options);
     const server = FrameServer.listen(
-      options,
+      { maxPayloadFor: trackerPayloadMax, ...options },
       (msg: Message, conn: Connection) => tracker.respond(msg, conn.remoteHost),
     );
     return new TrackerServer(tracker, server);

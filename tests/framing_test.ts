@@ -271,3 +271,17 @@ Deno.test("writeFrameHeader() rejects a length that is not a u32", () => {
   writeFrameHeader(out, 0x25, 0xfffffffe);
   assert.equal(toHex(out), "fffffffe" + "25");
 });
+
+Deno.test("FrameDecoder: a type's own cap refuses a frame with its header, before the payload is read", () => {
+  const d = new FrameDecoder({ maxFrameBytes: 1000, maxPayloadFor: (type) => type === 7 ? Infinity : 10 });
+  assert.equal(d.push(encodeFrame(7, new Uint8Array(500))).length, 1, "type 7 may be large");
+  assert.equal(d.push(encodeFrame(8, new Uint8Array(10))).length, 1, "type 8 up to 10 bytes");
+  const header = encodeFrame(8, new Uint8Array(11)).subarray(0, 5); // the header alone
+  assert.throws(() => d.push(header), (err: unknown) => err instanceof FrameTooLargeError && err.max === 10);
+  const capped = new FrameDecoder({ maxFrameBytes: 100, maxPayloadFor: () => Infinity });
+  assert.throws(
+    () => capped.push(encodeFrame(7, new Uint8Array(101))),
+    FrameTooLargeError,
+    "never above maxFrameBytes",
+  );
+});

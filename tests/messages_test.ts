@@ -24,6 +24,7 @@ import {
   MAX_BITFIELD_BASE64,
   MAX_CTL_DOWNLOADS,
   MAX_HEARTBEAT_PARTIALS,
+  MAX_JSON_DEPTH,
   MAX_TEXT,
   type Message,
   type MessageName,
@@ -1363,4 +1364,17 @@ Deno.test("property: spoiled JSON of every JSON sample message decodes to a Prot
   assert.ok(items.length > 40, `only ${items.length} JSON samples`);
   const refused = spoilAll(items, SEED + 1000, mutateJson);
   assert.ok(refused > (items.length * ROUNDS) / 4, `only ${refused} of ${items.length * ROUNDS} refused`);
+});
+
+Deno.test("a JSON payload nested deeper than MAX_JSON_DEPTH is refused before it is parsed; brackets in strings do not count", () => {
+  const deep = "[".repeat(MAX_JSON_DEPTH) + "]".repeat(MAX_JSON_DEPTH);
+  assert.throws(
+    () => decodeMessage(frame(0x20, `{"query":${deep}}`)),
+    (err: unknown) => err instanceof ProtocolError && /nests deeper than 16 levels/.test(err.message),
+  );
+  // A 16 MiB frame of brackets was the attack: refused without building an array.
+  const bomb = "[".repeat(4 * 1024 * 1024);
+  assert.throws(() => decodeMessage(frame(0x14, bomb)), /nests deeper/);
+  const query = '[[[[[[[[[[[[[[[[[[[[ \\" {{{{{{{{{{{{{{{{{{{{';
+  assert.deepEqual(decodeMessage(frame(0x20, JSON.stringify({ query }))), { type: "list_files", query });
 });

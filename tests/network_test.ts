@@ -361,11 +361,11 @@ Deno.test("garbage, oversize and unknown frames get an error and a close; the se
   assert.equal(e3?.type === "error" && e3.code, "malformed");
   r3.conn.close();
 
-  // 4. a truncated frame then EOF: the server just drops it
+  // 4. a truncated frame then EOF: the server just drops it, without an ERROR (PROTOCOL §3)
   const r4 = await rawConn(port);
   await r4.write(new Uint8Array([0, 0, 0, 10, 1, 1]));
   await r4.conn.closeWrite();
-  await r4.readMessage().catch(() => null);
+  assert.equal(await r4.readMessage().catch(() => null), null);
   r4.conn.close();
 
   // through all of that, a well-behaved client is served
@@ -704,4 +704,30 @@ Deno.test("a tracker that answers every announce with unknown_peer is not asked 
   // Backing off from 0.5 s: three or four tries in 1.5 s. Retried at once, it registered hundreds of times.
   assert.ok(registrations >= 1 && registrations <= 5, `${registrations} registrations in 1.5 s`);
   assert.equal(peer.link?.peerId, null);
+});
+
+Deno.test("servers refuse a large frame of a type that is never large with its header; the tracker still takes a large ANNOUNCE", async () => {
+  await using dir = await tempDir();
+  await Deno.writeFile(join(dir.path, "f"), randomBytes(1000));
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  await using tracker = TrackerServer.start();
+  await using peer = PeerNode.start(files, {});
+  for (const [port, type] of [[tracker.address.port, 0x20], [peer.address.port, 0x24]] as const) {
+    const raw = await rawConn(port);
+    await raw.write(encodeMessage(helloMessage()));
+    assert.equal((await raw.readMessage())?.type, "hello");
+    const header = new Uint8Array(5);
+    new DataView(header.buffer).setUint32(0, 100_000);
+    header[4] = type; // LIST_FILES to the tracker, GET_MANIFEST to the peer: the header alone, no payload
+    await raw.write(header);
+    const answer = await raw.readMessage();
+    assert.equal(answer?.type === "error" && answer.code, "frame_too_large", JSON.stringify(answer));
+    raw.conn.close();
+  }
+  // 3000 chunks: an ANNOUNCE of about 200 KB.
+  const big = { name: "big", size: 3000 * CHUNK, chunkSize: CHUNK, chunks: Array(3000).fill("ab".repeat(32)) };
+  await using c = await connect(tracker.address);
+  const reg = await c.request({ type: "register", port: 9 }, "registered");
+  await c.request({ type: "announce", peerId: reg.peerId, add: [big], partial: [], remove: [] }, "ok");
+  assert.equal((await listFiles(c)).length, 1);
 });
