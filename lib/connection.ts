@@ -172,6 +172,31 @@ export class Connection {
   }
 
   /**
+   * Sends pre-encoded frame bytes as {@link sendBytes} does, but only the
+   * first `first` bytes at once: the rest goes `slice` bytes at a time, each
+   * once `pace(n)` resolves, and nothing else is sent in between. An upload
+   * limit lets a chunk trickle out this way instead of holding it back
+   * whole, which a downloader watching for stalls would take for silence.
+   * The pacing does not wait for the writes: a slow reader slows only itself.
+   */
+  sendPaced(bytes: Uint8Array, first: number, slice: number, pace: (n: number) => Promise<void>): Promise<void> {
+    const next = this.#writing.then(async () => {
+      let written = this.#writeAll(bytes.subarray(0, first));
+      written.catch(() => {}); // awaited below; meanwhile a failure must not count as unhandled
+      for (let at = first; at < bytes.length; at += slice) {
+        const part = bytes.subarray(at, Math.min(bytes.length, at + slice));
+        await pace(part.length);
+        if (this.#closed) throw new ConnectionClosedError();
+        written = written.then(() => this.#writeAll(part));
+        written.catch(() => {});
+      }
+      await written;
+    });
+    this.#writing = next.catch(() => {});
+    return next;
+  }
+
+  /**
    * Sends `msg` and waits for the reply of type `expect`. An ERROR reply
    * throws RemoteError; any other type throws ProtocolError.
    */

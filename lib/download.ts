@@ -29,7 +29,7 @@ import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
 import { fetchWorkerUrl } from "./launch.ts";
 import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
-import type { FromWorker, ToWorker } from "./worker_messages.ts";
+import { type FromWorker, RECEIVING_MS, type ToWorker } from "./worker_messages.ts";
 import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
@@ -268,6 +268,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       partPath,
       directIo: opts.directIo ?? true,
       writeLock,
+      receivingMs: Math.min(RECEIVING_MS, (opts.stallMs ?? DEFAULT_STALL_MS) / 4),
     };
     w.postMessage(init);
     workers.push(w);
@@ -479,9 +480,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if (m.ev === "gone") linkPeer.delete(m.link); // a link's last message
       const p = peers.get(peer);
       if (p?.link !== m.link) return; // from a connection we already dropped
-      // An answer, not news: a peer sending HAVEs while it owes chunks is still stalled.
+      // An answer, not news: a peer sending HAVEs while it owes chunks is still stalled. Bytes of a chunk still on its
+      // way ("receiving") are an answer: a peer slower than a chunk per stallMs was dropped before any chunk came.
       if (m.ev !== "have") p.lastActivity = Date.now();
       switch (m.ev) {
+        case "receiving":
+          break;
         case "ready":
           p.ready = true;
           p.readyAt = Date.now();

@@ -69,6 +69,9 @@ let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
 /** Open connections by link (see worker_messages.ts), and the chunks each was asked for and still owes. */
 const links = new Map<number, Connection>();
+/** Per link, {@link Connection.largePayloadBytesIn} when {@link reportReceiving} last looked. */
+const receivedSeen = new Map<number, number>();
+let receivingTimer: ReturnType<typeof setInterval> | undefined;
 const outstanding = new Map<number, Set<number>>();
 /** Links still connecting, and those of them the coordinator has dropped meanwhile (closed once connected). */
 const connecting = new Set<number>();
@@ -132,6 +135,7 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
     connecting.delete(link);
     abandoned.delete(link);
     links.delete(link);
+    receivedSeen.delete(link);
     outstanding.delete(link);
     post({ ev: "gone", link, reason });
   }
@@ -150,6 +154,16 @@ function onPiece(link: number, f: FileInfo, index: number, fileId: string, data:
   }
   writes!.push({ item: { link, index, data, direct: false }, data, position: index * f.chunkSize });
   return true;
+}
+
+/** Tells the coordinator which links have had chunk bytes arrive since the last look (see FromWorker "receiving"). */
+function reportReceiving(): void {
+  for (const [link, conn] of links) {
+    const bytes = conn.largePayloadBytesIn;
+    if (bytes === (receivedSeen.get(link) ?? 0)) continue;
+    receivedSeen.set(link, bytes);
+    post({ ev: "receiving", link });
+  }
 }
 
 /** A chunk is done once written (the coordinator's fdatasync makes it durable). */
@@ -177,6 +191,7 @@ function verify(indexes: number[]): void {
 
 /** Stops: drops the queued writes, lets those in flight finish (their buffers and descriptor are in use), closes. */
 async function close(): Promise<void> {
+  clearInterval(receivingTimer);
   writes?.close();
   for (const c of links.values()) c.close();
   try {
@@ -210,6 +225,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
           return undefined;
         }, written);
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
+        receivingTimer = setInterval(reportReceiving, m.receivingMs);
         break;
       }
       case "connect":

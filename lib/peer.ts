@@ -100,6 +100,11 @@ export const MAX_QUEUED_REQUESTS = maxPipeline(MIN_CHUNK_SIZE);
  */
 export const SEND_BUDGET_BYTES = 128 * 1024 * 1024;
 
+/** The slice a chunk goes out in under an upload limit of `rate` bytes a second: a quarter second's worth, 4-64 KiB. */
+function uploadSlice(rate: number): number {
+  return Math.max(4 * 1024, Math.min(64 * 1024, Math.floor(rate / 4)));
+}
+
 /**
  * How often the chunk buffer pools let go of the buffers that the last period did not use, so that a burst of
  * downloaders leaves no buffers behind once it is over (see {@link BufferPool.trim}).
@@ -164,6 +169,8 @@ export class PeerNode {
   #trimTimer: ReturnType<typeof setInterval>;
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
+  /** Settles when the chunk being paced out under the upload limit has been paid for (see #pacingTurn). */
+  #paced: Promise<void> = Promise.resolve();
   /** Per connection: the files it said INTERESTED in, whose `interested` sets must let go of it when it ends. */
   #interests = new WeakMap<Connection, Set<string>>();
 
@@ -513,18 +520,63 @@ export class PeerNode {
 
   async #serveChunk(fileId: string, index: number, conn: Connection): Promise<Message | void> {
     const f = this.#files.get(fileId);
-    const reject = (reason: string): Message => {
-      this.stats.rejected++;
-      return { type: "reject", fileId, index, reason };
-    };
+    const reject = (reason: string) => this.#reject(fileId, index, reason);
     if (!f) return reject("not shared here");
     const denied = this.#denied(f, conn);
     if (denied) return reject(denied);
     if (index >= f.manifest.chunks.length) return reject("no such chunk");
     if (f.have !== null && !f.have.has(index)) return reject("chunk not here yet");
     const len = chunkLength(f.manifest, index);
-    // The upload limit is waited for first: a connection held back by it holds no buffer meanwhile.
-    await this.#limiter?.take(len, this.#closing.signal);
+    const limiter = this.#limiter;
+    if (!limiter) return await this.#sendChunk(f, index, len, conn, len, null);
+    // Under an upload limit a chunk goes out in slices, about four a second, so its bytes trickle rather than wait
+    // until all of it fits the rate (at 48 KiB/s a 1 MiB chunk sent nothing for 21 s: a stall to its downloader).
+    // One chunk is paced at a time, as when each waited for all its tokens: the others wait their turn, and their
+    // first slice, without a buffer. The turn passes on once the last slice is paid for, not once it is sent, so a
+    // downloader that reads slowly does not hold up the rest.
+    const slice = Math.min(len, uploadSlice(limiter.bytesPerSecond));
+    const release = await this.#pacingTurn();
+    try {
+      let owed = len;
+      const pace = async (n: number) => {
+        await limiter.take(n, this.#closing.signal);
+        if ((owed -= n) === 0) release();
+      };
+      await pace(slice);
+      return await this.#sendChunk(f, index, len, conn, slice, pace);
+    } finally {
+      release();
+    }
+  }
+
+  #reject(fileId: string, index: number, reason: string): Message {
+    this.stats.rejected++;
+    return { type: "reject", fileId, index, reason };
+  }
+
+  /** Waits for this peer's turn to pace a chunk out under its upload limit; resolves to the call that ends it (idempotent). */
+  async #pacingTurn(): Promise<() => void> {
+    const before = this.#paced;
+    let release!: () => void;
+    this.#paced = new Promise<void>((resolve) => release = resolve);
+    await before;
+    return release;
+  }
+
+  /**
+   * Reads chunk `index` into a buffer from the pool (room in the send
+   * budget first) and sends it: the first `first` bytes of its data at once,
+   * the rest through `pace` (see {@link Connection.sendPaced}).
+   */
+  async #sendChunk(
+    f: Served,
+    index: number,
+    len: number,
+    conn: Connection,
+    first: number,
+    pace: ((n: number) => Promise<void>) | null,
+  ): Promise<Message | void> {
+    const reject = (reason: string) => this.#reject(f.id, index, reason);
     const size = PIECE_PREFIX_BYTES + f.manifest.chunkSize;
     await this.#sendBudget.take(size, this.#closing.signal);
     const pool = this.#poolFor(size);
@@ -532,8 +584,8 @@ export class PeerNode {
     try {
       // Shared again or no longer while this waited: the record is not the one in use, and a descriptor opened on
       // it would never be closed.
-      if (this.#files.get(fileId) !== f) return reject("the file changed while the request waited");
-      const piece = allocPieceFrame(fileId, index, len, (n) => pool.take(n)); // may throw when memory runs out
+      if (this.#files.get(f.id) !== f) return reject("the file changed while the request waited");
+      const piece = allocPieceFrame(f.id, index, len, (n) => pool.take(n)); // may throw when memory runs out
       frame = piece.frame;
       const data = piece.data;
       try {
@@ -550,7 +602,8 @@ export class PeerNode {
       // would send bytes that match no manifest. Replaced by a rename, the open descriptor still reads the old file.
       if (f.have === null && changedOnDisk(f)) return reject("the file changed on disk");
       if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
-      await conn.sendBytes(frame);
+      if (pace && first < len) await conn.sendPaced(frame, frame.length - len + first, first, pace);
+      else await conn.sendBytes(frame);
     } finally {
       if (frame) pool.give(frame); // the kernel has the bytes (or the connection is gone, or the chunk was refused)
       this.#sendBudget.give(size);

@@ -10,6 +10,9 @@
 
 import type { PoolStats } from "./buffer_pool.ts";
 
+/** How often a fetch worker says at most which links are receiving chunk bytes (see FromWorker "receiving"). */
+export const RECEIVING_MS = 1_000;
+
 /** Coordinator to worker. */
 export type ToWorker =
   | {
@@ -24,6 +27,8 @@ export type ToWorker =
     directIo: boolean;
     /** Shared by every worker writing this .part (see write_queue.ts). */
     writeLock: SharedArrayBuffer;
+    /** How often to say which links are receiving chunk bytes: well within the coordinator's stall time. */
+    receivingMs: number;
   }
   | { op: "connect"; link: number; host: string; port: number }
   | { op: "grant"; grant: string }
@@ -37,6 +42,8 @@ export type ToWorker =
 export type FromWorker =
   | { ev: "ready"; link: number; bits: Uint8Array }
   | { ev: "have"; link: number; index: number }
+  /** Bytes of a chunk arrived on `link` since the last look, before it is whole: a slow peer is not a silent one. */
+  | { ev: "receiving"; link: number }
   /** `direct`: the chunk was written around the page cache. */
   | { ev: "done"; link: number; index: number; bytes: number; direct: boolean }
   | { ev: "bad"; link: number; index: number }

@@ -574,3 +574,18 @@ Deno.test("the turns a starving download gives sources named again do not keep i
   // Waiting on each such turn as on a new source would start the 5 s over at every look-up, until the 20 s bound.
   assert.ok(seconds < 12, `gave up after ${seconds.toFixed(1)} s`);
 });
+
+Deno.test("a peer slower than a chunk per stall time is not taken for a stalled one: its chunk's bytes trickle in", async () => {
+  const stallMs = 1_200;
+  await using dir = await tempDir();
+  const chunkSize = 256 * 1024; // large frames: read straight into their buffer, counted as they come
+  const data = randomBytes(chunkSize * 2);
+  const f = await indexedFile(dir.path, data, chunkSize);
+  // 96 KiB/s: 2.7 s a chunk once the first second's worth is spent. Each chunk used to wait until all of it fit the
+  // rate and then go at once, so the downloader heard nothing for 1.7 s and more, and dropped the peer, again and again.
+  await using slow = PeerNode.start([f], { uploadLimit: 96 * 1024 });
+  const out = join(dir.path, "out");
+  const summary = await boundedGet([slow.address], f, out, { stallMs }, 15_000);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(summary.peersDropped, []);
+});
