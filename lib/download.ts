@@ -236,7 +236,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   using part = await claimPart(partPath);
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
-    await finish(partPath, opts.out);
+    await finish(part, partPath, opts.out);
+    await shareDone(opts); // an empty file is seeded like any other
     return fetchedNothing(started, opts, false);
   }
 
@@ -688,7 +689,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       }
     }
     await part.syncData();
-    await finish(partPath, opts.out);
+    await finish(part, partPath, opts.out);
     await Deno.remove(sidecarPath).catch(() => {});
     await shareDone(opts);
     const chunkBuffers = await closeWorkers(workers);
@@ -730,6 +731,10 @@ function sidecarFileOf(opts: DownloadOptions): SidecarFile {
  * The lock goes with the process, so a killed download leaves none behind.
  */
 async function claimPart(partPath: string): Promise<Deno.FsFile> {
+  // Opening follows links: a stray link named like the .part would have its target cut to size and overwritten.
+  if ((await Deno.lstat(partPath).catch(() => null))?.isSymlink) {
+    throw new DiskError(`${partPath} is a symbolic link; move it away (a download writes only a file of its own)`);
+  }
   let part: Deno.FsFile;
   try {
     part = await Deno.open(partPath, { read: true, write: true, create: true });
@@ -774,12 +779,23 @@ async function openPart(opts: DownloadOptions, part: Deno.FsFile, partPath: stri
     } catch (err) {
       throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
     }
-    await Deno.remove(sidecarPath).catch(() => {});
+    await Deno.remove(sidecarPath).catch((err) => {
+      // Gone already is fine; what cannot go (a directory with things in it) would refuse every progress save.
+      if (!(err instanceof Deno.errors.NotFound)) {
+        throw new DiskError(`Cannot remove ${sidecarPath}: ${(err as Error).message}; move it away`, { cause: err });
+      }
+    });
   }
   return state;
 }
 
-async function finish(partPath: string, out: string): Promise<void> {
+async function finish(part: Deno.FsFile, partPath: string, out: string): Promise<void> {
+  // The lock is on the open file, not on its name: a .part deleted or moved away mid-download, then made again by
+  // another download, would put that one's half-written file in place. Only the file this download wrote is renamed.
+  const [held, named] = await Promise.all([part.stat(), Deno.lstat(partPath).catch(() => null)]);
+  if (named === null || named.dev !== held.dev || named.ino !== held.ino) {
+    throw new DiskError(`${partPath} was removed or replaced during the download; nothing was saved to ${out}`);
+  }
   try {
     await Deno.rename(partPath, out);
   } catch (err) {

@@ -107,6 +107,8 @@ export async function readSidecar(path: string, file: SidecarFile): Promise<Side
     if (err instanceof Deno.errors.NotFound) return null;
     throw err;
   }
+  // Not read unless a regular file: reading a FIFO would wait for a writer for good, a directory fails raw.
+  if (!st.isFile) throw new SidecarError("it is not a regular file");
   if (st.size > MAX_SIDECAR_BYTES) throw new SidecarError(`it is larger than ${MAX_SIDECAR_BYTES} bytes`);
   return decodeSidecar(await Deno.readTextFile(path), file);
 }

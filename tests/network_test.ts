@@ -7,6 +7,7 @@ import { getFile } from "../lib/client.ts";
 import { download, type DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import {
+  DiskError,
   DownloadBusyError,
   IncompleteDownloadError,
   OutputExistsError,
@@ -730,4 +731,67 @@ Deno.test("servers refuse a large frame of a type that is never large with its h
   const reg = await c.request({ type: "register", port: 9 }, "registered");
   await c.request({ type: "announce", peerId: reg.peerId, add: [big], partial: [], remove: [] }, "ok");
   assert.equal((await listFiles(c)).length, 1);
+});
+
+Deno.test("an empty file is seeded when asked, like any other", async () => {
+  await using dir = await tempDir();
+  await Deno.writeFile(join(dir.path, "empty"), new Uint8Array());
+  const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
+  const id = files[0]!.id;
+  await using tracker = TrackerServer.start();
+  await using _seeder = PeerNode.start(files, { tracker: tracker.address });
+  await waitUntil(() => tracker.tracker.listFiles()[0]?.peers === 1);
+  await using node = PeerNode.start([], { tracker: tracker.address });
+  await waitUntil(() => node.link!.peerId !== null);
+  const out = join(dir.path, "got");
+  await getFile({ tracker: tracker.address }, id, { out, peerNode: node, seed: true });
+  assert.equal((await Deno.stat(out)).size, 0);
+  assert.deepEqual(node.catalog().map((f) => f.id), [id], "the node serves it");
+  await waitUntil(() => tracker.tracker.peersOf(id).some((p) => p.port === node.address.port && p.complete));
+});
+
+Deno.test("a .part removed and made again during the download is not put in place; a .part that is a link is not written through", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 }); // about 2 s
+  const out = join(dir.path, "out");
+  const got = getFile({ peers: [peer.address] }, "f", { out });
+  await waitUntil(async () => (await Deno.stat(`${out}.part`).catch(() => null)) !== null);
+  await Deno.remove(`${out}.part`);
+  await Deno.writeFile(`${out}.part`, new Uint8Array(data.length)); // another download's, say: zeros
+  await assert.rejects(got, (err: unknown) => err instanceof DiskError && /removed or replaced/.test(err.message));
+  assert.equal(await Deno.stat(out).catch(() => null), null, "no wrong file that looks complete");
+
+  const precious = join(dir.path, "precious");
+  await Deno.writeTextFile(precious, "keep me");
+  const linked = join(dir.path, "linked");
+  await Deno.symlink(precious, `${linked}.part`);
+  await assert.rejects(getFile({ peers: [peer.address] }, "f", { out: linked }), /is a symbolic link/);
+  assert.equal(await Deno.readTextFile(precious), "keep me");
+});
+
+Deno.test("a sidecar that is not a regular file: a FIFO is ignored (not read, which would wait for good), a directory with things in it refused", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const out = join(dir.path, "out");
+  const mkfifo = await new Deno.Command("mkfifo", { args: [`${out}.part.json`] }).output();
+  assert.ok(mkfifo.success);
+  const restarts: string[] = [];
+  await getFile({ peers: [peer.address] }, "f", {
+    out,
+    onEvent: (e) => void (e.kind === "restart" && restarts.push(e.reason)),
+  });
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(restarts, [`ignoring ${out}.part.json: it is not a regular file`]);
+
+  const other = join(dir.path, "other");
+  await Deno.mkdir(`${other}.part.json`);
+  await Deno.writeTextFile(`${other}.part.json/x`, "");
+  await assert.rejects(
+    getFile({ peers: [peer.address] }, "f", { out: other }),
+    (err: unknown) => err instanceof DiskError && /Cannot remove .*other\.part\.json.*move it away/.test(err.message),
+  );
 });
