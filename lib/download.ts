@@ -512,7 +512,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           const r = retry.get(peer);
           if (r) r.failures = 0; // it serves again: a later drop backs off from the start
           dirty = true;
-          opts.peerNode?.gained(fileId, m.index, m.bytes);
+          opts.peerNode?.gained(fileId, m.index, m.bytes, partPath);
           if (sched.complete) return pending.resolve();
           fillAll();
           compactor.chunk();
@@ -714,7 +714,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await compacted;
     await compactor.idle();
     if (!workersClosed) await closeWorkers(workers);
-    if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unshare(fileId);
+    if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unsharePartial(fileId, partPath);
   }
 }
 
@@ -892,7 +892,7 @@ function fetchedNothing(started: number, opts: DownloadOptions, alreadyComplete:
 /** A finished download goes on being shared by its peer node as a complete file, unless it is not to seed. */
 async function shareDone(opts: DownloadOptions): Promise<void> {
   if (!opts.peerNode) return;
-  if (opts.seed === false) return await opts.peerNode.unshare(opts.fileId);
+  if (opts.seed === false) return await opts.peerNode.unsharePartial(opts.fileId, `${opts.out}.part`);
   await opts.peerNode.share({
     id: opts.fileId,
     path: await Deno.realPath(opts.out),

@@ -314,6 +314,15 @@ export class PeerNode {
     await this.link?.update([], [], [id]);
   }
 
+  /**
+   * Stops serving the download in progress at `path` ({@link sharePartial}),
+   * and nothing else: the same file shared from elsewhere (a shared folder,
+   * another download) goes on.
+   */
+  async unsharePartial(id: string, path: string): Promise<void> {
+    if (this.#files.get(id)?.path === path) await this.unshare(id);
+  }
+
   #forget(f: Served): void {
     this.#files.delete(f.id);
     closeFd(f);
@@ -323,20 +332,27 @@ export class PeerNode {
   /**
    * Serves a download in progress from its `.part` file: chunks in `have`
    * only. Call {@link gained} as chunks arrive and {@link share} when done.
+   * False, and nothing changes, when the file is served from another path.
    */
-  async sharePartial(id: string, path: string, manifest: Manifest, have: Bitfield): Promise<void> {
+  async sharePartial(id: string, path: string, manifest: Manifest, have: Bitfield): Promise<boolean> {
+    // One record per file id: a second download of a file served already (shared whole, or downloading to another
+    // path) would take its place, and the chunks one wrote would be served from the other's file.
+    const served = this.#files.get(id);
+    if (served && served.path !== path) return false;
     this.#put(id, path, manifest, have);
     if (have.count > 0) await this.link?.update([], [id], []);
+    return true;
   }
 
   /**
    * Records a chunk gained by a partial file (`bytes` long, counted in
-   * {@link PeerStats.bytesReceived}) and tells interested peers (HAVE).
+   * {@link PeerStats.bytesReceived}) and tells interested peers (HAVE);
+   * with `path`, only if that is the file served.
    */
-  gained(id: string, index: number, bytes = 0): void {
+  gained(id: string, index: number, bytes = 0, path?: string): void {
     this.stats.bytesReceived += bytes;
     const f = this.#files.get(id);
-    if (!f || f.have === null) return;
+    if (!f || f.have === null || (path !== undefined && f.path !== path)) return; // served from elsewhere
     const first = f.have.count === 0;
     if (!f.have.set(index)) return;
     if (first) this.link?.update([], [id], []).catch(() => {});

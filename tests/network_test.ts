@@ -795,3 +795,35 @@ Deno.test("a sidecar that is not a regular file: a FIFO is ignored (not read, wh
     (err: unknown) => err instanceof DiskError && /Cannot remove .*other\.part\.json.*move it away/.test(err.message),
   );
 });
+
+Deno.test("downloading a file a node serves already leaves that share alone; a second partial of it does not take the first's place", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  const files = await indexedFile(dir.path, data);
+  const f = files[0]!;
+  await using source = PeerNode.start(files, {});
+  await using node = PeerNode.start(files, {}); // serves f whole, from its folder
+  const out = join(dir.path, "copy");
+  await getFile({ peers: [source.address] }, f.id, { out, peerNode: node, seed: false });
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  // The download's partial took the share's place, and its end withdrew the file altogether.
+  assert.deepEqual(node.catalog().map((c) => c.id), [f.id], "still shared");
+  const again = join(dir.path, "again");
+  await getFile({ peers: [node.address] }, f.id, { out: again });
+  assert.equal(sha(await Deno.readFile(again)), sha(data), "served whole, from its folder");
+
+  // Two downloads of one file in one node: the second is not served, and what it gains is not announced as the first's.
+  await using leech = PeerNode.start([], {});
+  assert.equal(await leech.sharePartial(f.id, "/a.part", f.manifest, new Bitfield(4)), true);
+  assert.equal(await leech.sharePartial(f.id, "/b.part", f.manifest, new Bitfield(4)), false);
+  leech.gained(f.id, 2, CHUNK, "/b.part");
+  leech.gained(f.id, 1, CHUNK, "/a.part");
+  await using c = await connect(leech.address);
+  const bits = await c.request({ type: "interested", fileId: f.id }, "bitfield");
+  const got = new Bitfield(4, bits.bits);
+  assert.deepEqual([0, 1, 2, 3].filter((i) => got.has(i)), [1]);
+  await leech.unsharePartial(f.id, "/b.part");
+  assert.deepEqual(leech.holdings().partial, [f.id], "the first download's partial stays");
+  await leech.unsharePartial(f.id, "/a.part");
+  assert.deepEqual(leech.holdings().partial, []);
+});
