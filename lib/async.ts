@@ -25,3 +25,24 @@ export function backoffMs(attempt: number, base = 500, max = 10_000): number {
   const ms = Math.min(max, base * 2 ** Math.min(attempt, 20));
   return Math.round(ms * (0.8 + 0.2 * Math.random()));
 }
+
+/**
+ * `p`, or a rejection with `onAbort()` as soon as `signal` aborts: for a
+ * wait that cannot be cancelled itself (a look-up, a file check) but must
+ * not keep an interrupted program waiting. `p` goes on and is ignored.
+ */
+export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => Error): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) {
+    p.catch(() => {});
+    return Promise.reject(onAbort());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => {
+      p.catch(() => {});
+      reject(onAbort());
+    };
+    signal.addEventListener("abort", stop, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", stop));
+  });
+}

@@ -7,6 +7,7 @@
  */
 
 import { join } from "node:path";
+import { unlessAborted } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary, existingOutput } from "./download.ts";
@@ -134,6 +135,27 @@ export type GetOptions = Omit<DownloadOptions, "fileId" | "manifest" | "out" | "
 
 /** Resolves `idOrName`, finds its sources and downloads it. */
 export async function getFile(src: Source, idOrName: string, options: GetOptions = {}): Promise<DownloadSummary> {
+  // Until download() runs, which saves its progress when interrupted, an interrupt ends the look-ups and checks at
+  // once: they may wait on a tracker for seconds, or hash a large file found in place.
+  const setUp = unlessAborted(
+    prepare(src, idOrName, options),
+    options.signal,
+    () => new ShoalError("interrupted", "Interrupted before the download began; nothing was fetched", 130),
+  );
+  const ready = await setUp;
+  if ("summary" in ready) return ready.summary;
+  // The peers just looked up start the download: no second lookup (a round trip to the tracker).
+  return await download({ ...options, ...ready });
+}
+
+/** What {@link getFile} does before it downloads: the file, its output, its first peers; or the summary of an output found complete. */
+async function prepare(
+  src: Source,
+  idOrName: string,
+  options: GetOptions,
+): Promise<
+  { summary: DownloadSummary } | Pick<DownloadOptions, "fileId" | "manifest" | "out" | "discover" | "initialPeers">
+> {
   const fileId = await resolveFile(src, idOrName);
   const manifest = await manifestOf(src, fileId);
   const out = await outputPath(options.out, options.outDir, manifest.name);
@@ -149,9 +171,8 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }
   options.onResolved?.(fileId, manifest, out);
-  if (already) return already;
-  // The peers just looked up start the download: no second lookup (a round trip to the tracker).
-  return await download({ ...options, fileId, manifest, out, discover, initialPeers });
+  if (already) return { summary: already };
+  return { fileId, manifest, out, discover, initialPeers };
 }
 
 /**

@@ -142,6 +142,7 @@ export class TrackerLink {
         this.#conn?.close();
         this.#conn = null;
         this.#peerId = null;
+        this.#registeredAs = null;
         if (signal.aborted) break;
         // A tracker that restarted or expired us: register again at once. One that says so before any heartbeat
         // went through (a broken or hostile one) would have us register in a tight loop: it waits like any failure.
@@ -158,6 +159,8 @@ export class TrackerLink {
   }
 
   #interval = 5_000;
+  /** The id the tracker gave this registration, before it is complete (announced) and {@link peerId} says so. */
+  #registeredAs: string | null = null;
 
   async #register(): Promise<void> {
     const conn = await connect(this.#opts.tracker, { signal: this.#abort.signal });
@@ -167,6 +170,7 @@ export class TrackerLink {
     const token = this.#opts.token?.();
     if (token !== undefined) msg.token = token;
     const reg = await conn.request(msg, "registered");
+    this.#registeredAs = reg.peerId;
     this.#interval = reg.heartbeatMs;
     this.#trackerKey = reg.publicKey ?? null;
     const h = this.#opts.holdings();
@@ -201,11 +205,17 @@ export class TrackerLink {
   async stop(options: { unregister?: boolean } = {}): Promise<void> {
     if (!this.#stopping) {
       this.#stopping = true;
-      if (options.unregister !== false) {
-        await this.#exclusive(async () => {
+      // Not registered: nothing to take back, and a registration still waiting on a tracker that does not answer
+      // must not hold up the stop (Ctrl-C on a get took 10 s). Else at most 2 s, after the registration or heartbeat
+      // under way.
+      if (options.unregister !== false && this.#registeredAs !== null) {
+        const unregistered = this.#exclusive(async () => {
           const conn = this.#conn, peerId = this.#peerId;
           if (conn && peerId && !conn.closed) await conn.request({ type: "unregister", peerId }, "ok", 2_000);
-        }).catch(() => {}); // the tracker will expire us
+        });
+        const abandon = new AbortController();
+        await Promise.race([unregistered, delay(2_000, abandon.signal)]).catch(() => {}); // the tracker will expire us
+        abandon.abort();
       }
       this.#abort.abort();
       this.#conn?.close();

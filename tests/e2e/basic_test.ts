@@ -316,3 +316,36 @@ Deno.test("e2e: direct mode (--peers) needs no tracker", async () => {
   await env.clientOk(["--peers", a.addr], "get", files[0]!.id, "-o", `${out}/two`);
   assert.equal(await sha256File(`${out}/two`), sha);
 });
+
+Deno.test("e2e: Ctrl-C while get still waits on a tracker that does not answer ends it at once (exit 130)", async () => {
+  await using env = new E2E();
+  // A tracker that takes the connection and never says HELLO: the client would wait 10 s for it.
+  using silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of silent) held.push(c);
+  })().catch(() => {});
+  try {
+    const out = await env.tempDir();
+    const get = await env.spawn("client.ts", [
+      "--tracker",
+      `127.0.0.1:${silent.addr.port}`,
+      "get",
+      "a.bin",
+      "-o",
+      `${out}/a`,
+    ]);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const sent = performance.now();
+    get.kill("SIGINT");
+    const status = await get.wait();
+    const seconds = (performance.now() - sent) / 1000;
+    assert.equal(status.code, 130, get.describe());
+    assert.ok(seconds < 3, `ended ${seconds.toFixed(1)} s after SIGINT`);
+    assert.match(get.stderr, /Interrupted before the download began; nothing was fetched/);
+  } finally {
+    for (const c of held) c.close();
+    silent.close();
+    await accepting;
+  }
+});
