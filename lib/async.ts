@@ -26,6 +26,13 @@ export function backoffMs(attempt: number, base = 500, max = 10_000): number {
   return Math.round(ms * (0.8 + 0.2 * Math.random()));
 }
 
+/** Resolves once `p` settles (fulfilled or rejected, whatever its outcome) or `ms` have passed, whichever is first. */
+export async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p.then(() => {}, () => {}), new Promise<void>((resolve) => timer = setTimeout(resolve, ms))]);
+  clearTimeout(timer);
+}
+
 /**
  * `p`, or a rejection with `onAbort()` as soon as `signal` aborts: for a
  * wait that cannot be cancelled itself (a look-up, a file check) but must

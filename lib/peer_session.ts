@@ -12,6 +12,7 @@
  */
 
 import { basename, resolve } from "node:path";
+import { settledWithin } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { formatBytes } from "./cli.ts";
 import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
@@ -305,13 +306,8 @@ export function describeTransfer(t: CtlDownload): string {
 }
 
 /** Waits for `done` to settle, at most {@link STOP_TIMEOUT_MS}. */
-async function boundedWait(done: Promise<void>[]): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.all(done),
-    new Promise((resolve) => timer = setTimeout(resolve, STOP_TIMEOUT_MS)),
-  ]);
-  clearTimeout(timer);
+function boundedWait(done: Promise<void>[]): Promise<void> {
+  return settledWithin(Promise.all(done), STOP_TIMEOUT_MS);
 }
 
 /**

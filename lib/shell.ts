@@ -15,6 +15,7 @@
 import { createInterface, type Interface } from "node:readline";
 import type { Readable, Writable } from "node:stream";
 import { dirname, join, resolve } from "node:path";
+import { settledWithin } from "./async.ts";
 import { formatBytes, formatFileSummary, parseSize } from "./cli.ts";
 import { catalog, peersOf, resolveFile, type Source } from "./client.ts";
 import { formatAddress } from "./connection.ts";
@@ -360,9 +361,7 @@ export class Shell {
         (files) => void (this.#catalog = { at: performance.now(), files }),
         () => {}, // keep the old list; the tracker may be back next time
       ).finally(() => this.#refreshing = null);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([this.#refreshing, new Promise((r) => timer = setTimeout(r, COMPLETION_TIMEOUT_MS))]);
-      clearTimeout(timer);
+      await settledWithin(this.#refreshing, COMPLETION_TIMEOUT_MS);
     }
     return this.#catalog.files;
   }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { backoffMs, delay } from "./async.ts";
+import { backoffMs, delay, settledWithin } from "./async.ts";
 import { type Address, connect, type Connection } from "./connection.ts";
 import { RemoteError, UnreachableError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
@@ -213,9 +213,7 @@ export class TrackerLink {
           const conn = this.#conn, peerId = this.#peerId;
           if (conn && peerId && !conn.closed) await conn.request({ type: "unregister", peerId }, "ok", 2_000);
         });
-        const abandon = new AbortController();
-        await Promise.race([unregistered, delay(2_000, abandon.signal)]).catch(() => {}); // the tracker will expire us
-        abandon.abort();
+        await settledWithin(unregistered, 2_000); // failed or late: the tracker will expire us
       }
       this.#abort.abort();
       this.#conn?.close();
