@@ -71,6 +71,11 @@ const MIGRATIONS: string[] = [
      id INTEGER PRIMARY KEY CHECK (id = 1),
      pkcs8 BLOB NOT NULL
    );`,
+  // Listings read no manifest (a group of large files made each request parse them all), and look-ups by name and
+  // listings in name order need no pass over the group's files.
+  `ALTER TABLE group_files ADD COLUMN chunk_size INTEGER NOT NULL DEFAULT 0;
+   UPDATE group_files SET chunk_size = json_extract(manifest, '$.chunkSize');
+   CREATE INDEX group_files_by_name ON group_files (group_id, name, file_id);`,
 ];
 
 /** The schema version this build writes. */
@@ -91,14 +96,19 @@ export interface GroupRow {
   ownerId: number;
 }
 
-/** A group file with its sharers' names. */
-export interface GroupFileRow {
+/** A group file with its sharers' names, as a listing shows it. */
+export interface GroupFileInfo {
   fileId: string;
   name: string;
   size: number;
+  chunkSize: number;
   owner: string;
-  manifest: Manifest;
   sharers: string[];
+}
+
+/** A group file with its manifest. */
+export interface GroupFileRow extends GroupFileInfo {
+  manifest: Manifest;
 }
 
 type Row = Record<string, unknown>;
@@ -280,9 +290,9 @@ export class AccountStore {
   /** Records that `userId` shares `manifest` (id `fileId`) in the group; the first sharer is its owner. */
   addShare(groupId: number, fileId: string, manifest: Manifest, userId: number, now: number): void {
     this.db.prepare(
-      `INSERT OR IGNORE INTO group_files (group_id, file_id, name, size, owner_id, manifest, added_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(groupId, fileId, manifest.name, manifest.size, userId, JSON.stringify(manifest), now);
+      `INSERT OR IGNORE INTO group_files (group_id, file_id, name, size, chunk_size, owner_id, manifest, added_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(groupId, fileId, manifest.name, manifest.size, manifest.chunkSize, userId, JSON.stringify(manifest), now);
     this.db.prepare("INSERT OR IGNORE INTO sharers (group_id, file_id, user_id) VALUES (?, ?, ?)")
       .run(groupId, fileId, userId);
   }
@@ -302,20 +312,42 @@ export class AccountStore {
     ).run(groupId);
   }
 
-  groupFiles(groupId: number): GroupFileRow[] {
-    const rows = this.db.prepare(
-      `SELECT f.file_id, f.name, f.size, f.manifest, u.name AS owner,
+  /**
+   * A group's files in name order, at most `limit` (-1: all), without their
+   * manifests: a listing parses none (a group of large files made each
+   * request parse them all).
+   */
+  groupFiles(groupId: number, limit: number): GroupFileInfo[] {
+    return this.#fileRows("", false, limit, groupId).map((r) => fileInfo(r));
+  }
+
+  /** The group's files with this id, or with this exact name, with their manifests. */
+  groupFilesMatching(groupId: number, match: { fileId: string } | { name: string }): GroupFileRow[] {
+    const rows = "fileId" in match
+      ? this.#fileRows("AND f.file_id = ?", true, -1, groupId, match.fileId)
+      : this.#fileRows("AND f.name = ?", true, -1, groupId, match.name);
+    return rows.map((r) => ({ ...fileInfo(r), manifest: JSON.parse(String(r.manifest)) as Manifest }));
+  }
+
+  #fileRows(where: string, manifests: boolean, limit: number, ...params: (number | string)[]): Row[] {
+    return this.db.prepare(
+      `SELECT f.file_id, f.name, f.size, f.chunk_size, u.name AS owner,
+              ${manifests ? "f.manifest," : ""}
               (SELECT json_group_array(su.name) FROM sharers s JOIN users su ON su.id = s.user_id
                 WHERE s.group_id = f.group_id AND s.file_id = f.file_id) AS sharers
-         FROM group_files f JOIN users u ON u.id = f.owner_id WHERE f.group_id = ? ORDER BY f.name, f.file_id`,
-    ).all(groupId) as Row[];
-    return rows.map((r) => ({
-      fileId: String(r.file_id),
-      name: String(r.name),
-      size: Number(r.size),
-      owner: String(r.owner),
-      manifest: JSON.parse(String(r.manifest)) as Manifest,
-      sharers: (JSON.parse(String(r.sharers)) as string[]).sort(),
-    }));
+         FROM group_files f JOIN users u ON u.id = f.owner_id
+        WHERE f.group_id = ? ${where} ORDER BY f.name, f.file_id LIMIT ${Math.trunc(limit)}`,
+    ).all(...params) as Row[];
   }
+}
+
+function fileInfo(r: Row): GroupFileInfo {
+  return {
+    fileId: String(r.file_id),
+    name: String(r.name),
+    size: Number(r.size),
+    chunkSize: Number(r.chunk_size),
+    owner: String(r.owner),
+    sharers: (JSON.parse(String(r.sharers)) as string[]).sort(),
+  };
 }

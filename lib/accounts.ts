@@ -17,7 +17,7 @@
 
 import { createHash, randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
-import { AccountStore, type GroupFileRow, type GroupRow } from "./account_store.ts";
+import { AccountStore, type GroupFileInfo, type GroupFileRow, type GroupRow } from "./account_store.ts";
 import { AttemptLimiter } from "./attempt_limiter.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { AccountError, UsageError } from "./errors.ts";
@@ -220,17 +220,17 @@ export class Accounts {
 
   // ------------------------------------------------------------ group files
 
-  /** A member's view of a group's files. */
-  groupFiles(token: string, group: string): GroupFileRow[] {
+  /** A member's view of a group's files: the first `limit` by name (-1: all). */
+  groupFiles(token: string, group: string, limit = -1): GroupFileInfo[] {
     const s = this.session(token);
-    return this.store.groupFiles(this.#member(s, group).id);
+    return this.store.groupFiles(this.#member(s, group).id, limit);
   }
 
   /** One group file by id or exact name, for a member. */
   groupFile(token: string, group: string, file: string): { session: Session; group: GroupRow; file: GroupFileRow } {
     const s = this.session(token);
     const g = this.#member(s, group);
-    const files = this.store.groupFiles(g.id).filter((f) => isSha256Hex(file) ? f.fileId === file : f.name === file);
+    const files = this.store.groupFilesMatching(g.id, isSha256Hex(file) ? { fileId: file } : { name: file });
     if (files.length === 0) throw new AccountError("not_found", `No file ${JSON.stringify(file)} in ${group}`);
     if (files.length > 1) {
       throw new AccountError(
@@ -271,13 +271,6 @@ export class Accounts {
       throw new AccountError("not_found", `${session.user} does not share ${f.name} in ${group}`);
     }
     return f.fileId;
-  }
-
-  /** True when `user` is, right now, a member of `group` who shares `fileId` there. */
-  isSharer(group: string, fileId: string, user: string): boolean {
-    const g = this.store.groupByName(group);
-    if (!g) return false;
-    return this.store.groupFiles(g.id).some((f) => f.fileId === fileId && f.sharers.includes(user));
   }
 
   #group(name: string): GroupRow {

@@ -20,6 +20,12 @@ export const SMALL_FRAME_BYTES = 64 * 1024;
 
 /** Most connections served at once; more are closed on accept. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/**
+ * Most connections from one address ({@link hostGroup}) at once: a
+ * downloader holds one per fetch worker, so a few hosts cannot take every
+ * slot with idle connections.
+ */
+export const DEFAULT_MAX_CONNECTIONS_PER_HOST = 64;
 /** A connection silent this long is closed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
 /**
@@ -47,6 +53,8 @@ export interface ServerOptions {
   /** Largest payload of each frame type it takes (see FrameDecoderOptions.maxPayloadFor). */
   maxPayloadFor?: (type: number) => number;
   maxConnections?: number;
+  /** Most connections from one address at once (default {@link DEFAULT_MAX_CONNECTIONS_PER_HOST}). */
+  maxConnectionsPerHost?: number;
   idleTimeoutMs?: number;
   /** The time a new connection has for its whole HELLO (default {@link HANDSHAKE_TIMEOUT_MS}). */
   handshakeTimeoutMs?: number;
@@ -64,6 +72,30 @@ export interface ServerStats {
   active: number;
   protocolErrors: number;
   refused: number;
+}
+
+/**
+ * The unit a server counts connections and registrations by: an IPv4
+ * address, or the /64 prefix of an IPv6 one (what one site is usually given,
+ * so one host cannot pass for thousands). An IPv4-mapped IPv6 address counts
+ * as its IPv4 address; anything else (a Unix socket's "local") as itself.
+ */
+export function hostGroup(host: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host);
+  if (mapped) return mapped[1]!;
+  if (!host.includes(":")) return host;
+  const bare = host.split("%")[0]!; // a zone index names an interface, not an address
+  const groups = (part: string) => (part === "" ? [] : part.split(":"));
+  const width = (gs: string[]) => gs.reduce((n, g) => n + (g.includes(".") ? 2 : 1), 0);
+  const gap = bare.indexOf("::");
+  let all: string[];
+  if (gap < 0) all = groups(bare);
+  else {
+    const head = groups(bare.slice(0, gap)), tail = groups(bare.slice(gap + 2));
+    all = [...head, ...Array<string>(Math.max(0, 8 - width(head) - width(tail))).fill("0"), ...tail];
+  }
+  const prefix = all.slice(0, 4).map((g) => (/^[0-9a-f]{1,4}$/i.test(g) ? parseInt(g, 16).toString(16) : g));
+  return `${prefix.join(":")}::/64`;
 }
 
 /**
@@ -98,6 +130,8 @@ export class FrameServer {
   readonly stats: ServerStats = { accepted: 0, active: 0, protocolErrors: 0, refused: 0 };
   #listener: Deno.Listener;
   #conns = new Set<Connection>();
+  /** live connections per {@link hostGroup} */
+  #perHost = new Map<string, number>();
   #tasks = new Set<Promise<void>>();
   #accepting: Promise<void>;
   #closed = false;
@@ -121,6 +155,7 @@ export class FrameServer {
 
   async #acceptLoop(): Promise<void> {
     const max = this.options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    const maxPerHost = this.options.maxConnectionsPerHost ?? DEFAULT_MAX_CONNECTIONS_PER_HOST;
     while (!this.#closed) {
       let raw: Deno.Conn;
       try {
@@ -129,11 +164,17 @@ export class FrameServer {
         if (this.#closed) return;
         continue; // a failed accept (e.g. too many open files) must not stop the server
       }
-      if (this.#conns.size >= max) {
+      const group = hostGroup(
+        raw.remoteAddr.transport === "unix" ? "local" : (raw.remoteAddr as Deno.NetAddr).hostname,
+      );
+      const fromHost = this.#perHost.get(group) ?? 0;
+      // A Unix socket is the local user's own control channel: only the total applies.
+      if (this.#conns.size >= max || (group !== "local" && fromHost >= maxPerHost)) {
         this.stats.refused++;
         raw.close();
         continue;
       }
+      this.#perHost.set(group, fromHost + 1);
       if (raw.remoteAddr.transport === "tcp") (raw as Deno.TcpConn).setNoDelay(true);
       this.stats.accepted++;
       const opts: ConnectionOptions = {
@@ -146,6 +187,9 @@ export class FrameServer {
       this.#conns.add(conn);
       const task = this.#serve(conn).finally(() => {
         this.#conns.delete(conn);
+        const left = this.#perHost.get(group)! - 1;
+        if (left === 0) this.#perHost.delete(group);
+        else this.#perHost.set(group, left);
         this.#tasks.delete(task);
         this.stats.active = this.#conns.size;
       });

@@ -21,7 +21,7 @@ import {
 } from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
 import { type Connection, formatAddress } from "./connection.ts";
-import { FrameServer, type ServerOptions, SMALL_FRAME_BYTES } from "./server.ts";
+import { FrameServer, hostGroup, type ServerOptions, SMALL_FRAME_BYTES } from "./server.ts";
 
 /** How often peers are asked to heartbeat. */
 export const DEFAULT_HEARTBEAT_MS = 5_000;
@@ -31,8 +31,36 @@ export const DEFAULT_EXPIRY_MS = 15_000;
 export const MAX_FILES_PER_PEER = 100_000;
 /** Most entries in one catalog answer (keeps the reply far below the frame cap). */
 export const MAX_CATALOG_ENTRIES = 10_000;
+/**
+ * What the tracker holds at most, in all and for one source address (the
+ * address a REGISTER came from, by {@link hostGroup}; not the `host` it
+ * names). Memory stays bounded whoever connects, and one address cannot
+ * take all of it. Requests past a limit get ERROR `full`.
+ */
+export interface TrackerLimits {
+  /** registered peers */
+  peers: number;
+  peersPerHost: number;
+  /** (peer, file) pairs: every complete, partial and group file each peer serves */
+  sources: number;
+  sourcesPerHost: number;
+  /** chunk hashes in the catalog's manifests, each file charged to the address of the peer that first announced it */
+  chunks: number;
+  chunksPerHost: number;
+}
+
 /** Most peers registered at once. */
 export const MAX_PEERS = 100_000;
+
+/** About 0.3 GB of sources and 0.4 GB of manifests in all; a quarter of the manifests, 1 TiB in 1 MiB chunks, per address. */
+export const DEFAULT_TRACKER_LIMITS: Readonly<TrackerLimits> = {
+  peers: MAX_PEERS,
+  peersPerHost: 256,
+  sources: 2_000_000,
+  sourcesPerHost: 200_000,
+  chunks: 4_000_000,
+  chunksPerHost: 1_000_000,
+};
 /** Most bins of a file's chunk strip in a snapshot: a file with more chunks is shown bucketed. */
 export const MAX_STRIP_BINS = 512;
 /**
@@ -75,6 +103,8 @@ interface PeerRecord {
   id: string;
   host: string;
   port: number;
+  /** the {@link hostGroup} its REGISTER came from: what its registration and sources count against */
+  from: string;
   lastSeen: number;
   complete: Set<string>;
   partial: Set<string>;
@@ -92,6 +122,15 @@ interface PeerRecord {
 interface FileRecord {
   manifest: Manifest;
   sources: Set<string>;
+  /** the {@link hostGroup} charged with its manifest's chunks */
+  origin: string;
+}
+
+/** What one source address, or the whole tracker, holds now (see {@link TrackerLimits}). */
+export interface HostUsage {
+  peers: number;
+  sources: number;
+  chunks: number;
 }
 
 /** A live peer as the dashboard shows it. */
@@ -187,6 +226,8 @@ export interface TrackerOptions {
   now?: () => number;
   /** Accounts and groups; without them the tracker serves public sharing only. */
   accounts?: Accounts;
+  /** Defaults: {@link DEFAULT_TRACKER_LIMITS}. */
+  limits?: Partial<TrackerLimits>;
 }
 
 /** The tracker's state and its answer to each request. Pure of I/O. */
@@ -197,13 +238,25 @@ export class Tracker {
   #peers = new Map<string, PeerRecord>();
   #byAddress = new Map<string, string>();
   #files = new Map<string, FileRecord>();
+  /** peers serving each group file, by `group "\n" fileId` */
+  #groupSources = new Map<string, Set<string>>();
   readonly accounts: Accounts | null;
+  readonly limits: Readonly<TrackerLimits>;
+  /** per source address, and in all */
+  #usage = new Map<string, HostUsage>();
+  #total: HostUsage = { peers: 0, sources: 0, chunks: 0 };
 
   constructor(options: TrackerOptions = {}) {
+    this.limits = { ...DEFAULT_TRACKER_LIMITS, ...options.limits };
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.expiryMs = options.expiryMs ?? DEFAULT_EXPIRY_MS;
     this.#now = options.now ?? Date.now;
     this.accounts = options.accounts ?? null;
+  }
+
+  /** What `host` (a {@link hostGroup}) holds now; with no argument, what the tracker holds in all. */
+  usage(host?: string): HostUsage {
+    return { ...(host === undefined ? this.#total : this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0 }) };
   }
 
   /** Number of live peers. */
@@ -217,7 +270,7 @@ export class Tracker {
   handle(msg: Message, remoteHost: string): Message {
     switch (msg.type) {
       case "register":
-        return this.#register(msg.host ?? remoteHost, msg.port, msg.token);
+        return this.#register(msg.host ?? remoteHost, msg.port, hostGroup(remoteHost), msg.token);
       case "heartbeat":
         this.#heartbeat(msg);
         return { type: "ok" };
@@ -291,11 +344,11 @@ export class Tracker {
       case "list_group_files":
         return {
           type: "file_list",
-          files: a.groupFiles(msg.token, msg.group).slice(0, MAX_CATALOG_ENTRIES).map((f) => ({
+          files: a.groupFiles(msg.token, msg.group, MAX_CATALOG_ENTRIES).map((f) => ({
             id: f.fileId,
             name: f.name,
             size: f.size,
-            chunkSize: f.manifest.chunkSize,
+            chunkSize: f.chunkSize,
             peers: this.groupPeers(msg.group, f.fileId, f.sharers).length,
             partial: 0,
             owner: f.owner,
@@ -332,10 +385,10 @@ export class Tracker {
    * {@link MAX_PEERS_LISTED}, chosen at random.
    */
   groupPeers(group: string, fileId: string, sharers: string[]): PeerEntry[] {
-    const key = `${group}\n${fileId}`;
     const out: PeerEntry[] = [];
-    for (const p of this.#peers.values()) {
-      if (p.groupFiles.has(key) && this.#live(p) && p.session && sharers.includes(p.session.user)) {
+    for (const id of this.#groupSources.get(`${group}\n${fileId}`) ?? []) {
+      const p = this.#peers.get(id);
+      if (p && this.#live(p) && p.session && sharers.includes(p.session.user)) {
         out.push({ host: p.host, port: p.port, complete: true });
       }
     }
@@ -351,14 +404,30 @@ export class Tracker {
     if (p.groupFiles.size + add.length > MAX_FILES_PER_PEER) {
       throw new ShoalError("too_many_files", `A peer may share at most ${MAX_FILES_PER_PEER} files`);
     }
+    this.#admit(p.from, "sources", add.length);
     // The session may have ended since the peer registered.
     const session = p.session.expiresAt > this.#now() ? p.session : null;
     for (const s of add) {
       if (!session) throw new AccountError("session_expired", "The session has expired; log in again");
-      const fileId = a.share(session, s.group, s.manifest);
-      p.groupFiles.add(`${s.group}\n${fileId}`);
+      this.#serveGroupFile(p, `${s.group}\n${a.share(session, s.group, s.manifest)}`, true);
     }
-    for (const r of remove) p.groupFiles.delete(`${r.group}\n${r.fileId}`);
+    for (const r of remove) this.#serveGroupFile(p, `${r.group}\n${r.fileId}`, false);
+  }
+
+  /** Records that `p` serves, or no longer serves, the group file `key`. */
+  #serveGroupFile(p: PeerRecord, key: string, serves: boolean): void {
+    if (p.groupFiles.has(key) === serves) return;
+    const sources = this.#groupSources.get(key) ?? new Set();
+    if (serves) {
+      p.groupFiles.add(key);
+      sources.add(p.id);
+      this.#groupSources.set(key, sources);
+    } else {
+      p.groupFiles.delete(key);
+      sources.delete(p.id);
+      if (sources.size === 0) this.#groupSources.delete(key);
+    }
+    this.#charge(p.from, "sources", serves ? 1 : -1);
   }
 
   /** Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link queryMatcher}). */
@@ -477,18 +546,28 @@ export class Tracker {
     return this.#now() - p.lastSeen <= this.expiryMs;
   }
 
-  #register(host: string, port: number, token?: string): Message {
+  #register(host: string, port: number, from: string, token?: string): Message {
     const session = token === undefined ? undefined : this.#accounts().session(token);
     const key = `${host}|${port}`;
-    const old = this.#byAddress.get(key);
-    if (old !== undefined) this.#drop(old);
-    if (this.#peers.size >= MAX_PEERS) this.sweep();
-    if (this.#peers.size >= MAX_PEERS) throw new ShoalError("full", "The tracker has too many peers");
+    const old = this.#peers.get(this.#byAddress.get(key) ?? "");
+    if (old) {
+      // The same peer back (restarted, or reconnecting) replaces its record; a live one registered from elsewhere is
+      // not anyone's to take over.
+      if (old.from !== from && this.#live(old)) {
+        throw new ShoalError(
+          "address_in_use",
+          `${formatAddress({ host, port })} is registered from another address until that registration ends or expires`,
+        );
+      }
+      this.#drop(old.id);
+    }
+    this.#admit(from, "peers", 1);
     const id = crypto.randomUUID();
     this.#peers.set(id, {
       id,
       host,
       port,
+      from,
       lastSeen: this.#now(),
       complete: new Set(),
       partial: new Set(),
@@ -498,6 +577,7 @@ export class Tracker {
       down: null,
       ...(session ? { session } : {}),
     });
+    this.#charge(from, "peers", 1);
     this.#byAddress.set(key, id);
     const reply: Message = { type: "registered", peerId: id, heartbeatMs: this.heartbeatMs, expiryMs: this.expiryMs };
     if (this.accounts) reply.publicKey = this.accounts.key.publicKey;
@@ -510,20 +590,36 @@ export class Tracker {
     if (p.complete.size + p.partial.size + add.length + partial.length > MAX_FILES_PER_PEER) {
       throw new ShoalError("too_many_files", `A peer may share at most ${MAX_FILES_PER_PEER} files`);
     }
-    for (const m of add) {
-      const id = fileIdOf(m);
-      const f = this.#files.get(id) ?? { manifest: m, sources: new Set() };
+    const ids = add.map(fileIdOf);
+    // Counted before anything changes, so an announce past a limit is refused whole.
+    const held = (id: string) => p.complete.has(id) || p.partial.has(id);
+    const newSources = new Set<string>(), newFiles = new Map<string, number>();
+    ids.forEach((id, i) => {
+      if (!held(id)) newSources.add(id);
+      if (!this.#files.has(id)) newFiles.set(id, add[i]!.chunks.length);
+    });
+    for (const id of partial) if (!held(id) && (this.#files.has(id) || newFiles.has(id))) newSources.add(id);
+    this.#admit(p.from, "sources", newSources.size);
+    this.#admit(p.from, "chunks", [...newFiles.values()].reduce((a, b) => a + b, 0));
+    ids.forEach((id, i) => {
+      let f = this.#files.get(id);
+      if (!f) {
+        f = { manifest: add[i]!, sources: new Set(), origin: p.from };
+        this.#files.set(id, f);
+        this.#charge(p.from, "chunks", f.manifest.chunks.length);
+      }
+      if (!held(id)) this.#charge(p.from, "sources", 1);
       f.sources.add(peerId);
-      this.#files.set(id, f);
       p.partial.delete(id);
       p.chunks.delete(id);
       p.complete.add(id);
-    }
+    });
     for (const id of partial) {
       // A partial source of a file no complete source announced (any more) is skipped, not an error:
       // failing would make a re-registering peer retry the same announce forever.
       const f = this.#files.get(id);
-      if (!f || p.complete.has(id)) continue;
+      if (!f || held(id)) continue;
+      this.#charge(p.from, "sources", 1);
       f.sources.add(peerId);
       p.partial.add(id);
     }
@@ -531,13 +627,44 @@ export class Tracker {
   }
 
   #withdraw(p: PeerRecord, id: string): void {
+    if (p.complete.has(id) || p.partial.has(id)) this.#charge(p.from, "sources", -1);
     p.complete.delete(id);
     p.partial.delete(id);
     p.chunks.delete(id);
     const f = this.#files.get(id);
     if (!f) return;
     f.sources.delete(p.id);
-    if (f.sources.size === 0) this.#files.delete(id);
+    if (f.sources.size > 0) return;
+    this.#files.delete(id);
+    this.#charge(f.origin, "chunks", -f.manifest.chunks.length);
+  }
+
+  /** Adds `delta` to what `host` holds of `what`, and to the totals. */
+  #charge(host: string, what: keyof HostUsage, delta: number): void {
+    const u = this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0 };
+    u[what] += delta;
+    this.#total[what] += delta;
+    if (u.peers === 0 && u.sources === 0 && u.chunks === 0) this.#usage.delete(host);
+    else this.#usage.set(host, u);
+  }
+
+  /** Throws ERROR `full` unless `host` may hold `more` of `what` on top of what it holds (expired peers swept first). */
+  #admit(host: string, what: keyof HostUsage, more: number): void {
+    const perHost = {
+      peers: this.limits.peersPerHost,
+      sources: this.limits.sourcesPerHost,
+      chunks: this.limits.chunksPerHost,
+    };
+    const fits = () =>
+      (this.#usage.get(host)?.[what] ?? 0) + more <= perHost[what] && this.#total[what] + more <= this.limits[what];
+    if (more <= 0 || fits()) return;
+    this.sweep();
+    if (fits()) return;
+    const noun = { peers: "registered peers", sources: "shared files", chunks: "manifest chunks" }[what];
+    if ((this.#usage.get(host)?.[what] ?? 0) + more > perHost[what]) {
+      throw new ShoalError("full", `The tracker holds at most ${perHost[what]} ${noun} from one address (${host})`);
+    }
+    throw new ShoalError("full", `The tracker is full: it holds at most ${this.limits[what]} ${noun}`);
   }
 
   #heartbeat(msg: MessageOf<"heartbeat">): void {
@@ -560,6 +687,8 @@ export class Tracker {
     const p = this.#peers.get(peerId);
     if (!p) return;
     for (const id of [...p.complete, ...p.partial]) this.#withdraw(p, id);
+    for (const key of [...p.groupFiles]) this.#serveGroupFile(p, key, false);
+    this.#charge(p.from, "peers", -1);
     this.#peers.delete(peerId);
     this.#byAddress.delete(`${p.host}|${p.port}`);
   }

@@ -51,11 +51,36 @@ Deno.test("store: a reopened database keeps users, sessions, groups, requests, f
   assert.equal(a.session(token).user, "alice");
   assert.deepEqual(a.listRequests(token, "team"), ["bob"]);
   a.acceptRequest(token, "team", "bob");
-  const files = a.groupFiles(bob, "team");
-  assert.deepEqual(files.map((f) => [f.fileId, f.name, f.owner, f.sharers]), [[fileIdOf(HELLO), "hello.txt", "alice", [
+  const files = a.groupFiles(bob, "team", 10);
+  assert.deepEqual(files.map((f) => [f.fileId, f.name, f.chunkSize, f.owner, f.sharers]), [[
+    fileIdOf(HELLO),
+    "hello.txt",
+    HELLO.chunkSize,
     "alice",
-  ]]]);
+    ["alice"],
+  ]]);
   store.close();
+});
+
+Deno.test("store: a database of schema version 1 gains the group files' chunk sizes and name index", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "t.db");
+  let s = new AccountStore(path);
+  const a = new Accounts(s, { kdf: FAST_KDF });
+  await a.createUser("alice", "alice-pw-1");
+  const { token, session } = await a.login("alice", "alice-pw-1", "h");
+  a.createGroup(token, "team");
+  a.share(session, "team", HELLO);
+  // back to version 1 as it was
+  s.db.exec("DROP INDEX group_files_by_name; ALTER TABLE group_files DROP COLUMN chunk_size; PRAGMA user_version = 1");
+  s.close();
+  s = new AccountStore(path);
+  assert.equal(s.schemaVersion, SCHEMA_VERSION);
+  assert.deepEqual(new Accounts(s, { kdf: FAST_KDF }).groupFiles(token, "team").map((f) => f.chunkSize), [16384]);
+  const plan = s.db.prepare("EXPLAIN QUERY PLAN SELECT file_id FROM group_files WHERE group_id = 1 AND name = 'x'")
+    .all();
+  assert.match(JSON.stringify(plan), /group_files_by_name/);
+  s.close();
 });
 
 Deno.test("store: refuses a database from a newer version", async () => {

@@ -563,7 +563,7 @@ Deno.test("the server closes idle connections and every connection on close()", 
 });
 
 Deno.test("the tracker serves hundreds of concurrent connections, a bad one among them", async () => {
-  await using tracker = TrackerServer.start();
+  await using tracker = TrackerServer.start({ maxConnectionsPerHost: 1024 }); // all from 127.0.0.1 here
   const bad = await rawConn(tracker.address.port);
   await bad.write(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x01]));
   const conns = await Promise.all(Array.from({ length: 300 }, () => connect(tracker.address)));
@@ -575,6 +575,25 @@ Deno.test("the tracker serves hundreds of concurrent connections, a bad one amon
   } finally {
     for (const c of conns) c.close();
     bad.conn.close();
+  }
+});
+
+Deno.test("a server takes at most maxConnectionsPerHost connections from one address, and more once one ends", async () => {
+  await using server = FrameServer.listen({ maxConnectionsPerHost: 3 }, () => ({ type: "ok" }));
+  const held = await Promise.all([0, 1, 2].map(() => connect(server.address)));
+  try {
+    await assert.rejects(async () => {
+      using extra = await connect(server.address);
+      await extra.request({ type: "list_files" }, "ok");
+    });
+    assert.equal(server.stats.refused, 1);
+    for (const c of held) await c.request({ type: "list_files" }, "ok"); // the others are served as before
+    held.pop()!.close();
+    await waitUntil(() => server.stats.active === 2);
+    using next = await connect(server.address);
+    await next.request({ type: "list_files" }, "ok");
+  } finally {
+    for (const c of held) c.close();
   }
 });
 

@@ -128,3 +128,149 @@ Deno.test("tracker: unknown ids and unsupported messages are refused with a code
     (e: ShoalError) => e.code === "unknown_peer",
   );
 });
+
+Deno.test("tracker: one source address registers at most peersPerHost peers; an IPv6 /64 counts as one address", () => {
+  const tracker = new Tracker({ limits: { peersPerHost: 3 } });
+  const register = (port: number, from: string) => tracker.handle({ type: "register", port }, from);
+  for (const port of [1, 2, 3]) register(port, "10.0.0.1");
+  assert.throws(() => register(4, "10.0.0.1"), (e: ShoalError) => e.code === "full" && /10\.0\.0\.1/.test(e.message));
+  // `host` names where others reach the peer; the limit counts where the REGISTER came from
+  assert.throws(
+    () => tracker.handle({ type: "register", port: 4, host: "10.7.7.7" }, "10.0.0.1"),
+    (e: ShoalError) => e.code === "full",
+  );
+  assert.equal(register(4, "10.0.0.2").type, "registered");
+  assert.equal(register(5, "::ffff:10.0.0.2").type, "registered");
+  assert.equal(tracker.usage("10.0.0.2").peers, 2, "an IPv4-mapped address counts as its IPv4 address");
+  for (
+    const [port, from] of [[1, "2001:db8:0:1::a"], [2, "2001:db8::1:0:0:0:b"], [3, "2001:0db8:0000:0001:ffff::c%eth0"]]
+  ) {
+    assert.equal(register(port as number, from as string).type, "registered");
+  }
+  assert.throws(() => register(4, "2001:db8:0:1:1234::1"), (e: ShoalError) => e.code === "full");
+  assert.equal(register(4, "2001:db8:0:2::1").type, "registered", "another /64");
+  // a peer that leaves makes room
+  const r = register(9, "10.0.0.3");
+  assert.equal(r.type, "registered");
+  tracker.handle({ type: "unregister", peerId: (r as Extract<Message, { type: "registered" }>).peerId }, "10.0.0.3");
+  assert.equal(tracker.usage("10.0.0.3").peers, 0);
+  assert.equal(tracker.usage().peers, tracker.livePeers);
+});
+
+Deno.test("tracker: a live registration is replaced only from the address that made it", () => {
+  let now = 1_000_000;
+  const tracker = new Tracker({ heartbeatMs: 100, expiryMs: 300, now: () => now });
+  const reg = (from: string) => tracker.handle({ type: "register", port: 9000, host: "10.9.9.9" }, from);
+  const first = reg("10.0.0.1") as Extract<Message, { type: "registered" }>;
+  tracker.handle({ type: "announce", peerId: first.peerId, add: [manifest("f")], partial: [], remove: [] }, "10.0.0.1");
+  assert.throws(() => reg("10.6.6.6"), (e: ShoalError) => e.code === "address_in_use");
+  assert.equal(tracker.listFiles().length, 1, "the victim's files stay listed");
+  tracker.handle({ type: "heartbeat", peerId: first.peerId }, "10.0.0.1");
+  const again = reg("10.0.0.1") as Extract<Message, { type: "registered" }>; // the same peer, restarted
+  assert.notEqual(again.peerId, first.peerId);
+  now += 400; // expired: anyone may take the address
+  assert.equal(reg("10.6.6.6").type, "registered");
+});
+
+/** A manifest of `n` chunks, different for each `tag`. */
+const big = (tag: string, n: number): Manifest => ({
+  name: tag,
+  size: n * 16384,
+  chunkSize: 16384,
+  chunks: Array.from({ length: n }, (_, i) => (i === 0 ? h(tag) : h("e"))),
+});
+
+Deno.test("tracker: shared files and manifest chunks are bounded per address and in all; an announce past a limit is refused whole", () => {
+  let now = 1_000_000;
+  const tracker = new Tracker({
+    heartbeatMs: 100,
+    expiryMs: 300,
+    now: () => now,
+    limits: { sourcesPerHost: 4, sources: 6, chunksPerHost: 10, chunks: 16 },
+  });
+  const peer = (port: number, from: string) =>
+    (tracker.handle({ type: "register", port }, from) as Extract<Message, { type: "registered" }>).peerId;
+  const announce = (peerId: string, from: string, add: Manifest[], partial: string[] = [], remove: string[] = []) =>
+    tracker.handle({ type: "announce", peerId, add, partial, remove }, from);
+  const full = (e: ShoalError) => e.code === "full";
+  const a = peer(1, "10.0.0.1"), b = peer(2, "10.0.0.1"), c = peer(3, "10.0.0.2");
+  announce(a, "10.0.0.1", [big("1", 4), big("2", 4)]);
+  announce(a, "10.0.0.1", [big("1", 4), big("2", 4)]); // announced again: nothing new
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 2, chunks: 8 });
+  // 3 more chunks than the address may hold: nothing of it is taken, not even the file it already knows
+  assert.throws(() => announce(b, "10.0.0.1", [big("1", 4), big("3", 3)]), full);
+  assert.equal(tracker.listFiles().length, 2);
+  assert.deepEqual(tracker.peersOf(fileIdOf(big("1", 4))).map((p) => p.port), [1]);
+  // a file others introduced costs this address a source, not chunks
+  announce(c, "10.0.0.2", [big("3", 3)]);
+  announce(b, "10.0.0.1", [big("1", 4)], [fileIdOf(big("3", 3))]);
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 4, chunks: 8 });
+  assert.throws(() => announce(b, "10.0.0.1", [big("2", 4)]), full, "a fifth source from 10.0.0.1");
+  // in all: 16 chunks, 6 sources
+  assert.throws(
+    () => announce(c, "10.0.0.2", [big("4", 6)]),
+    (e: ShoalError) => full(e) && /at most 16/.test(e.message),
+  );
+  announce(c, "10.0.0.2", [big("4", 5)]);
+  assert.deepEqual(tracker.usage(), { peers: 3, sources: 6, chunks: 16 });
+  assert.throws(() => announce(c, "10.0.0.2", [big("2", 4)]), full, "a seventh source");
+  // leaving gives back what a peer held; a file's chunks come back when its last source leaves
+  announce(a, "10.0.0.1", [], [], [fileIdOf(big("2", 4))]);
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 3, chunks: 4 });
+  tracker.handle({ type: "unregister", peerId: c }, "10.0.0.2");
+  assert.deepEqual(tracker.usage("10.0.0.2"), { peers: 0, sources: 0, chunks: 3 }, "b still holds file 3 in part");
+  now += 400;
+  tracker.sweep();
+  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0 });
+  assert.deepEqual(tracker.usage("10.0.0.2"), { peers: 0, sources: 0, chunks: 0 });
+});
+
+Deno.test("tracker: what it counts per address always matches what it holds", () => {
+  let now = 1_000_000, seed = 7;
+  const random = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) % n);
+  const tracker = new Tracker({ heartbeatMs: 100, expiryMs: 300, now: () => now });
+  const ids: string[] = [];
+  const files = Array.from({ length: 8 }, (_, i) => big(String.fromCharCode(48 + i), 1 + i));
+  for (let step = 0; step < 2_000; step++) {
+    const from = `10.0.0.${random(3)}`;
+    try {
+      switch (random(6)) {
+        case 0: {
+          const r = tracker.handle({ type: "register", port: 1 + random(6), host: "h" }, from);
+          if (r.type === "registered") ids.push(r.peerId);
+          break;
+        }
+        case 1:
+        case 2:
+          tracker.handle({
+            type: "announce",
+            peerId: ids[random(ids.length)] ?? "",
+            add: [files[random(8)]!],
+            partial: [fileIdOf(files[random(8)]!)],
+            remove: [fileIdOf(files[random(8)]!)],
+          }, from);
+          break;
+        case 3:
+          tracker.handle({ type: "unregister", peerId: ids[random(ids.length)] ?? "" }, from);
+          break;
+        case 4:
+          tracker.handle({ type: "heartbeat", peerId: ids[random(ids.length)] ?? "" }, from);
+          break;
+        default:
+          now += random(200);
+          tracker.sweep();
+      }
+    } catch (e) {
+      if (!(e instanceof ShoalError)) throw e;
+    }
+    tracker.sweep();
+    const snap = tracker.snapshot();
+    const total = tracker.usage();
+    assert.equal(total.peers, snap.totals.peers, `peers at step ${step}`);
+    assert.equal(total.sources, snap.totals.completeSources + snap.totals.partialSources, `sources at step ${step}`);
+    assert.equal(total.chunks, snap.files.reduce((n, f) => n + f.chunks, 0), `chunks at step ${step}`);
+  }
+  now += 1_000;
+  tracker.sweep();
+  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0 });
+});
