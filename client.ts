@@ -136,6 +136,7 @@ export function build(): Command {
         ...(uploadLimit ? { uploadLimit } : {}),
         ...("tracker" in src ? { tracker: src.tracker } : {}),
       });
+      // However it ends: an error must not be printed on the bar's line.
       const summary = await getFile(src, file, {
         ...(node ? { peerNode: node, seed: Boolean(o.seed) } : {}),
         ...(o.out ? { out: o.out } : {}),
@@ -148,8 +149,7 @@ export function build(): Command {
         onResolved: (id, m, out) =>
           view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
         onEvent: (e) => view.event(e),
-      });
-      view.done();
+      }).finally(() => view.done());
       if (o.json) console.log(JSON.stringify(summary, null, 2));
       else if (!o.quiet) {
         console.log(formatSaved(summary));

@@ -59,6 +59,8 @@ export class ProgressView {
   #lastPrint: number;
   /** The last reason each dropped peer was dropped for (at most the download's MAX_KNOWN_PEERS). */
   readonly #dropReasons = new Map<string, string>();
+  /** Whether the terminal's current line holds the bar (so something printed next must end it first). */
+  #barOnLine = false;
 
   constructor(readonly label: string, readonly quiet = false, out: ProgressOutput = stderrOutput()) {
     this.#out = out;
@@ -80,6 +82,7 @@ export class ProgressView {
       `${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${peers} peer(s)`;
     if (this.#out.tty) {
       this.#out.write(`\r\x1b[2K${fitBar(this.label, pct, stats, this.#out.columns())}`);
+      this.#barOnLine = true;
     } else if (now - this.#lastPrint >= PIPE_INTERVAL_MS) {
       this.#lastPrint = now;
       this.#out.write(`${this.label}: ${stats}\n`);
@@ -118,11 +121,16 @@ export class ProgressView {
   note(text: string): void {
     if (this.quiet) return;
     this.#out.write(this.#out.tty ? `\r\x1b[2K${text}\n` : `${text}\n`);
+    this.#barOnLine = false;
   }
 
-  /** Ends the bar line. */
+  /**
+   * Ends the bar's line, if the bar is on it: call it however the work
+   * ended, so an error printed next starts a line of its own. Twice is safe.
+   */
   done(): void {
-    if (!this.quiet && this.#out.tty) this.#out.write("\n");
+    if (this.#barOnLine) this.#out.write("\n");
+    this.#barOnLine = false;
   }
 
   get elapsedSeconds(): number {

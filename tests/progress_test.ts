@@ -50,10 +50,15 @@ Deno.test("on a terminal: one bar redrawn in place, with percent, bytes, rate, E
   // 32 of 64 MiB at 16 MiB/s: half the bar, 2 s left.
   assert.match(last, /\[#{12}-{12}\]/);
   assert.match(last, / 50\.0% {2}32\.0 MiB\/64\.0 MiB {2}16\.0 MiB\/s {2}ETA 0:02 {2}3 peer\(s\)$/);
+  view.done();
+  assert.equal(out.text.at(-1), "\n", "done ends the bar's line");
+  view.done();
+  assert.equal(out.text.length, 9, "once");
+  view.update(40 * MiB, 64 * MiB, 3);
   view.note("dropped peer 127.0.0.1:9: stalled");
   assert.equal(out.text.at(-1), "\r\x1b[2Kdropped peer 127.0.0.1:9: stalled\n", "a note clears the bar first");
   view.done();
-  assert.equal(out.text.at(-1), "\n", "done ends the bar's line");
+  assert.equal(out.text.length, 11, "no bar on the line after a note: done has nothing to end");
 });
 
 Deno.test("on a pipe: a plain line every few seconds, not one per update", () => {
