@@ -385,6 +385,18 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       opts.onEvent?.({ kind: "peer-dropped", peer, reason, ...r.banned ? {} : { retryInMs: backoff } });
       fillAll();
     };
+    /**
+     * The peers dropped, for the message that gives up: "no live peer" alone
+     * misled when the only source was still up but banned for bad data.
+     */
+    const droppedNote = (): string => {
+      const last = new Map(dropped.map((d) => [d.peer, d.reason]));
+      if (last.size === 0) return "";
+      const named = [...last].slice(0, 3).map(([peer, reason]) =>
+        `${peer} (${reason}${retry.get(peer)?.banned ? "; not asked again in this download" : ""})`
+      );
+      return ` Dropped: ${named.join(", ")}${last.size > 3 ? ` and ${last.size - 3} more` : ""}.`;
+    };
     const connect = (peer: string, a: Address, now: number) => {
       const worker = workers[nextWorker++ % workers.length]!;
       const link = nextLink++;
@@ -637,7 +649,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if (starvedSince !== null && now - starvedSince > giveUpMs) {
         fail(
           new IncompleteDownloadError(
-            `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}. ` +
+            `No live peer has ${missing.length} missing chunk(s): ${listIndexes(missing)}.${droppedNote()} ` +
               `Progress is kept in ${sidecarPath}; run the same command again to resume.`,
             missing,
           ),

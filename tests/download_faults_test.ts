@@ -321,9 +321,30 @@ Deno.test("a peer being tried again does not keep a starved download from giving
 
   const seconds = (performance.now() - started) / 1000;
   assert.match(String(err), /No live peer has 1 missing chunk\(s\): 7\./);
+  assert.match(String(err), new RegExp(`Dropped: ${formatAddress(mute.address)} \\(no answer\\)\\.`));
   assert.ok(connections >= 2, `the mute peer was tried again (${connections} connections)`);
   // Waiting on every retry as on a new source would end it only once a starved gap outlasted giveUpMs: about 14 s.
   assert.ok(seconds < 8, `gave up after ${seconds.toFixed(1)} s: the first wait (${stallMs} ms) plus giveUpMs`);
+});
+
+Deno.test("a download that gives up names the peer it banned for bad data: it was up, not gone", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  const f = await indexedFile(dir.path, data);
+  await using bad = fakePeer(f, {
+    onRequest: (index) => ({ type: "piece", fileId: f.id, index, data: new Uint8Array(CHUNK) }),
+  });
+  const err = await boundedGet([bad.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 20_000).then(
+    () => assert.fail("the download finished from a peer sending zeros"),
+    (e) => e,
+  );
+  assert.match(
+    String(err),
+    new RegExp(
+      `No live peer has 4 missing chunk\\(s\\): 0-3\\. Dropped: ${formatAddress(bad.address)} ` +
+        `\\(sent chunk \\d with a wrong SHA-256; not asked again in this download\\)\\.`,
+    ),
+  );
 });
 
 Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as its measured rate needs to hide its latency, within the cap", async () => {
