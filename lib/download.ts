@@ -251,15 +251,21 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   };
   pending.promise.catch(() => {});
   const handlers = new Map<Worker, (m: FromWorker) => void>();
+  /** Workers that died of an error: nothing left to ask them to close. */
+  const dead = new Set<Worker>();
   const writeLock = newWriteLock();
   const digests = chunkDigests(manifest);
   for (let i = 0; i < workerCount; i++) {
     const w = new Worker(opts.workerUrl ?? fetchWorkerUrl(), { type: "module" });
     w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
+    // Until the download's own handler takes over: a worker that cannot open the .part says so before then.
+    handlers.set(w, (m) => void (m.ev === "fatal" && fail(new DiskError(m.message))));
     w.onerror = (e) => {
       e.preventDefault();
+      dead.add(w);
       fail(new ShoalError("worker", `A fetch worker failed: ${e.message}`));
     };
+    w.onmessageerror = () => fail(new ShoalError("worker", "A fetch worker sent a message that could not be read"));
     const init: ToWorker = {
       op: "init",
       fileId,
@@ -704,7 +710,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await finish(part, partPath, opts.out);
     await Deno.remove(sidecarPath).catch(() => {});
     await shareDone(opts);
-    const chunkBuffers = await closeWorkers(workers);
+    const chunkBuffers = await closeWorkers(workers, dead);
     workersClosed = true;
     return summary(started, {
       path: opts.out,
@@ -725,7 +731,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     for (const t of timers) clearTimeout(t);
     await compacted;
     await compactor.idle();
-    if (!workersClosed) await closeWorkers(workers);
+    if (!workersClosed) await closeWorkers(workers, dead);
     if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unsharePartial(fileId, partPath);
   }
 }
@@ -834,10 +840,16 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
 }
 
 /** Closes the workers; sums the counts of their buffer pools (a worker that does not answer within 2 s adds none). */
-async function closeWorkers(workers: Worker[]): Promise<PoolStats> {
+async function closeWorkers(workers: Worker[], dead: Set<Worker>): Promise<PoolStats> {
   const pools: PoolStats[] = [];
   await Promise.all(workers.map((w) => {
     const { promise, resolve } = Promise.withResolvers<void>();
+    // A worker that died, or dies now, would never answer: the failure would wait out the timeout.
+    if (dead.has(w)) resolve();
+    w.onerror = (e) => {
+      e.preventDefault();
+      resolve();
+    };
     const timer = setTimeout(resolve, 2_000);
     w.onmessage = (e: MessageEvent<FromWorker>) => {
       if (e.data.ev !== "closed") return;

@@ -207,10 +207,17 @@ async function close(): Promise<void> {
 
 self.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
+  // After a failed init (reported as fatal) there is no file to work on: the coordinator is already stopping.
+  if (file === null && m.op !== "init" && m.op !== "close") return;
   try {
     switch (m.op) {
       case "init": {
-        const part = new PartFile(m.partPath, { direct: m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK });
+        let part: PartFile;
+        try {
+          part = new PartFile(m.partPath, { direct: m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK });
+        } catch (err) {
+          return post({ ev: "fatal", message: `Cannot open ${m.partPath}: ${describeError(err)}` });
+        }
         file = { ...m, part, count: m.digests.length / 32 };
         const size = PIECE_DATA_OFFSET + m.chunkSize;
         pool = new BufferPool(

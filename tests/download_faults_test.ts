@@ -347,6 +347,34 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
   );
 });
 
+Deno.test("a fetch worker that cannot open the .part, or fails as it loads, ends the download at once with its error", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
+  await using peer = PeerNode.start([f], {});
+  const get = (search: string) =>
+    download({
+      fileId: f.id,
+      manifest: f.manifest,
+      out: join(dir.path, "out"),
+      workers: 2,
+      workerUrl: new URL(`./failing_worker.ts${search}`, import.meta.url).href,
+      initialPeers: [peer.address],
+      discover: () => Promise.resolve([peer.address]),
+      signal: AbortSignal.timeout(15_000),
+    });
+  // Its report came before the download listened for one, and was lost: the download waited on the peer it never
+  // asked, until the signal.
+  await assert.rejects(
+    get(""),
+    (e: ShoalError) => e.code === "disk" && /Cannot open .*out\.part: injected/.test(e.message),
+  );
+  const started = performance.now();
+  await assert.rejects(get("?throw"), (e: ShoalError) => e.code === "worker" && /injected failure/.test(e.message));
+  // A dead worker is not asked to close and waited on for 2 s.
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(seconds < 1.9, `ended after ${seconds.toFixed(2)} s`);
+});
+
 Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as its measured rate needs to hide its latency, within the cap", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 512); // 8 MiB
