@@ -60,6 +60,14 @@ export interface ConnectionOptions {
   allocate?: (length: number) => Uint8Array<ArrayBuffer>;
   /** Largest payload of each frame type received (see FrameDecoderOptions.maxPayloadFor). */
   maxPayloadFor?: (type: number) => number;
+  /**
+   * At the end of the stream, stop reading but keep the socket open for
+   * sending until {@link Connection.close}: a client that sends its
+   * requests and then shuts down its sending side (a half-close) still gets
+   * the answers. A server's connections do this; without it the end of the
+   * stream closes the socket.
+   */
+  writeAfterEnd?: boolean;
   signal?: AbortSignal;
 }
 
@@ -81,6 +89,9 @@ export class Connection {
   #lastLarge = false;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  /** The other side has finished sending (see ConnectionOptions.writeAfterEnd). */
+  #readEnded = false;
+  readonly #writeAfterEnd: boolean;
   #largePayloadBytesIn = 0;
   #onAbort = () => this.close();
   #signal: AbortSignal | undefined;
@@ -94,6 +105,7 @@ export class Connection {
     this.#decoder = new FrameDecoder(decoderOptions);
     this.ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
     this.writeTimeoutMs = options.writeTimeoutMs ?? this.ioTimeoutMs;
+    this.#writeAfterEnd = options.writeAfterEnd ?? false;
     const addr = conn.remoteAddr;
     this.remote = addr.transport === "unix"
       ? `unix:${addr.path || "local"}`
@@ -110,6 +122,11 @@ export class Connection {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Whether the other side has finished sending while this one may still send (see ConnectionOptions.writeAfterEnd). */
+  get readEnded(): boolean {
+    return this.#readEnded && !this.#closed;
   }
 
   /**
@@ -133,7 +150,7 @@ export class Connection {
     const deadline = scope === "frame" && timeoutMs > 0 ? performance.now() + timeoutMs : 0;
     const wait = () => deadline === 0 ? timeoutMs : Math.max(1, deadline - performance.now());
     while (this.#queue.length === 0) {
-      if (this.#closed) throw new ConnectionClosedError();
+      if (this.#closed || this.#readEnded) throw new ConnectionClosedError();
       this.#decoder.check();
       const target = this.#decoder.payloadTarget();
       if (target !== null && this.#decoder.payloadBytes >= DIRECT_READ_MIN) {
@@ -240,7 +257,8 @@ export class Connection {
   #eof(): never {
     // A cut-off frame throws TruncatedFrameError with the socket still open, so a server can answer it.
     this.#decoder.finish();
-    this.close();
+    if (this.#writeAfterEnd) this.#readEnded = true;
+    else this.close();
     throw new ConnectionClosedError();
   }
 

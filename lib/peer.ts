@@ -182,7 +182,12 @@ export class PeerNode {
     this.#onConnectionError = options.onConnectionError;
     this.server = FrameServer.listen(
       // Downloaders send a peer only small messages (a grant is the largest).
-      { maxPayloadFor: () => SMALL_FRAME_BYTES, ...options, onClosed: (conn) => this.#connectionEnded(conn) },
+      {
+        maxPayloadFor: () => SMALL_FRAME_BYTES,
+        ...options,
+        onClosed: (conn) => this.#connectionEnded(conn),
+        drain: (conn) => this.#lanes.get(conn)?.serving ?? Promise.resolve(),
+      },
       (msg, conn) => this.#receive(msg, conn),
     );
     this.#trimTimer = setInterval(() => this.trimBuffers(), POOL_TRIM_MS);

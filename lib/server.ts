@@ -64,6 +64,14 @@ export interface ServerOptions {
   onConnectionError?: (remote: string, err: unknown) => void;
   /** Called once each connection has ended, however it ended: for whoever keeps something per connection. */
   onClosed?: (conn: Connection) => void;
+  /**
+   * Called when the other side has finished sending (a half-close) and the
+   * connection is still open for replies: resolves once everything it asked
+   * for has been sent, and the connection is closed then. Replies the
+   * handler returns are sent before the next message is read, so a server
+   * without queued work needs none.
+   */
+  drain?: (conn: Connection) => Promise<void>;
 }
 
 /** Counters a server keeps. */
@@ -180,6 +188,7 @@ export class FrameServer {
       const opts: ConnectionOptions = {
         ioTimeoutMs: this.options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
         writeTimeoutMs: this.options.sendStallMs ?? DEFAULT_SEND_STALL_MS,
+        writeAfterEnd: true,
       };
       if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
       if (this.options.maxPayloadFor !== undefined) opts.maxPayloadFor = this.options.maxPayloadFor;
@@ -216,6 +225,8 @@ export class FrameServer {
         if (reply) await conn.send(reply);
       }
     } catch (err) {
+      // A half-close: answer what was asked before the end (each write bounded by the send stall time).
+      if (conn.readEnded) await this.options.drain?.(conn);
       if (err instanceof ProtocolError) this.stats.protocolErrors++;
       await endConnection(conn, err, this.#closed);
       if (!(err instanceof ConnectionClosedError)) this.options.onConnectionError?.(conn.remote, err);

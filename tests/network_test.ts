@@ -597,6 +597,31 @@ Deno.test("a server takes at most maxConnectionsPerHost connections from one add
   }
 });
 
+Deno.test("a client that sends its requests and then ends its side of the stream (a half-close) gets every answer", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 12);
+  const [f] = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start([f!], {});
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: peer.address.port });
+  try {
+    const asks: Message[] = [helloMessage(), { type: "interested", fileId: f!.id }];
+    for (let i = 0; i < 12; i++) asks.push({ type: "request", fileId: f!.id, index: i });
+    for (const m of asks) await conn.write(encodeMessage(m));
+    await conn.closeWrite();
+    const decoder = new FrameDecoder(), buf = new Uint8Array(65536), got: Message[] = [];
+    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+      got.push(...decoder.push(buf.subarray(0, n)).map(decodeMessage));
+    }
+    decoder.finish(); // no frame cut off
+    assert.deepEqual(got.map((m) => m.type), ["hello", "bitfield", ...Array(12).fill("piece")]);
+    for (const m of got) {
+      if (m.type === "piece") assert.equal(sha(m.data), sha(data.subarray(m.index * CHUNK, (m.index + 1) * CHUNK)));
+    }
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test("a peer registers again by itself when the tracker restarts", async () => {
   await using dir = await tempDir();
   await Deno.writeFile(join(dir.path, "f"), randomBytes(1000));
