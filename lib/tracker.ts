@@ -301,7 +301,8 @@ export class Tracker {
       return { type: "ok" };
     }
     if (msg.type === "login") {
-      const { token, session } = await this.#accounts().login(msg.name, msg.password, remoteHost);
+      // Limited per address group: an IPv6 host has a /64 of addresses to try from.
+      const { token, session } = await this.#accounts().login(msg.name, msg.password, hostGroup(remoteHost));
       return { type: "session", user: session.user, token, expiresAt: session.expiresAt };
     }
     return this.handle(msg, remoteHost);

@@ -13,7 +13,7 @@ import { fileIdOf, hashFile, type Manifest } from "../lib/manifest.ts";
 import type { KdfParams } from "../lib/passwords.ts";
 import type { Message, MessageName } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
-import { TrackerServer } from "../lib/tracker.ts";
+import { Tracker, TrackerServer } from "../lib/tracker.ts";
 import { randomBytes, tempDir } from "./helpers.ts";
 
 /** Cheap scrypt for tests (the default costs ~0.15 s a hash). */
@@ -154,6 +154,16 @@ Deno.test("accounts: sessions expire; login is rate-limited per user and per add
   await assert.rejects(a.login("zed", "x-password", "10.0.0.1"), code("rate_limited"), "per address");
   now += 60_001;
   assert.ok((await a.login("alice", "alice-pw-1", "10.0.0.1")).token, "the window passes");
+  a.store.close();
+});
+
+Deno.test("tracker: logins are limited per IPv4 address and per IPv6 /64, whichever address of it they come from", async () => {
+  const a = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, maxLoginsPerAddress: 2 });
+  const tracker = new Tracker({ accounts: a });
+  const login = (from: string) => tracker.respond({ type: "login", name: "nobody", password: "x-password" }, from);
+  for (const from of ["2001:db8::1", "2001:db8::2:3"]) await assert.rejects(login(from), code("unknown_user"));
+  await assert.rejects(login("2001:db8:0:0:ffff::9"), code("rate_limited"), "the same /64");
+  await assert.rejects(login("2001:db8:0:1::1"), code("unknown_user"), "another /64");
   a.store.close();
 });
 
