@@ -800,8 +800,13 @@ Deno.test("a .part removed and made again during the download is not put in plac
   const files = await indexedFile(dir.path, data);
   await using peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 }); // about 2 s
   const out = join(dir.path, "out");
-  const got = getFile({ peers: [peer.address] }, "f", { out });
-  await waitUntil(async () => (await Deno.stat(`${out}.part`).catch(() => null)) !== null);
+  let fetching = false;
+  const got = getFile({ peers: [peer.address] }, "f", {
+    out,
+    onEvent: (e) => void (e.kind === "progress" && e.doneBytes > 0 && (fetching = true)),
+  });
+  // Once chunks arrive: removed before the fetch workers open it, the .part is an error at their start instead.
+  await waitUntil(() => fetching);
   await Deno.remove(`${out}.part`);
   await Deno.writeFile(`${out}.part`, new Uint8Array(data.length)); // another download's, say: zeros
   await assert.rejects(got, (err: unknown) => err instanceof DiskError && /removed or replaced/.test(err.message));
