@@ -250,16 +250,18 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     pending.reject(err);
   };
   pending.promise.catch(() => {});
-  const handlers = new Map<Worker, (m: FromWorker) => void>();
+  /** What each worker reports, but a fatal error (handled the same way throughout). */
+  const handlers = new Map<Worker, (m: Exclude<FromWorker, { ev: "fatal" }>) => void>();
   /** Workers that died of an error: nothing left to ask them to close. */
   const dead = new Set<Worker>();
   const writeLock = newWriteLock();
   const digests = chunkDigests(manifest);
   for (let i = 0; i < workerCount; i++) {
     const w = new Worker(opts.workerUrl ?? fetchWorkerUrl(), { type: "module" });
-    w.onmessage = (e: MessageEvent<FromWorker>) => handlers.get(w)?.(e.data);
-    // Until the download's own handler takes over: a worker that cannot open the .part says so before then.
-    handlers.set(w, (m) => void (m.ev === "fatal" && fail(new DiskError(m.message))));
+    // A fatal report ends the download whatever stage it is at: a worker that cannot open the .part says so before
+    // the download listens for chunks.
+    w.onmessage = ({ data: m }: MessageEvent<FromWorker>) =>
+      m.ev === "fatal" ? fail(new DiskError(m.message)) : handlers.get(w)?.(m);
     w.onerror = (e) => {
       e.preventDefault();
       dead.add(w);
@@ -296,10 +298,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       const results = await Promise.race([
         Promise.all(workers.map((w, k) => {
           const { promise, resolve } = Promise.withResolvers<{ good: number[]; bad: number[] }>();
-          handlers.set(w, (m) => {
-            if (m.ev === "verified") resolve(m);
-            else if (m.ev === "fatal") fail(new DiskError(m.message));
-          });
+          handlers.set(w, (m) => void (m.ev === "verified" && resolve(m)));
           send(w, { op: "verify", indexes: marked.filter((_, j) => j % workers.length === k) });
           return promise;
         })),
@@ -492,8 +491,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       }
     };
 
-    const onMessage = (m: FromWorker) => {
-      if (m.ev === "fatal") return fail(new DiskError(m.message));
+    const onMessage = (m: Exclude<FromWorker, { ev: "fatal" }>) => {
       if (m.ev === "verified" || m.ev === "closed") return;
       const peer = linkPeer.get(m.link) ?? "";
       if (m.ev === "gone") linkPeer.delete(m.link); // a link's last message

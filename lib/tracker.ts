@@ -656,13 +656,13 @@ export class Tracker {
       sources: this.limits.sourcesPerHost,
       chunks: this.limits.chunksPerHost,
     };
-    const fits = () =>
-      (this.#usage.get(host)?.[what] ?? 0) + more <= perHost[what] && this.#total[what] + more <= this.limits[what];
+    const heldThere = () => this.#usage.get(host)?.[what] ?? 0;
+    const fits = () => heldThere() + more <= perHost[what] && this.#total[what] + more <= this.limits[what];
     if (more <= 0 || fits()) return;
     this.sweep();
     if (fits()) return;
     const noun = { peers: "registered peers", sources: "shared files", chunks: "manifest chunks" }[what];
-    if ((this.#usage.get(host)?.[what] ?? 0) + more > perHost[what]) {
+    if (heldThere() + more > perHost[what]) {
       throw new ShoalError("full", `The tracker holds at most ${perHost[what]} ${noun} from one address (${host})`);
     }
     throw new ShoalError("full", `The tracker is full: it holds at most ${this.limits[what]} ${noun}`);
