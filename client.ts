@@ -123,6 +123,7 @@ export function build(): Command {
     )
     .action(async (file: string, o) => {
       const src = sourceOf(program.opts());
+      if (o.seed && o.share === false) throw new UsageError("--seed shares the file: it cannot go with --no-share");
       const view = new ProgressView("get", Boolean(o.quiet) || Boolean(o.json));
       const signal = shutdownSignal();
       // Swarming: serve what we have while we download, as a partial source.
@@ -141,8 +142,10 @@ export function build(): Command {
         ...(node ? { peerNode: node, seed: Boolean(o.seed) } : {}),
         ...(o.out ? { out: o.out } : {}),
         force: Boolean(o.force),
-        ...(o.workers ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
-        ...(o.maxPeers ? { maxPeers: parseIntOption(o.maxPeers, "--max-peers", 1, MAX_KNOWN_PEERS) } : {}),
+        ...(o.workers !== undefined ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
+        ...(o.maxPeers !== undefined
+          ? { maxPeers: parseIntOption(o.maxPeers, "--max-peers", 1, MAX_KNOWN_PEERS) }
+          : {}),
         ...(downloadLimit ? { downloadLimit } : {}),
         directIo: o.directIo !== false,
         signal,
@@ -155,7 +158,10 @@ export function build(): Command {
         console.log(formatSaved(summary));
       }
       if (o.seed && node) {
-        if (!o.quiet) console.log(`seeding on ${formatAddress(node.address)} until interrupted`);
+        // Beside --json, on stderr: stdout holds the JSON alone.
+        const seeding = `seeding on ${formatAddress(node.address)} until interrupted`;
+        if (o.json) console.error(seeding);
+        else if (!o.quiet) console.log(seeding);
         await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
       }
     });

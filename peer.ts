@@ -14,6 +14,8 @@ import { runDaemon } from "./lib/daemon.ts";
 import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
 import { PeerNode } from "./lib/peer.ts";
+import { MAX_CHUNK_SIZE } from "./lib/framing.ts";
+import { MIN_CHUNK_SIZE } from "./lib/manifest.ts";
 import { configure, type ConfigValues } from "./lib/config.ts";
 import { peerProgram, peerSettings } from "./lib/peer_cli.ts";
 import { describeWatchEvent, watchShared } from "./lib/watcher.ts";
@@ -33,8 +35,11 @@ async function main(argv: string[]): Promise<void> {
   if (o.daemon) return await daemon(o, port, uploadLimit, fromConfig);
   if (!o.shared) throw new UsageError("--shared <dir> is required (or --daemon)");
   const tracker: Address | undefined = o.tracker ? parseAddress(o.tracker, "--tracker") : undefined;
-  const chunkSize = parseSize(o.chunkSize, "--chunk-size");
+  // A manifest with another chunk size is refused by every tracker and peer: say so now, not at each registration.
+  const chunkSize = parseSize(o.chunkSize, "--chunk-size", MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
   const shared = resolve(o.shared);
+  const dir = await Deno.stat(shared).catch(() => null);
+  if (!dir?.isDirectory) throw new UsageError(`--shared ${o.shared}: ${dir ? "not a directory" : "no such directory"}`);
   const cachePath = join(o.cacheDir, `index-${createHash("sha256").update(shared).digest("hex").slice(0, 16)}.json`);
   const say = (s: string) => {
     if (!o.quiet) console.log(s);

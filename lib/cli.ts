@@ -35,11 +35,17 @@ export function parseIntOption(text: string, name: string, min = 1, max = Number
 }
 
 /** Parses a size like `1048576`, `64k`, `1m`, `1g` (binary units). */
-export function parseSize(text: string, name: string): number {
+export function parseSize(text: string, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const m = /^(\d+)([kKmMgG]?)(i?[bB])?$/.exec(text.trim());
   if (!m) throw new UsageError(`Invalid ${name} ${JSON.stringify(text)}: expected a size like 1048576, 256k or 1m`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2]!.toLowerCase()]!;
-  return Number(m[1]) * mult;
+  const size = Number(m[1]) * mult;
+  if (size < min || size > max) {
+    throw new UsageError(
+      `Invalid ${name} ${JSON.stringify(text)}: must be from ${formatBytes(min)} to ${formatBytes(max)}`,
+    );
+  }
+  return size;
 }
 
 /** `1.5 MiB`, `532 B`. */

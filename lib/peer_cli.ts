@@ -32,7 +32,7 @@ export function peerProgram(): Command {
     .option("--host <host>", "address to listen on", "127.0.0.1")
     .option("--port <port>", "port to listen on (0 picks a free one)", "0")
     .option("--advertise <host>", "address to announce to the tracker (default: as the tracker sees us)")
-    .option("--chunk-size <size>", "chunk size for newly hashed files", String(DEFAULT_CHUNK_SIZE))
+    .option("--chunk-size <size>", "chunk size for newly hashed files, 16k to 16m", String(DEFAULT_CHUNK_SIZE))
     .option("--cache-dir <dir>", "where the hash cache is kept", defaultCacheDir())
     .option("--upload-limit <size>", "upload limit per second, e.g. 2m (default: none)")
     .option("--download-limit <size>", "limit per second over all downloads from the shell, e.g. 5m (default: none)")

@@ -1,26 +1,36 @@
 /**
  * Download progress for people: a live bar on a terminal, a line every few
- * seconds on a pipe. The rate is smoothed (exponential moving average) so
- * the ETA does not jump.
+ * seconds on a pipe. The rate is measured over the last few seconds, and
+ * the ETA counts down steadily, easing towards what the rate implies, so
+ * it does not jump with every chunk that lands.
  *
  * @module
  */
 
 import { formatBytes } from "./cli.ts";
 import type { DownloadEvent } from "./download.ts";
-import { RateMeter } from "./rate_meter.ts";
 
 /** How often a line is printed when stderr is not a terminal. */
 const PIPE_INTERVAL_MS = 3_000;
 /**
- * Smoothing factor of the rate average per update: at the download's 4
- * updates a second, a time constant of about 4 s. Much smoother than the
- * scheduler's, because people read it: on a slow link a whole chunk lands
- * only every few updates, and 0.2 here made the ETA swing by half at each.
- * The meter is unbiased: seeded with the first update's rate, which counts
- * the start-up, the bar showed half the real rate 3 s into a download.
+ * The rate shown is the bytes of the last this many milliseconds over their
+ * time. Whole chunks land now and then on a slow link (a 1 MiB chunk every
+ * third of a second at 3 MiB/s), so a shorter window, or a moving average
+ * of each update's bytes, swung by a tenth and the ETA with it.
  */
-const ALPHA = 0.06;
+const RATE_WINDOW_MS = 10_000;
+/**
+ * The ETA shown counts down by the time passed and moves towards the one the
+ * rate implies with this time constant: a lasting change of rate carries
+ * through within a few seconds, noise mostly does not.
+ */
+const ETA_EASE_MS = 3_000;
+/** An ETA this far from the one shown (a factor) is taken at once: a peer joined or left. */
+const ETA_SNAP_FACTOR = 2;
+/** No ETA before bytes have flowed this long: the first second's rate says little. */
+const ETA_AFTER_MS = 1_000;
+/** No new bytes for this long and the ETA says "stalled" instead of a time that keeps growing. */
+const STALLED_MS = 5_000;
 
 /** Where a {@link ProgressView} writes and what time it is: stderr and the real clock unless a test says otherwise. */
 export interface ProgressOutput {
@@ -33,15 +43,17 @@ export interface ProgressOutput {
 }
 
 const enc = new TextEncoder();
+/** Width assumed for a terminal that does not say, or says 0 (`script` without a size, some serial consoles). */
+const DEFAULT_COLUMNS = 80;
 
 function stderrOutput(): ProgressOutput {
   return {
     tty: Deno.stderr.isTerminal(),
     columns: () => {
       try {
-        return Deno.consoleSize().columns;
+        return Deno.consoleSize().columns || DEFAULT_COLUMNS;
       } catch {
-        return 80; // not a terminal after all, or it would not say
+        return DEFAULT_COLUMNS; // not a terminal after all, or it would not say
       }
     },
     write: (text) => void Deno.stderr.writeSync(enc.encode(text)),
@@ -49,12 +61,25 @@ function stderrOutput(): ProgressOutput {
   };
 }
 
+/** Bytes done at a moment, for the rate window. */
+interface Sample {
+  at: number;
+  bytes: number;
+}
+
 /** Renders progress to stderr. */
 export class ProgressView {
   readonly #out: ProgressOutput;
   readonly #started: number;
-  #lastBytes = 0;
-  readonly #meter: RateMeter;
+  /** Bytes done at each update of the last RATE_WINDOW_MS (and the one before it), oldest first. */
+  #samples: Sample[] = [];
+  /** When bytes first grew and last grew, and how often they did: to tell a stall from a slow link. */
+  #firstGrowth: number | null = null;
+  #lastGrowth = 0;
+  #growths = 0;
+  /** The ETA shown last, in seconds, and when; null when none was. */
+  #eta: number | null = null;
+  #etaAt = 0;
   /** When the last pipe line was printed: the first comes a whole interval after the start. */
   #lastPrint: number;
   /** The last reason each dropped peer was dropped for (at most the download's MAX_KNOWN_PEERS). */
@@ -66,27 +91,69 @@ export class ProgressView {
     this.#out = out;
     this.#started = out.now();
     this.#lastPrint = this.#started;
-    this.#meter = new RateMeter(this.#started, ALPHA, true);
   }
 
   /** Shows `doneBytes` of `totalBytes` with `peers` peers connected. */
   update(doneBytes: number, totalBytes: number, peers: number): void {
     if (this.quiet) return;
     const now = this.#out.now();
-    this.#meter.add(Math.max(0, doneBytes - this.#lastBytes));
-    this.#lastBytes = doneBytes;
-    const rate = this.#meter.sample(now);
+    const rate = this.#rate(now, doneBytes);
     const pct = totalBytes === 0 ? 100 : (100 * doneBytes) / totalBytes;
-    const eta = rate > 0 ? (totalBytes - doneBytes) / rate : Infinity;
-    const stats = `${pct.toFixed(1).padStart(5)}%  ${formatBytes(doneBytes)}/${formatBytes(totalBytes)}  ` +
-      `${formatBytes(rate)}/s  ETA ${formatEta(eta)}  ${peers} peer(s)`;
+    const fields: BarFields = {
+      // Rounded down: 100.0% only when it is done.
+      pct: `${(Math.floor(pct * 10) / 10).toFixed(1).padStart(5)}%`,
+      bytes: `${formatBytes(doneBytes)}/${formatBytes(totalBytes)}`,
+      rate: `${formatBytes(rate)}/s`,
+      eta: this.#etaText(now, totalBytes - doneBytes, rate),
+      peers: `${peers} peer(s)`,
+    };
     if (this.#out.tty) {
-      this.#out.write(`\r\x1b[2K${fitBar(this.label, pct, stats, this.#out.columns())}`);
+      this.#out.write(`\r\x1b[2K${fitBar(this.label, pct, fields, this.#out.columns())}`);
       this.#barOnLine = true;
     } else if (now - this.#lastPrint >= PIPE_INTERVAL_MS) {
       this.#lastPrint = now;
-      this.#out.write(`${this.label}: ${stats}\n`);
+      this.#out.write(`${this.label}: ${plainFields(fields)}\n`);
     }
+  }
+
+  /** Bytes a second over the last RATE_WINDOW_MS, from the updates' samples; 0 until two updates. */
+  #rate(now: number, doneBytes: number): number {
+    const samples = this.#samples;
+    const prev = samples.at(-1);
+    if (prev && doneBytes > prev.bytes) {
+      this.#firstGrowth ??= prev.at;
+      this.#lastGrowth = now;
+      this.#growths++;
+    }
+    samples.push({ at: now, bytes: doneBytes });
+    // Keep one sample at or before the window's start, so the rate spans the whole window once it can.
+    while (samples.length > 2 && samples[1]!.at <= now - RATE_WINDOW_MS) samples.shift();
+    const first = samples[0]!;
+    const span = now - first.at;
+    return span > 0 ? ((doneBytes - first.bytes) * 1000) / span : 0;
+  }
+
+  /** "ETA m:ss", counting down steadily; "ETA --:--" before there is a rate to go by; "stalled" when bytes stopped. */
+  #etaText(now: number, remaining: number, rate: number): string {
+    if (remaining <= 0) return "ETA 0:00";
+    const first = this.#firstGrowth;
+    // A slow link lands a chunk every few seconds: only a pause well past its usual gap between chunks is a stall.
+    const usualGap = first === null || this.#growths < 2 ? 0 : (this.#lastGrowth - first) / (this.#growths - 1);
+    if (first !== null && now - this.#lastGrowth >= Math.max(STALLED_MS, 3 * usualGap)) {
+      this.#eta = null;
+      return "stalled";
+    }
+    if (first === null || rate <= 0 || now - first < ETA_AFTER_MS) {
+      this.#eta = null;
+      return "ETA --:--";
+    }
+    const target = remaining / rate;
+    const dt = now - this.#etaAt;
+    const predicted = this.#eta === null ? target : Math.max(0, this.#eta - dt / 1000);
+    const far = target > predicted * ETA_SNAP_FACTOR || target * ETA_SNAP_FACTOR < predicted;
+    this.#eta = far ? target : predicted + (target - predicted) * (1 - Math.exp(-dt / ETA_EASE_MS));
+    this.#etaAt = now;
+    return `ETA ${formatEta(this.#eta)}`;
   }
 
   /** Shows what a download reports: progress on the bar, anything else on a line of its own. */
@@ -95,7 +162,7 @@ export class ProgressView {
       case "progress":
         return this.update(e.doneBytes, e.totalBytes, e.peers);
       case "resumed":
-        this.#lastBytes = e.reusedBytes; // on disk already: not part of this run's rate
+        this.#samples = []; // what was on disk already is not part of this run's rate
         return this.note(
           `resuming: reused ${e.reused} of ${e.total} chunks${
             e.discarded ? `, ${e.discarded} failed their check` : ""
@@ -138,22 +205,59 @@ export class ProgressView {
   }
 }
 
+/** The parts of a progress line. */
+export interface BarFields {
+  pct: string;
+  bytes: string;
+  rate: string;
+  eta: string;
+  peers: string;
+}
+
+function plainFields(f: BarFields): string {
+  return [f.pct, f.bytes, f.rate, f.eta, f.peers].join("  ");
+}
+
 /** Widest bar, in cells. */
 const BAR_WIDTH = 24;
 /** Narrowest bar worth drawing; below it the line goes without one. */
 const MIN_BAR_WIDTH = 8;
+/**
+ * Widths the fields are padded to beside a bar, so that it keeps its width as
+ * the numbers grow: "1023.5 MiB", "1023.5 MiB/s", "ETA 59:59".
+ */
+const BYTES_WIDTH = 10, RATE_WIDTH = 12, ETA_WIDTH = 9;
 
 /**
- * The bar line, one cell short of `columns` at most: the bar narrows first,
- * then goes, then the line is cut. A line that wrapped would leave a copy of
- * itself above at every redraw.
+ * The bar line, one cell short of `columns` at most: a line that wrapped
+ * would leave a copy of itself above at every redraw. The bar narrows
+ * first, then goes; then the fields go, the least telling first (the label,
+ * the bytes, the peer count, the rate), so percent and ETA stay longest;
+ * only then is the line cut.
  */
-export function fitBar(label: string, pct: number, stats: string, columns: number): string {
-  const room = columns - 1 - `${label} [] ${stats}`.length;
-  const width = Math.min(BAR_WIDTH, room);
-  if (width < MIN_BAR_WIDTH) return `${label} ${stats}`.slice(0, Math.max(0, columns - 1));
-  const filled = Math.round((width * pct) / 100);
-  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${stats}`;
+export function fitBar(label: string, pct: number, f: BarFields, columns: number): string {
+  const limit = Math.max(0, columns - 1);
+  const [done = "", total = ""] = f.bytes.split("/");
+  const stats = [
+    f.pct,
+    `${done.padStart(BYTES_WIDTH)}/${total}`,
+    f.rate.padStart(RATE_WIDTH),
+    f.eta.padEnd(ETA_WIDTH),
+    f.peers.padStart(10),
+  ].join("  ");
+  const width = Math.min(BAR_WIDTH, limit - `${label} [] ${stats}`.length);
+  if (width >= MIN_BAR_WIDTH) {
+    const filled = Math.floor((width * Math.min(100, pct)) / 100);
+    return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${stats}`;
+  }
+  const layouts = [
+    `${label} ${plainFields(f)}`,
+    plainFields(f),
+    [f.pct, f.rate, f.eta, f.peers].join("  "),
+    [f.pct, f.rate, f.eta].join("  "),
+    [f.pct, f.eta].join("  "),
+  ];
+  return layouts.find((line) => line.length <= limit) ?? layouts.at(-1)!.slice(0, limit);
 }
 
 function formatEta(seconds: number): string {

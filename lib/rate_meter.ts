@@ -6,7 +6,7 @@
  * enough chunks outstanding to cover {@link PIPELINE_WINDOW_S} of that peer's
  * measured throughput. A fast peer gets a deep queue and so most of the work; a slow
  * one a shallow queue, so few chunks wait on it (which also keeps the
- * endgame short). The progress bar uses the same meter for its rate.
+ * endgame short).
  *
  * @module
  */
@@ -29,11 +29,7 @@ export const MAX_PIPELINE_BYTES = 4 * 1024 * 1024;
 
 /**
  * An exponential moving average of a byte rate, sampled at the caller's pace.
- * The first sample seeds the average. An `unbiased` meter instead weighs
- * every sample so far as the average would, and divides by the weights'
- * sum (the bias correction of Adam's moments): with a long time constant a
- * slow first sample (a download's start-up) would otherwise hold the rate
- * down for that long, while this way it fades as the samples add up.
+ * The first sample seeds the average.
  */
 export class RateMeter {
   #rate = 0;
@@ -41,11 +37,8 @@ export class RateMeter {
   #sampled = false;
   #pending = 0;
   #lastAt: number;
-  /** An unbiased meter's sum of weighted samples, and of their weights. */
-  #sum = 0;
-  #weight = 0;
 
-  constructor(now: number = performance.now(), readonly alpha: number = RATE_ALPHA, readonly unbiased = false) {
+  constructor(now: number = performance.now(), readonly alpha: number = RATE_ALPHA) {
     this.#lastAt = now;
   }
 
@@ -60,13 +53,7 @@ export class RateMeter {
     if (dt <= 0) return this.#rate;
     const inst = this.#pending / dt;
     this.#latest = inst;
-    if (this.unbiased) {
-      this.#sum = this.alpha * inst + (1 - this.alpha) * this.#sum;
-      this.#weight = this.alpha + (1 - this.alpha) * this.#weight;
-      this.#rate = this.#sum / this.#weight;
-    } else {
-      this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
-    }
+    this.#rate = this.#sampled ? this.alpha * inst + (1 - this.alpha) * this.#rate : inst;
     this.#sampled = true;
     this.#pending = 0;
     this.#lastAt = now;

@@ -7,7 +7,14 @@
  * @module
  */
 
-import { type Address, checkHello, Connection, type ConnectionOptions, HANDSHAKE_TIMEOUT_MS } from "./connection.ts";
+import {
+  type Address,
+  checkHello,
+  Connection,
+  type ConnectionOptions,
+  formatAddress,
+  HANDSHAKE_TIMEOUT_MS,
+} from "./connection.ts";
 import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError, TruncatedFrameError } from "./errors.ts";
 import { helloMessage, type Message } from "./messages.ts";
 
@@ -155,9 +162,16 @@ export class FrameServer {
 
   /** Starts listening (port 0 picks a free port; see {@link address}). */
   static listen(options: ServerOptions, handler: Handler): FrameServer {
-    const listener = options.path !== undefined
-      ? Deno.listen({ transport: "unix", path: options.path })
-      : Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    const where = options.path ?? formatAddress({ host: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    let listener: Deno.Listener;
+    try {
+      listener = options.path !== undefined
+        ? Deno.listen({ transport: "unix", path: options.path })
+        : Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    } catch (err) {
+      // Deno's own message ("Address already in use (os error 98)") does not say which address.
+      throw new ShoalError("listen", `Cannot listen on ${where}: ${(err as Error).message}`, undefined, { cause: err });
+    }
     return new FrameServer(listener, handler, options);
   }
 

@@ -6,7 +6,7 @@ import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
-import { download, type DownloadStatus, type DownloadSummary } from "../lib/download.ts";
+import { download, type DownloadStatus, type DownloadSummary, listIndexes } from "../lib/download.ts";
 import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import type { Message } from "../lib/messages.ts";
@@ -322,6 +322,7 @@ Deno.test("a peer being tried again does not keep a starved download from giving
   const seconds = (performance.now() - started) / 1000;
   assert.match(String(err), /No live peer has 1 missing chunk\(s\): 7\./);
   assert.match(String(err), new RegExp(`Dropped: ${formatAddress(mute.address)} \\(no answer\\)\\.`));
+  assert.match(String(err), /7 of 8 chunks are kept in .*out\.part; run the same command again to resume\.$/);
   assert.ok(connections >= 2, `the mute peer was tried again (${connections} connections)`);
   // Waiting on every retry as on a new source would end it only once a starved gap outlasted giveUpMs: about 14 s.
   assert.ok(seconds < 8, `gave up after ${seconds.toFixed(1)} s: the first wait (${stallMs} ms) plus giveUpMs`);
@@ -342,7 +343,8 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
     String(err),
     new RegExp(
       `No live peer has 4 missing chunk\\(s\\): 0-3\\. Dropped: ${formatAddress(bad.address)} ` +
-        `\\(sent chunk \\d with a wrong SHA-256; not asked again in this download\\)\\.`,
+        `\\(sent chunk \\d with a wrong SHA-256; not asked again in this download\\)\\. ` +
+        "No chunk was fetched; run the same command again once a peer has the file\\.$",
     ),
   );
 });
@@ -639,4 +641,10 @@ Deno.test("a peer slower than a chunk per stall time is not taken for a stalled 
   const summary = await boundedGet([slow.address], f, out, { stallMs }, 15_000);
   assert.equal(sha(await Deno.readFile(out)), sha(data));
   assert.deepEqual(summary.peersDropped, []);
+});
+
+Deno.test("missing chunks are listed as ranges, the first 20 and how many more", () => {
+  assert.equal(listIndexes([0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+  const every3rd = Array.from({ length: 25 }, (_, i) => 3 * i);
+  assert.equal(listIndexes(every3rd), `${every3rd.slice(0, 20).join(", ")} and 5 more`);
 });

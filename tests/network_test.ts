@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
-import { download, type DownloadStatus } from "../lib/download.ts";
+import { download, type DownloadEvent, type DownloadStatus } from "../lib/download.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import {
   DiskError,
@@ -529,6 +529,7 @@ Deno.test("the progress shows only peers that answered, not those still connecti
   try {
     const sources = [peer.address, { host: "127.0.0.1", port: mute.addr.port }];
     const counts: number[] = [];
+    let last: DownloadEvent | undefined;
     await download({
       fileId: f.id,
       manifest: f.manifest,
@@ -537,8 +538,16 @@ Deno.test("the progress shows only peers that answered, not those still connecti
       discover: () => Promise.resolve(sources),
       workers: 2,
       stallMs: 60_000, // not dropped as silent during the test
-      onEvent: (e) => void (e.kind === "progress" && counts.push(e.peers)),
+      onEvent: (e) => {
+        if (e.kind === "progress") counts.push(e.peers);
+        last = e;
+      },
     });
+    assert.deepEqual(
+      last,
+      { kind: "progress", doneBytes: data.length, totalBytes: data.length, peers: 1 },
+      "100% last",
+    );
     assert.equal(held.length, 1, "the mute peer was connected to");
     assert.ok(counts.length >= 2, `progress was reported: ${counts}`);
     assert.ok(counts.every((n) => n <= 1), `peers shown: ${counts}`);

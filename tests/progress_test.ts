@@ -1,6 +1,6 @@
 // Progress output, with a fake clock and writer: the bar on a terminal, lines on a pipe, nothing when quiet.
 import assert from "node:assert/strict";
-import { fitBar, type ProgressOutput, ProgressView } from "../lib/progress.ts";
+import { type BarFields, fitBar, type ProgressOutput, ProgressView } from "../lib/progress.ts";
 
 const MiB = 1024 * 1024;
 
@@ -49,7 +49,7 @@ Deno.test("on a terminal: one bar redrawn in place, with percent, bytes, rate, E
   assert.ok(!last.includes("\n"), "the bar stays on its line");
   // 32 of 64 MiB at 16 MiB/s: half the bar, 2 s left.
   assert.match(last, /\[#{12}-{12}\]/);
-  assert.match(last, / 50\.0% {2}32\.0 MiB\/64\.0 MiB {2}16\.0 MiB\/s {2}ETA 0:02 {2}3 peer\(s\)$/);
+  assert.match(last, / 50\.0% {2} +32\.0 MiB\/64\.0 MiB {2} +16\.0 MiB\/s {2}ETA 0:02 {2} +3 peer\(s\)$/);
   view.done();
   assert.equal(out.text.at(-1), "\n", "done ends the bar's line");
   view.done();
@@ -120,6 +120,61 @@ Deno.test("the ETA is smoothed: whole chunks landing now and then do not make it
   assert.ok(Math.abs(after - now) / now < 0.1, `ETA ${after} s after the rate doubled, about ${now} s left`);
 });
 
+Deno.test("on a steady link the ETA counts down: it never goes up by more than a second", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  // 3 MiB/s in 1 MiB chunks: each quarter-second update sees a whole chunk or nothing, 3 times in 4.
+  let done = 0, owed = 0;
+  const etas: number[] = [];
+  for (let i = 1; i <= 400; i++) {
+    out.at += 250;
+    owed += 0.75;
+    if (owed >= 1) (done += MiB), owed--;
+    view.update(done, 300 * MiB, 2);
+    if (i > 8) etas.push(etaSeconds(out.text.at(-1)!)); // from 2 s on
+  }
+  for (let i = 1; i < etas.length; i++) {
+    assert.ok(etas[i]! <= etas[i - 1]! + 1, `the ETA went up: ${etas[i - 1]} -> ${etas[i]} s at update ${i + 9}`);
+  }
+  const left = (300 * MiB - done) / (3 * MiB);
+  assert.ok(Math.abs(etas.at(-1)! - left) <= 2, `ETA ${etas.at(-1)} s, ${left} s left`);
+});
+
+Deno.test("no ETA in the first second of bytes; 'stalled' once bytes stop well past their usual gap", () => {
+  const out = fakeOutput(true);
+  const view = new ProgressView("get", false, out);
+  out.at += 250;
+  view.update(0, 100 * MiB, 1);
+  out.at += 250;
+  view.update(MiB, 100 * MiB, 1);
+  assert.match(out.text.at(-1)!, /ETA --:--/, "one update of bytes tells too little");
+  feed(view, out, { from: MiB, perTick: MiB, tickMs: 250, ticks: 8, total: 100 * MiB, peers: 1 });
+  assert.match(out.text.at(-1)!, /ETA 0:2\d/, "4 MiB/s, 90 MiB left");
+  // Nothing more: the ETA counts down for a few seconds, then says so.
+  const shown: string[] = [];
+  for (let i = 0; i < 24; i++) {
+    out.at += 250;
+    view.update(10 * MiB, 100 * MiB, 1);
+    shown.push(/(ETA [\d:-]+|stalled)/.exec(out.text.at(-1)!)![1]!);
+  }
+  assert.ok(!shown.slice(0, 18).includes("stalled"), `not before 5 s: ${shown}`);
+  assert.deepEqual(shown.slice(20), ["stalled", "stalled", "stalled", "stalled"]);
+  // Bytes again: a time again.
+  feed(view, out, { from: 10 * MiB, perTick: MiB, tickMs: 250, ticks: 8, total: 100 * MiB, peers: 1 });
+  assert.match(out.text.at(-1)!, /ETA \d+:\d\d/);
+
+  // A slow link, a chunk every 4 s: each pause is its usual gap, not a stall.
+  const slow = fakeOutput(true);
+  const view2 = new ProgressView("get", false, slow);
+  let done = 0;
+  for (let i = 1; i <= 160; i++) {
+    slow.at += 250;
+    if (i % 16 === 0) done += MiB;
+    view2.update(done, 100 * MiB, 1);
+    if (i > 40) assert.doesNotMatch(slow.text.at(-1)!, /stalled/, `update ${i}`);
+  }
+});
+
 Deno.test("after a resume, the rate and ETA count only what this run fetches", () => {
   const out = fakeOutput(true);
   const view = new ProgressView("get", false, out);
@@ -136,7 +191,7 @@ Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
   const view = new ProgressView("get", false, out);
   out.at += 250;
   view.update(0, 10 * MiB, 0);
-  assert.match(out.text.at(-1)!, / {2}0\.0% .* ETA --:-- {2}0 peer\(s\)$/);
+  assert.match(out.text.at(-1)!, / {2}0\.0% .* ETA --:-- +0 peer\(s\)$/);
   out.at += 250;
   view.update(0, 0, 0);
   assert.match(out.text.at(-1)!, /100\.0% /);
@@ -162,22 +217,45 @@ Deno.test("download events other than progress become lines: a resume, a restart
   ]);
 });
 
-Deno.test("the bar fits the terminal: it narrows, then goes, then the line is cut", () => {
-  const stats = " 50.0%  1.00 MiB/2.00 MiB  1.00 MiB/s  ETA 0:01  1 peer(s)";
-  const full = fitBar("get", 50, stats, 120);
-  assert.equal(full, `get [############------------] ${stats}`);
-  for (const columns of [100, 80, 70, 60, 40, 10, 1]) {
-    const line = fitBar("get", 50, stats, columns);
-    assert.ok(line.length <= columns - 1, `${columns} columns: ${line.length} cells`);
+Deno.test("the bar fits the terminal: it narrows, then goes, then the least telling fields go, then the line is cut", () => {
+  const f: BarFields = {
+    pct: " 50.0%",
+    bytes: "1.00 MiB/2.00 MiB",
+    rate: "1.00 MiB/s",
+    eta: "ETA 0:01",
+    peers: "1 peer(s)",
+  };
+  const full = fitBar("get", 50, f, 120);
+  assert.equal(full, "get [############------------]  50.0%    1.00 MiB/2.00 MiB    1.00 MiB/s  ETA 0:01    1 peer(s)");
+  for (const columns of [100, 80, 70, 60, 40, 30, 10, 1, 0]) {
+    const line = fitBar("get", 50, f, columns);
+    assert.ok(line.length <= Math.max(0, columns - 1), `${columns} columns: ${line.length} cells`);
   }
-  assert.match(fitBar("get", 50, stats, 80), /^get \[#{6,12}-{6,12}\] {2}50\.0%/, "a narrower bar on 80 columns");
-  assert.equal(fitBar("get", 50, stats, 70), `get ${stats}`, "no bar when it would be too narrow");
-  assert.equal(fitBar("get", 50, stats, 30), `get ${stats}`.slice(0, 29));
+  assert.match(fitBar("get", 50, f, 88), /^get \[#{4,12}-{4,12}\] {2}50\.0%/, "a narrower bar");
+  assert.equal(fitBar("get", 50, f, 70), "get  50.0%  1.00 MiB/2.00 MiB  1.00 MiB/s  ETA 0:01  1 peer(s)", "no bar");
+  assert.equal(fitBar("get", 50, f, 60), " 50.0%  1.00 MiB/2.00 MiB  1.00 MiB/s  ETA 0:01  1 peer(s)", "no label");
+  assert.equal(fitBar("get", 50, f, 40), " 50.0%  1.00 MiB/s  ETA 0:01  1 peer(s)", "no bytes");
+  assert.equal(fitBar("get", 50, f, 30), " 50.0%  1.00 MiB/s  ETA 0:01", "no peer count");
+  assert.equal(fitBar("get", 50, f, 20), " 50.0%  ETA 0:01", "percent and ETA last");
+  assert.equal(fitBar("get", 50, f, 10), " 50.0%  E");
+  assert.match(fitBar("get", 99.9, f, 120), /\[#{23}-\]/, "the bar is full only at 100%");
 
   const out = fakeOutput(true, 60);
   const view = new ProgressView("get", false, out);
   feed(view, out, { from: 0, perTick: 4 * MiB, tickMs: 250, ticks: 8, total: 64 * MiB, peers: 3 });
   for (const t of out.text) assert.ok(t.replace("\r\x1b[2K", "").length <= 59, `wraps on 60 columns: ${t}`);
+});
+
+Deno.test("the bar keeps its width as the numbers grow", () => {
+  const out = fakeOutput(true, 100);
+  const view = new ProgressView("get", false, out);
+  // From 5 MiB to 985 MiB of 1000 MiB, at rates from KiB/s to 160 MiB/s, with 9 then 12 peers.
+  let done = 5 * MiB;
+  for (const [perTick, ticks, peers] of [[1024, 4, 9], [MiB, 20, 9], [40 * MiB, 24, 12]] as const) {
+    done = feed(view, out, { from: done, perTick, tickMs: 250, ticks, total: 1000 * MiB, peers });
+  }
+  const widths = new Set(out.text.map((t) => /\[[#-]*\]/.exec(t)?.[0].length));
+  assert.equal(widths.size, 1, `bar widths: ${[...widths]}`);
 });
 
 Deno.test("the start-up, before the first chunk lands, does not hold the rate down for the seconds after", () => {

@@ -13,28 +13,6 @@ Deno.test("rate meter: first sample is the rate, later samples are smoothed", ()
   assert.equal(m.sample(3000), 1_000_000, "a zero-length interval changes nothing");
 });
 
-Deno.test("rate meter: an unbiased meter lets a slow first sample fade as samples add up", () => {
-  // The progress bar's meter: 4 samples a second, a time constant of about 4 s, and a start-up with nothing yet.
-  const seeded = new RateMeter(0, 0.06);
-  const unbiased = new RateMeter(0, 0.06, true);
-  for (const m of [seeded, unbiased]) {
-    m.sample(250); // nothing in the first quarter second
-    for (let t = 500; t <= 3000; t += 250) {
-      m.add(25_000_000); // 100 MB/s from then on
-      m.sample(t);
-    }
-  }
-  assert.ok(seeded.rate < 50_000_000, `seeded: ${seeded.rate}, still held down by the first sample`);
-  assert.ok(unbiased.rate > 90_000_000, `unbiased: ${unbiased.rate}`);
-  assert.ok(unbiased.rate < 100_000_000);
-  const one = new RateMeter(0, 0.06, true);
-  one.add(1_000_000);
-  assert.equal(one.sample(1000), 1_000_000, "the first sample alone is the rate");
-  one.add(3_000_000);
-  const two = one.sample(2000);
-  assert.ok(Math.abs(two - 2_000_000) < 50_000, `two samples: nearly their mean, ${two}`);
-});
-
 Deno.test("pipeline depth follows the measured rate within bounds", () => {
   const MiB = 1024 * 1024;
   assert.equal(pipelineDepth(null, MiB, 4), 4, "unmeasured: the initial depth");

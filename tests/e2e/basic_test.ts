@@ -30,7 +30,7 @@ import {
 } from "./harness.ts";
 
 /** Exit codes documented in lib/errors.ts (ExitCode); repeated here as the contract under test. */
-const EXIT = { notFound: 3, unreachable: 4, exists: 7 } as const;
+const EXIT = { failure: 1, usage: 2, notFound: 3, unreachable: 4, exists: 7 } as const;
 
 /** The last `n` non-empty lines of some output. */
 function lastLines(text: string, n: number): string {
@@ -165,6 +165,26 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
     expectOneErrorLine(near.stderr),
     /^error: No file named "small"; did you mean "small\.bin" \([0-9a-f]{12}\)\?$/,
   );
+
+  // options that cannot be honoured are refused before anything starts; a port in use is named
+  const both = await env.client(src, "get", "small.bin", "-o", `${out}/u`, "--seed", "--no-share");
+  assert.equal(both.code, EXIT.usage, both.stderr);
+  assert.match(expectOneErrorLine(both.stderr), /--seed .* --no-share/);
+  const taken = await env.client(src, "get", "small.bin", "-o", `${out}/t`, "--listen", tracker.addr);
+  assert.equal(taken.code, EXIT.failure, taken.stderr);
+  assert.match(expectOneErrorLine(taken.stderr), new RegExp(`^error: Cannot listen on ${tracker.addr}: `));
+  for (
+    const [args, message] of [
+      [["--chunk-size", "1k"], /^error: Invalid --chunk-size "1k": must be from 16\.0 KiB to 16\.0 MiB$/],
+      [["--chunk-size", "32m"], /^error: Invalid --chunk-size "32m"/],
+      [["--shared", `${out}/none`], /^error: --shared \S+none: no such directory$/],
+      [["--shared", target], /^error: --shared \S+small\.bin: not a directory$/],
+    ] as const
+  ) {
+    const r = await env.run("peer.ts", ["--shared", dir, "--tracker", tracker.addr, "--no-shell", ...args]);
+    assert.equal(r.code, EXIT.usage, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(expectOneErrorLine(r.stderr), message);
+  }
 
   // nobody listening at the tracker address: exit 4
   const dead = ["--tracker", `127.0.0.1:${freePort()}`];

@@ -274,8 +274,10 @@ Deno.test("e2e swarm: get --upload-limit caps what a seeding client serves; --do
     "--seed",
     "--upload-limit",
     "1m",
+    "--json",
   ]);
-  const at = (await seeding.waitForLine(/^seeding on (\S+) until interrupted$/, 30_000))[1]!;
+  // With --json the note goes to stderr: stdout is the summary alone.
+  const at = (await seeding.waitForLine(/^seeding on (\S+) until interrupted$/, 30_000, "stderr"))[1]!;
   const fromSeeder = (await env.clientOk(["--peers", at], "get", "l.bin", "-o", `${out}/b`, "--json")).json<
     GetSummary
   >();
@@ -284,6 +286,7 @@ Deno.test("e2e swarm: get --upload-limit caps what a seeding client serves; --do
   assert.ok(fromSeeder.seconds >= least, `served at 1 MiB/s: ${fromSeeder.seconds} s`);
   seeding.kill("SIGTERM");
   assert.equal((await seeding.wait()).code, 0, seeding.describe());
+  assert.equal((JSON.parse(seeding.stdout) as GetSummary).bytes, 4 * MiB, "stdout is the JSON summary alone");
 
   const args = ["get", "l.bin", "-o", `${out}/c`, "--json", "--download-limit", "1m"];
   const limited = (await env.clientOk(["--peers", peer.addr], ...args)).json<GetSummary>();
