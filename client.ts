@@ -18,8 +18,8 @@ import {
   shutdownSignal,
 } from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
-import { DEFAULT_MAX_PEERS, MAX_KNOWN_PEERS } from "./lib/download.ts";
-import { ExitCode, UsageError } from "./lib/errors.ts";
+import { DEFAULT_MAX_PEERS, failureSummary, MAX_KNOWN_PEERS } from "./lib/download.ts";
+import { describeError, ExitCode, exitCodeOf, ShoalError, UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { ProgressView } from "./lib/progress.ts";
@@ -152,6 +152,10 @@ export function build(): Command {
         onResolved: (id, m, out) =>
           view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
         onEvent: (e) => view.event(e),
+      }).catch((err) => {
+        // A script reading --json learns why it failed, and what it had done, on stdout as well.
+        if (o.json) console.log(JSON.stringify(failedJson(err), null, 2));
+        throw err;
       }).finally(() => view.done());
       if (o.json) console.log(JSON.stringify(summary, null, 2));
       else if (!o.quiet) {
@@ -172,6 +176,18 @@ export function build(): Command {
   );
   addPeerControlCommands(program, () => program.opts().home);
   return program;
+}
+
+/** `get --json`'s output for a download that failed: the error, and the summary of what it did, if it began. */
+function failedJson(err: unknown): Record<string, unknown> {
+  return {
+    error: {
+      code: err instanceof ShoalError ? err.code : "failure",
+      message: describeError(err),
+      exitCode: exitCodeOf(err),
+    },
+    ...failureSummary(err),
+  };
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -200,6 +200,23 @@ export interface DownloadSummary {
   chunkBuffers: PoolStats;
 }
 
+/** What a download that failed had done: a summary as at the end, and how many chunks it still missed. */
+export interface FailedDownloadSummary extends DownloadSummary {
+  chunksMissing: number;
+}
+
+/** The summaries of failed downloads, by the error each failed with (see {@link failureSummary}). */
+const failures = new WeakMap<object, FailedDownloadSummary>();
+
+/**
+ * What the download that threw `err` had done when it failed, for `get
+ * --json`: the peers dropped and why matter most when it fails. Undefined
+ * for an error thrown before any chunk could be fetched.
+ */
+export function failureSummary(err: unknown): FailedDownloadSummary | undefined {
+  return typeof err === "object" && err !== null ? failures.get(err) : undefined;
+}
+
 interface PeerInfo {
   worker: Worker;
   /** This connection's number in the worker messages (a retried peer gets a new one). */
@@ -289,6 +306,10 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
   const timers: ReturnType<typeof setInterval>[] = [];
   let workersClosed = false;
+  /** The counts for the summary, once there are any. */
+  let counts: (() => Omit<DownloadSummary, "seconds" | "mbPerSecond" | "alreadyComplete" | "chunkBuffers">) | null =
+    null;
+  let chunksMissing = () => n;
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
     const done = new Bitfield(n);
@@ -328,6 +349,18 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const dropped: { peer: string; reason: string }[] = [];
     let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = reusedBytes;
     let dirty = false;
+    counts = () => ({
+      path: opts.out,
+      bytes: manifest.size,
+      bytesFetched: doneBytes - reusedBytes,
+      chunksReused: reused,
+      chunksFetched: fetched,
+      chunksRefetched: refetched,
+      chunksWrittenDirect: writtenDirect,
+      bytesPerPeer,
+      peersDropped: dropped,
+    });
+    chunksMissing = () => n - sched.done.count;
     let nextWorker = 0;
     let nextLink = 0;
     /** Every source heard of, and whose turn it is to connect (a dropped one once its backoff has passed). */
@@ -716,21 +749,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await shareDone(opts);
     const chunkBuffers = await closeWorkers(workers, dead);
     workersClosed = true;
-    return summary(started, {
-      path: opts.out,
-      bytes: manifest.size,
-      bytesFetched: doneBytes - reusedBytes,
-      chunksReused: reused,
-      chunksFetched: fetched,
-      chunksRefetched: refetched,
-      chunksWrittenDirect: writtenDirect,
-      bytesPerPeer,
-      peersDropped: dropped,
-      chunkBuffers,
-    });
+    return summary(started, { ...counts(), chunkBuffers });
   } catch (err) {
-    if (failed !== null && err !== failed) throw failed;
-    throw err;
+    const thrown = failed !== null && err !== failed ? failed : err;
+    if (counts && typeof thrown === "object" && thrown !== null) {
+      const chunkBuffers = await closeWorkers(workers, dead);
+      workersClosed = true;
+      failures.set(thrown, { ...summary(started, { ...counts(), chunkBuffers }), chunksMissing: chunksMissing() });
+    }
+    throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
     await compacted;

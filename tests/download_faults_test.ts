@@ -6,7 +6,7 @@ import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
-import { download, type DownloadStatus, type DownloadSummary, listIndexes } from "../lib/download.ts";
+import { download, type DownloadStatus, type DownloadSummary, failureSummary, listIndexes } from "../lib/download.ts";
 import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import type { Message } from "../lib/messages.ts";
@@ -347,6 +347,9 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
         "No chunk was fetched; run the same command again once a peer has the file\\.$",
     ),
   );
+  const partial = failureSummary(err)!;
+  assert.deepEqual([partial.chunksMissing, partial.chunksFetched, partial.bytesFetched], [4, 0, 0]);
+  assert.deepEqual(partial.peersDropped.map((d) => d.peer), [formatAddress(bad.address)]);
 });
 
 Deno.test("a fetch worker that cannot open the .part, or fails as it loads, ends the download at once with its error", async () => {

@@ -179,10 +179,18 @@ Deno.test("e2e swarm: SIGINT and SIGTERM save progress; the rerun re-checks it, 
   };
 
   // SIGINT early on (stderr is a pipe: no bar, and too early for a progress line)
-  const c1 = await get();
+  const c1 = await get("--json");
   await waitForProgress(target, 8, "before SIGINT");
   const p1 = await stop(c1, "SIGINT");
   assert.ok(p1.done >= 8 && p1.done < chunks, `SIGINT at ${p1.done} chunks`);
+  // --json says why it failed and what it had done, as at the end of a download
+  const failed = JSON.parse(c1.stdout) as GetSummary & {
+    error: { code: string; exitCode: number };
+    chunksMissing: number;
+  };
+  assert.deepEqual([failed.error.code, failed.error.exitCode], ["interrupted", 130]);
+  assert.deepEqual([failed.chunksFetched, failed.chunksMissing], [p1.done, chunks - p1.done]);
+  assert.equal(Object.values(failed.bytesPerPeer).reduce((a, b) => a + b, 0), p1.done * chunkSize);
 
   // SIGTERM a few seconds into the resumed run, which prints a progress line every 3 s on a pipe
   const c2 = await get();
