@@ -16,10 +16,12 @@ import {
   AccountError,
   DiskError,
   DownloadBusyError,
+  ExitCode,
   IncompleteDownloadError,
   OutputExistsError,
   RemoteError,
   ShoalError,
+  UsageError,
 } from "./errors.ts";
 import { chunkDigests, chunkLength, fileMatches, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
@@ -34,7 +36,8 @@ import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
 import { Sources } from "./sources.ts";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
+import { utf8Encoder } from "./bytes.ts";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
 export const DEFAULT_STALL_MS = 15_000;
@@ -89,8 +92,11 @@ const REJECT_RETRIES = 3;
 
 /** What happens during a download, for progress output. */
 export type DownloadEvent =
-  | { kind: "resumed"; reused: number; total: number; discarded: number; reusedBytes: number }
+  /** `rechecked`: every chunk of the `.part` was checked, as no usable sidecar said which were done. */
+  | { kind: "resumed"; reused: number; total: number; discarded: number; reusedBytes: number; rechecked: boolean }
   | { kind: "restart"; reason: string }
+  /** The `.part` is read back whole (or the chunks the sidecar marks, from a `.part` of the wrong size); `reason` says why. */
+  | { kind: "recheck"; reason: string }
   /** The output exists with the file's size: its chunks are being checked against the manifest. */
   | { kind: "checking"; path: string }
   | { kind: "progress"; doneBytes: number; totalBytes: number; peers: number }
@@ -250,10 +256,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   if (already) return already;
 
   // Held until this function returns, past the rename: a second download to the same output is refused meanwhile.
+  checkNameRoom(opts.out);
   using part = await claimPart(partPath);
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
-    await finish(part, partPath, opts.out);
+    await finish(part, partPath, opts.out, opts.force ?? false);
     await shareDone(opts); // an empty file is seeded like any other
     return fetchedNothing(started, opts, false);
   }
@@ -315,7 +322,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const done = new Bitfield(n);
     let reused = 0, reusedBytes = 0;
     if (resumed) {
-      const marked = [...Array(n).keys()].filter((i) => resumed.done.has(i));
+      const marked = [...Array(n).keys()].filter((i) => resumed.marked.has(i));
       const results = await Promise.race([
         Promise.all(workers.map((w, k) => {
           const { promise, resolve } = Promise.withResolvers<{ good: number[]; bad: number[] }>();
@@ -332,7 +339,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       }
       reused = done.count;
       for (let i = 0; i < n; i++) if (done.has(i)) reusedBytes += chunkLength(manifest, i);
-      opts.onEvent?.({ kind: "resumed", reused, total: n, discarded, reusedBytes });
+      opts.onEvent?.({ kind: "resumed", reused, total: n, discarded, reusedBytes, rechecked: resumed.rechecked });
     }
 
     const sched = new Scheduler(n, done);
@@ -744,7 +751,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     // The last frame: the 250 ms tick saw 98% at best.
     opts.onEvent?.({ kind: "progress", doneBytes, totalBytes: manifest.size, peers: readyPeers() });
     await part.syncData();
-    await finish(part, partPath, opts.out);
+    await finish(part, partPath, opts.out, opts.force ?? false);
     await Deno.remove(sidecarPath).catch(() => {});
     await shareDone(opts);
     const chunkBuffers = await closeWorkers(workers, dead);
@@ -803,31 +810,92 @@ async function claimPart(partPath: string): Promise<Deno.FsFile> {
   return part;
 }
 
-/** Checks the locked `.part` against the sidecar; returns the resume state, or restarts the `.part` empty. */
-async function openPart(opts: DownloadOptions, part: Deno.FsFile, partPath: string, sidecarPath: string) {
+/** The longest file name most filesystems take, in bytes (NAME_MAX). */
+const NAME_MAX = 255;
+
+/**
+ * Refuses an output whose name leaves no room for its `.part.json.tmp`
+ * beside it: a name of 246 bytes is valid, but its progress could not be
+ * saved, and the error would come from deep inside, after a `.part` was made.
+ */
+function checkNameRoom(out: string): void {
+  const bytes = utf8Encoder.encode(basename(`${out}.part.json.tmp`)).length;
+  if (bytes > NAME_MAX) {
+    throw new UsageError(
+      `The output's name is too long to keep its progress beside it (${basename(out).slice(0, 24)}…: ` +
+        `${bytes - ".part.json.tmp".length} bytes, at most ${NAME_MAX - ".part.json.tmp".length}); choose a shorter -o`,
+    );
+  }
+}
+
+/** Which chunks of a `.part` to check before a resume, and whether that is all of them. */
+interface ResumeFrom {
+  marked: Bitfield;
+  rechecked: boolean;
+}
+
+/**
+ * Checks the locked `.part` against the sidecar; returns the chunks to check
+ * for a resume, or starts the `.part` afresh. Chunks on disk are never
+ * thrown away for want of a record: a `.part` of the file's size with a
+ * damaged sidecar, another file's, or none (a kill before the first save)
+ * is checked whole, as BitTorrent clients recheck; a `.part` cut short or
+ * grown is set to the file's size and the sidecar's chunks checked. A
+ * `.part` with no sidecar at all and another size is no download of ours
+ * (a user's `notes.part`): it is kept unless `force`.
+ */
+async function openPart(
+  opts: DownloadOptions,
+  part: Deno.FsFile,
+  partPath: string,
+  sidecarPath: string,
+): Promise<ResumeFrom | null> {
   const { manifest } = opts;
-  let state = null;
+  const n = manifest.chunks.length;
+  let state = null, unusable: string | null = null;
   try {
     state = await readSidecar(sidecarPath, sidecarFileOf(opts));
-    if (state) {
-      const st = await part.stat();
-      if (st.size !== manifest.size) {
-        opts.onEvent?.({ kind: "restart", reason: `${partPath} is missing or not ${manifest.size} bytes` });
-        state = null;
-      }
-    }
   } catch (err) {
-    if (!(err instanceof SidecarError)) throw err;
-    opts.onEvent?.({ kind: "restart", reason: `ignoring ${sidecarPath}: ${err.message}` });
-    state = null;
+    if (!(err instanceof SidecarError)) {
+      throw new DiskError(`Cannot read ${sidecarPath}: ${(err as Error).message}`, { cause: err });
+    }
+    unusable = `ignoring ${sidecarPath}: ${err.message}`;
+  }
+  const st = await part.stat();
+  const written = (st.blocks ?? 1) > 0; // a sparse .part with no block written holds nothing to check
+  let from: ResumeFrom | null = null;
+  if (state) {
+    from = { marked: state.done, rechecked: false };
+    if (st.size !== manifest.size) {
+      opts.onEvent?.({
+        kind: "recheck",
+        reason: `${partPath} is ${st.size} bytes, not ${manifest.size}: checking the chunks ${sidecarPath} marks done`,
+      });
+    }
+  } else if (st.size === manifest.size && written && n > 0) {
+    from = { marked: Bitfield.full(n), rechecked: true };
+    opts.onEvent?.({
+      kind: "recheck",
+      reason: `${unusable ?? `no ${sidecarPath}`}; checking every chunk of ${partPath}`,
+    });
+  } else if (st.size > 0 && st.size !== manifest.size && unusable === null && !opts.force) {
+    throw new ShoalError(
+      "exists",
+      `${partPath} is in the way: it is not a download of this file (${st.size} bytes, not ${manifest.size}, and no ` +
+        `${sidecarPath}); move it away, or use --force to overwrite it`,
+      ExitCode.exists,
+    );
+  } else if (unusable !== null || (st.size > 0 && st.size !== manifest.size)) {
+    opts.onEvent?.({ kind: "restart", reason: unusable ?? `${partPath} is not a download of this file` });
+  }
+  try {
+    // Cut to the file's size (a shorter .part is extended with holes): chunks past the end go, the rest are checked.
+    if (!from) await part.truncate(0);
+    if (st.size !== manifest.size || !from) await part.truncate(manifest.size);
+  } catch (err) {
+    throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
   }
   if (!state) {
-    try {
-      await part.truncate(0);
-      await part.truncate(manifest.size);
-    } catch (err) {
-      throw new DiskError(`Cannot create ${partPath}: ${(err as Error).message}`, { cause: err });
-    }
     await Deno.remove(sidecarPath).catch((err) => {
       // Gone already is fine; what cannot go (a directory with things in it) would refuse every progress save.
       if (!(err instanceof Deno.errors.NotFound)) {
@@ -835,21 +903,39 @@ async function openPart(opts: DownloadOptions, part: Deno.FsFile, partPath: stri
       }
     });
   }
-  return state;
+  return from;
 }
 
-async function finish(part: Deno.FsFile, partPath: string, out: string): Promise<void> {
+async function finish(part: Deno.FsFile, partPath: string, out: string, force: boolean): Promise<void> {
   // The lock is on the open file, not on its name: a .part deleted or moved away mid-download, then made again by
   // another download, would put that one's half-written file in place. Only the file this download wrote is renamed.
   const [held, named] = await Promise.all([part.stat(), Deno.lstat(partPath).catch(() => null)]);
   if (named === null || named.dev !== held.dev || named.ino !== held.ino) {
     throw new DiskError(`${partPath} was removed or replaced during the download; nothing was saved to ${out}`);
   }
+  const moveFailed = (err: unknown) =>
+    new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
+  if (force) return await Deno.rename(partPath, out).catch((err) => Promise.reject(moveFailed(err)));
+  // Never over something that appeared at `out` during the download (the check before it began is long past): a
+  // hard link is made only where no name is, and then the .part's name goes.
   try {
-    await Deno.rename(partPath, out);
+    await Deno.link(partPath, out);
   } catch (err) {
-    throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
+    if (err instanceof Deno.errors.AlreadyExists) throw appeared(out, partPath);
+    // A filesystem without hard links (FAT, some network ones): look once more, then rename.
+    if (await exists(out)) throw appeared(out, partPath);
+    return await Deno.rename(partPath, out).catch((err) => Promise.reject(moveFailed(err)));
   }
+  await Deno.remove(partPath);
+}
+
+function appeared(out: string, partPath: string): ShoalError {
+  return new ShoalError(
+    "exists",
+    `${out} appeared during the download and is kept; the file is complete in ${partPath}: move ${out} away and ` +
+      "run the same command again (or use --force to overwrite it)",
+    ExitCode.exists,
+  );
 }
 
 /**
@@ -863,7 +949,7 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
   const allocated = await Deno.stat(partPath).then((st) => (st.blocks ?? 0) * 512, () => 0);
   const need = manifest.size - allocated;
   if (free === null || free >= need) return;
-  const mb = (x: number) => `${(x / 1e6).toFixed(1)} MB`;
+  const mb = (x: number) => x >= 1e6 ? `${(x / 1e6).toFixed(1)} MB` : `${Math.ceil(x / 1e3)} kB`; // never "0.0 MB"
   throw new DiskError(
     `Not enough free space for ${manifest.name}: ${mb(need)} still to write, ${mb(free)} free in ` +
       `${dir}. Free some space (progress is kept: run the same command again) or choose another -o.`,
@@ -923,8 +1009,22 @@ export async function existingOutput(
   if (!st?.isFile || st.size !== opts.manifest.size) throw new OutputExistsError(opts.out);
   opts.onEvent?.({ kind: "checking", path: opts.out });
   if (!(await fileMatches(opts.out, opts.manifest))) throw new OutputExistsError(opts.out);
+  await removeLeftovers(opts.out, st);
   await shareDone(opts);
   return fetchedNothing(started, opts, true);
+}
+
+/**
+ * Beside a complete output, what a kill between a download's last steps
+ * left: its `.part` (the same file, linked as the output) and its sidecar.
+ * Another file named like the `.part` (another download's) and its sidecar
+ * are left alone.
+ */
+async function removeLeftovers(out: string, output: Deno.FileInfo): Promise<void> {
+  const part = await Deno.lstat(`${out}.part`).catch(() => null);
+  if (part && !(part.isFile && part.dev === output.dev && part.ino === output.ino)) return;
+  if (part) await Deno.remove(`${out}.part`).catch(() => {});
+  await Deno.remove(`${out}.part.json`).catch(() => {});
 }
 
 /** The summary of a download that fetched nothing: an empty file, or one that was there already. */

@@ -165,9 +165,11 @@ export class ProgressView {
         this.#samples = []; // what was on disk already is not part of this run's rate
         return this.note(
           `resuming: reused ${e.reused} of ${e.total} chunks${
-            e.discarded ? `, ${e.discarded} failed their check` : ""
+            e.rechecked ? ", found intact" : e.discarded ? `, ${e.discarded} failed their check` : ""
           }`,
         );
+      case "recheck":
+        return this.note(e.reason);
       case "restart":
         return this.note(`starting over: ${e.reason}`);
       case "checking":

@@ -71,7 +71,9 @@ export function decodeSidecar(text: string, file: SidecarFile): SidecarState {
     throw new SidecarError("it is not valid JSON (damaged?)");
   }
   if (typeof o !== "object" || o === null) throw new SidecarError("it is not a JSON object");
-  if (o.format !== SIDECAR_FORMAT) throw new SidecarError(`format ${String(o.format)} is not ${SIDECAR_FORMAT}`);
+  if (o.format !== SIDECAR_FORMAT) {
+    throw new SidecarError(`format ${JSON.stringify(o.format)} is not ${SIDECAR_FORMAT}`);
+  }
   if (o.fileId !== file.fileId) {
     throw new SidecarError(`it belongs to another file (${String(o.fileId).slice(0, 16)}…)`);
   }
@@ -132,20 +134,22 @@ export class SidecarWriter {
     const bytes = utf8Encoder.encode(encodeSidecar({ ...this.#file, done }));
     const tmp = `${this.path}.tmp`;
     try {
+      // A new file, never one found there: a link planted at the temp name would have its target overwritten.
+      await Deno.remove(tmp).catch(() => {});
       await writeAll(tmp, bytes, true);
     } catch (err) {
       await Deno.remove(tmp).catch(() => {});
-      const size = await Deno.stat(this.path).then((st) => st.size, () => -1);
-      if (!isDiskFull(err) || size !== bytes.length) throw err;
+      const st = await Deno.lstat(this.path).catch(() => null);
+      if (!isDiskFull(err) || !st?.isFile || st.size !== bytes.length) throw err;
       return await writeAll(this.path, bytes, false);
     }
     await Deno.rename(tmp, this.path);
   }
 }
 
-/** Writes `bytes` to `path` from its start (`truncate`: a fresh file) and syncs them. */
-async function writeAll(path: string, bytes: Uint8Array, truncate: boolean): Promise<void> {
-  using f = await Deno.open(path, { write: true, create: truncate, truncate });
+/** Writes `bytes` to `path` from its start (`fresh`: a file made now, else one that is there) and syncs them. */
+async function writeAll(path: string, bytes: Uint8Array, fresh: boolean): Promise<void> {
+  using f = await Deno.open(path, fresh ? { write: true, createNew: true } : { write: true });
   let at = 0;
   while (at < bytes.length) at += await f.write(bytes.subarray(at));
   await f.syncData();

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
-import { download, type DownloadEvent, type DownloadStatus } from "../lib/download.ts";
+import { download, type DownloadEvent, type DownloadStatus, exists } from "../lib/download.ts";
+import { writeSidecar } from "../lib/sidecar.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import {
   DiskError,
@@ -803,19 +804,26 @@ Deno.test("an empty file is seeded when asked, like any other", async () => {
   await waitUntil(() => tracker.tracker.peersOf(id).some((p) => p.port === node.address.port && p.complete));
 });
 
-Deno.test("a .part removed and made again during the download is not put in place; a .part that is a link is not written through", async () => {
-  await using dir = await tempDir();
+/** A download of 16 chunks from a peer that takes about 2 s to send them; `fetching` once chunks arrive. */
+async function slowGet(dir: string) {
   const data = randomBytes(CHUNK * 16);
-  const files = await indexedFile(dir.path, data);
-  await using peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 }); // about 2 s
-  const out = join(dir.path, "out");
+  const files = await indexedFile(dir, data);
+  const peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 });
+  const out = join(dir, "out");
   let fetching = false;
   const got = getFile({ peers: [peer.address] }, "f", {
     out,
     onEvent: (e) => void (e.kind === "progress" && e.doneBytes > 0 && (fetching = true)),
   });
+  return { data, peer, out, got, fetching: () => fetching };
+}
+
+Deno.test("a .part removed and made again during the download is not put in place; a .part that is a link is not written through", async () => {
+  await using dir = await tempDir();
+  const { data, peer, out, got, fetching } = await slowGet(dir.path);
+  await using _peer = peer;
   // Once chunks arrive: removed before the fetch workers open it, the .part is an error at their start instead.
-  await waitUntil(() => fetching);
+  await waitUntil(() => fetching());
   await Deno.remove(`${out}.part`);
   await Deno.writeFile(`${out}.part`, new Uint8Array(data.length)); // another download's, say: zeros
   await assert.rejects(got, (err: unknown) => err instanceof DiskError && /removed or replaced/.test(err.message));
@@ -827,6 +835,126 @@ Deno.test("a .part removed and made again during the download is not put in plac
   await Deno.symlink(precious, `${linked}.part`);
   await assert.rejects(getFile({ peers: [peer.address] }, "f", { out: linked }), /is a symbolic link/);
   assert.equal(await Deno.readTextFile(precious), "keep me");
+});
+
+Deno.test("a file that appears at the output during the download is kept: the download stays in its .part, and --force puts it in place", async () => {
+  await using dir = await tempDir();
+  const { data, peer, out, got, fetching } = await slowGet(dir.path);
+  await using _peer = peer;
+  await waitUntil(() => fetching());
+  await Deno.writeTextFile(out, "my notes, saved meanwhile");
+  await assert.rejects(
+    got,
+    (err: unknown) => err instanceof ShoalError && err.exitCode === 7 && /appeared/.test(err.message),
+  );
+  assert.equal(await Deno.readTextFile(out), "my notes, saved meanwhile");
+  assert.equal(sha(await Deno.readFile(`${out}.part`)), sha(data), "the download is complete in the .part");
+
+  // Run again with --force: every chunk is checked, none fetched, and the file goes in place.
+  const s = await getFile({ peers: [peer.address] }, "f", { out, force: true });
+  assert.deepEqual([s.chunksReused, s.chunksFetched], [16, 0]);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  for (const left of [".part", ".part.json"]) assert.equal(await exists(`${out}${left}`), false, left);
+});
+
+Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, a damaged one, or a .part cut short", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  /** A .part holding chunks 0-4 of the file (the rest zeros), and what the rerun says and reuses. */
+  const rerun = async (name: string, prepare: (out: string) => Promise<void>) => {
+    const out = join(dir.path, name);
+    const part = new Uint8Array(data.length);
+    part.set(data.subarray(0, 5 * CHUNK));
+    await Deno.writeFile(`${out}.part`, part);
+    await prepare(out);
+    const said: string[] = [];
+    const s = await getFile({ peers: [peer.address] }, "f", {
+      out,
+      onEvent: (e) => {
+        if (e.kind === "recheck" || e.kind === "restart") said.push(`${e.kind}: ${e.reason}`);
+        if (e.kind === "resumed") said.push(`resumed ${e.reused}${e.rechecked ? " rechecked" : ""}`);
+      },
+    });
+    assert.equal(sha(await Deno.readFile(out)), sha(data), name);
+    return { said, reused: s.chunksReused, fetched: s.chunksFetched };
+  };
+
+  // Killed before its first save: no sidecar. Every chunk is checked; the five on disk are kept.
+  const none = await rerun("none", () => Promise.resolve());
+  assert.deepEqual(none.said, [
+    `recheck: no ${dir.path}/none.part.json; checking every chunk of ${dir.path}/none.part`,
+    "resumed 5 rechecked",
+  ]);
+  assert.deepEqual([none.reused, none.fetched], [5, 3]);
+
+  // A damaged sidecar: the same.
+  const damaged = await rerun("damaged", (out) => Deno.writeTextFile(`${out}.part.json`, '{"format":2,'));
+  assert.match(
+    damaged.said[0]!,
+    /^recheck: ignoring .*damaged\.part\.json: it is not valid JSON .*; checking every chunk/,
+  );
+  assert.deepEqual([damaged.reused, damaged.fetched], [5, 3]);
+
+  // A good sidecar marking chunks 0-4, and the .part cut inside chunk 3: chunks 0-2 are kept, 3-7 fetched.
+  const short = await rerun("short", async (out) => {
+    const done = new Bitfield(8);
+    for (let i = 0; i < 5; i++) done.set(i);
+    await writeSidecar(`${out}.part.json`, { fileId: files[0]!.id, size: data.length, chunkSize: CHUNK, done });
+    await Deno.truncate(`${out}.part`, 3 * CHUNK + 100);
+  });
+  assert.match(
+    short.said[0]!,
+    /^recheck: .*short\.part is 49252 bytes, not 131072: checking the chunks .* marks done$/,
+  );
+  assert.deepEqual([short.reused, short.fetched], [3, 5]);
+});
+
+Deno.test("a file named like the .part that is no download of this file is kept, unless --force", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const out = join(dir.path, "thesis");
+  await Deno.writeTextFile(`${out}.part`, "my thesis, chapter 1");
+  await assert.rejects(
+    getFile({ peers: [peer.address] }, "f", { out }),
+    (err: unknown) => err instanceof ShoalError && err.exitCode === 7 && /thesis\.part is in the way/.test(err.message),
+  );
+  assert.equal(await Deno.readTextFile(`${out}.part`), "my thesis, chapter 1");
+  await getFile({ peers: [peer.address] }, "f", { out, force: true });
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+});
+
+Deno.test("a name too long to keep progress beside is refused before anything is written; leftovers beside a complete output go", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 4);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const long = join(dir.path, "a".repeat(246)); // a valid name, but its .part.json.tmp would be 260 bytes
+  await assert.rejects(
+    getFile({ peers: [peer.address] }, "f", { out: long }),
+    (err: unknown) => err instanceof ShoalError && err.exitCode === 2 && /too long .* at most 241/.test(err.message),
+  );
+  assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name).sort(), ["src"], "nothing was made");
+  const fits = join(dir.path, "b".repeat(241));
+  await getFile({ peers: [peer.address] }, "f", { out: fits });
+  assert.equal(sha(await Deno.readFile(fits)), sha(data));
+
+  // Killed between linking the .part as the output and removing the sidecar: the next run cleans up.
+  const out = join(dir.path, "out");
+  await getFile({ peers: [peer.address] }, "f", { out });
+  await Deno.link(out, `${out}.part`);
+  await Deno.writeTextFile(`${out}.part.json`, "stale");
+  const again = await getFile({ peers: [peer.address] }, "f", { out });
+  assert.equal(again.alreadyComplete, true);
+  for (const left of [".part", ".part.json"]) assert.equal(await exists(`${out}${left}`), false, left);
+  // Another download's .part beside it is not touched.
+  await Deno.writeTextFile(`${out}.part`, "someone else's");
+  await Deno.writeTextFile(`${out}.part.json`, "theirs");
+  await getFile({ peers: [peer.address] }, "f", { out });
+  assert.equal(await Deno.readTextFile(`${out}.part.json`), "theirs");
 });
 
 Deno.test("a sidecar that is not a regular file: a FIFO is ignored (not read, which would wait for good), a directory with things in it refused", async () => {

@@ -178,7 +178,7 @@ Deno.test("no ETA in the first second of bytes; 'stalled' once bytes stop well p
 Deno.test("after a resume, the rate and ETA count only what this run fetches", () => {
   const out = fakeOutput(true);
   const view = new ProgressView("get", false, out);
-  view.event({ kind: "resumed", reused: 900, total: 1000, discarded: 0, reusedBytes: 900 * MiB });
+  view.event({ kind: "resumed", reused: 900, total: 1000, discarded: 0, reusedBytes: 900 * MiB, rechecked: false });
   const done = feed(view, out, { from: 900 * MiB, perTick: MiB, tickMs: 250, ticks: 40, total: 1000 * MiB, peers: 2 });
   const last = out.text.at(-1)!;
   assert.match(last, / 4\.\d\d MiB\/s /, `about 4 MiB/s, not the reused 900 MiB counted as fetched: ${last}`);
@@ -200,8 +200,10 @@ Deno.test("an unknown rate shows no ETA, and an empty file is 100%", () => {
 Deno.test("download events other than progress become lines: a resume, a restart, a drop with its retry", () => {
   const out = fakeOutput(false);
   const view = new ProgressView("get", false, out);
-  view.event({ kind: "resumed", reused: 4, total: 100, discarded: 1, reusedBytes: 4 * MiB });
+  view.event({ kind: "resumed", reused: 4, total: 100, discarded: 1, reusedBytes: 4 * MiB, rechecked: false });
   view.event({ kind: "restart", reason: "ignoring out.part.json: checksum mismatch" });
+  view.event({ kind: "recheck", reason: "no out.part.json; checking every chunk of out.part" });
+  view.event({ kind: "resumed", reused: 7, total: 100, discarded: 93, reusedBytes: 7 * MiB, rechecked: true });
   view.event({ kind: "peer-dropped", peer: "127.0.0.1:9", reason: "stalled", retryInMs: 4_000 });
   view.event({ kind: "bad-chunk", peer: "127.0.0.1:8", index: 3 });
   view.event({ kind: "peer-dropped", peer: "127.0.0.1:8", reason: "sent chunk 3 with a wrong SHA-256" });
@@ -211,6 +213,8 @@ Deno.test("download events other than progress become lines: a resume, a restart
   assert.deepEqual(out.text, [
     "resuming: reused 4 of 100 chunks, 1 failed their check\n",
     "starting over: ignoring out.part.json: checksum mismatch\n",
+    "no out.part.json; checking every chunk of out.part\n",
+    "resuming: reused 7 of 100 chunks, found intact\n",
     "dropped peer 127.0.0.1:9: stalled (trying again in 4 s)\n",
     "dropped peer 127.0.0.1:8: sent chunk 3 with a wrong SHA-256\n",
     "dropped peer 127.0.0.1:9: connection refused (trying again in 16 s)\n",

@@ -32,6 +32,20 @@ Deno.test("sidecar: round trip through a file", async () => {
   }
 });
 
+Deno.test("sidecar: a link planted at the temp name is replaced, not written through", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/f.bin.part.json`;
+    await Deno.writeTextFile(`${dir}/precious`, "keep me");
+    await Deno.symlink(`${dir}/precious`, `${path}.tmp`);
+    await writeSidecar(path, { ...file, done: new Bitfield(3) });
+    assert.equal(await Deno.readTextFile(`${dir}/precious`), "keep me");
+    assert.deepEqual((await readSidecar(path, file))?.done.missing(), [0, 1, 2]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("sidecar: damage, another file, another layout and a wrong format are each refused with a reason", () => {
   const text = encodeSidecar({ ...file, done: Bitfield.full(3) });
   const reason = (t: string, fileId = id) => {
@@ -50,6 +64,7 @@ Deno.test("sidecar: damage, another file, another layout and a wrong format are 
   assert.match(reason(JSON.stringify({ ...o, done: "gA==" })), /checksum/);
   assert.match(reason(JSON.stringify({ ...o, format: 9 })), /format 9/);
   assert.match(reason(JSON.stringify({ ...o, format: 1 })), /format 1 is not 2/, "an older Shoal's sidecar");
+  assert.match(reason(JSON.stringify({ ...o, format: "2" })), /format "2" is not 2/, "a string is not the number");
   assert.match(reason(JSON.stringify({ ...o, size: 1 })), /layout/);
   assert.match(reason(JSON.stringify({ ...o, chunkSize: 32768 })), /layout/);
   assert.match(reason(JSON.stringify({ ...o, chunks: 4 })), /layout/);

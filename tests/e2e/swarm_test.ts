@@ -379,7 +379,7 @@ Deno.test("e2e swarm: after the only seeder leaves, two partial sources serve a 
   }
 });
 
-Deno.test("e2e swarm: damaged resume state is reported and the download starts over", async () => {
+Deno.test("e2e swarm: damaged resume state is reported, and the chunks on disk are checked instead of thrown away", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), work = await env.tempDir();
   const chunks = 16; // 4 MiB in 256 KiB chunks
@@ -430,22 +430,27 @@ Deno.test("e2e swarm: damaged resume state is reported and the download starts o
   const bytes = await Deno.readFile(`${flipped}.part.json`);
   for (const at of [0.3, 0.5, 0.7]) bytes[Math.floor(bytes.length * at)]! ^= 0xff;
   await Deno.writeFile(`${flipped}.part.json`, bytes);
+  /** How many chunks the rerun said it reused. */
+  const reusedIn = (stderr: string) => Number(/^resuming: reused (\d+) of 16 chunks/m.exec(stderr)?.[1] ?? -1);
+  // Every chunk of the .part is checked: those the sidecar marked, and any written after its last save.
   const e1 = await rerun(flipped);
-  assert.match(e1, /^starting over: .*flipped\.part\.json/m, e1);
-  assert.doesNotMatch(e1, /^resuming:/m);
+  assert.match(e1, /^ignoring .*flipped\.part\.json: .*; checking every chunk of .*flipped\.part$/m, e1);
+  assert.match(e1, /^resuming: reused \d+ of 16 chunks, found intact$/m, e1);
+  assert.ok(reusedIn(e1) >= px.done, e1);
 
-  // the sidecar of another file's download
+  // the sidecar of another file's download: the same
   const foreign = await copyState("foreign", `${work}/y-orig`);
   const e2 = await rerun(foreign);
-  assert.match(e2, /^starting over: .*another file/m, e2);
-  assert.doesNotMatch(e2, /^resuming:/m);
+  assert.match(e2, /^ignoring .*foreign\.part\.json: it belongs to another file.*; checking every chunk/m, e2);
+  assert.ok(reusedIn(e2) >= px.done, e2);
 
-  // a .part of the wrong size
+  // a .part cut short: the marked chunks still whole in it are kept
   const short = await copyState("short");
   await Deno.truncate(`${short}.part`, 2 * MiB + 1);
   const e3 = await rerun(short);
-  assert.match(e3, /^starting over: .*short\.part.*\d+ bytes/m, e3);
-  assert.doesNotMatch(e3, /^resuming:/m);
+  assert.match(e3, /^\S*short\.part is 2097153 bytes, not 4194304: checking the chunks .* marks done$/m, e3);
+  const marked = new Bitfield(chunks, px.bits);
+  assert.equal(reusedIn(e3), [...Array(8).keys()].filter((i) => marked.has(i)).length, e3);
 
   // the slow peer was only there to make partial state
   assert.equal(slow.proc.status, null);
