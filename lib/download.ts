@@ -312,6 +312,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const compactor = new Compactor();
 
   const timers: ReturnType<typeof setInterval>[] = [];
+  let stopWatching: (() => void) | undefined;
   let workersClosed = false;
   /** The counts for the summary, once there are any. */
   let counts: (() => Omit<DownloadSummary, "seconds" | "mbPerSecond" | "alreadyComplete" | "chunkBuffers">) | null =
@@ -376,8 +377,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const linkPeer = new Map<number, string>();
     let lastDiscover = 0;
     let discovering = false;
-    /** Whether a peer was dropped since the last look-up (see REFRESH_AFTER_DROP_MS). */
-    let droppedSinceDiscover = false;
+    /**
+     * Whether a peer was dropped since the last look-up, or another downloader said INTERESTED to our node (it is
+     * about to be a partial source): the next look-up comes after REFRESH_AFTER_DROP_MS, not refreshMs.
+     */
+    let refreshSoon = false;
+    stopWatching = opts.peerNode?.onInterest(fileId, () => void (refreshSoon = true));
     let lastTurnover = Date.now();
     let starvedSince: number | null = null;
     const badChunks = new Set<number>();
@@ -426,7 +431,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       r.banned ||= ban;
       retry.set(peer, r);
       dropped.push({ peer, reason });
-      droppedSinceDiscover = true;
+      refreshSoon = true;
       opts.onEvent?.({ kind: "peer-dropped", peer, reason, ...r.banned ? {} : { retryInMs: backoff } });
       fillAll();
     };
@@ -526,7 +531,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       if (discovering) return;
       discovering = true;
       lastDiscover = Date.now();
-      droppedSinceDiscover = false;
+      refreshSoon = false;
       try {
         learn(await opts.discover());
       } catch {
@@ -682,7 +687,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       const sinceDiscover = now - lastDiscover;
       if ((unavailable || peers.size === 0) && !connecting && sinceDiscover > REDISCOVER_MS) discover();
       else if (
-        peers.size < maxPeers && sinceDiscover > (droppedSinceDiscover ? refreshAfterDropMs : refreshMs)
+        peers.size < maxPeers && sinceDiscover > (refreshSoon ? refreshAfterDropMs : refreshMs)
       ) discover();
       // Starved: no connected peer has any chunk still missing. Until then, whatever they have is fetched first,
       // so the resume after giving up has only the chunks no one had left to fetch.
@@ -767,6 +772,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
+    stopWatching?.();
     await compacted;
     await compactor.idle();
     if (!workersClosed) await closeWorkers(workers, dead);

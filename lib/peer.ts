@@ -173,6 +173,8 @@ export class PeerNode {
   #paced: Promise<void> = Promise.resolve();
   /** Per connection: the files it said INTERESTED in, whose `interested` sets must let go of it when it ends. */
   #interests = new WeakMap<Connection, Set<string>>();
+  /** Per file id: who wants to hear that a peer said INTERESTED in it ({@link onInterest}). */
+  #interestWatchers = new Map<string, Set<() => void>>();
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
     for (const f of files) this.#put(f.id, f.path, f.manifest, null);
@@ -367,6 +369,22 @@ export class PeerNode {
     }
   }
 
+  /**
+   * Calls `watcher` each time a connection says INTERESTED in file `id`:
+   * another downloader of a file we download is about to be a partial
+   * source, which the tracker will name (BitTorrent learns such peers from
+   * their incoming connections). Returns the function that stops it.
+   */
+  onInterest(id: string, watcher: () => void): () => void {
+    let set = this.#interestWatchers.get(id);
+    if (!set) this.#interestWatchers.set(id, set = new Set());
+    set.add(watcher);
+    return () => {
+      set.delete(watcher);
+      if (set.size === 0 && this.#interestWatchers.get(id) === set) this.#interestWatchers.delete(id);
+    };
+  }
+
   async close(): Promise<void> {
     await this.link?.stop();
     clearInterval(this.#trimTimer);
@@ -531,6 +549,7 @@ export class PeerNode {
         let ids = this.#interests.get(conn);
         if (!ids) this.#interests.set(conn, ids = new Set());
         ids.add(f.id);
+        for (const watcher of this.#interestWatchers.get(f.id) ?? []) watcher();
         const bits = f.have ?? Bitfield.full(f.manifest.chunks.length);
         return { type: "bitfield", fileId: f.id, count: bits.size, bits: bits.bytes };
       }

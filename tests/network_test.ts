@@ -183,8 +183,8 @@ Deno.test("load follows measured throughput: a slow peer gets few chunks, the do
  * little, and returns a fast source it started. Returns the bytes that source served and the seconds taken.
  */
 async function slowThenFast(
-  options: { refreshMs: number; refreshAfterDropMs: number },
-  midway: (ctx: { slow: PeerNode[]; start: () => PeerNode }) => Promise<PeerNode>,
+  options: { refreshMs: number; refreshAfterDropMs: number; peerNode?: PeerNode },
+  midway: (ctx: { slow: PeerNode[]; start: () => PeerNode; fileId: string }) => Promise<PeerNode>,
 ) {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 64); // 1 MiB
@@ -206,7 +206,9 @@ async function slowThenFast(
       out,
       ...options,
       onEvent: (e) => {
-        if (e.kind === "progress" && e.doneBytes > 0 && !fast.peer) fast.peer = midway({ slow, start: () => start() });
+        if (e.kind === "progress" && e.doneBytes > 0 && !fast.peer) {
+          fast.peer = midway({ slow, start: () => start(), fileId: files[0]!.id });
+        }
       },
     });
     const seconds = (performance.now() - t0) / 1000;
@@ -240,6 +242,28 @@ Deno.test("after a drop the look-up comes soon: a peer restarted on another port
   );
   assert.ok(fastBytes > 0, "the restarted peer served nothing");
   assert.ok(seconds < 8, `took ${seconds.toFixed(1)} s`);
+});
+
+Deno.test("another downloader saying INTERESTED to our node brings the look-up forward: it is about to be a source", async () => {
+  await using node = PeerNode.start([], {});
+  const held: Connection[] = [];
+  try {
+    const { fastBytes, seconds } = await slowThenFast(
+      { refreshMs: 60_000, refreshAfterDropMs: 300, peerNode: node },
+      async ({ start, fileId }) => {
+        // The newcomer registers with the tracker (here, as a seeder) and asks our node for the file.
+        const newcomer = start();
+        const c = await connect(node.address);
+        held.push(c);
+        await c.request({ type: "interested", fileId }, "bitfield");
+        return newcomer;
+      },
+    );
+    assert.ok(fastBytes > 0, "the newcomer served nothing: it was not looked up");
+    assert.ok(seconds < 8, `took ${seconds.toFixed(1)} s`);
+  } finally {
+    for (const c of held) c.close();
+  }
 });
 
 Deno.test("a peer behind a token bucket gets no deeper a queue than its real rate earns, after its first burst", async () => {
