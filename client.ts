@@ -60,12 +60,15 @@ const EXIT_CODES_HELP = "Exit codes:\n" +
     `  ${String(v).padStart(3)}  ${k.replace(/[A-Z]/g, (c) => " " + c.toLowerCase())}`
   )
     .join("\n") +
-  "\n\nConfig: flags > environment (SHOAL_TRACKER, SHOAL_HOME, SHOAL_CONFIG) > config file > defaults";
+  "\n\nConfig, the first found wins: flags, environment (SHOAL_TRACKER, SHOAL_HOME,\nSHOAL_CONFIG), the config file, defaults";
 
 /** The client's command tree (exported for the help test). */
 export function build(): Command {
   const program = new Command("client")
     .description("Shoal client: list, search and download files")
+    // The overview names each command; its arguments are in its own --help. With them, the longest
+    // ("download_file|download-file [options] <group> <file> <dest>") pushed every description past 80 columns.
+    .configureHelp({ subcommandTerm: (cmd) => [cmd.name(), ...cmd.aliases()].join("|"), helpWidth: 80 })
     .addOption(new Option("--tracker <host:port>", `tracker address (default ${DEFAULT_TRACKER})`).env("SHOAL_TRACKER"))
     .option("--peers <list>", "direct mode: comma-separated peer addresses, no tracker")
     .addOption(

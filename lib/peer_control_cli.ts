@@ -20,9 +20,8 @@ import { peerRequest } from "./peer_control.ts";
 import { describeTransfer } from "./peer_session.ts";
 
 const PEER_ADDR_HELP = "the address the peer listens on, as it printed it";
-const HOW_IT_REACHES =
-  "\nThe peer is reached over its control socket <home>/peers/<host>_<port>.sock (mode 0600): only the user\n" +
-  "who started it can use it, with the same --home (or SHOAL_HOME).";
+const HOW_IT_REACHES = "\nThe peer is reached over its control socket <home>/peers/<host>_<port>.sock\n" +
+  "(mode 0600): only the user who started it can use it, with the same --home\n(or SHOAL_HOME).";
 
 /** Adds register-file, request-file, request-status and request-stop to `program`; `home` is the global --home. */
 export function addPeerControlCommands(program: Command, home: () => string | undefined): void {
@@ -38,7 +37,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
     .addHelpText(
       "after",
       `${HOW_IT_REACHES}\n\nExamples:\n  client.ts register-file --path ./notes.txt --peer-addr 127.0.0.1:9001\n` +
-        "  client.ts --home /tmp/alice register-file --path /data/big.iso --peer-addr 127.0.0.1:9001 --json",
+        "  client.ts --home /tmp/alice register-file --path /data/big.iso \\\n      --peer-addr 127.0.0.1:9001 --json",
     )
     .action(async (o) => {
       const r = await ask(o.peerAddr, { type: "ctl_register_file", path: resolve(o.path) }, "ctl_file_registered");
@@ -55,7 +54,7 @@ export function addPeerControlCommands(program: Command, home: () => string | un
     .addHelpText(
       "after",
       `${HOW_IT_REACHES}\n\nExamples:\n  client.ts request-file --file-id 3f2a...e1 --peer-addr 127.0.0.1:9001\n` +
-        "  client.ts request-file --file-id 3f2a...e1 --peer-addr 127.0.0.1:9001 --out ./downloads/",
+        "  client.ts request-file --file-id 3f2a...e1 --peer-addr 127.0.0.1:9001 \\\n      --out ./downloads/",
     )
     .action(async (o) => {
       const fileId = String(o.fileId).toLowerCase();

@@ -27,6 +27,10 @@ Deno.test("client: every command's --help has an example; the top level lists th
     assert.ok(!lists || json, `${c.name()} lists things but has no --json`);
   }
   const top = helpOf(program);
+  for (const [c, help] of [[program, top], ...commands.map((c) => [c, helpOf(c)] as const)] as const) {
+    const wide = help.split("\n").filter((line) => line.length > 80);
+    assert.deepEqual(wide, [], `${c.name()} --help is wider than 80 columns`);
+  }
   for (const [name, code] of Object.entries(ExitCode)) {
     const words = name.replace(/[A-Z]/g, (ch) => " " + ch.toLowerCase());
     assert.match(top, new RegExp(`\\n\\s+${code}  ${words}\\n`), `exit code ${code} (${name}) missing from --help`);
