@@ -38,6 +38,7 @@ import { freeBytes } from "./file_io.ts";
 import { Sources } from "./sources.ts";
 import { basename, dirname } from "node:path";
 import { utf8Encoder } from "./bytes.ts";
+import { settledWithin } from "./async.ts";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
 export const DEFAULT_STALL_MS = 15_000;
@@ -388,6 +389,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const badChunks = new Set<number>();
     /** REJECTs per "peer index" */
     const rejected = new Map<string, number>();
+    /** The last reason each peer gave for refusing a chunk, for the message that gives up. */
+    const refusals = new Map<string, string>();
     await checkRoom(partPath, manifest);
     await compacted;
 
@@ -440,12 +443,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
      * misled when the only source was still up but banned for bad data.
      */
     const droppedNote = (): string => {
-      const last = new Map(dropped.map((d) => [d.peer, d.reason]));
-      if (last.size === 0) return "";
-      const named = [...last].slice(0, 3).map(([peer, reason]) =>
-        `${peer} (${reason}${retry.get(peer)?.banned ? "; not asked again in this download" : ""})`
-      );
-      return ` Dropped: ${named.join(", ")}${last.size > 3 ? ` and ${last.size - 3} more` : ""}.`;
+      const list = (what: string, reasons: Map<string, string>, note: (peer: string) => string) => {
+        if (reasons.size === 0) return "";
+        const named = [...reasons].slice(0, 3).map(([peer, reason]) => `${peer} (${reason}${note(peer)})`);
+        return ` ${what}: ${named.join(", ")}${reasons.size > 3 ? ` and ${reasons.size - 3} more` : ""}.`;
+      };
+      const banned = (peer: string) => retry.get(peer)?.banned ? "; not asked again in this download" : "";
+      // A peer that refused chunks (a file changed on its disk) is connected and live, yet has none to give.
+      return list("Dropped", new Map(dropped.map((d) => [d.peer, d.reason])), banned) +
+        list("Refused", refusals, () => "");
     };
     const connect = (peer: string, a: Address, now: number) => {
       const worker = workers[nextWorker++ % workers.length]!;
@@ -592,6 +598,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           break;
         case "reject": {
           sched.failed(m.index, peer, true);
+          if (m.reason !== "not connected") refusals.set(peer, m.reason);
           const key = `${peer} ${m.index}`;
           const count = (rejected.get(key) ?? 0) + 1;
           rejected.set(key, count);
@@ -776,7 +783,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await compacted;
     await compactor.idle();
     if (!workersClosed) await closeWorkers(workers, dead);
-    if (opts.peerNode && !(await exists(opts.out))) await opts.peerNode.unsharePartial(fileId, partPath);
+    if (opts.peerNode && !(await exists(opts.out))) await withdraw(opts.peerNode, fileId, partPath);
   }
 }
 
@@ -1050,17 +1057,32 @@ function fetchedNothing(started: number, opts: DownloadOptions, alreadyComplete:
   });
 }
 
+/** Longest wait for the tracker to hear that a download's partial source is gone. */
+const WITHDRAW_WAIT_MS = 1_000;
+
+/**
+ * Stops serving a download's `.part`, waiting at most WITHDRAW_WAIT_MS on
+ * the tracker: the node forgets it at once, and an entry the tracker keeps
+ * expires by itself, while a tracker that hangs held `get` 19 s past a
+ * complete download (and Ctrl-C with it).
+ */
+async function withdraw(node: PeerNode, fileId: string, partPath: string): Promise<void> {
+  await settledWithin(node.unsharePartial(fileId, partPath), WITHDRAW_WAIT_MS);
+}
+
 /** A finished download goes on being shared by its peer node as a complete file, unless it is not to seed. */
 async function shareDone(opts: DownloadOptions): Promise<void> {
   if (!opts.peerNode) return;
-  if (opts.seed === false) return await opts.peerNode.unsharePartial(opts.fileId, `${opts.out}.part`);
+  if (opts.seed === false) return await withdraw(opts.peerNode, opts.fileId, `${opts.out}.part`);
+  const path = await Deno.realPath(opts.out);
+  const mtimeMs = (await Deno.stat(path)).mtime?.getTime() ?? Date.now(); // the node refuses a file changed since
   await opts.peerNode.share({
     id: opts.fileId,
-    path: await Deno.realPath(opts.out),
+    path,
     relPath: opts.out,
     manifest: opts.manifest,
     size: opts.manifest.size,
-    mtimeMs: Date.now(),
+    mtimeMs,
   });
 }
 

@@ -124,7 +124,7 @@ export class AccountError extends ShoalError {
 export class TimeoutError extends ShoalError {
   override name = "TimeoutError";
   constructor(what: string, ms: number) {
-    super("timeout", `Timed out after ${ms} ms ${what}`, ExitCode.unreachable);
+    super("timeout", `Timed out after ${Math.round(ms)} ms ${what}`, ExitCode.unreachable);
   }
 }
 

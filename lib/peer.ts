@@ -54,6 +54,8 @@ interface Served {
   fd: number | null;
   /** The file's mtime when `fd` was opened. */
   fdMtimeMs: number;
+  /** A complete file's mtime when it was hashed; null for a partial one, which changes as chunks arrive. */
+  indexedMtimeMs: number | null;
 }
 
 /** True when a complete file's size is not its manifest's or it was modified since its descriptor was opened. */
@@ -177,7 +179,7 @@ export class PeerNode {
   #interestWatchers = new Map<string, Set<() => void>>();
 
   private constructor(options: PeerOptions, files: SharedFile[]) {
-    for (const f of files) this.#put(f.id, f.path, f.manifest, null);
+    for (const f of files) this.#put(f.id, f.path, f.manifest, null, f.mtimeMs);
     this.#corrupt = options.corrupt ?? false;
     this.#limiter = options.uploadLimit ? new RateLimiter(options.uploadLimit) : null;
     this.#sendBudget = new ByteBudget(options.sendBudgetBytes ?? SEND_BUDGET_BYTES);
@@ -262,7 +264,7 @@ export class PeerNode {
   /** Starts sharing a complete file publicly. */
   async share(f: SharedFile): Promise<void> {
     const was = this.#files.get(f.id);
-    this.#put(f.id, f.path, f.manifest, null);
+    this.#put(f.id, f.path, f.manifest, null, f.mtimeMs);
     if (!was || was.have !== null || !was.public) await this.link?.update([f.manifest], [], []);
   }
 
@@ -279,7 +281,7 @@ export class PeerNode {
 
   /** Adds a group file to what we serve without telling the tracker (the next registration will). */
   addGroupShareLocally(f: SharedFile, group: string): void {
-    this.#put(f.id, f.path, f.manifest, null, { public: false, groups: new Set([group]) }); // keeps other groups
+    this.#put(f.id, f.path, f.manifest, null, f.mtimeMs, { public: false, groups: new Set([group]) }); // keeps others
   }
 
   /** Stops serving a file in a group; the file goes when it is in no group and not public. */
@@ -346,7 +348,7 @@ export class PeerNode {
     // path) would take its place, and the chunks one wrote would be served from the other's file.
     const served = this.#files.get(id);
     if (served && served.path !== path) return false;
-    this.#put(id, path, manifest, have);
+    this.#put(id, path, manifest, have, null);
     if (have.count > 0) await this.link?.update([], [id], []);
     return true;
   }
@@ -403,6 +405,7 @@ export class PeerNode {
     path: string,
     manifest: Manifest,
     have: Bitfield | null,
+    indexedMtimeMs: number | null,
     access: { public: boolean; groups: Set<string> } = { public: true, groups: new Set() },
   ): void {
     const old = this.#files.get(id);
@@ -417,6 +420,7 @@ export class PeerNode {
       interested: old?.interested ?? new Set<Connection>(),
       fd: null,
       fdMtimeMs: 0,
+      indexedMtimeMs,
     });
   }
 
@@ -633,6 +637,8 @@ export class PeerNode {
         if (f.fd === null) {
           f.fd = openSync(f.path, "r");
           f.fdMtimeMs = fstatSync(f.fd).mtimeMs;
+          // Changed between its hashing and this first read: compared to the hashing, not only to this opening.
+          if (f.indexedMtimeMs !== null && Math.abs(f.fdMtimeMs - f.indexedMtimeMs) >= 1) f.fdMtimeMs = NaN;
         }
         if (preadFull(f.fd, data, index * f.manifest.chunkSize) < len) throw new Error("file shrank");
       } catch {

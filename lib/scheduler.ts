@@ -9,8 +9,9 @@
  *   (rate_meter.ts), and asks for a new chunk each time one completes; so a
  *   fast peer both gets more requests at once and gets them more often.
  * - Endgame: once every missing chunk is already requested, an idle peer
- *   asks for an in-flight chunk too (at most `endgameCopies` requesters per
- *   chunk); the first copy wins and the others are cancelled.
+ *   asks for an in-flight chunk too (at most ENDGAME_COPIES requesters per
+ *   chunk, but a peer with nothing in flight may add one more); the first
+ *   copy wins and the others are cancelled.
  *
  * A pick costs about the same at chunk 10 as at chunk 200 000: the chunks
  * still to ask for are kept grouped by how many peers have them, so `next`
@@ -253,12 +254,15 @@ export class Scheduler {
 
 /**
  * Endgame: an in-flight chunk `p` has and has not asked for, with the fewest
- * requesters below ENDGAME_COPIES; -1 when there is none. A function, not a
+ * requesters below ENDGAME_COPIES (any number, when `p` has nothing in
+ * flight); -1 when there is none. A function, not a
  * private method: V8 collected no feedback for a private method call on
  * this path, so the optimized `next` was thrown away at every endgame pick.
  */
 function endgamePick(p: PeerState, flying: Set<number>, requested: Uint8Array): number {
-  let best = -1, fewest = ENDGAME_COPIES;
+  // An idle peer may add a copy past the cap: both copies of the last chunks may sit with slow peers (a chunk a
+  // minute under a low upload limit) while a fast one waits with nothing to do. Idle, it takes one at a time.
+  let best = -1, fewest = p.inflight.size === 0 ? Infinity : ENDGAME_COPIES;
   for (const i of flying) {
     const who = requested[i]!;
     if (who >= fewest || p.inflight.has(i) || !p.has.has(i)) continue;

@@ -224,7 +224,7 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   // 200 kB/s: the 2 MiB download would take ~10 s.
   await using peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit: 200_000 });
   await peer.shareInGroup(
-    { id: fileId, path: src, relPath: "big.bin", manifest, size: data.length, mtimeMs: 0 },
+    { id: fileId, path: src, relPath: "big.bin", manifest, size: data.length, mtimeMs: await mtimeOf(src) },
     "team",
   );
 
@@ -277,7 +277,10 @@ async function groupFileFixture(dir: string, size: number, uploadLimit: number) 
   const manifest = await hashFile(src, "f.bin", 16384);
   const fileId = fileIdOf(manifest);
   const peer = PeerNode.start([], { tracker: tracker.address, token: () => alice, uploadLimit });
-  await peer.shareInGroup({ id: fileId, path: src, relPath: "f.bin", manifest, size, mtimeMs: 0 }, "team");
+  await peer.shareInGroup(
+    { id: fileId, path: src, relPath: "f.bin", manifest, size, mtimeMs: await mtimeOf(src) },
+    "team",
+  );
   return {
     data,
     manifest,
@@ -333,3 +336,8 @@ Deno.test("network: a grant that lapses while the tracker is away is survived: r
   assert.equal(summary.bytes, f.data.length);
   assert.deepEqual(await Deno.readFile(f.out), f.data);
 });
+
+/** A file's mtime as the indexer records it: a peer refuses a file changed since. */
+async function mtimeOf(path: string): Promise<number> {
+  return (await Deno.stat(path)).mtime!.getTime();
+}

@@ -651,3 +651,46 @@ Deno.test("missing chunks are listed as ranges, the first 20 and how many more",
   const every3rd = Array.from({ length: 25 }, (_, i) => 3 * i);
   assert.equal(listIndexes(every3rd), `${every3rd.slice(0, 20).join(", ")} and 5 more`);
 });
+
+Deno.test("a tracker that hangs does not hold a finished download: the node's partial entry is withdrawn within a second", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const f = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start([f], {});
+  // The client's own node, whose tracker stopped answering: withdrawing its partial entry never settles.
+  await using node = PeerNode.start([], {});
+  let withdrawn = false;
+  node.unsharePartial = () => {
+    withdrawn = true;
+    return new Promise<void>(() => {});
+  };
+  const started = performance.now();
+  const stop = new AbortController();
+  const s = await Promise.race([
+    getFile({ peers: [peer.address] }, f.id, { out: join(dir.path, "out"), peerNode: node, seed: false }),
+    delay(10_000, stop.signal).then(() => assert.fail("still waiting on the tracker after 10 s")),
+  ]).finally(() => stop.abort());
+  const seconds = (performance.now() - started) / 1000;
+  assert.equal(s.chunksFetched, 8);
+  assert.ok(withdrawn, "the partial entry was withdrawn");
+  assert.ok(seconds < 5, `returned after ${seconds.toFixed(1)} s`);
+});
+
+Deno.test("a download that gives up says why a live peer refused the chunks it lacks", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(CHUNK * 4));
+  await using changed = fakePeer(f, {
+    onRequest: (index) => ({ type: "reject", fileId: f.id, index, reason: "the file changed on disk" }),
+  });
+  const err = await boundedGet([changed.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 30_000).then(
+    () => assert.fail("the download finished from a peer refusing every chunk"),
+    (e) => e,
+  );
+  assert.match(
+    String(err),
+    new RegExp(
+      `No live peer has 4 missing chunk\\(s\\): 0-3\\. Refused: ${formatAddress(changed.address)} ` +
+        `\\(the file changed on disk\\)\\. No chunk was fetched`,
+    ),
+  );
+});

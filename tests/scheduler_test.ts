@@ -54,11 +54,24 @@ Deno.test("scheduler: a chunk is asked of one peer until endgame, then of a seco
   assert.notEqual(x, y);
   // everything is requested: endgame lets a ask for b's chunk
   assert.equal(s.next("a"), y);
-  assert.equal(s.next("a"), null); // at most two copies, never the same peer twice
+  assert.equal(s.next("a"), null); // never the same peer twice
   assert.deepEqual(s.completed(y, "a"), ["b"]);
   assert.equal(s.inflight("b"), 0);
   s.completed(x, "a");
   assert.ok(s.complete);
+});
+
+Deno.test("scheduler: in endgame an idle peer takes a chunk both copies of which sit with others (slow peers)", () => {
+  const s = new Scheduler(2);
+  for (const p of ["slow1", "slow2", "fast"]) s.addPeer(p, Bitfield.full(2));
+  const x = s.next("slow1")!, y = s.next("slow2")!;
+  assert.equal(s.next("slow1"), y); // both slow peers hold both chunks
+  assert.equal(s.next("slow2"), x);
+  const first = s.next("fast");
+  assert.ok(first === x || first === y, "the idle fast peer gets a third copy");
+  assert.equal(s.next("fast"), null, "one at a time: it is busy now");
+  assert.deepEqual([...s.completed(first!, "fast")].sort(), ["slow1", "slow2"]);
+  assert.equal(s.next("fast"), first === x ? y : x, "and then the other");
 });
 
 Deno.test("scheduler: a removed peer's chunks go back to the pool; unavailable names what no one has", () => {
@@ -172,11 +185,15 @@ Deno.test("scheduler: random operations agree with a plain model (rarest first, 
           assert.ok(got !== null && free.includes(got), `${where}: ${got} is not a free chunk it has`);
           assert.equal(avail(got), Math.min(...free.map(avail)), `${where}: ${got} is not the rarest`);
         } else {
+          // Two copies at most, but an idle peer may add one to the chunks with the fewest.
+          const idle = asked.get(peer)!.size === 0;
           const copies = [...mine].filter((i) =>
-            !done.has(i) && !asked.get(peer)!.has(i) && requesters(i) > 0 && requesters(i) < 2
+            !done.has(i) && !asked.get(peer)!.has(i) && requesters(i) > 0 && (idle || requesters(i) < 2)
           );
+          const fewest = Math.min(...copies.map(requesters));
           if (copies.length === 0) assert.equal(got, null, where);
           else assert.ok(got !== null && copies.includes(got), `${where}: ${got} is not an endgame copy`);
+          if (got !== null) assert.equal(requesters(got), fewest, `${where}: ${got} has more copies than others`);
         }
         if (got !== null) asked.get(peer)!.add(got);
       }

@@ -276,6 +276,24 @@ Deno.test("peer: a shared file rewritten in place or truncated is refused, not s
     await Deno.truncate(path, CHUNK);
     await c.send({ type: "request", fileId: id, index: 0 });
     assert.equal((await c.receive()).type, "reject");
+
+    // Changed after it was hashed, before anything was read from it: no descriptor was open to compare against.
+    await Deno.writeFile(path, randomBytes(CHUNK * 3));
+    await Deno.utime(path, past, past);
+    const [again] = await indexDirectory(dir, { chunkSize: CHUNK });
+    await using fresh = PeerNode.start([again!]);
+    {
+      using f = await Deno.open(path, { write: true });
+      await f.write(randomBytes(CHUNK));
+    }
+    await using d = await connect(fresh.address);
+    await d.send({ type: "request", fileId: again!.id, index: 0 });
+    assert.deepEqual(await d.receive(), {
+      type: "reject",
+      fileId: again!.id,
+      index: 0,
+      reason: "the file changed on disk",
+    });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
