@@ -318,7 +318,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   /** The counts for the summary, once there are any. */
   let counts: (() => Omit<DownloadSummary, "seconds" | "mbPerSecond" | "alreadyComplete" | "chunkBuffers">) | null =
     null;
-  let chunksMissing = () => n;
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
     const done = new Bitfield(n);
@@ -369,7 +368,6 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       bytesPerPeer,
       peersDropped: dropped,
     });
-    chunksMissing = () => n - sched.done.count;
     let nextWorker = 0;
     let nextLink = 0;
     /** Every source heard of, and whose turn it is to connect (a dropped one once its backoff has passed). */
@@ -439,8 +437,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       fillAll();
     };
     /**
-     * The peers dropped, for the message that gives up: "no live peer" alone
-     * misled when the only source was still up but banned for bad data.
+     * The peers dropped and the peers that refused chunks, with why, for the
+     * message that gives up: "no live peer" alone misled when the only source
+     * was still up but banned for bad data, or refused what it had changed.
      */
     const droppedNote = (): string => {
       const list = (what: string, reasons: Map<string, string>, note: (peer: string) => string) => {
@@ -774,7 +773,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     if (counts && typeof thrown === "object" && thrown !== null) {
       const chunkBuffers = await closeWorkers(workers, dead);
       workersClosed = true;
-      failures.set(thrown, { ...summary(started, { ...counts(), chunkBuffers }), chunksMissing: chunksMissing() });
+      const done = summary(started, { ...counts(), chunkBuffers });
+      // Each chunk is reused or fetched once (an endgame duplicate is not counted): the rest are missing.
+      failures.set(thrown, { ...done, chunksMissing: n - done.chunksReused - done.chunksFetched });
     }
     throw thrown;
   } finally {
@@ -926,9 +927,11 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
   if (named === null || named.dev !== held.dev || named.ino !== held.ino) {
     throw new DiskError(`${partPath} was removed or replaced during the download; nothing was saved to ${out}`);
   }
-  const moveFailed = (err: unknown) =>
-    new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
-  if (force) return await Deno.rename(partPath, out).catch((err) => Promise.reject(moveFailed(err)));
+  const rename = () =>
+    Deno.rename(partPath, out).catch((err) => {
+      throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
+    });
+  if (force) return await rename();
   // Never over something that appeared at `out` during the download (the check before it began is long past): a
   // hard link is made only where no name is, and then the .part's name goes.
   try {
@@ -937,7 +940,7 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
     if (err instanceof Deno.errors.AlreadyExists) throw appeared(out, partPath);
     // A filesystem without hard links (FAT, some network ones): look once more, then rename.
     if (await exists(out)) throw appeared(out, partPath);
-    return await Deno.rename(partPath, out).catch((err) => Promise.reject(moveFailed(err)));
+    return await rename();
   }
   await Deno.remove(partPath);
 }

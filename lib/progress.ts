@@ -102,7 +102,8 @@ export class ProgressView {
     const fields: BarFields = {
       // Rounded down: 100.0% only when it is done.
       pct: `${(Math.floor(pct * 10) / 10).toFixed(1).padStart(5)}%`,
-      bytes: `${formatBytes(doneBytes)}/${formatBytes(totalBytes)}`,
+      done: formatBytes(doneBytes),
+      total: formatBytes(totalBytes),
       rate: `${formatBytes(rate)}/s`,
       eta: this.#etaText(now, totalBytes - doneBytes, rate),
       peers: `${peers} peer(s)`,
@@ -210,14 +211,16 @@ export class ProgressView {
 /** The parts of a progress line. */
 export interface BarFields {
   pct: string;
-  bytes: string;
+  /** Bytes done and in all, shown as done/total. */
+  done: string;
+  total: string;
   rate: string;
   eta: string;
   peers: string;
 }
 
 function plainFields(f: BarFields): string {
-  return [f.pct, f.bytes, f.rate, f.eta, f.peers].join("  ");
+  return [f.pct, `${f.done}/${f.total}`, f.rate, f.eta, f.peers].join("  ");
 }
 
 /** Widest bar, in cells. */
@@ -239,10 +242,9 @@ const BYTES_WIDTH = 10, RATE_WIDTH = 12, ETA_WIDTH = 9;
  */
 export function fitBar(label: string, pct: number, f: BarFields, columns: number): string {
   const limit = Math.max(0, columns - 1);
-  const [done = "", total = ""] = f.bytes.split("/");
   const stats = [
     f.pct,
-    `${done.padStart(BYTES_WIDTH)}/${total}`,
+    `${f.done.padStart(BYTES_WIDTH)}/${f.total}`,
     f.rate.padStart(RATE_WIDTH),
     f.eta.padEnd(ETA_WIDTH),
     f.peers.padStart(10),

@@ -162,14 +162,15 @@ export class FrameServer {
 
   /** Starts listening (port 0 picks a free port; see {@link address}). */
   static listen(options: ServerOptions, handler: Handler): FrameServer {
-    const where = options.path ?? formatAddress({ host: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+    const hostname = options.hostname ?? "127.0.0.1", port = options.port ?? 0;
     let listener: Deno.Listener;
     try {
       listener = options.path !== undefined
         ? Deno.listen({ transport: "unix", path: options.path })
-        : Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
+        : Deno.listen({ hostname, port });
     } catch (err) {
       // Deno's own message ("Address already in use (os error 98)") does not say which address.
+      const where = options.path ?? formatAddress({ host: hostname, port });
       throw new ShoalError("listen", `Cannot listen on ${where}: ${(err as Error).message}`, undefined, { cause: err });
     }
     return new FrameServer(listener, handler, options);

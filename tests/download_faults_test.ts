@@ -33,6 +33,11 @@ async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK): Pr
   return (await indexDirectory(join(dir, "src"), { chunkSize }))[0]!;
 }
 
+/** The error a download that must give up fails with; `how` says what finishing would have meant. */
+function gaveUp(run: Promise<unknown>, how: string): Promise<unknown> {
+  return run.then(() => assert.fail(`the download finished ${how}`), (e) => e);
+}
+
 /**
  * Runs `getFile` from `peers` with a bound: past `ms` the download is aborted (it fails instead of hanging).
  * `during` runs while it downloads; the download is aborted and awaited if `during` throws.
@@ -314,9 +319,9 @@ Deno.test("a peer being tried again does not keep a starved download from giving
   const stallMs = 3_000, giveUpMs = 2_000;
   const started = performance.now();
 
-  const err = await boundedGet([good.address, mute.address], f, out, { stallMs, giveUpMs }, 20_000).then(
-    () => assert.fail("the download finished without chunk 7"),
-    (e) => e,
+  const err = await gaveUp(
+    boundedGet([good.address, mute.address], f, out, { stallMs, giveUpMs }, 20_000),
+    "without chunk 7",
   );
 
   const seconds = (performance.now() - started) / 1000;
@@ -335,9 +340,9 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
   await using bad = fakePeer(f, {
     onRequest: (index) => ({ type: "piece", fileId: f.id, index, data: new Uint8Array(CHUNK) }),
   });
-  const err = await boundedGet([bad.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 20_000).then(
-    () => assert.fail("the download finished from a peer sending zeros"),
-    (e) => e,
+  const err = await gaveUp(
+    boundedGet([bad.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 20_000),
+    "from a peer sending zeros",
   );
   assert.match(
     String(err),
@@ -682,9 +687,9 @@ Deno.test("a download that gives up says why a live peer refused the chunks it l
   await using changed = fakePeer(f, {
     onRequest: (index) => ({ type: "reject", fileId: f.id, index, reason: "the file changed on disk" }),
   });
-  const err = await boundedGet([changed.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 30_000).then(
-    () => assert.fail("the download finished from a peer refusing every chunk"),
-    (e) => e,
+  const err = await gaveUp(
+    boundedGet([changed.address], f, join(dir.path, "out"), { giveUpMs: 500 }, 30_000),
+    "from a peer refusing every chunk",
   );
   assert.match(
     String(err),

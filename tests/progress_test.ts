@@ -224,7 +224,8 @@ Deno.test("download events other than progress become lines: a resume, a restart
 Deno.test("the bar fits the terminal: it narrows, then goes, then the least telling fields go, then the line is cut", () => {
   const f: BarFields = {
     pct: " 50.0%",
-    bytes: "1.00 MiB/2.00 MiB",
+    done: "1.00 MiB",
+    total: "2.00 MiB",
     rate: "1.00 MiB/s",
     eta: "ETA 0:01",
     peers: "1 peer(s)",
