@@ -547,7 +547,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     };
 
     const onMessage = (m: Exclude<FromWorker, { ev: "fatal" }>) => {
-      if (m.ev === "verified" || m.ev === "closed") return;
+      // Once the download has failed, the sidecar's last save is its record: a chunk counted after it would make the
+      // summary claim more than a resume reuses.
+      if (m.ev === "verified" || m.ev === "closed" || failed !== null) return;
       const peer = linkPeer.get(m.link) ?? "";
       if (m.ev === "gone") linkPeer.delete(m.link); // a link's last message
       const p = peers.get(peer);

@@ -443,6 +443,37 @@ Deno.test("a dropped connection's late messages are not taken for the peer's new
   assert.deepEqual(summary.bytesPerPeer, { [formatAddress(peer)]: f.size });
 });
 
+Deno.test("an interrupted download's summary counts exactly the chunks its sidecar saved", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(4096 * CHUNK)); // 64 MiB, more than the worker finishes here
+  const peer = { host: "127.0.0.1", port: 9 }; // never dialled: the scripted worker plays the peer
+  const out = join(dir.path, "out");
+  const ac = new AbortController();
+  const run = download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out,
+    workers: 1,
+    workerUrl: new URL("./scripted_trickle_worker.ts", import.meta.url).href,
+    initialPeers: [peer],
+    discover: () => Promise.resolve([peer]),
+    signal: ac.signal,
+    onEvent: (e) => {
+      if (e.kind === "progress" && e.doneBytes > 0) ac.abort();
+    },
+  });
+  const err = await gaveUp(run, "though interrupted");
+  const said = /interrupted; (\d+) of 4096 chunks are saved/.exec((err as Error).message);
+  assert.ok(said, (err as Error).message);
+  const { readSidecar } = await import("../lib/sidecar.ts");
+  const saved = (await readSidecar(`${out}.part.json`, { fileId: f.id, size: f.size, chunkSize: CHUNK }))!;
+  assert.equal(saved.done.count, Number(said[1]));
+  // The worker went on reporting chunks while the sidecar was saved: none of them is counted.
+  const summary = failureSummary(err)!;
+  assert.deepEqual([summary.chunksFetched, summary.chunksMissing], [saved.done.count, 4096 - saved.done.count]);
+  assert.ok(saved.done.count > 0 && saved.done.count < 4096, `${saved.done.count} saved`);
+});
+
 /** Port of the source that holds chunk 0 in tests/scripted_swarm_worker.ts. */
 const BASE_PORT = 20_000;
 
