@@ -130,8 +130,9 @@ export class Connection {
   }
 
   /**
-   * Bytes read so far into payloads of large frames (a chunk on its way):
-   * progress that shows before the frame is whole, for a stall watch that
+   * Bytes read so far into payloads of large frames (a chunk on its way),
+   * give or take the headers read with them: progress that shows before
+   * the frame is whole, for a stall watch that
    * must not take a slow peer for a silent one. Small frames do not count:
    * a peer sending HAVEs is not delivering what it owes.
    */
@@ -163,7 +164,13 @@ export class Connection {
         const into = this.#lastLarge ? this.#scratch.subarray(0, READ_AFTER_LARGE) : this.#scratch;
         const n = await this.#read(into, wait());
         if (n === null) this.#eof();
-        this.#queue.push(...this.#decoder.push(into.subarray(0, n!)));
+        const frames = this.#decoder.push(into.subarray(0, n!));
+        this.#queue.push(...frames);
+        // A large frame's header comes this way with the first of its payload (all of a chunk's first slice from a
+        // peer under an upload limit): those bytes count too, or the chunk seems to start a slice late.
+        if (this.#decoder.payloadBytes >= DIRECT_READ_MIN || frames.some((f) => f.payload.length >= DIRECT_READ_MIN)) {
+          this.#largePayloadBytesIn += n!;
+        }
       }
     }
     const frame = this.#queue.shift()!;

@@ -171,8 +171,6 @@ export class PeerNode {
   #trimTimer: ReturnType<typeof setInterval>;
   /** Per connection: file id -> expiry of the grant it presented. */
   #grants = new WeakMap<Connection, Map<string, number>>();
-  /** Settles when the chunk being paced out under the upload limit has been paid for (see #pacingTurn). */
-  #paced: Promise<void> = Promise.resolve();
   /** Per connection: the files it said INTERESTED in, whose `interested` sets must let go of it when it ends. */
   #interests = new WeakMap<Connection, Set<string>>();
   /** Per file id: who wants to hear that a peer said INTERESTED in it ({@link onInterest}). */
@@ -575,36 +573,19 @@ export class PeerNode {
     if (!limiter) return await this.#sendChunk(f, index, len, conn, len, null);
     // Under an upload limit a chunk goes out in slices, about four a second, so its bytes trickle rather than wait
     // until all of it fits the rate (at 48 KiB/s a 1 MiB chunk sent nothing for 21 s: a stall to its downloader).
-    // One chunk is paced at a time, as when each waited for all its tokens: the others wait their turn, and their
-    // first slice, without a buffer. The turn passes on once the last slice is paid for, not once it is sent, so a
-    // downloader that reads slowly does not hold up the rest.
+    // Each connection paces its own chunk, and the bucket serves the slices in the order they are asked for, so the
+    // connections take turns slice by slice and share the rate: a chunk paced at a time over all of them kept the
+    // other downloaders waiting a whole chunk's time, and they dropped the peer as stalled. The first slice is paid for
+    // before the chunk is read, so a connection waiting on the limit holds no buffer.
     const slice = Math.min(len, uploadSlice(limiter.bytesPerSecond));
-    const release = await this.#pacingTurn();
-    try {
-      let owed = len;
-      const pace = async (n: number) => {
-        await limiter.take(n, this.#closing.signal);
-        if ((owed -= n) === 0) release();
-      };
-      await pace(slice);
-      return await this.#sendChunk(f, index, len, conn, slice, pace);
-    } finally {
-      release();
-    }
+    const pace = (n: number) => limiter.take(n, this.#closing.signal);
+    await pace(slice);
+    return await this.#sendChunk(f, index, len, conn, slice, pace);
   }
 
   #reject(fileId: string, index: number, reason: string): Message {
     this.stats.rejected++;
     return { type: "reject", fileId, index, reason };
-  }
-
-  /** Waits for this peer's turn to pace a chunk out under its upload limit; resolves to the call that ends it (idempotent). */
-  async #pacingTurn(): Promise<() => void> {
-    const before = this.#paced;
-    let release!: () => void;
-    this.#paced = new Promise<void>((resolve) => release = resolve);
-    await before;
-    return release;
   }
 
   /**

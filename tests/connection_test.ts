@@ -80,3 +80,44 @@ Deno.test("a stream of small frames is read many frames at a time", async () => 
   c.close();
   assert.equal(reads.length, 1, "500 frames of 45 bytes: one read");
 });
+
+Deno.test("the bytes of a large frame count as they come, the first ones read with its header too; small frames do not", async () => {
+  const KiB = 1024;
+  const small = encodeFrame(4, filled(40, 1));
+  const large = encodeFrame(9, filled(256 * KiB, 2));
+  // The socket delivers a small frame, then the large frame's header with 48 KiB of its payload (a chunk's first
+  // slice under an upload limit), then the rest once `more` is called, then another small frame.
+  const pieces = [small, large.subarray(0, 5 + 48 * KiB), large.subarray(5 + 48 * KiB), small];
+  let more!: () => void;
+  const gate = new Promise<void>((resolve) => more = resolve);
+  let at = 0, offset = 0;
+  const conn = {
+    remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 1 },
+    async read(into: Uint8Array): Promise<number | null> {
+      if (at === 2) await gate;
+      const piece = pieces[at];
+      if (!piece) return null;
+      const n = Math.min(into.length, piece.length - offset);
+      into.set(piece.subarray(offset, offset + n));
+      offset += n;
+      if (offset === piece.length) [at, offset] = [at + 1, 0];
+      return n;
+    },
+    write: (b: Uint8Array) => Promise.resolve(b.length),
+    close() {},
+  } as unknown as Deno.Conn;
+  const c = new Connection(conn, { ioTimeoutMs: 0 });
+  assert.equal((await c.receiveFrame()).type, 4);
+  assert.equal(c.largePayloadBytesIn, 0, "a small frame is not a chunk on its way");
+  const next = c.receiveFrame();
+  while (at < 2) await new Promise((resolve) => setTimeout(resolve, 1));
+  await new Promise((resolve) => setTimeout(resolve, 1)); // the read has returned: let the connection take it in
+  assert.ok(c.largePayloadBytesIn >= 48 * KiB, `${c.largePayloadBytesIn} bytes counted before the rest came`);
+  more();
+  assert.equal((await next).payload.length, 256 * KiB);
+  const counted = c.largePayloadBytesIn;
+  assert.ok(counted >= 256 * KiB && counted <= 256 * KiB + 5, `${counted} bytes counted`);
+  assert.equal((await c.receiveFrame()).type, 4);
+  assert.equal(c.largePayloadBytesIn, counted, "nor is one after it");
+  c.close();
+});

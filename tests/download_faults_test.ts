@@ -682,6 +682,24 @@ Deno.test("a peer slower than a chunk per stall time is not taken for a stalled 
   assert.deepEqual(summary.peersDropped, []);
 });
 
+Deno.test("a slow peer's upload limit is shared by the downloads it serves at once: none of them takes it for stalled", async () => {
+  const stallMs = 2_000;
+  await using dir = await tempDir();
+  const chunkSize = 256 * 1024;
+  const data = randomBytes(chunkSize * 2);
+  const f = await indexedFile(dir.path, data, chunkSize);
+  // 192 KiB/s: 1.3 s a chunk for one downloader, 4 s for three. Paced one chunk at a time over all connections, the
+  // third downloader heard nothing for two chunks' time, and dropped the peer as stalled (BitTorrent clients split an
+  // upload limit over their connections instead). Shared, each hears a slice (48 KiB) every 0.75 s.
+  await using slow = PeerNode.start([f], { uploadLimit: 192 * 1024 });
+  const outs = [0, 1, 2].map((k) => join(dir.path, `out${k}`));
+  const summaries = await Promise.all(outs.map((out) => boundedGet([slow.address], f, out, { stallMs }, 20_000)));
+  for (const [k, out] of outs.entries()) {
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    assert.deepEqual(summaries[k]!.peersDropped, [], `download ${k}`);
+  }
+});
+
 Deno.test("missing chunks are listed as ranges, the first 20 and how many more", () => {
   assert.equal(listIndexes([0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
   const every3rd = Array.from({ length: 25 }, (_, i) => 3 * i);
