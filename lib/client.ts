@@ -68,11 +68,19 @@ export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]>
  * ({@link pickFile}); throws NotFoundError for none.
  */
 export async function resolveFile(src: Source, idOrName: string): Promise<string> {
+  return (await resolveNamed(src, idOrName)).id;
+}
+
+/**
+ * {@link resolveFile}, and the name asked for when the file was named: one
+ * content may be shared under several names, and the manifest has the first.
+ */
+async function resolveNamed(src: Source, idOrName: string): Promise<{ id: string; name?: string }> {
   const lower = idOrName.toLowerCase(); // before isSha256Hex, whose type guard leaves `never` behind it
-  if (isSha256Hex(idOrName)) return idOrName;
+  if (isSha256Hex(idOrName)) return { id: idOrName };
   const found = await catalog(src, idOrName);
   const f = pickFile(found, idOrName);
-  if (f) return f.id;
+  if (f) return f.name === idOrName ? { id: f.id, name: f.name } : { id: f.id };
   const what = isIdPrefix(idOrName)
     ? `named ${JSON.stringify(idOrName)} or with an id starting ${lower}`
     : `named ${JSON.stringify(idOrName)}`;
@@ -100,6 +108,8 @@ export function pickFile<F extends { id: string; name: string }>(files: F[], tex
   let hits = files.filter((f) => f.id === text);
   if (hits.length === 0) hits = files.filter((f) => f.name === text);
   if (hits.length === 0 && isIdPrefix(text)) hits = files.filter((f) => f.id.startsWith(text.toLowerCase()));
+  // A file listed under several names (copies of one content) is one file.
+  hits = hits.filter((f, i) => hits.findIndex((g) => g.id === f.id) === i);
   if (hits.length > 1) {
     throw new ShoalError(
       "ambiguous",
@@ -156,8 +166,10 @@ async function prepare(
 ): Promise<
   { summary: DownloadSummary } | Pick<DownloadOptions, "fileId" | "manifest" | "out" | "discover" | "initialPeers">
 > {
-  const fileId = await resolveFile(src, idOrName);
-  const manifest = await manifestOf(src, fileId);
+  const { id: fileId, name } = await resolveNamed(src, idOrName);
+  const first = await manifestOf(src, fileId);
+  // Saved, and shared on, as the name asked for: the manifest names the content as it was first shared.
+  const manifest = name === undefined || name === first.name ? first : { ...first, name };
   const out = await outputPath(options.out, options.outDir, manifest.name);
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>

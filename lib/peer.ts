@@ -44,8 +44,14 @@ import { GrantError, publicKeyFrom, verifyGrant } from "./grants.ts";
  */
 interface Served {
   id: string;
+  /** The copy chunks are read from, and its manifest (named as that copy is). */
   path: string;
   manifest: Manifest;
+  /**
+   * Of a complete file: every copy shared, by path, with its name and the mtime it was hashed at. The same content
+   * under several names is served once (one id) and listed under each name.
+   */
+  copies: Map<string, { name: string; indexedMtimeMs: number | null }>;
   have: Bitfield | null;
   public: boolean;
   groups: Set<string>;
@@ -66,6 +72,12 @@ function changedOnDisk(f: Served): boolean {
   } catch {
     return true;
   }
+}
+
+/** A complete file's manifest under each name it is shared as, the copy read from first. */
+function manifestsOf(f: Served): Manifest[] {
+  const names = new Set([f.manifest.name, ...[...f.copies.values()].map((c) => c.name)]);
+  return [...names].map((name) => (name === f.manifest.name ? f.manifest : { ...f.manifest, name }));
 }
 
 function closeFd(f: Served | undefined): void {
@@ -226,7 +238,7 @@ export class PeerNode {
     for (const f of this.#files.values()) {
       for (const group of f.groups) if (f.have === null) groups.push({ group, manifest: f.manifest });
       if (!f.public) continue;
-      if (f.have === null) complete.push(f.manifest);
+      if (f.have === null) complete.push(...manifestsOf(f));
       else if (f.have.count > 0) partial.push(f.id);
     }
     return { complete, partial, groups };
@@ -247,23 +259,52 @@ export class PeerNode {
     return out;
   }
 
-  /** Public files served, complete ones with their manifests. */
+  /** Public files served completely, under each name they are shared as. */
   catalog(): FileSummary[] {
-    return [...this.#files.values()].filter((f) => f.have === null && f.public).map((f) => ({
-      id: f.id,
-      name: f.manifest.name,
-      size: f.manifest.size,
-      chunkSize: f.manifest.chunkSize,
-      peers: 1,
-      partial: 0,
-    }));
+    return [...this.#files.values()].filter((f) => f.have === null && f.public).flatMap((f) =>
+      manifestsOf(f).map((m) => ({
+        id: f.id,
+        name: m.name,
+        size: m.size,
+        chunkSize: m.chunkSize,
+        peers: 1,
+        partial: 0,
+      }))
+    );
   }
 
-  /** Starts sharing a complete file publicly. */
+  /** Starts sharing a complete file publicly (a copy of a file shared already adds its name). */
   async share(f: SharedFile): Promise<void> {
     const was = this.#files.get(f.id);
+    const named = was?.have === null && was.public && manifestsOf(was).some((m) => m.name === f.manifest.name);
     this.#put(f.id, f.path, f.manifest, null, f.mtimeMs);
-    if (!was || was.have !== null || !was.public) await this.link?.update([f.manifest], [], []);
+    if (!named) await this.link?.update([f.manifest], [], []);
+  }
+
+  /**
+   * Stops sharing the copy of a complete file at `path`: the file goes on
+   * being served from another copy, if any, under the names still shared.
+   */
+  async unshareCopy(id: string, path: string): Promise<void> {
+    const f = this.#files.get(id);
+    const copy = f?.have === null ? f.copies.get(path) : undefined;
+    if (!f || !copy) return;
+    f.copies.delete(path);
+    const [next] = f.copies;
+    if (!next) return await this.unshare(id);
+    if (f.path === path) {
+      // Read from a copy still there, as it was hashed (a descriptor on the one gone would read it on).
+      closeFd(f);
+      f.fd = null;
+      const [path, { name, indexedMtimeMs }] = next;
+      f.path = path;
+      f.manifest = { ...f.manifest, name };
+      f.indexedMtimeMs = indexedMtimeMs;
+    }
+    if (!f.public || manifestsOf(f).some((m) => m.name === copy.name)) return;
+    // A tracker lets go of a name only with the file: take the file back, then give it the names left.
+    await this.link?.update([], [], [id]);
+    await this.link?.update(manifestsOf(f), [], []);
   }
 
   /**
@@ -408,10 +449,13 @@ export class PeerNode {
   ): void {
     const old = this.#files.get(id);
     closeFd(old);
+    const copies = have === null && old?.have === null ? new Map(old.copies) : new Map();
+    if (have === null) copies.set(path, { name: manifest.name, indexedMtimeMs });
     this.#files.set(id, {
       id,
       path,
       manifest,
+      copies,
       have,
       public: access.public || (old?.public ?? false),
       groups: new Set([...access.groups, ...(old?.groups ?? [])]),

@@ -47,12 +47,15 @@ export interface TrackerLimits {
   /** chunk hashes in the catalog's manifests, each file charged to the address of the peer that first announced it */
   chunks: number;
   chunksPerHost: number;
+  /** file names beyond the first that a complete source gives a file (copies of one content under other names) */
+  names: number;
+  namesPerHost: number;
 }
 
 /** Most peers registered at once. */
 export const MAX_PEERS = 100_000;
 
-/** About 0.3 GB of sources and 0.4 GB of manifests in all; a quarter of the manifests, 1 TiB in 1 MiB chunks, per address. */
+/** About 0.3 GB of sources, 0.4 GB of manifests and 0.3 GB of extra names in all; a quarter of the manifests, 1 TiB in 1 MiB chunks, per address. */
 export const DEFAULT_TRACKER_LIMITS: Readonly<TrackerLimits> = {
   peers: MAX_PEERS,
   peersPerHost: 256,
@@ -60,7 +63,14 @@ export const DEFAULT_TRACKER_LIMITS: Readonly<TrackerLimits> = {
   sourcesPerHost: 200_000,
   chunks: 4_000_000,
   chunksPerHost: 1_000_000,
+  names: 1_000_000,
+  namesPerHost: 100_000,
 };
+/**
+ * Most names one complete source gives one file: the same content shared
+ * under several names is listed under each (the id is the content's alone).
+ */
+export const MAX_NAMES_PER_SOURCE = 16;
 /** Most bins of a file's chunk strip in a snapshot: a file with more chunks is shown bucketed. */
 export const MAX_STRIP_BINS = 512;
 /**
@@ -108,6 +118,8 @@ interface PeerRecord {
   lastSeen: number;
   complete: Set<string>;
   partial: Set<string>;
+  /** the names it gave each of its complete files, in the order announced (the first is charged as the source) */
+  names: Map<string, Set<string>>;
   /** set when the peer registered with a session token: whose peer it is */
   session?: Session;
   /** group files it serves, as `group "\n" fileId` */
@@ -131,6 +143,7 @@ export interface HostUsage {
   peers: number;
   sources: number;
   chunks: number;
+  names: number;
 }
 
 /** A live peer as the dashboard shows it. */
@@ -195,6 +208,8 @@ export interface TrackerSnapshot {
     bytesShared: number;
     completeSources: number;
     partialSources: number;
+    /** names beyond the first that complete sources give their files (copies of one content under other names) */
+    extraNames: number;
     /** sums over the live peers */
     upBytesPerSecond: number;
     downBytesPerSecond: number;
@@ -244,7 +259,7 @@ export class Tracker {
   readonly limits: Readonly<TrackerLimits>;
   /** per source address, and in all */
   #usage = new Map<string, HostUsage>();
-  #total: HostUsage = { peers: 0, sources: 0, chunks: 0 };
+  #total: HostUsage = { peers: 0, sources: 0, chunks: 0, names: 0 };
 
   constructor(options: TrackerOptions = {}) {
     this.limits = { ...DEFAULT_TRACKER_LIMITS, ...options.limits };
@@ -256,7 +271,9 @@ export class Tracker {
 
   /** What `host` (a {@link hostGroup}) holds now; with no argument, what the tracker holds in all. */
   usage(host?: string): HostUsage {
-    return { ...(host === undefined ? this.#total : this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0 }) };
+    return {
+      ...(host === undefined ? this.#total : this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0, names: 0 }),
+    };
   }
 
   /** Number of live peers. */
@@ -431,22 +448,30 @@ export class Tracker {
     this.#charge(p.from, "sources", serves ? 1 : -1);
   }
 
-  /** Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link queryMatcher}). */
+  /**
+   * Catalog of files with at least one live source, filtered by a name substring or id prefix ({@link queryMatcher}).
+   * A file shared under several names (copies of one content) has an entry for each, with the same id and sources.
+   */
   listFiles(query?: string): FileSummary[] {
     const matches = query === undefined ? null : queryMatcher(query);
     const out: FileSummary[] = [];
     for (const [id, f] of this.#files) {
-      if (matches && !matches({ id, name: f.manifest.name })) continue;
       let peers = 0, partial = 0;
+      const names = new Set<string>();
       for (const pid of f.sources) {
         const p = this.#peers.get(pid);
         if (!p || !this.#live(p)) continue;
         if (p.complete.has(id)) peers++;
         else partial++;
+        for (const name of p.names.get(id) ?? []) names.add(name);
       }
       if (peers + partial === 0) continue;
-      const { name, size, chunkSize } = f.manifest;
-      out.push({ id, name, size, chunkSize, peers, partial });
+      // Partial sources name nothing: with only those left, the name the file was first announced under.
+      if (names.size === 0) names.add(f.manifest.name);
+      const { size, chunkSize } = f.manifest;
+      for (const name of names) {
+        if (!matches || matches({ id, name })) out.push({ id, name, size, chunkSize, peers, partial });
+      }
     }
     out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
     return out.slice(0, MAX_CATALOG_ENTRIES);
@@ -507,6 +532,7 @@ export class Tracker {
         bytesShared: sum(files.map((x) => x.f.manifest.size)),
         completeSources: sum(files.map((x) => x.complete.length)),
         partialSources: sum(files.map((x) => x.partial.length)),
+        extraNames: sum(live.flatMap((p) => [...p.names.values()].map((set) => set.size - 1))),
         upBytesPerSecond: sum(peers.map((p) => p.upBytesPerSecond)),
         downBytesPerSecond: sum(peers.map((p) => p.downBytesPerSecond)),
       },
@@ -571,6 +597,7 @@ export class Tracker {
       from,
       lastSeen: this.#now(),
       complete: new Set(),
+      names: new Map(),
       partial: new Set(),
       groupFiles: new Set(),
       chunks: new Map(),
@@ -600,8 +627,19 @@ export class Tracker {
       if (!this.#files.has(id)) newFiles.set(id, add[i]!.chunks.length);
     });
     for (const id of partial) if (!held(id) && (this.#files.has(id) || newFiles.has(id))) newSources.add(id);
+    // Each complete file's names, those it had and those added (past MAX_NAMES_PER_SOURCE, ignored).
+    const names = new Map<string, Set<string>>();
+    ids.forEach((id, i) => {
+      let set = names.get(id);
+      if (!set) names.set(id, set = new Set(p.names.get(id)));
+      if (set.size < MAX_NAMES_PER_SOURCE) set.add(add[i]!.name);
+    });
+    const extraNames = (set: Set<string> | undefined) => Math.max(0, (set?.size ?? 0) - 1);
+    let moreNames = 0;
+    for (const [id, set] of names) moreNames += extraNames(set) - extraNames(p.names.get(id));
     this.#admit(p.from, "sources", newSources.size);
     this.#admit(p.from, "chunks", [...newFiles.values()].reduce((a, b) => a + b, 0));
+    this.#admit(p.from, "names", moreNames);
     ids.forEach((id, i) => {
       let f = this.#files.get(id);
       if (!f) {
@@ -615,6 +653,8 @@ export class Tracker {
       p.chunks.delete(id);
       p.complete.add(id);
     });
+    this.#charge(p.from, "names", moreNames);
+    for (const [id, set] of names) p.names.set(id, set);
     for (const id of partial) {
       // A partial source of a file no complete source announced (any more) is skipped, not an error:
       // failing would make a re-registering peer retry the same announce forever.
@@ -629,6 +669,8 @@ export class Tracker {
 
   #withdraw(p: PeerRecord, id: string): void {
     if (p.complete.has(id) || p.partial.has(id)) this.#charge(p.from, "sources", -1);
+    this.#charge(p.from, "names", -Math.max(0, (p.names.get(id)?.size ?? 0) - 1));
+    p.names.delete(id);
     p.complete.delete(id);
     p.partial.delete(id);
     p.chunks.delete(id);
@@ -642,10 +684,10 @@ export class Tracker {
 
   /** Adds `delta` to what `host` holds of `what`, and to the totals. */
   #charge(host: string, what: keyof HostUsage, delta: number): void {
-    const u = this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0 };
+    const u = this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0, names: 0 };
     u[what] += delta;
     this.#total[what] += delta;
-    if (u.peers === 0 && u.sources === 0 && u.chunks === 0) this.#usage.delete(host);
+    if (u.peers === 0 && u.sources === 0 && u.chunks === 0 && u.names === 0) this.#usage.delete(host);
     else this.#usage.set(host, u);
   }
 
@@ -655,13 +697,19 @@ export class Tracker {
       peers: this.limits.peersPerHost,
       sources: this.limits.sourcesPerHost,
       chunks: this.limits.chunksPerHost,
+      names: this.limits.namesPerHost,
     };
     const heldThere = () => this.#usage.get(host)?.[what] ?? 0;
     const fits = () => heldThere() + more <= perHost[what] && this.#total[what] + more <= this.limits[what];
     if (more <= 0 || fits()) return;
     this.sweep();
     if (fits()) return;
-    const noun = { peers: "registered peers", sources: "shared files", chunks: "manifest chunks" }[what];
+    const noun = {
+      peers: "registered peers",
+      sources: "shared files",
+      chunks: "manifest chunks",
+      names: "extra names of shared files",
+    }[what];
     if (heldThere() + more > perHost[what]) {
       throw new ShoalError("full", `The tracker holds at most ${perHost[what]} ${noun} from one address (${host})`);
     }

@@ -86,7 +86,7 @@ export interface WatchOptions {
 }
 
 /** The part of a peer the watcher drives. */
-export type ShareTarget = Pick<PeerNode, "share" | "unshare">;
+export type ShareTarget = Pick<PeerNode, "share" | "unshareCopy">;
 
 /** Size and mtime: what tells a file changed without reading it. */
 interface Stamp {
@@ -145,8 +145,6 @@ export class SharedFolderWatcher implements AsyncDisposable {
   #root = "";
   /** What we share, by path relative to the root. */
   #shared = new Map<string, SharedFile>();
-  /** Paths holding each shared id (copies share an id). */
-  #pathsOf = new Map<string, Set<string>>();
   /** Paths waiting for a look, by path relative to the root (as reported: not yet resolved). */
   #pending = new Map<string, Pending>();
   /** Skips reported already, so a rescan does not repeat them. */
@@ -173,7 +171,7 @@ export class SharedFolderWatcher implements AsyncDisposable {
     this.#quietMs = options.quietMs ?? QUIET_MS;
     this.#rescanIntervalMs = options.rescanIntervalMs ?? RESCAN_INTERVAL_MS;
     this.#maxPending = options.maxPending ?? MAX_PENDING_PATHS;
-    for (const f of files) this.#remember(f);
+    for (const f of files) this.#shared.set(f.relPath, f);
     this.#running = this.#run();
     if (options.signal?.aborted) this.close();
     options.signal?.addEventListener("abort", () => this.close(), { once: true, signal: this.#abort.signal });
@@ -458,24 +456,9 @@ export class SharedFolderWatcher implements AsyncDisposable {
 
   // ------------------------------------------------------------ shares
 
-  #remember(f: SharedFile): void {
-    this.#shared.set(f.relPath, f);
-    let paths = this.#pathsOf.get(f.id);
-    if (!paths) this.#pathsOf.set(f.id, paths = new Set());
-    paths.add(f.relPath);
-  }
-
-  #forget(f: SharedFile): void {
-    this.#shared.delete(f.relPath);
-    const paths = this.#pathsOf.get(f.id);
-    paths?.delete(f.relPath);
-    if (paths?.size === 0) this.#pathsOf.delete(f.id);
-  }
-
   async #announce(file: SharedFile): Promise<void> {
     const old = this.#shared.get(file.relPath);
-    if (old) this.#forget(old);
-    this.#remember(file);
+    this.#shared.set(file.relPath, file);
     this.#skipped.delete(file.relPath);
     this.#cacheDirty = true;
     await this.#node.share(file); // the new id first: the content is never unlisted in between
@@ -488,18 +471,15 @@ export class SharedFolderWatcher implements AsyncDisposable {
   async #withdraw(relPath: string): Promise<void> {
     const old = this.#shared.get(relPath);
     if (!old) return;
-    this.#forget(old);
+    this.#shared.delete(relPath);
     this.#cacheDirty = true;
     await this.#release(old);
     this.#opts.onEvent?.({ kind: "removed", relPath, id: old.id });
   }
 
-  /** After a path stopped holding `old`: unshare its id, or serve it from a copy still there. */
+  /** After a path stopped holding `old`: the peer serves its content from a copy still there, or stops. */
   async #release(old: SharedFile): Promise<void> {
-    const copy = this.#pathsOf.get(old.id)?.values().next().value;
-    const twin = copy === undefined ? undefined : this.#shared.get(copy);
-    if (twin) await this.#node.share(twin); // the peer may have been reading the path that went
-    else await this.#node.unshare(old.id);
+    await this.#node.unshareCopy(old.id, old.path);
   }
 
   async #saveCache(): Promise<void> {

@@ -104,6 +104,7 @@ Deno.test("snapshot: peers with their files, last-heard ages and rates from succ
     bytesShared: movie.size + notes.size,
     completeSources: 2,
     partialSources: 1,
+    extraNames: 0,
     upBytesPerSecond: 200_000,
     downBytesPerSecond: 120_000,
   });

@@ -178,6 +178,39 @@ Deno.test("load follows measured throughput: a slow peer gets few chunks, the do
   }
 });
 
+Deno.test("one content shared under several names is fetched by any of them, from both sources, and saved as the name asked for", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  for (const [d, name] of [["p1", "a.bin"], ["p2", "b.bin"], ["out", null]]) {
+    await Deno.mkdir(join(dir.path, d!));
+    if (name) await Deno.writeFile(join(dir.path, d!, name), data);
+  }
+  await Deno.writeFile(join(dir.path, "p1", "c.bin"), data); // a second copy on one peer: registered with both names
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const peers = [];
+  for (const d of ["p1", "p2"]) {
+    peers.push(
+      PeerNode.start(await indexDirectory(join(dir.path, d), { chunkSize: CHUNK }), { tracker: tracker.address }),
+    );
+  }
+  try {
+    await waitUntil(() => tracker.tracker.listFiles().length === 3);
+    const [a, b, c] = tracker.tracker.listFiles();
+    assert.deepEqual([a!.name, b!.name, c!.name], ["a.bin", "b.bin", "c.bin"]);
+    assert.deepEqual([a!.id === b!.id && b!.id === c!.id, a!.peers], [true, 2]);
+    const outDir = join(dir.path, "out");
+    const got = await getFile({ tracker: tracker.address }, "b.bin", { outDir, workers: 2 });
+    assert.equal(got.path, join(outDir, "b.bin"), "saved as the name asked for, not as the content was first shared");
+    assert.equal(sha(await Deno.readFile(got.path)), sha(data));
+    // By the start of its id, listed twice, it is one file, not an ambiguous pick.
+    const byId = await getFile({ tracker: tracker.address }, a!.id.slice(0, 10), { outDir, workers: 1 });
+    // Named by its id, it is saved under the name the tracker first learned for it.
+    assert.ok(["a.bin", "b.bin", "c.bin"].map((n) => join(outDir, n)).includes(byId.path), byId.path);
+  } finally {
+    for (const p of peers) await p.close();
+  }
+});
+
 /**
  * A download from two slow sources (50 kB/s each: 1 MiB would take 10 s); `midway` runs once they have served a
  * little, and returns a fast source it started. Returns the bytes that source served and the seconds taken.

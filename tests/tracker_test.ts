@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAX_PEERS_LISTED, Tracker } from "../lib/tracker.ts";
+import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, Tracker } from "../lib/tracker.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import type { Message } from "../lib/messages.ts";
 import { ShoalError } from "../lib/errors.ts";
@@ -196,7 +196,7 @@ Deno.test("tracker: shared files and manifest chunks are bounded per address and
   const a = peer(1, "10.0.0.1"), b = peer(2, "10.0.0.1"), c = peer(3, "10.0.0.2");
   announce(a, "10.0.0.1", [big("1", 4), big("2", 4)]);
   announce(a, "10.0.0.1", [big("1", 4), big("2", 4)]); // announced again: nothing new
-  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 2, chunks: 8 });
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 2, chunks: 8, names: 0 });
   // 3 more chunks than the address may hold: nothing of it is taken, not even the file it already knows
   assert.throws(() => announce(b, "10.0.0.1", [big("1", 4), big("3", 3)]), full);
   assert.equal(tracker.listFiles().length, 2);
@@ -204,7 +204,7 @@ Deno.test("tracker: shared files and manifest chunks are bounded per address and
   // a file others introduced costs this address a source, not chunks
   announce(c, "10.0.0.2", [big("3", 3)]);
   announce(b, "10.0.0.1", [big("1", 4)], [fileIdOf(big("3", 3))]);
-  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 4, chunks: 8 });
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 4, chunks: 8, names: 0 });
   assert.throws(() => announce(b, "10.0.0.1", [big("2", 4)]), full, "a fifth source from 10.0.0.1");
   // in all: 16 chunks, 6 sources
   assert.throws(
@@ -212,17 +212,21 @@ Deno.test("tracker: shared files and manifest chunks are bounded per address and
     (e: ShoalError) => full(e) && /at most 16/.test(e.message),
   );
   announce(c, "10.0.0.2", [big("4", 5)]);
-  assert.deepEqual(tracker.usage(), { peers: 3, sources: 6, chunks: 16 });
+  assert.deepEqual(tracker.usage(), { peers: 3, sources: 6, chunks: 16, names: 0 });
   assert.throws(() => announce(c, "10.0.0.2", [big("2", 4)]), full, "a seventh source");
   // leaving gives back what a peer held; a file's chunks come back when its last source leaves
   announce(a, "10.0.0.1", [], [], [fileIdOf(big("2", 4))]);
-  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 3, chunks: 4 });
+  assert.deepEqual(tracker.usage("10.0.0.1"), { peers: 2, sources: 3, chunks: 4, names: 0 });
   tracker.handle({ type: "unregister", peerId: c }, "10.0.0.2");
-  assert.deepEqual(tracker.usage("10.0.0.2"), { peers: 0, sources: 0, chunks: 3 }, "b still holds file 3 in part");
+  assert.deepEqual(
+    tracker.usage("10.0.0.2"),
+    { peers: 0, sources: 0, chunks: 3, names: 0 },
+    "b still holds file 3 in part",
+  );
   now += 400;
   tracker.sweep();
-  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0 });
-  assert.deepEqual(tracker.usage("10.0.0.2"), { peers: 0, sources: 0, chunks: 0 });
+  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0, names: 0 });
+  assert.deepEqual(tracker.usage("10.0.0.2"), { peers: 0, sources: 0, chunks: 0, names: 0 });
 });
 
 Deno.test("tracker: what it counts per address always matches what it holds", () => {
@@ -245,7 +249,8 @@ Deno.test("tracker: what it counts per address always matches what it holds", ()
           tracker.handle({
             type: "announce",
             peerId: ids[random(ids.length)] ?? "",
-            add: [files[random(8)]!],
+            // the same content under a second name now and then
+            add: [files[random(8)]!].map((m) => random(3) === 0 ? { ...m, name: `${m.name} copy` } : m),
             partial: [fileIdOf(files[random(8)]!)],
             remove: [fileIdOf(files[random(8)]!)],
           }, from);
@@ -269,8 +274,67 @@ Deno.test("tracker: what it counts per address always matches what it holds", ()
     assert.equal(total.peers, snap.totals.peers, `peers at step ${step}`);
     assert.equal(total.sources, snap.totals.completeSources + snap.totals.partialSources, `sources at step ${step}`);
     assert.equal(total.chunks, snap.files.reduce((n, f) => n + f.chunks, 0), `chunks at step ${step}`);
+    assert.equal(total.names, snap.totals.extraNames, `names at step ${step}`);
   }
   now += 1_000;
   tracker.sweep();
-  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0 });
+  assert.deepEqual(tracker.usage(), { peers: 0, sources: 0, chunks: 0, names: 0 });
+});
+
+Deno.test("tracker: one content shared under several names is listed, and found, under each; a name goes with its last source", () => {
+  const { tracker, register } = setup();
+  const a = register(9001), b = register(9002);
+  const m = manifest("a.txt"), copy = { ...m, name: "b.txt" }, id = fileIdOf(m);
+  const announce = (peerId: string, add: Manifest[], remove: string[] = []) =>
+    tracker.handle({ type: "announce", peerId, add, partial: [], remove }, "10.0.0.1");
+  announce(a, [m]);
+  announce(b, [copy]);
+  assert.deepEqual(tracker.listFiles().map((f) => [f.name, f.id, f.peers]), [["a.txt", id, 2], ["b.txt", id, 2]]);
+  assert.deepEqual(tracker.listFiles("b.txt").map((f) => f.name), ["b.txt"], "a search matches each name");
+  assert.deepEqual(tracker.listFiles(id.slice(0, 8)).map((f) => f.name), ["a.txt", "b.txt"]);
+  assert.equal(tracker.usage().names, 0, "one name each: no extra");
+  // One peer with both copies gives both names; its second one is an extra name.
+  announce(b, [m]);
+  assert.equal(tracker.usage().names, 1);
+  announce(a, [], [id]);
+  assert.deepEqual(tracker.listFiles().map((f) => [f.name, f.peers]), [["a.txt", 1], ["b.txt", 1]]);
+  announce(b, [], [id]);
+  assert.deepEqual(tracker.listFiles(), []);
+  assert.equal(tracker.usage().names, 0);
+  // A partial source names nothing: the name first announced stays while it alone is left.
+  const c = register(9003);
+  announce(a, [copy]);
+  tracker.handle({ type: "announce", peerId: c, add: [], partial: [id], remove: [] }, "10.0.0.1");
+  announce(a, [], [id]);
+  assert.deepEqual(tracker.listFiles().map((f) => [f.name, f.peers, f.partial]), [["b.txt", 0, 1]]);
+});
+
+Deno.test("tracker: the names one source gives a file are capped, and extra names are bounded per address like sources", () => {
+  const tracker = new Tracker({ limits: { namesPerHost: 20 } });
+  const peer = (port: number) =>
+    (tracker.handle({ type: "register", port }, "10.0.0.1") as Extract<Message, { type: "registered" }>).peerId;
+  const m = manifest("f");
+  const copies = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ ...m, name: `${tag}${i}` }));
+  const a = peer(1), b = peer(2);
+  tracker.handle(
+    { type: "announce", peerId: a, add: copies(MAX_NAMES_PER_SOURCE + 4, "a"), partial: [], remove: [] },
+    "10.0.0.1",
+  );
+  assert.equal(tracker.listFiles().length, MAX_NAMES_PER_SOURCE, "the names past the cap are ignored");
+  assert.equal(tracker.usage("10.0.0.1").names, MAX_NAMES_PER_SOURCE - 1);
+  // 15 extra names held of 20: 6 more is past the address's limit, and the announce is refused whole.
+  const other = manifest("g", "d");
+  assert.throws(
+    () =>
+      tracker.handle(
+        { type: "announce", peerId: b, add: [other, ...copies(7, "b")], partial: [], remove: [] },
+        "10.0.0.1",
+      ),
+    (e: ShoalError) => e.code === "full" && /extra names/.test(e.message),
+  );
+  assert.equal(tracker.listFiles().length, MAX_NAMES_PER_SOURCE, "nothing of it was taken");
+  tracker.handle({ type: "announce", peerId: b, add: copies(6, "b"), partial: [], remove: [] }, "10.0.0.1");
+  assert.equal(tracker.usage("10.0.0.1").names, 20);
+  tracker.handle({ type: "unregister", peerId: a }, "10.0.0.1");
+  assert.equal(tracker.usage("10.0.0.1").names, 5);
 });

@@ -6,6 +6,7 @@ import { connect } from "../lib/connection.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import { chunkSizeFor, fileIdOf, hashFile } from "../lib/manifest.ts";
 import { PeerNode } from "../lib/peer.ts";
+import type { FileSummary } from "../lib/messages.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { QUIET_MS, type ShareTarget, type WatchEvent, type WatchOptions, watchShared } from "../lib/watcher.ts";
 import { waitUntil } from "./e2e/harness.ts";
@@ -45,7 +46,7 @@ async function world(options: WatchOptions & { tracker?: boolean } = {}): Promis
       shares.push(f);
       return node.share(f);
     },
-    unshare: (id) => node.unshare(id),
+    unshareCopy: (id, path) => node.unshareCopy(id, path),
   };
   const watcher = watchShared(target, dir, [], { chunkSize: CHUNK, ...options, onEvent: (e) => events.push(e) });
   await watcher.rescan(); // the first walk is done: what the test makes from now on is news
@@ -173,26 +174,37 @@ Deno.test("watcher: a file present before the watcher started but not indexed is
   }
 });
 
-Deno.test("watcher: copies share one id, which stays served while one copy is left", async () => {
-  await using w = await world();
+Deno.test("watcher: copies share one id, listed under each name, which stays served while one copy is left", async () => {
+  await using w = await world({ tracker: true });
   const data = randomBytes(CHUNK + 10);
   await Deno.writeFile(join(w.dir, "one.bin"), data);
   await Deno.writeFile(join(w.dir, "two.bin"), data);
   const id = await idOf(join(w.dir, "one.bin"));
   await waitUntil(() => w.watcher.shared.size === 2, SHOW_MS, "both copies seen");
-  assert.deepEqual(w.ids(), [id]);
+  /** The names the peer lists, and those the tracker lists, each with its id. */
+  const listed = (where: FileSummary[]) => where.map((f) => `${f.name} ${f.id}`).sort();
+  assert.deepEqual(listed(w.node.catalog()), [`one.bin ${id}`, `two.bin ${id}`]);
+  await waitUntil(() => w.tracker!.tracker.listFiles().length === 2, SHOW_MS, "the tracker lists both names");
 
-  // Remove each copy in turn: the id must stay served (from the other path) while one is left.
-  for (const gone of ["one.bin", "two.bin"]) {
-    await Deno.remove(join(w.dir, gone));
-    await waitUntil(() => !w.watcher.shared.has(gone), SHOW_MS, `${gone} withdrawn`);
-    if (w.watcher.shared.size === 0) break;
-    assert.deepEqual(w.ids(), [id], "still shared from the other copy");
+  // Remove each copy in turn: the id must stay served (from the other path) while one is left, under its name only.
+  for (const [gone, left] of [["one.bin", "two.bin"], ["two.bin", null]]) {
+    await Deno.remove(join(w.dir, gone!));
+    await waitUntil(() => !w.watcher.shared.has(gone!), SHOW_MS, `${gone} withdrawn`);
+    if (left === null) break;
+    // Withdrawn from the watcher's list first, then from the peer's and the tracker's.
+    const one = [`${left} ${id}`].join();
+    await waitUntil(() => listed(w.node.catalog()).join() === one, SHOW_MS, "still shared from the other copy");
+    await waitUntil(
+      () => listed(w.tracker!.tracker.listFiles()).join() === one,
+      SHOW_MS,
+      `the tracker lists ${left} only`,
+    );
     await using c = await connect(w.node.address);
     const piece = await c.request({ type: "request", fileId: id, index: 1 }, "piece");
     assert.deepEqual(piece.data, data.subarray(CHUNK), "served from the remaining copy");
   }
   await waitForIds(w, [], "the last copy withdrawn");
+  await waitUntil(() => w.tracker!.tracker.listFiles().length === 0, SHOW_MS, "the tracker lists nothing");
 });
 
 Deno.test("watcher: unsafe names and links leading outside are reported, not shared; link loops end", async () => {
