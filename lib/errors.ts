@@ -89,7 +89,7 @@ export class FrameTooLargeError extends ProtocolError {
 export class TruncatedFrameError extends ProtocolError {
   override name = "TruncatedFrameError";
   constructor(readonly missing: number) {
-    super(`Cannot decode frame: stream ended ${missing} bytes short of a whole frame`, "truncated");
+    super(`The connection closed in the middle of a message (${missing} bytes of it never came)`, "truncated");
   }
 }
 
