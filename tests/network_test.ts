@@ -701,7 +701,8 @@ Deno.test("a peer registers again by itself when the tracker restarts", async ()
   await using second = TrackerServer.start({ port, heartbeatMs: 50, expiryMs: 500 });
   await waitUntil(() => second.tracker.listFiles().length === 1, 10_000);
   assert.equal(second.tracker.listFiles()[0]!.id, files[0]!.id);
-  assert.ok(peer.link?.peerId);
+  // The tracker lists the file once it has the ANNOUNCE; the peer counts itself registered once the OK is back.
+  await waitUntil(() => peer.link?.peerId != null, 5_000);
 });
 
 Deno.test("one worker reading 4 peers keeps every 1 MiB chunk buffer it makes: none is let go to be collected", async () => {
