@@ -109,7 +109,7 @@ export function pickFile<F extends { id: string; name: string }>(files: F[], tex
   if (hits.length === 0) hits = files.filter((f) => f.name === text);
   if (hits.length === 0 && isIdPrefix(text)) hits = files.filter((f) => f.id.startsWith(text.toLowerCase()));
   // A file listed under several names (copies of one content) is one file.
-  hits = hits.filter((f, i) => hits.findIndex((g) => g.id === f.id) === i);
+  hits = [...new Map(hits.map((f) => [f.id, f])).values()];
   if (hits.length > 1) {
     throw new ShoalError(
       "ambiguous",

@@ -132,9 +132,9 @@ export class Connection {
   /**
    * Bytes read so far into payloads of large frames (a chunk on its way),
    * give or take the headers read with them: progress that shows before
-   * the frame is whole, for a stall watch that
-   * must not take a slow peer for a silent one. Small frames do not count:
-   * a peer sending HAVEs is not delivering what it owes.
+   * the frame is whole, for a stall watch that must not take a slow peer
+   * for a silent one. Small frames do not count: a peer sending HAVEs is
+   * not delivering what it owes.
    */
   get largePayloadBytesIn(): number {
     return this.#largePayloadBytesIn;

@@ -146,6 +146,16 @@ export interface HostUsage {
   names: number;
 }
 
+/** Nothing held. */
+function noUsage(): HostUsage {
+  return { peers: 0, sources: 0, chunks: 0, names: 0 };
+}
+
+/** The names a source gives a file past the first (the first is charged as the source itself). */
+function extraNames(names: Set<string> | undefined): number {
+  return Math.max(0, (names?.size ?? 0) - 1);
+}
+
 /** A live peer as the dashboard shows it. */
 export interface PeerView {
   id: string;
@@ -259,7 +269,7 @@ export class Tracker {
   readonly limits: Readonly<TrackerLimits>;
   /** per source address, and in all */
   #usage = new Map<string, HostUsage>();
-  #total: HostUsage = { peers: 0, sources: 0, chunks: 0, names: 0 };
+  #total: HostUsage = noUsage();
 
   constructor(options: TrackerOptions = {}) {
     this.limits = { ...DEFAULT_TRACKER_LIMITS, ...options.limits };
@@ -271,9 +281,7 @@ export class Tracker {
 
   /** What `host` (a {@link hostGroup}) holds now; with no argument, what the tracker holds in all. */
   usage(host?: string): HostUsage {
-    return {
-      ...(host === undefined ? this.#total : this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0, names: 0 }),
-    };
+    return { ...(host === undefined ? this.#total : this.#usage.get(host) ?? noUsage()) };
   }
 
   /** Number of live peers. */
@@ -532,7 +540,7 @@ export class Tracker {
         bytesShared: sum(files.map((x) => x.f.manifest.size)),
         completeSources: sum(files.map((x) => x.complete.length)),
         partialSources: sum(files.map((x) => x.partial.length)),
-        extraNames: sum(live.flatMap((p) => [...p.names.values()].map((set) => set.size - 1))),
+        extraNames: sum(live.flatMap((p) => [...p.names.values()].map(extraNames))),
         upBytesPerSecond: sum(peers.map((p) => p.upBytesPerSecond)),
         downBytesPerSecond: sum(peers.map((p) => p.downBytesPerSecond)),
       },
@@ -634,7 +642,6 @@ export class Tracker {
       if (!set) names.set(id, set = new Set(p.names.get(id)));
       if (set.size < MAX_NAMES_PER_SOURCE) set.add(add[i]!.name);
     });
-    const extraNames = (set: Set<string> | undefined) => Math.max(0, (set?.size ?? 0) - 1);
     let moreNames = 0;
     for (const [id, set] of names) moreNames += extraNames(set) - extraNames(p.names.get(id));
     this.#admit(p.from, "sources", newSources.size);
@@ -669,7 +676,7 @@ export class Tracker {
 
   #withdraw(p: PeerRecord, id: string): void {
     if (p.complete.has(id) || p.partial.has(id)) this.#charge(p.from, "sources", -1);
-    this.#charge(p.from, "names", -Math.max(0, (p.names.get(id)?.size ?? 0) - 1));
+    this.#charge(p.from, "names", -extraNames(p.names.get(id)));
     p.names.delete(id);
     p.complete.delete(id);
     p.partial.delete(id);
@@ -684,10 +691,10 @@ export class Tracker {
 
   /** Adds `delta` to what `host` holds of `what`, and to the totals. */
   #charge(host: string, what: keyof HostUsage, delta: number): void {
-    const u = this.#usage.get(host) ?? { peers: 0, sources: 0, chunks: 0, names: 0 };
+    const u = this.#usage.get(host) ?? noUsage();
     u[what] += delta;
     this.#total[what] += delta;
-    if (u.peers === 0 && u.sources === 0 && u.chunks === 0 && u.names === 0) this.#usage.delete(host);
+    if (Object.values(u).every((n) => n === 0)) this.#usage.delete(host);
     else this.#usage.set(host, u);
   }
 
