@@ -74,7 +74,11 @@ export function renderDashboard(s: TrackerSnapshot): string {
   ).join("") || `<tr><td colspan="6" class="empty">No live peers</td></tr>`;
   const fileRows = s.files.map((f) =>
     `<tr data-testid="file-row" data-file-id="${escapeHtml(f.id)}">` +
-    `<td data-testid="file-name" title="${escapeHtml(f.id)}">${escapeHtml(f.name)}</td>` +
+    `<td class="file-name" title="${escapeHtml(f.id)}"><span data-testid="file-name">${escapeHtml(f.name)}</span>` +
+    (f.otherNames.length > 0
+      ? `<span class="note" data-testid="file-other-names">also ${f.otherNames.map(escapeHtml).join(", ")}</span>`
+      : "") +
+    `</td>` +
     numberCell("file-size", f.size, formatBytes(f.size)) +
     numberCell("file-chunks", f.chunks, String(f.chunks)) +
     numberCell("file-complete", f.complete, String(f.complete)) +
@@ -216,7 +220,8 @@ table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #8884; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.empty, .note, .legend { opacity: .75; font-size: .85rem; }
-[data-testid="file-name"] { overflow-wrap: anywhere; }
+td.file-name { overflow-wrap: anywhere; }
+td.file-name .note { display: block; }
 canvas.strip { width: 256px; height: 14px; display: block; border: 1px solid #8886; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; vertical-align: middle; margin-left: .6rem; }
 .swatch.none { background: #d64541; } .swatch.one { background: #f0a030; } .swatch.many { background: hsl(140, 55%, 45%); }

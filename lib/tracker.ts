@@ -151,6 +151,17 @@ function noUsage(): HostUsage {
   return { peers: 0, sources: 0, chunks: 0, names: 0 };
 }
 
+/**
+ * The names `complete` sources give file `id`, in the order they gave them. Partial sources name nothing: with only
+ * those left, the name the file was first announced under.
+ */
+function namesGiven(id: string, f: FileRecord, complete: PeerRecord[]): Set<string> {
+  const names = new Set<string>();
+  for (const p of complete) for (const name of p.names.get(id) ?? []) names.add(name);
+  if (names.size === 0) names.add(f.manifest.name);
+  return names;
+}
+
 /** The names a source gives a file past the first (the first is charged as the source itself). */
 function extraNames(names: Set<string> | undefined): number {
   return Math.max(0, (names?.size ?? 0) - 1);
@@ -190,8 +201,10 @@ export interface ChunkStrip {
 /** A file with at least one live source, as the dashboard shows it. */
 export interface FileView {
   id: string;
-  /** as its first manifest named it: untrusted text from the network */
+  /** the first name a live complete source gives it (as its first manifest named it when none is left): untrusted text from the network */
   name: string;
+  /** the other names live complete sources give it (copies of one content), at most {@link MAX_NAMES_PER_SOURCE} - 1 */
+  otherNames: string[];
   size: number;
   chunkSize: number;
   chunks: number;
@@ -464,21 +477,11 @@ export class Tracker {
     const matches = query === undefined ? null : queryMatcher(query);
     const out: FileSummary[] = [];
     for (const [id, f] of this.#files) {
-      let peers = 0, partial = 0;
-      const names = new Set<string>();
-      for (const pid of f.sources) {
-        const p = this.#peers.get(pid);
-        if (!p || !this.#live(p)) continue;
-        if (p.complete.has(id)) peers++;
-        else partial++;
-        for (const name of p.names.get(id) ?? []) names.add(name);
-      }
-      if (peers + partial === 0) continue;
-      // Partial sources name nothing: with only those left, the name the file was first announced under.
-      if (names.size === 0) names.add(f.manifest.name);
-      const { size, chunkSize } = f.manifest;
-      for (const name of names) {
-        if (!matches || matches({ id, name })) out.push({ id, name, size, chunkSize, peers, partial });
+      const { complete, partial } = this.#liveSources(id, f);
+      if (complete.length + partial.length === 0) continue;
+      const { size, chunkSize } = f.manifest, peers = complete.length;
+      for (const name of namesGiven(id, f, complete)) {
+        if (!matches || matches({ id, name })) out.push({ id, name, size, chunkSize, peers, partial: partial.length });
       }
     }
     out.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
@@ -519,16 +522,13 @@ export class Tracker {
       uploadedBytes: p.up?.total ?? null,
       downloadedBytes: p.down?.total ?? null,
     })).sort((a, b) => a.address.localeCompare(b.address) || a.id.localeCompare(b.id));
-    const files: { id: string; f: FileRecord; complete: PeerRecord[]; partial: PeerRecord[] }[] = [];
+    const files: { id: string; f: FileRecord; names: string[]; complete: PeerRecord[]; partial: PeerRecord[] }[] = [];
     for (const [id, f] of this.#files) {
-      const complete: PeerRecord[] = [], partial: PeerRecord[] = [];
-      for (const pid of f.sources) {
-        const p = this.#peers.get(pid);
-        if (p && this.#live(p)) (p.complete.has(id) ? complete : partial).push(p);
-      }
-      if (complete.length + partial.length > 0) files.push({ id, f, complete, partial });
+      const { complete, partial } = this.#liveSources(id, f);
+      if (complete.length + partial.length === 0) continue;
+      files.push({ id, f, names: [...namesGiven(id, f, complete)].slice(0, MAX_NAMES_PER_SOURCE), complete, partial });
     }
-    files.sort((a, b) => a.f.manifest.name.localeCompare(b.f.manifest.name) || a.id.localeCompare(b.id));
+    files.sort((a, b) => a.names[0]!.localeCompare(b.names[0]!) || a.id.localeCompare(b.id));
     const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
     return {
       at: now,
@@ -545,8 +545,8 @@ export class Tracker {
         downBytesPerSecond: sum(peers.map((p) => p.downBytesPerSecond)),
       },
       peers: peers.slice(0, MAX_SNAPSHOT_ROWS),
-      files: files.slice(0, MAX_SNAPSHOT_ROWS).map(({ id, f, complete, partial }) => {
-        const { name, size, chunkSize, chunks } = f.manifest;
+      files: files.slice(0, MAX_SNAPSHOT_ROWS).map(({ id, f, names, complete, partial }) => {
+        const { size, chunkSize, chunks } = f.manifest;
         // Per chunk: every complete source, plus each partial source whose latest heartbeat says it has the chunk.
         const counts = new Array<number>(chunks.length).fill(complete.length);
         let unmapped = 0;
@@ -557,7 +557,8 @@ export class Tracker {
         }
         return {
           id,
-          name,
+          name: names[0]!,
+          otherNames: names.slice(1),
           size,
           chunkSize,
           chunks: chunks.length,
@@ -570,6 +571,16 @@ export class Tracker {
       }),
       truncated: { peers: peers.length > MAX_SNAPSHOT_ROWS, files: files.length > MAX_SNAPSHOT_ROWS },
     };
+  }
+
+  /** The live sources of file `id`, complete and partial. */
+  #liveSources(id: string, f: FileRecord): { complete: PeerRecord[]; partial: PeerRecord[] } {
+    const complete: PeerRecord[] = [], partial: PeerRecord[] = [];
+    for (const pid of f.sources) {
+      const p = this.#peers.get(pid);
+      if (p && this.#live(p)) (p.complete.has(id) ? complete : partial).push(p);
+    }
+    return { complete, partial };
   }
 
   /** Forgets peers past expiry, and files no one holds. */

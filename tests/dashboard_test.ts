@@ -280,6 +280,31 @@ Deno.test("page: a hostile file name is shown as text, never as markup", () => {
   new Function(scripts[0]![1]!); // throws SyntaxError if the functions sent as text do not form a program
 });
 
+Deno.test("snapshot and page: one content under several names is one row, named as its live sources name it", () => {
+  const { tracker, ask, register, announce } = setup();
+  const a = register(9001), b = register(9002);
+  const m = manifestOf("a.txt", 2), id = fileIdOf(m);
+  announce(a, [m, { ...m, name: "b.txt" }]);
+  announce(b, [{ ...m, name: HOSTILE }]);
+  const s = tracker.snapshot();
+  assert.deepEqual(s.files.map((f) => [f.id, f.name, f.otherNames, f.complete]), [[
+    id,
+    "a.txt",
+    ["b.txt", HOSTILE],
+    2,
+  ]]);
+  assert.deepEqual([s.totals.files, s.totals.extraNames], [1, 1]);
+  const html = renderDashboard(s);
+  assert.ok(html.includes(`data-testid="file-other-names">also b.txt, ${escapeHtml(HOSTILE)}<`));
+  assert.ok(!html.includes("<img"), "other names are text too");
+
+  // The first announcer leaves: the row takes the name the source left gives it, and has no other.
+  ask({ type: "announce", peerId: a, add: [], partial: [], remove: [id] });
+  const later = tracker.snapshot();
+  assert.deepEqual(later.files.map((f) => [f.name, f.otherNames]), [[HOSTILE, []]]);
+  assert.ok(!renderDashboard(later).includes("file-other-names"));
+});
+
 Deno.test("page: numbers carry raw values and stable test ids", () => {
   const { tracker, register, announce } = setup();
   const a = register(9001);
