@@ -933,25 +933,33 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
     Deno.rename(partPath, out).catch((err) => {
       throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
     });
-  if (force) return await rename();
+  // --force overwrites a file, never a directory: one that appeared at `out` stays, and so does the download.
+  if (force && !(await isDirectory(out))) return await rename();
   // Never over something that appeared at `out` during the download (the check before it began is long past): a
   // hard link is made only where no name is, and then the .part's name goes.
   try {
     await Deno.link(partPath, out);
   } catch (err) {
-    if (err instanceof Deno.errors.AlreadyExists) throw appeared(out, partPath);
+    if (err instanceof Deno.errors.AlreadyExists) throw await appeared(out, partPath);
     // A filesystem without hard links (FAT, some network ones): look once more, then rename.
-    if (await exists(out)) throw appeared(out, partPath);
+    if (await exists(out)) throw await appeared(out, partPath);
     return await rename();
   }
   await Deno.remove(partPath);
 }
 
-function appeared(out: string, partPath: string): ShoalError {
+function isDirectory(path: string): Promise<boolean> {
+  return Deno.lstat(path).then((st) => st.isDirectory, () => false);
+}
+
+async function appeared(out: string, partPath: string): Promise<ShoalError> {
+  // A rerun with `-o` naming a directory saves inside it, where this .part is not: that advice would start over.
+  const advice = await isDirectory(out)
+    ? `move the directory ${out} away and run the same command again, or move ${partPath} where you want the file`
+    : `move ${out} away and run the same command again (or use --force to overwrite it)`;
   return new ShoalError(
     "exists",
-    `${out} appeared during the download and is kept; the file is complete in ${partPath}: move ${out} away and ` +
-      "run the same command again (or use --force to overwrite it)",
+    `${out} appeared during the download and is kept; the file is complete in ${partPath}: ${advice}`,
     ExitCode.exists,
   );
 }

@@ -863,7 +863,7 @@ Deno.test("an empty file is seeded when asked, like any other", async () => {
 });
 
 /** A download of 16 chunks from a peer that takes about 2 s to send them; `fetching` once chunks arrive. */
-async function slowGet(dir: string) {
+async function slowGet(dir: string, force = false) {
   const data = randomBytes(CHUNK * 16);
   const files = await indexedFile(dir, data);
   const peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 });
@@ -871,6 +871,7 @@ async function slowGet(dir: string) {
   let fetching = false;
   const got = getFile({ peers: [peer.address] }, "f", {
     out,
+    force,
     onEvent: (e) => void (e.kind === "progress" && e.doneBytes > 0 && (fetching = true)),
   });
   return { data, peer, out, got, fetching: () => fetching };
@@ -913,6 +914,29 @@ Deno.test("a file that appears at the output during the download is kept: the do
   assert.deepEqual([s.chunksReused, s.chunksFetched], [16, 0]);
   assert.equal(sha(await Deno.readFile(out)), sha(data));
   for (const left of [".part", ".part.json"]) assert.equal(await exists(`${out}${left}`), false, left);
+});
+
+Deno.test("a directory that appears at the output during the download is kept, even with --force, and the advice finds the .part", async () => {
+  for (const force of [false, true]) {
+    await using dir = await tempDir();
+    const { data, peer, out, got, fetching } = await slowGet(dir.path, force);
+    await using _peer = peer;
+    await waitUntil(() => fetching());
+    await Deno.mkdir(out);
+    await Deno.writeTextFile(join(out, "inside"), "mine");
+    // --force overwrites files, not directories: the same refusal, not a failed rename.
+    await assert.rejects(got, (err: unknown) =>
+      err instanceof ShoalError && err.exitCode === 7 &&
+      /move the directory .* or move .*\.part where/.test(err.message) && !/--force/.test(err.message));
+    assert.equal(await Deno.readTextFile(join(out, "inside")), "mine", `force: ${force}`);
+    assert.equal(sha(await Deno.readFile(`${out}.part`)), sha(data), "the download is complete in the .part");
+
+    // As the advice says: with the directory moved away, the same command puts the file in place without a fetch.
+    await Deno.rename(out, `${out}.mine`);
+    const s = await getFile({ peers: [peer.address] }, "f", { out, force });
+    assert.deepEqual([s.chunksReused, s.chunksFetched], [16, 0]);
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+  }
 });
 
 Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, a damaged one, or a .part cut short", async () => {
