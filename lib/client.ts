@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { unlessAborted } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
-import { download, type DownloadOptions, type DownloadSummary, existingOutput } from "./download.ts";
+import { download, type DownloadOptions, type DownloadSummary, existingOutput, isDirectory } from "./download.ts";
 import { NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import { isIdPrefix, type Manifest } from "./manifest.ts";
 import type { FileSummary, PeerEntry } from "./messages.ts";
@@ -194,7 +194,7 @@ async function prepare(
  * A name that is unsafe as a file name needs an `out` that names a file.
  */
 export async function outputPath(out: string | undefined, outDir: string | undefined, name: string): Promise<string> {
-  if (out !== undefined && (out.endsWith("/") || (await Deno.stat(out).catch(() => null))?.isDirectory)) {
+  if (out !== undefined && (out.endsWith("/") || await isDirectory(out))) {
     [outDir, out] = [out, undefined];
   }
   if (out !== undefined) return out;

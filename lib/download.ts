@@ -948,8 +948,9 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
   await Deno.remove(partPath);
 }
 
-function isDirectory(path: string): Promise<boolean> {
-  return Deno.lstat(path).then((st) => st.isDirectory, () => false);
+/** Whether `path` is a directory, or a link to one: what `get -o` saves inside (`outputPath` in lib/client.ts). */
+export function isDirectory(path: string): Promise<boolean> {
+  return Deno.stat(path).then((st) => st.isDirectory, () => false);
 }
 
 async function appeared(out: string, partPath: string): Promise<ShoalError> {

@@ -916,19 +916,21 @@ Deno.test("a file that appears at the output during the download is kept: the do
   for (const left of [".part", ".part.json"]) assert.equal(await exists(`${out}${left}`), false, left);
 });
 
-Deno.test("a directory that appears at the output during the download is kept, even with --force, and the advice finds the .part", async () => {
-  for (const force of [false, true]) {
+Deno.test("a directory (or a link to one) that appears at the output during the download is kept, even with --force, and the advice finds the .part", async () => {
+  // A link to a directory counts as one, as it does for `-o`.
+  for (const [force, link] of [[false, false], [true, false], [true, true]]) {
     await using dir = await tempDir();
     const { data, peer, out, got, fetching } = await slowGet(dir.path, force);
     await using _peer = peer;
     await waitUntil(() => fetching());
-    await Deno.mkdir(out);
+    await Deno.mkdir(link ? `${out}.target` : out);
+    if (link) await Deno.symlink(`${out}.target`, out);
     await Deno.writeTextFile(join(out, "inside"), "mine");
     // --force overwrites files, not directories: the same refusal, not a failed rename.
     await assert.rejects(got, (err: unknown) =>
       err instanceof ShoalError && err.exitCode === 7 &&
       /move the directory .* or move .*\.part where/.test(err.message) && !/--force/.test(err.message));
-    assert.equal(await Deno.readTextFile(join(out, "inside")), "mine", `force: ${force}`);
+    assert.equal(await Deno.readTextFile(join(out, "inside")), "mine", `force: ${force}, link: ${link}`);
     assert.equal(sha(await Deno.readFile(`${out}.part`)), sha(data), "the download is complete in the .part");
 
     // As the advice says: with the directory moved away, the same command puts the file in place without a fetch.
