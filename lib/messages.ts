@@ -120,6 +120,20 @@ export interface GroupUnshare {
   fileId: string;
 }
 
+/** A name a peer stops giving a file it still serves completely (ANNOUNCE `dropNames`). */
+export interface NameDrop {
+  fileId: string;
+  name: string;
+}
+
+/**
+ * What a tracker lists in REGISTERED `features`: optional parts of version 1 it
+ * implements, so a peer uses them only with a tracker that does.
+ */
+export const TRACKER_FEATURES = ["dropNames"] as const;
+/** Most entries in REGISTERED `features`. */
+export const MAX_FEATURES = 64;
+
 /** One file a local peer daemon shares into a group. */
 export interface CtlShareEntry {
   group: string;
@@ -179,7 +193,15 @@ export type Message =
   | { type: "error"; code: string; message: string }
   | { type: "ok" }
   | { type: "register"; port: number; host?: string; token?: string }
-  | { type: "registered"; peerId: string; heartbeatMs: number; expiryMs: number; publicKey?: string }
+  | {
+    type: "registered";
+    peerId: string;
+    heartbeatMs: number;
+    expiryMs: number;
+    publicKey?: string;
+    /** Optional parts of the protocol this tracker implements (see {@link TRACKER_FEATURES}). */
+    features?: string[];
+  }
   | {
     type: "heartbeat";
     peerId: string;
@@ -199,6 +221,8 @@ export type Message =
     remove: string[];
     groupAdd?: GroupShare[];
     groupRemove?: GroupUnshare[];
+    /** Only to a tracker whose REGISTERED lists the "dropNames" feature. */
+    dropNames?: NameDrop[];
   }
   | { type: "list_files"; query?: string }
   | { type: "file_list"; files: FileSummary[] }
@@ -463,6 +487,7 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
         expiryMs: r.int("expiryMs", 1, 86_400_000),
       };
       if (o.publicKey !== undefined) msg.publicKey = r.str("publicKey");
+      if (o.features !== undefined) msg.features = r.list("features", MAX_FEATURES).map((f) => r.text(f));
       return msg;
     }
     case "heartbeat": {
@@ -497,6 +522,12 @@ function decodeJson(name: MessageName, payload: Uint8Array): Message {
         msg.groupRemove = r.list("groupRemove").map((e) => {
           const g = r.sub(e);
           return { group: g.str("group"), fileId: checkId(name, g.o.fileId) };
+        });
+      }
+      if (o.dropNames !== undefined) {
+        msg.dropNames = r.list("dropNames").map((e) => {
+          const g = r.sub(e);
+          return { fileId: checkId(name, g.o.fileId), name: g.str("name") };
         });
       }
       return msg;

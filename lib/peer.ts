@@ -302,9 +302,7 @@ export class PeerNode {
       f.indexedMtimeMs = indexedMtimeMs;
     }
     if (!f.public || manifestsOf(f).some((m) => m.name === copy.name)) return;
-    // A tracker lets go of a name only with the file: take the file back, then give it the names left.
-    await this.link?.update([], [], [id]);
-    await this.link?.update(manifestsOf(f), [], []);
+    await this.link?.dropNames(id, [copy.name], manifestsOf(f));
   }
 
   /**

@@ -16,7 +16,9 @@ import {
   type GroupUnshare,
   type Message,
   type MessageOf,
+  type NameDrop,
   type PeerEntry,
+  TRACKER_FEATURES,
   WireType,
 } from "./messages.ts";
 import type { Accounts, Session } from "./accounts.ts";
@@ -266,6 +268,8 @@ export interface TrackerOptions {
   accounts?: Accounts;
   /** Defaults: {@link DEFAULT_TRACKER_LIMITS}. */
   limits?: Partial<TrackerLimits>;
+  /** What REGISTERED lists; default {@link TRACKER_FEATURES} (a test plays an older tracker with `[]`). */
+  features?: readonly string[];
 }
 
 /** The tracker's state and its answer to each request. Pure of I/O. */
@@ -280,12 +284,14 @@ export class Tracker {
   #groupSources = new Map<string, Set<string>>();
   readonly accounts: Accounts | null;
   readonly limits: Readonly<TrackerLimits>;
+  readonly features: readonly string[];
   /** per source address, and in all */
   #usage = new Map<string, HostUsage>();
   #total: HostUsage = noUsage();
 
   constructor(options: TrackerOptions = {}) {
     this.limits = { ...DEFAULT_TRACKER_LIMITS, ...options.limits };
+    this.features = options.features ?? TRACKER_FEATURES;
     this.heartbeatMs = options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
     this.expiryMs = options.expiryMs ?? DEFAULT_EXPIRY_MS;
     this.#now = options.now ?? Date.now;
@@ -316,7 +322,7 @@ export class Tracker {
         this.#drop(msg.peerId);
         return { type: "ok" };
       case "announce":
-        this.#announce(msg.peerId, msg.add, msg.partial, msg.remove);
+        this.#announce(msg.peerId, msg.add, msg.partial, msg.remove, msg.dropNames ?? []);
         if (msg.groupAdd || msg.groupRemove) {
           this.#announceGroups(msg.peerId, msg.groupAdd ?? [], msg.groupRemove ?? []);
         }
@@ -628,10 +634,11 @@ export class Tracker {
     this.#byAddress.set(key, id);
     const reply: Message = { type: "registered", peerId: id, heartbeatMs: this.heartbeatMs, expiryMs: this.expiryMs };
     if (this.accounts) reply.publicKey = this.accounts.key.publicKey;
+    if (this.features.length > 0) reply.features = [...this.features];
     return reply;
   }
 
-  #announce(peerId: string, add: Manifest[], partial: string[], remove: string[]): void {
+  #announce(peerId: string, add: Manifest[], partial: string[], remove: string[], dropNames: NameDrop[]): void {
     const p = this.#peer(peerId);
     p.lastSeen = this.#now();
     if (p.complete.size + p.partial.size + add.length + partial.length > MAX_FILES_PER_PEER) {
@@ -646,11 +653,21 @@ export class Tracker {
       if (!this.#files.has(id)) newFiles.set(id, add[i]!.chunks.length);
     });
     for (const id of partial) if (!held(id) && (this.#files.has(id) || newFiles.has(id))) newSources.add(id);
-    // Each complete file's names, those it had and those added (past MAX_NAMES_PER_SOURCE, ignored).
+    // Each complete file's names: those it had, less those dropped (never the last: a file goes with `remove`), and
+    // those added (past MAX_NAMES_PER_SOURCE, ignored).
     const names = new Map<string, Set<string>>();
-    ids.forEach((id, i) => {
+    const namesOf = (id: string) => {
       let set = names.get(id);
       if (!set) names.set(id, set = new Set(p.names.get(id)));
+      return set;
+    };
+    for (const d of dropNames) {
+      if (!p.names.has(d.fileId) || !this.features.includes("dropNames")) continue;
+      const set = namesOf(d.fileId);
+      if (set.size > 1) set.delete(d.name);
+    }
+    ids.forEach((id, i) => {
+      const set = namesOf(id);
       if (set.size < MAX_NAMES_PER_SOURCE) set.add(add[i]!.name);
     });
     let moreNames = 0;

@@ -66,6 +66,7 @@ export class TrackerLink {
   }
 
   #trackerKey: string | null = null;
+  #trackerFeatures = new Set<string>();
 
   /** The id the tracker gave us, while registered. */
   get peerId(): string | null {
@@ -117,6 +118,31 @@ export class TrackerLink {
         await sendAnnounce(this.#conn, this.#peerId, add, partial, remove);
       } catch {
         this.#conn?.close(); // the run loop notices and re-registers
+      }
+    });
+  }
+
+  /**
+   * Stops giving a complete file the names in `names`; `left` is its manifest
+   * under each name it keeps. A tracker that lists the "dropNames" feature
+   * takes that in one ANNOUNCE and the file stays listed throughout; an older
+   * one lets go of a name only with the file, so it gets `remove`, then `add`
+   * with the names left.
+   */
+  dropNames(fileId: string, names: string[], left: Manifest[]): Promise<void> {
+    return this.#exclusive(async () => {
+      const conn = this.#conn, peerId = this.#peerId;
+      if (!conn || !peerId) return;
+      try {
+        if (this.#trackerFeatures.has("dropNames")) {
+          const dropNames = names.map((name) => ({ fileId, name }));
+          await conn.request({ type: "announce", peerId, add: [], partial: [], remove: [], dropNames }, "ok");
+        } else {
+          await sendAnnounce(conn, peerId, [], [], [fileId]);
+          await sendAnnounce(conn, peerId, left, [], []);
+        }
+      } catch {
+        conn.close(); // the run loop notices and re-registers
       }
     });
   }
@@ -173,6 +199,7 @@ export class TrackerLink {
     this.#registeredAs = reg.peerId;
     this.#interval = reg.heartbeatMs;
     this.#trackerKey = reg.publicKey ?? null;
+    this.#trackerFeatures = new Set(reg.features);
     const h = this.#opts.holdings();
     await sendAnnounce(conn, reg.peerId, h.complete, h.partial, []);
     for (const g of h.groups ?? []) {

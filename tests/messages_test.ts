@@ -23,6 +23,7 @@ import {
   helloMessage,
   MAX_BITFIELD_BASE64,
   MAX_CTL_DOWNLOADS,
+  MAX_FEATURES,
   MAX_HEARTBEAT_PARTIALS,
   MAX_JSON_DEPTH,
   MAX_TEXT,
@@ -136,6 +137,22 @@ const SAMPLES: Record<string, Message> = {
     heartbeatMs: 5000,
     expiryMs: 15000,
     publicKey: TRACKER_KEY,
+  },
+  // Optional parts of version 1 a tracker lists in REGISTERED, and a name dropped from a file served under two.
+  registered_features: {
+    type: "registered",
+    peerId: PEER_ID,
+    heartbeatMs: 5000,
+    expiryMs: 15000,
+    features: ["dropNames"],
+  },
+  announce_drop_names: {
+    type: "announce",
+    peerId: PEER_ID,
+    add: [],
+    partial: [],
+    remove: [],
+    dropNames: [{ fileId: FILE_ID, name: "greeting.txt" }],
   },
   announce_groups: {
     type: "announce",
@@ -320,6 +337,17 @@ const GOLDEN: Record<string, string> = {
     utf8(
       '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","heartbeatMs":5000,"expiryMs":15000,' +
         '"publicKey":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}',
+    ),
+  registered_features: "0000006e" + "11" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","heartbeatMs":5000,"expiryMs":15000,' +
+        '"features":["dropNames"]}',
+    ),
+  announce_drop_names: "000000c5" + "14" +
+    utf8(
+      '{"peerId":"3f1c9a52-7b0e-4d8a-9c61-2e5b7a0d4f18","add":[],"partial":[],"remove":[],' +
+        '"dropNames":[{"fileId":"89284bebbb2a605e9d292f79a2716a0a50b35197c27b982f9521fca6b585d1ee",' +
+        '"name":"greeting.txt"}]}',
     ),
   announce_groups: "00000169" + "14" +
     utf8(
@@ -644,8 +672,9 @@ Deno.test("optional fields stay absent when not sent", () => {
   assert.ok(!("token" in reg), "register without token decodes without a token key");
   const registered = roundTrip(SAMPLES.registered!);
   assert.ok(!("publicKey" in registered), "a tracker without accounts sends no publicKey");
+  assert.ok(!("features" in registered), "an older tracker's REGISTERED");
   const announce = roundTrip(SAMPLES.announce!);
-  assert.ok(!("groupAdd" in announce) && !("groupRemove" in announce));
+  assert.ok(!("groupAdd" in announce) && !("groupRemove" in announce) && !("dropNames" in announce));
   const heartbeat = roundTrip(SAMPLES.heartbeat!);
   assert.ok(!("up" in heartbeat) && !("down" in heartbeat) && !("partials" in heartbeat), "an old peer's heartbeat");
   const files = roundTrip(SAMPLES.file_list!) as Extract<Message, { type: "file_list" }>;
@@ -823,6 +852,23 @@ Deno.test("JSON messages reject fields of the wrong type or out of bounds", () =
     ["register host null", 0x10, '{"port":7001,"host":null}'],
     ["registered heartbeatMs 0", 0x11, '{"peerId":"p","heartbeatMs":0,"expiryMs":1}'],
     ["registered expiryMs over a day", 0x11, '{"peerId":"p","heartbeatMs":1,"expiryMs":86400001}'],
+    ["registered features not a list", 0x11, '{"peerId":"p","heartbeatMs":1,"expiryMs":1,"features":"dropNames"}'],
+    ["registered feature a number", 0x11, '{"peerId":"p","heartbeatMs":1,"expiryMs":1,"features":[1]}'],
+    [
+      "registered with too many features",
+      0x11,
+      `{"peerId":"p","heartbeatMs":1,"expiryMs":1,"features":${JSON.stringify(Array(MAX_FEATURES + 1).fill("f"))}}`,
+    ],
+    [
+      "announce dropNames with a bad id",
+      0x14,
+      '{"peerId":"p","add":[],"partial":[],"remove":[],"dropNames":[{"fileId":"00","name":"a"}]}',
+    ],
+    [
+      "announce dropNames without a name",
+      0x14,
+      `{"peerId":"p","add":[],"partial":[],"remove":[],"dropNames":[{"fileId":"${FILE_ID}"}]}`,
+    ],
     ["heartbeat peerId number", 0x12, '{"peerId":7}'],
     ["unregister oversize peerId", 0x13, `{"peerId":"${long}"}`],
     ["announce add not a list", 0x14, '{"peerId":"p","add":{},"partial":[],"remove":[]}'],

@@ -309,6 +309,63 @@ Deno.test("tracker: one content shared under several names is listed, and found,
   assert.deepEqual(tracker.listFiles().map((f) => [f.name, f.peers, f.partial]), [["b.txt", 0, 1]]);
 });
 
+Deno.test("tracker: dropNames takes one name off a file, which stays listed under the others; the last name stays", () => {
+  const { tracker, register } = setup();
+  const a = register(9001), b = register(9002);
+  assert.deepEqual((tracker.handle({ type: "register", port: 9003 }, "10.0.0.1") as { features?: string[] }).features, [
+    "dropNames",
+  ]);
+  const m = manifest("a.txt"), id = fileIdOf(m);
+  const named = (name: string) => ({ ...m, name });
+  const announce = (peerId: string, add: Manifest[], dropNames: { fileId: string; name: string }[] = []) =>
+    tracker.handle({ type: "announce", peerId, add, partial: [], remove: [], dropNames }, "10.0.0.1");
+  const listed = () => tracker.listFiles().map((f) => [f.name, f.peers]);
+  announce(a, [m, named("b.txt"), named("c.txt")]);
+  announce(b, [named("d.txt")]);
+  assert.equal(tracker.usage().names, 2);
+  announce(a, [], [{ fileId: id, name: "b.txt" }]);
+  assert.deepEqual(listed(), [["a.txt", 2], ["c.txt", 2], ["d.txt", 2]]);
+  assert.equal(tracker.usage().names, 1, "the dropped name is no longer charged");
+  // Ignored: a name not given, a file no one has, and the last name b gives it.
+  announce(a, [], [{ fileId: id, name: "zzz" }, { fileId: fileIdOf(manifest("x", "c")), name: "a.txt" }]);
+  announce(b, [], [{ fileId: id, name: "d.txt" }]);
+  assert.deepEqual(listed(), [["a.txt", 2], ["c.txt", 2], ["d.txt", 2]]);
+  announce(a, [], [{ fileId: id, name: "a.txt" }, { fileId: id, name: "c.txt" }]);
+  assert.deepEqual(listed(), [["c.txt", 2], ["d.txt", 2]], "a.txt dropped; c.txt, the last, kept");
+  assert.equal(tracker.usage().names, 0);
+  // Dropped and added in one ANNOUNCE: it stays (drops come first), and the cap counts the names left.
+  announce(a, [named("e.txt")], [{ fileId: id, name: "e.txt" }]);
+  assert.deepEqual(listed(), [["c.txt", 2], ["d.txt", 2], ["e.txt", 2]]);
+  // A partial source gives no names: nothing to drop.
+  const c = register(9004);
+  tracker.handle({ type: "announce", peerId: c, add: [], partial: [id], remove: [] }, "10.0.0.1");
+  announce(c, [], [{ fileId: id, name: "c.txt" }]);
+  assert.deepEqual(listed(), [["c.txt", 2], ["d.txt", 2], ["e.txt", 2]]);
+});
+
+Deno.test("tracker: a tracker that lists no features ignores dropNames, as an older one does", () => {
+  const tracker = new Tracker({ features: [] });
+  const r = tracker.handle({ type: "register", port: 9001 }, "10.0.0.1") as Extract<Message, { type: "registered" }>;
+  assert.ok(!("features" in r));
+  const m = manifest("a.txt"), id = fileIdOf(m);
+  tracker.handle(
+    { type: "announce", peerId: r.peerId, add: [m, { ...m, name: "b.txt" }], partial: [], remove: [] },
+    "h",
+  );
+  tracker.handle(
+    {
+      type: "announce",
+      peerId: r.peerId,
+      add: [],
+      partial: [],
+      remove: [],
+      dropNames: [{ fileId: id, name: "b.txt" }],
+    },
+    "h",
+  );
+  assert.deepEqual(tracker.listFiles().map((f) => f.name), ["a.txt", "b.txt"]);
+});
+
 Deno.test("tracker: the names one source gives a file are capped, and extra names are bounded per address like sources", () => {
   const tracker = new Tracker({ limits: { namesPerHost: 20 } });
   const peer = (port: number) =>

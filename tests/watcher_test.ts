@@ -6,7 +6,7 @@ import { connect } from "../lib/connection.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 import { chunkSizeFor, fileIdOf, hashFile } from "../lib/manifest.ts";
 import { PeerNode } from "../lib/peer.ts";
-import type { FileSummary } from "../lib/messages.ts";
+import type { FileSummary, MessageOf } from "../lib/messages.ts";
 import { TrackerServer } from "../lib/tracker.ts";
 import { QUIET_MS, type ShareTarget, type WatchEvent, type WatchOptions, watchShared } from "../lib/watcher.ts";
 import { waitUntil } from "./e2e/harness.ts";
@@ -36,9 +36,12 @@ interface World extends AsyncDisposable {
 }
 
 /** A temp shared directory watched into a PeerNode (with an in-process tracker when asked). */
-async function world(options: WatchOptions & { tracker?: boolean } = {}): Promise<World> {
+async function world(
+  options: WatchOptions & { tracker?: boolean; trackerFeatures?: string[] } = {},
+): Promise<World> {
   const dir = await Deno.makeTempDir({ prefix: "shoal-watch-" });
-  const tracker = options.tracker ? TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 }) : null;
+  const features = options.trackerFeatures ? { features: options.trackerFeatures } : {};
+  const tracker = options.tracker ? TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000, ...features }) : null;
   const node = PeerNode.start([], tracker ? { tracker: tracker.address } : {});
   const events: WatchEvent[] = [], shares: SharedFile[] = [];
   const target: ShareTarget = {
@@ -174,38 +177,50 @@ Deno.test("watcher: a file present before the watcher started but not indexed is
   }
 });
 
-Deno.test("watcher: copies share one id, listed under each name, which stays served while one copy is left", async () => {
-  await using w = await world({ tracker: true });
-  const data = randomBytes(CHUNK + 10);
-  await Deno.writeFile(join(w.dir, "one.bin"), data);
-  await Deno.writeFile(join(w.dir, "two.bin"), data);
-  const id = await idOf(join(w.dir, "one.bin"));
-  await waitUntil(() => w.watcher.shared.size === 2, SHOW_MS, "both copies seen");
-  /** The names the peer lists, and those the tracker lists, each with its id. */
-  const listed = (where: FileSummary[]) => where.map((f) => `${f.name} ${f.id}`).sort();
-  assert.deepEqual(listed(w.node.catalog()), [`one.bin ${id}`, `two.bin ${id}`]);
-  await waitUntil(() => w.tracker!.tracker.listFiles().length === 2, SHOW_MS, "the tracker lists both names");
+for (const older of [false, true]) {
+  const tracker = older ? "an older tracker: the name goes with a remove and an add" : "the name goes with dropNames";
+  Deno.test(`watcher: copies share one id, listed under each name, which stays served while one copy is left (${tracker})`, async () => {
+    await using w = await world({ tracker: true, ...(older ? { trackerFeatures: [] } : {}) });
+    // Every ANNOUNCE the tracker takes: a tracker that can drop a name must never be told to remove the file meanwhile.
+    const announces: MessageOf<"announce">[] = [];
+    const t = w.tracker!.tracker, handle = t.handle.bind(t);
+    t.handle = (msg, from) => {
+      if (msg.type === "announce") announces.push(msg);
+      return handle(msg, from);
+    };
+    const data = randomBytes(CHUNK + 10);
+    await Deno.writeFile(join(w.dir, "one.bin"), data);
+    await Deno.writeFile(join(w.dir, "two.bin"), data);
+    const id = await idOf(join(w.dir, "one.bin"));
+    await waitUntil(() => w.watcher.shared.size === 2, SHOW_MS, "both copies seen");
+    /** The names the peer lists, and those the tracker lists, each with its id. */
+    const listed = (where: FileSummary[]) => where.map((f) => `${f.name} ${f.id}`).sort();
+    assert.deepEqual(listed(w.node.catalog()), [`one.bin ${id}`, `two.bin ${id}`]);
+    await waitUntil(() => w.tracker!.tracker.listFiles().length === 2, SHOW_MS, "the tracker lists both names");
 
-  // Remove each copy in turn: the id must stay served (from the other path) while one is left, under its name only.
-  for (const [gone, left] of [["one.bin", "two.bin"], ["two.bin", null]]) {
-    await Deno.remove(join(w.dir, gone!));
-    await waitUntil(() => !w.watcher.shared.has(gone!), SHOW_MS, `${gone} withdrawn`);
-    if (left === null) break;
-    // Withdrawn from the watcher's list first, then from the peer's and the tracker's.
-    const one = [`${left} ${id}`].join();
-    await waitUntil(() => listed(w.node.catalog()).join() === one, SHOW_MS, "still shared from the other copy");
-    await waitUntil(
-      () => listed(w.tracker!.tracker.listFiles()).join() === one,
-      SHOW_MS,
-      `the tracker lists ${left} only`,
-    );
-    await using c = await connect(w.node.address);
-    const piece = await c.request({ type: "request", fileId: id, index: 1 }, "piece");
-    assert.deepEqual(piece.data, data.subarray(CHUNK), "served from the remaining copy");
-  }
-  await waitForIds(w, [], "the last copy withdrawn");
-  await waitUntil(() => w.tracker!.tracker.listFiles().length === 0, SHOW_MS, "the tracker lists nothing");
-});
+    // Remove each copy in turn: the id must stay served (from the other path) while one is left, under its name only.
+    for (const [gone, left] of [["one.bin", "two.bin"], ["two.bin", null]]) {
+      await Deno.remove(join(w.dir, gone!));
+      await waitUntil(() => !w.watcher.shared.has(gone!), SHOW_MS, `${gone} withdrawn`);
+      if (left === null) break;
+      // Withdrawn from the watcher's list first, then from the peer's and the tracker's.
+      const one = [`${left} ${id}`].join();
+      await waitUntil(() => listed(w.node.catalog()).join() === one, SHOW_MS, "still shared from the other copy");
+      await waitUntil(
+        () => listed(w.tracker!.tracker.listFiles()).join() === one,
+        SHOW_MS,
+        `the tracker lists ${left} only`,
+      );
+      assert.equal(announces.some((a) => a.remove.includes(id)), older, "the file was taken back to drop a name");
+      assert.equal(announces.some((a) => a.dropNames?.length), !older, "dropNames sent");
+      await using c = await connect(w.node.address);
+      const piece = await c.request({ type: "request", fileId: id, index: 1 }, "piece");
+      assert.deepEqual(piece.data, data.subarray(CHUNK), "served from the remaining copy");
+    }
+    await waitForIds(w, [], "the last copy withdrawn");
+    await waitUntil(() => w.tracker!.tracker.listFiles().length === 0, SHOW_MS, "the tracker lists nothing");
+  });
+}
 
 Deno.test("watcher: unsafe names and links leading outside are reported, not shared; link loops end", async () => {
   const outside = await Deno.makeTempDir({ prefix: "shoal-outside-" });
