@@ -30,7 +30,7 @@ import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
 import { fetchWorkerUrl } from "./launch.ts";
-import { readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
+import { ForeignSidecarError, readSidecar, SidecarError, type SidecarFile, SidecarWriter } from "./sidecar.ts";
 import { type FromWorker, RECEIVING_MS, type ToWorker } from "./worker_messages.ts";
 import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
@@ -858,7 +858,8 @@ interface ResumeFrom {
  * is checked whole, as BitTorrent clients recheck; a `.part` cut short or
  * grown is set to the file's size and the sidecar's chunks checked. A
  * `.part` with no sidecar at all and another size is no download of ours
- * (a user's `notes.part`): it is kept unless `force`.
+ * (a user's `notes.part`), and one whose intact sidecar records chunks of
+ * another file is that download's progress: either is kept unless `force`.
  */
 async function openPart(
   opts: DownloadOptions,
@@ -868,6 +869,8 @@ async function openPart(
 ): Promise<ResumeFrom | null> {
   const { manifest } = opts;
   const n = manifest.chunks.length;
+  const st = await part.stat();
+  const written = (st.blocks ?? 1) > 0; // a sparse .part with no block written holds nothing to check
   let state = null, unusable: string | null = null;
   try {
     state = await readSidecar(sidecarPath, sidecarFileOf(opts));
@@ -875,10 +878,19 @@ async function openPart(
     if (!(err instanceof SidecarError)) {
       throw new DiskError(`Cannot read ${sidecarPath}: ${(err as Error).message}`, { cause: err });
     }
+    if (err instanceof ForeignSidecarError && err.state.done.count > 0 && written && !opts.force) {
+      // Another download's verified chunks: worth more than a stranger's notes.part, and as easily lost.
+      const other = err.state, id = other.fileId.slice(0, 16);
+      throw new ShoalError(
+        "exists",
+        `${partPath} holds another download's progress: ${other.done.count} of ${other.done.size} chunks of file ` +
+          `${id}… (see ${sidecarPath}). To finish that one, run get ${id} -o ${opts.out}; to download this file ` +
+          `there instead, use --force, or choose another -o`,
+        ExitCode.exists,
+      );
+    }
     unusable = `ignoring ${sidecarPath}: ${err.message}`;
   }
-  const st = await part.stat();
-  const written = (st.blocks ?? 1) > 0; // a sparse .part with no block written holds nothing to check
   let from: ResumeFrom | null = null;
   if (state) {
     from = { marked: state.done, rechecked: false };

@@ -18,8 +18,8 @@
 
 import { createHash } from "node:crypto";
 import { Bitfield } from "./bitfield.ts";
-import { chunkCount, type Manifest } from "./manifest.ts";
-import { toBase64, utf8Encoder } from "./bytes.ts";
+import { chunkCount, type Manifest, MAX_CHUNKS } from "./manifest.ts";
+import { isSha256Hex, toBase64, utf8Encoder } from "./bytes.ts";
 import { isDiskFull } from "./errors.ts";
 
 /** Format version of the sidecar. */
@@ -38,6 +38,18 @@ export interface SidecarState extends SidecarFile {
 /** A sidecar that cannot be used, and why. */
 export class SidecarError extends Error {
   override name = "SidecarError";
+}
+
+/** An intact sidecar of another file's download: the `.part` beside it holds that download's progress. */
+export class ForeignSidecarError extends SidecarError {
+  override name = "ForeignSidecarError";
+  /** The other download's record. */
+  readonly state: SidecarState;
+
+  constructor(state: SidecarState) {
+    super(`it belongs to another file (${state.fileId.slice(0, 16)}…)`);
+    this.state = state;
+  }
 }
 
 // The text is JSON.stringify of {...body, checksum}, the checksum taken over JSON.stringify(body).
@@ -62,7 +74,12 @@ export function encodeSidecar(s: SidecarState): string {
   return `${body.slice(0, -1)},"checksum":"${checksumOf(body)}"}`;
 }
 
-/** Parses and checks a sidecar for `file`; throws SidecarError saying what is wrong. */
+/**
+ * Parses and checks a sidecar for `file`; throws SidecarError saying what is
+ * wrong. The sidecar's own layout and checksum are checked before it is
+ * compared with `file`, so an intact record of another download (a
+ * {@link ForeignSidecarError}) is told apart from a damaged one.
+ */
 export function decodeSidecar(text: string, file: SidecarFile): SidecarState {
   let o: Record<string, unknown>;
   try {
@@ -74,13 +91,14 @@ export function decodeSidecar(text: string, file: SidecarFile): SidecarState {
   if (o.format !== SIDECAR_FORMAT) {
     throw new SidecarError(`format ${JSON.stringify(o.format)} is not ${SIDECAR_FORMAT}`);
   }
-  if (o.fileId !== file.fileId) {
-    throw new SidecarError(`it belongs to another file (${String(o.fileId).slice(0, 16)}…)`);
-  }
-  const n = chunkCount(file.size, file.chunkSize);
-  if (o.size !== file.size || o.chunkSize !== file.chunkSize || o.chunks !== n) {
+  const { fileId, size, chunkSize, chunks } = o;
+  if (
+    typeof fileId !== "string" || !isSha256Hex(fileId) || !Number.isSafeInteger(size) || (size as number) < 0 ||
+    !Number.isSafeInteger(chunkSize) || (chunkSize as number) < 1 ||
+    chunks !== chunkCount(size as number, chunkSize as number) || (chunks as number) > MAX_CHUNKS
+  ) {
     throw new SidecarError(
-      `its layout (${String(o.size)} bytes in ${String(o.chunks)} chunks of ${String(o.chunkSize)}) is not the file's`,
+      `its layout (${String(size)} bytes in ${String(chunks)} chunks of ${String(chunkSize)}) is not valid (damaged?)`,
     );
   }
   let bits: Uint8Array;
@@ -89,14 +107,18 @@ export function decodeSidecar(text: string, file: SidecarFile): SidecarState {
   } catch {
     throw new SidecarError("its chunk bitmap is not base64");
   }
-  if (bits.length !== Math.ceil(n / 8)) throw new SidecarError("its chunk bitmap has the wrong length");
+  if (bits.length !== Math.ceil(chunks / 8)) throw new SidecarError("its chunk bitmap has the wrong length");
   const state: SidecarState = {
-    fileId: file.fileId,
-    size: file.size,
-    chunkSize: file.chunkSize,
-    done: new Bitfield(n, bits),
+    fileId,
+    size: size as number,
+    chunkSize: chunkSize as number,
+    done: new Bitfield(chunks, bits),
   };
   if (o.checksum !== checksumOf(bodyText(state))) throw new SidecarError("its checksum does not match (damaged?)");
+  if (fileId !== file.fileId) throw new ForeignSidecarError(state);
+  if (state.size !== file.size || state.chunkSize !== file.chunkSize) {
+    throw new SidecarError(`its layout (${size} bytes in ${chunks} chunks of ${chunkSize}) is not the file's`);
+  }
   return state;
 }
 

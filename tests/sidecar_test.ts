@@ -5,6 +5,7 @@ import { fileIdOf, type Manifest, MAX_CHUNKS, MIN_CHUNK_SIZE } from "../lib/mani
 import {
   decodeSidecar,
   encodeSidecar,
+  ForeignSidecarError,
   MAX_SIDECAR_BYTES,
   readSidecar,
   SidecarError,
@@ -59,6 +60,15 @@ Deno.test("sidecar: damage, another file, another layout and a wrong format are 
   };
   assert.match(reason(text.slice(0, -5)), /not valid JSON/);
   assert.match(reason(text, "e".repeat(64)), /another file/);
+  // Intact but another file's: told apart (the .part beside it is that download's progress); damaged: not.
+  assert.throws(
+    () => decodeSidecar(text, { ...file, fileId: "e".repeat(64), size: 1 }),
+    (e: unknown) => e instanceof ForeignSidecarError && e.state.fileId === id && e.state.done.count === 3,
+  );
+  const damaged = text.replace('"checksum":"', '"checksum":"0');
+  assert.throws(() => decodeSidecar(damaged, { ...file, fileId: "e".repeat(64) }), (e: unknown) => {
+    return e instanceof SidecarError && !(e instanceof ForeignSidecarError);
+  });
   const o = JSON.parse(text);
   assert.match(reason(JSON.stringify({ ...o, done: "AAA=" })), /wrong length/);
   assert.match(reason(JSON.stringify({ ...o, done: "gA==" })), /checksum/);

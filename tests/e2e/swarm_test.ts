@@ -413,8 +413,8 @@ Deno.test("e2e swarm: damaged resume state is reported, and the chunks on disk a
     return out;
   };
   /** Reruns the download of x into `out` from the fast peer; checks the result; returns stderr. */
-  const rerun = async (out: string) => {
-    const r = await env.clientOk(["--peers", fast.addr], "get", "x.bin", "-o", out);
+  const rerun = async (out: string, ...more: string[]) => {
+    const r = await env.clientOk(["--peers", fast.addr], "get", "x.bin", "-o", out, ...more);
     assert.equal(await sha256File(out), sha, `${out} is correct`);
     assert.equal(await exists(`${out}.part.json`), false);
     return r.stderr;
@@ -438,9 +438,21 @@ Deno.test("e2e swarm: damaged resume state is reported, and the chunks on disk a
   assert.match(e1, /^resuming: reused \d+ of 16 chunks, found intact$/m, e1);
   assert.ok(reusedIn(e1) >= px.done, e1);
 
-  // the sidecar of another file's download: the same
+  // the sidecar of another file's download: that download's progress, kept and refused (exit 7) unless --force;
+  // with it, the same as damage
   const foreign = await copyState("foreign", `${work}/y-orig`);
-  const e2 = await rerun(foreign);
+  const before = await sha256File(`${foreign}.part`);
+  const refused = await env.client(["--peers", fast.addr], "get", "x.bin", "-o", foreign);
+  assert.equal(refused.code, 7, refused.stderr);
+  assert.match(
+    refused.stderr,
+    /foreign\.part holds another download's progress: \d+ of 16 chunks of file /,
+    refused.stderr,
+  );
+  assert.match(refused.stderr, / -o \S*foreign; to download this file there instead, use --force/, refused.stderr);
+  assert.equal(await sha256File(`${foreign}.part`), before, "the other download's .part is untouched");
+  assert.equal(await exists(foreign), false);
+  const e2 = await rerun(foreign, "--force");
   assert.match(e2, /^ignoring .*foreign\.part\.json: it belongs to another file.*; checking every chunk/m, e2);
   assert.ok(reusedIn(e2) >= px.done, e2);
 
