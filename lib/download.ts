@@ -945,8 +945,9 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
     Deno.rename(partPath, out).catch((err) => {
       throw new DiskError(`Cannot move ${partPath} to ${out}: ${(err as Error).message}`, { cause: err });
     });
-  // --force overwrites a file, never a directory: one that appeared at `out` stays, and so does the download.
-  if (force && !(await isDirectory(out))) return await rename();
+  // --force overwrites a file, never a directory, a device, a FIFO or a socket: one that appeared at `out` stays, and so
+  // does the download.
+  if (force && (await kindOf(out)) === null) return await rename();
   // Never over something that appeared at `out` during the download (the check before it began is long past): a
   // hard link is made only where no name is, and then the .part's name goes.
   try {
@@ -965,10 +966,26 @@ export function isDirectory(path: string): Promise<boolean> {
   return Deno.stat(path).then((st) => st.isDirectory, () => false);
 }
 
+/**
+ * What `path` is (following links) when it is something `--force` must not
+ * replace: "directory", "character device", "block device", "FIFO",
+ * "socket"; null for a regular file, a broken link or nothing.
+ */
+async function kindOf(path: string): Promise<string | null> {
+  const st = await Deno.stat(path).catch(() => null);
+  if (st === null || st.isFile) return null;
+  if (st.isDirectory) return "directory";
+  if (st.isCharDevice) return "character device";
+  if (st.isBlockDevice) return "block device";
+  if (st.isFifo) return "FIFO";
+  return st.isSocket ? "socket" : "special file";
+}
+
 async function appeared(out: string, partPath: string): Promise<ShoalError> {
   // A rerun with `-o` naming a directory saves inside it, where this .part is not: that advice would start over.
-  const advice = await isDirectory(out)
-    ? `move the directory ${out} away and run the same command again, or move ${partPath} where you want the file`
+  const kind = await kindOf(out);
+  const advice = kind !== null
+    ? `move the ${kind} ${out} away and run the same command again, or move ${partPath} where you want the file`
     : `move ${out} away and run the same command again (or use --force to overwrite it)`;
   return new ShoalError(
     "exists",
@@ -1043,6 +1060,16 @@ export async function existingOutput(
   opts: DownloadOptions,
   started = performance.now(),
 ): Promise<DownloadSummary | null> {
+  const kind = await kindOf(opts.out);
+  if (kind !== null && kind !== "directory") {
+    // Not even with --force: the rename would replace the node itself (as root, /dev/null with a file).
+    throw new ShoalError(
+      "exists",
+      `${opts.out} is a ${kind}, not a regular file: get saves a file of its own there, and does not replace a ${kind} ` +
+        `even with --force; choose another -o`,
+      ExitCode.exists,
+    );
+  }
   if (opts.force || !(await exists(opts.out))) return null;
   const st = await Deno.stat(opts.out).catch(() => null); // null: a link to nothing, not this file either
   if (!st?.isFile || st.size !== opts.manifest.size) throw new OutputExistsError(opts.out);

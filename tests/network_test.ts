@@ -916,21 +916,32 @@ Deno.test("a file that appears at the output during the download is kept: the do
   for (const left of [".part", ".part.json"]) assert.equal(await exists(`${out}${left}`), false, left);
 });
 
-Deno.test("a directory (or a link to one) that appears at the output during the download is kept, even with --force, and the advice finds the .part", async () => {
+/** Makes a FIFO at `path` (Deno has no mkfifo). */
+async function mkfifo(path: string): Promise<void> {
+  const { success } = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(success, `mkfifo ${path}`);
+}
+
+Deno.test("a directory (or a link to one) or a FIFO that appears at the output during the download is kept, even with --force, and the advice finds the .part", async () => {
   // A link to a directory counts as one, as it does for `-o`.
-  for (const [force, link] of [[false, false], [true, false], [true, true]]) {
+  for (const [force, what] of [[false, "directory"], [true, "directory"], [true, "link"], [true, "FIFO"]] as const) {
     await using dir = await tempDir();
     const { data, peer, out, got, fetching } = await slowGet(dir.path, force);
     await using _peer = peer;
     await waitUntil(() => fetching());
-    await Deno.mkdir(link ? `${out}.target` : out);
-    if (link) await Deno.symlink(`${out}.target`, out);
-    await Deno.writeTextFile(join(out, "inside"), "mine");
-    // --force overwrites files, not directories: the same refusal, not a failed rename.
+    if (what === "FIFO") await mkfifo(out);
+    else {
+      await Deno.mkdir(what === "link" ? `${out}.target` : out);
+      if (what === "link") await Deno.symlink(`${out}.target`, out);
+      await Deno.writeTextFile(join(out, "inside"), "mine");
+    }
+    // --force overwrites files, not directories or FIFOs: the same refusal, not a failed rename or a replaced node.
+    const kind = what === "FIFO" ? "FIFO" : "directory";
     await assert.rejects(got, (err: unknown) =>
       err instanceof ShoalError && err.exitCode === 7 &&
-      /move the directory .* or move .*\.part where/.test(err.message) && !/--force/.test(err.message));
-    assert.equal(await Deno.readTextFile(join(out, "inside")), "mine", `force: ${force}, link: ${link}`);
+      new RegExp(`move the ${kind} .* or move .*\\.part where`).test(err.message) && !/--force/.test(err.message));
+    if (what === "FIFO") assert.ok((await Deno.lstat(out)).isFifo, "the FIFO is still there");
+    else assert.equal(await Deno.readTextFile(join(out, "inside")), "mine", `force: ${force}, ${what}`);
     assert.equal(sha(await Deno.readFile(`${out}.part`)), sha(data), "the download is complete in the .part");
 
     // As the advice says: with the directory moved away, the same command puts the file in place without a fetch.
@@ -939,6 +950,28 @@ Deno.test("a directory (or a link to one) that appears at the output during the 
     assert.deepEqual([s.chunksReused, s.chunksFetched], [16, 0]);
     assert.equal(sha(await Deno.readFile(out)), sha(data));
   }
+});
+
+Deno.test("a device or a FIFO at the output is refused before anything is made, even with --force", async () => {
+  await using dir = await tempDir();
+  const files = await indexedFile(dir.path, randomBytes(CHUNK * 2));
+  await using peer = PeerNode.start(files, {});
+  // A link to /dev/null, not /dev/null itself: were the check gone, the rename would replace the link, not the device.
+  const device = join(dir.path, "null"), fifo = join(dir.path, "pipe");
+  await Deno.symlink("/dev/null", device);
+  await mkfifo(fifo);
+  for (const [out, kind] of [[device, "character device"], [fifo, "FIFO"]]) {
+    for (const force of [false, true]) {
+      await assert.rejects(
+        getFile({ peers: [peer.address] }, "f", { out, force }),
+        (err: unknown) =>
+          err instanceof ShoalError && err.exitCode === 7 &&
+          err.message.includes(`${out} is a ${kind}, not a regular file`) && /choose another -o/.test(err.message),
+      );
+      assert.equal(await exists(`${out}.part`), false, "no .part made");
+    }
+  }
+  assert.ok((await Deno.lstat(device)).isSymlink && (await Deno.lstat(fifo)).isFifo);
 });
 
 Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, a damaged one, or a .part cut short", async () => {
