@@ -13,6 +13,7 @@ import { describeError, UsageError } from "./lib/errors.ts";
 import { runDaemon } from "./lib/daemon.ts";
 import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
+import { printable } from "./lib/names.ts";
 import { PeerNode } from "./lib/peer.ts";
 import { MAX_CHUNK_SIZE } from "./lib/framing.ts";
 import { MIN_CHUNK_SIZE } from "./lib/manifest.ts";
@@ -50,12 +51,12 @@ async function main(argv: string[]): Promise<void> {
     chunkSize,
     cachePath,
     onEvent: (e) => {
-      if (e.kind === "skipped") say(`skipped ${e.relPath}: ${e.reason}`);
+      if (e.kind === "skipped") say(`skipped ${printable(e.relPath)}: ${e.reason}`);
       if (e.kind === "hashing" && e.total >= 64 * 1024 * 1024) {
         const now = Date.now();
         if (now - lastReport > 1000 || e.done === e.total) {
           lastReport = now;
-          say(`hashing ${e.relPath}: ${Math.floor((100 * e.done) / e.total)}% of ${formatBytes(e.total)}`);
+          say(`hashing ${printable(e.relPath)}: ${Math.floor((100 * e.done) / e.total)}% of ${formatBytes(e.total)}`);
         }
       }
     },
@@ -74,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
   });
   console.log(`peer listening on ${node.address.host}:${node.address.port}`);
   say(`sharing ${files.length} file(s) from ${shared}:`);
-  for (const f of files) say(`  ${f.id}  ${formatBytes(f.size).padStart(10)}  ${f.relPath}`);
+  for (const f of files) say(`  ${f.id}  ${formatBytes(f.size).padStart(10)}  ${printable(f.relPath)}`);
   // --- watched shared folder: files added, changed or removed under --shared are announced or withdrawn (lib/watcher.ts)
   const watcher = o.watch
     ? watchShared(node, shared, files, { chunkSize, cachePath, onEvent: (e) => say(describeWatchEvent(e)) })

@@ -125,8 +125,10 @@ export async function inspectPath(root: string, full: string): Promise<PathInfo>
       st = await Deno.stat(real);
     }
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return { kind: "missing" };
-    throw err;
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    // A name that is not UTF-8 reaches us with U+FFFD in place of its bad bytes, and no file has that name.
+    if (basename(full).includes("\uFFFD")) return { kind: "skipped", relPath, reason: "name is not valid UTF-8" };
+    return { kind: "missing" };
   }
   if (st.isDirectory) return { kind: "dir", real };
   if (!st.isFile) return { kind: "other" };

@@ -24,6 +24,20 @@ export function fileNameProblem(name: unknown): string | null {
   return null;
 }
 
+/**
+ * `text` with control characters (C0, DEL, C1) shown as escapes (`\n`,
+ * `\x1b`), for printing a local name, which may hold any: a file named with
+ * an escape sequence must not recolour or rewrite the terminal.
+ */
+export function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => {
+    if (c === "\n") return "\\n";
+    if (c === "\t") return "\\t";
+    return `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+}
+
 /** Throws ProtocolError unless `name` is a safe single path component. */
 export function assertSafeFileName(name: unknown): asserts name is string {
   const problem = fileNameProblem(name);

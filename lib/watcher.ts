@@ -45,6 +45,7 @@ import {
   walkShared,
 } from "./indexer.ts";
 import { DEFAULT_CHUNK_SIZE } from "./manifest.ts";
+import { printable } from "./names.ts";
 import type { PeerNode } from "./peer.ts";
 
 /** Debounce and stability interval: a path must be quiet this long before it is looked at, and stable across it. */
@@ -493,13 +494,13 @@ export class SharedFolderWatcher implements AsyncDisposable {
 export function describeWatchEvent(e: WatchEvent): string {
   switch (e.kind) {
     case "added":
-      return `shared ${e.file.relPath} (${formatBytes(e.file.size)})`;
+      return `shared ${printable(e.file.relPath)} (${formatBytes(e.file.size)})`;
     case "changed":
-      return `updated ${e.file.relPath} (${formatBytes(e.file.size)})`;
+      return `updated ${printable(e.file.relPath)} (${formatBytes(e.file.size)})`;
     case "removed":
-      return `withdrew ${e.relPath}`;
+      return `withdrew ${printable(e.relPath)}`;
     case "skipped":
-      return `skipped ${e.relPath}: ${e.reason}`;
+      return `skipped ${printable(e.relPath)}: ${e.reason}`;
     case "error":
       return `watching the shared directory: ${describeError(e.error)}`;
   }

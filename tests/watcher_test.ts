@@ -8,7 +8,14 @@ import { chunkSizeFor, fileIdOf, hashFile } from "../lib/manifest.ts";
 import { PeerNode } from "../lib/peer.ts";
 import type { FileSummary, MessageOf } from "../lib/messages.ts";
 import { TrackerServer } from "../lib/tracker.ts";
-import { QUIET_MS, type ShareTarget, type WatchEvent, type WatchOptions, watchShared } from "../lib/watcher.ts";
+import {
+  describeWatchEvent,
+  QUIET_MS,
+  type ShareTarget,
+  type WatchEvent,
+  type WatchOptions,
+  watchShared,
+} from "../lib/watcher.ts";
 import { waitUntil } from "./e2e/harness.ts";
 import { randomBytes } from "./helpers.ts";
 
@@ -229,6 +236,11 @@ Deno.test("watcher: unsafe names and links leading outside are reported, not sha
     await Deno.writeFile(join(outside, "secret"), randomBytes(100));
     await Deno.symlink(join(outside, "secret"), join(w.dir, "escape"));
     await Deno.writeFile(join(w.dir, "bad\nname"), randomBytes(100));
+    await Deno.writeFile(join(w.dir, "\x1b[31mred"), randomBytes(100));
+    // Deno takes only UTF-8 names: the shell makes one that is not.
+    const made = await new Deno.Command("sh", { args: ["-c", `touch "$(printf 'not\\377utf8')"`], cwd: w.dir })
+      .output();
+    assert.ok(made.success);
     await Deno.writeFile(join(w.dir, "ok.bin"), randomBytes(100));
     await Deno.symlink(join(w.dir, "ok.bin"), join(w.dir, "alias"));
     await Deno.symlink(w.dir, join(w.dir, "loop")); // walked once, not forever
@@ -239,11 +251,19 @@ Deno.test("watcher: unsafe names and links leading outside are reported, not sha
     assert.deepEqual([...w.watcher.shared.keys()].sort(), ["alias", "ok.bin"]);
     const skipped = w.events.flatMap((e) => e.kind === "skipped" ? [`${e.relPath}: ${e.reason}`] : []).sort();
     assert.deepEqual(skipped, [
+      "\x1b[31mred: name contains a control character",
       "bad\nname: name contains a control character",
       "escape: link leads outside the shared directory",
+      "not\uFFFDutf8: name is not valid UTF-8",
+    ]);
+    // Printed with its control characters escaped: a name must not recolour or rewrite the terminal.
+    const printed = w.events.flatMap((e) => e.kind === "skipped" ? [describeWatchEvent(e)] : []).sort();
+    assert.deepEqual(printed.slice(0, 2), [
+      "skipped \\x1b[31mred: name contains a control character",
+      "skipped bad\\nname: name contains a control character",
     ]);
     await w.watcher.rescan();
-    assert.equal(w.events.filter((e) => e.kind === "skipped").length, 2, "a rescan does not repeat what was reported");
+    assert.equal(w.events.filter((e) => e.kind === "skipped").length, 4, "a rescan does not repeat what was reported");
   } finally {
     await Deno.remove(outside, { recursive: true });
   }
