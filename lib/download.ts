@@ -35,8 +35,9 @@ import { type FromWorker, RECEIVING_MS, type ToWorker } from "./worker_messages.
 import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
+import { formatBytes } from "./cli.ts";
 import { Sources } from "./sources.ts";
-import { basename, dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import { utf8Encoder } from "./bytes.ts";
 import { settledWithin } from "./async.ts";
 
@@ -759,6 +760,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           `Download interrupted; ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again to resume`,
           130,
         );
+      } else if (failed instanceof DiskError) {
+        // A write failed mid-download (a full disk, say): what was verified before it stays for a resume.
+        const when = /^Disk full|Disk full:/.test(failed.message) ? "once there is room" : "once that is fixed";
+        failed = new DiskError(
+          `${failed.message}. ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ${when} ` +
+            `to resume`,
+          { cause: failed },
+        );
       }
     }
     // The last frame: the 250 ms tick saw 98% at best.
@@ -1005,10 +1014,12 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
   const allocated = await Deno.stat(partPath).then((st) => (st.blocks ?? 0) * 512, () => 0);
   const need = manifest.size - allocated;
   if (free === null || free >= need) return;
-  const mb = (x: number) => x >= 1e6 ? `${(x / 1e6).toFixed(1)} MB` : `${Math.ceil(x / 1e3)} kB`; // never "0.0 MB"
+  // A .part that holds nothing (made just now, all holes) and no progress record is not worth leaving behind.
+  if (allocated === 0 && !(await exists(`${partPath}.json`))) await Deno.remove(partPath).catch(() => {});
+  // The directory in full ("in ." read as ".."), and the sizes in the units the download's first line uses.
   throw new DiskError(
-    `Not enough free space for ${manifest.name}: ${mb(need)} still to write, ${mb(free)} free in ` +
-      `${dir}. Free some space (progress is kept: run the same command again) or choose another -o.`,
+    `Not enough free space for ${manifest.name}: ${formatBytes(need)} still to write, ${formatBytes(free)} free ` +
+      `in ${resolve(dir)}; free some space (progress is kept: run the same command again) or choose another -o`,
   );
 }
 

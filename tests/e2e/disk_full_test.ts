@@ -51,8 +51,10 @@ async function diskFull(chunkSize: "256k" | "1m", waitFor: number) {
     // 1. Not enough room at all: a clear message before any chunk is fetched.
     const early = await env.spawn("client.ts", args);
     assert.equal((await early.wait(30_000)).code, 8, `exit 8 (disk) expected: ${early.describe()}`);
-    assert.match(early.stderr, /Not enough free space for big\.bin: 16\.8 MB still to write/, early.describe());
+    assert.match(early.stderr, /Not enough free space for big\.bin: 16\.0 MiB still to write, \d/, early.describe());
+    assert.ok(early.stderr.includes(` free in ${mnt}; free some space`), early.describe());
     assert.equal(await exists(target), false);
+    assert.equal(await exists(`${target}.part`), false, "an empty .part is not left behind");
 
     // 2. Room at the start, none halfway: the disk fills up under the download.
     await run("mount", ["-o", "remount,size=24m", mnt]);
@@ -66,6 +68,11 @@ async function diskFull(chunkSize: "256k" | "1m", waitFor: number) {
     await Deno.writeFile(`${mnt}/filler`, new Uint8Array(st.bavail * st.bsize)).catch(() => {}); // full either way
     assert.equal((await full.wait(30_000)).code, 8, `exit 8 (disk) expected: ${full.describe()}`);
     assert.match(full.stderr, /Cannot write the \.part file: Disk full: No space left on device/, full.describe());
+    assert.match(
+      full.stderr,
+      /\. \d+ of \d+ chunks are saved in \S+big\.bin\.part\.json: run the same command again once there is room/,
+      full.describe(),
+    );
     assert.equal(await exists(target), false, "no output file after a failed download");
     const kept = await readSidecarProgress(`${target}.part.json`);
     assert.ok(kept && kept.done >= waitFor && kept.done < chunks, `progress kept: ${JSON.stringify(kept)}`);
