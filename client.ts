@@ -7,10 +7,12 @@
 import { Command, Option } from "commander";
 import { catalog, getFile, peersOf, resolveFile, type Source } from "./lib/client.ts";
 import {
+  count,
   DEFAULT_TRACKER,
   formatBytes,
   formatFileSummary,
   formatSaved,
+  nonEmpty,
   parseAddress,
   parseIntOption,
   parseSize,
@@ -40,10 +42,11 @@ interface GlobalOpts {
 }
 
 function sourceOf(o: GlobalOpts): Source {
-  if (o.peers) {
+  if (o.peers !== undefined) {
     const peers = o.peers.split(",").filter((s) => s.trim() !== "").map((s) => parseAddress(s.trim(), "peer address"));
     if (peers.length === 0) throw new UsageError("--peers needs at least one host:port");
-    return { peers };
+    // One peer named twice is one peer (asked once, listed once).
+    return { peers: [...new Map(peers.map((p) => [formatAddress(p), p])).values()] };
   }
   return { tracker: parseAddress(o.tracker ?? DEFAULT_TRACKER, "--tracker") };
 }
@@ -143,7 +146,7 @@ export function build(): Command {
       // However it ends: an error must not be printed on the bar's line.
       const summary = await getFile(src, file, {
         ...(node ? { peerNode: node, seed: Boolean(o.seed) } : {}),
-        ...(o.out ? { out: o.out } : {}),
+        ...(o.out !== undefined ? { out: nonEmpty(o.out, "-o") } : {}),
         force: Boolean(o.force),
         ...(o.workers !== undefined ? { workers: parseIntOption(o.workers, "--workers", 1, 64) } : {}),
         ...(o.maxPeers !== undefined
@@ -153,7 +156,9 @@ export function build(): Command {
         directIo: o.directIo !== false,
         signal,
         onResolved: (id, m, out) =>
-          view.note(`${m.name} (${formatBytes(m.size)}, ${m.chunks.length} chunks) -> ${out}  [${id.slice(0, 16)}…]`),
+          view.note(
+            `${m.name} (${formatBytes(m.size)}, ${count(m.chunks.length, "chunk")}) -> ${out}  [${id.slice(0, 16)}…]`,
+          ),
         onEvent: (e) => view.event(e),
       }).catch((err) => {
         // A script reading --json learns why it failed, and what it had done, on stdout as well.

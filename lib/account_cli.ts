@@ -18,7 +18,7 @@ import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts
 import { download } from "./download.ts";
 import { describeError, RemoteError } from "./errors.ts";
 import { Home, type SessionFile } from "./home.ts";
-import type { Message, MessageName, MessageOf } from "./messages.ts";
+import { checkSendable, type Message, type MessageName, type MessageOf } from "./messages.ts";
 import { readPassword } from "./prompt.ts";
 import { ProgressView } from "./progress.ts";
 
@@ -31,6 +31,7 @@ export interface AccountGlobals {
 }
 
 function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
+  checkSendable(msg);
   return withConn(tracker, (c) => c.request(msg, expect));
 }
 

@@ -25,6 +25,17 @@ export function parseAddress(text: string, what = "address"): Address {
   return { host: m[1]!, port };
 }
 
+/** `n` and the noun, singular for 1: "1 chunk", "16 chunks". */
+export function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+/** `text`, unless it is empty (`-o ''` is a slip, not "the default"); throws UsageError naming the option. */
+export function nonEmpty(text: string, name: string): string {
+  if (text.trim() === "") throw new UsageError(`${name} needs a value; it was given an empty one`);
+  return text;
+}
+
 /** Parses a positive integer option; throws UsageError naming the option. */
 export function parseIntOption(text: string, name: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
   const n = Number(text);
@@ -66,14 +77,18 @@ export function formatBytes(n: number): string {
  */
 export function formatSaved(s: DownloadSummary): string {
   if (s.alreadyComplete) {
-    const checked = `all ${s.chunksReused} chunks checked in ${s.seconds.toFixed(2)} s`;
+    const checked = `${s.chunksReused === 1 ? "" : "all "}${count(s.chunksReused, "chunk")} checked in ${
+      s.seconds.toFixed(2)
+    } s`;
     return `${s.path} is already complete (${formatBytes(s.bytes)}, ${checked})`;
   }
   const rate = `${formatBytes(s.seconds > 0 ? s.bytesFetched / s.seconds : 0)}/s`;
   const head = `saved ${s.path} (${formatBytes(s.bytes)}) in ${s.seconds.toFixed(2)} s`;
   if (s.chunksReused === 0) return `${head} at ${rate}`;
   const total = s.chunksReused + s.chunksFetched;
-  return `${head}: ${s.chunksReused} of ${total} chunks reused, ${formatBytes(s.bytesFetched)} fetched at ${rate}`;
+  return `${head}: ${s.chunksReused} of ${count(total, "chunk")} reused, ${
+    formatBytes(s.bytesFetched)
+  } fetched at ${rate}`;
 }
 
 /** One catalog entry as one line: id, size, sources, name (`client.ts files` and the peer shell's `files`). */

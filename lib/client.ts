@@ -11,9 +11,9 @@ import { unlessAborted } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary, existingOutput, isDirectory } from "./download.ts";
-import { NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
+import { exitCodeFor, NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import { isIdPrefix, type Manifest } from "./manifest.ts";
-import type { FileSummary, PeerEntry } from "./messages.ts";
+import { checkSendable, type FileSummary, type PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
 import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
 
@@ -28,6 +28,7 @@ export async function withConn<T>(addr: Address, fn: (c: Connection) => Promise<
 
 /** Files known to the source, optionally filtered by a name substring. */
 export async function catalog(src: Source, query?: string): Promise<FileSummary[]> {
+  if (query !== undefined) checkSendable({ type: "list_files", query });
   if ("tracker" in src) return await withConn(src.tracker, (c) => listFiles(c, query));
   const merged = new Map<string, FileSummary>();
   const answers = await Promise.allSettled(src.peers.map((p) => withConn(p, (c) => listFiles(c, query))));
@@ -76,6 +77,9 @@ export async function resolveFile(src: Source, idOrName: string): Promise<string
  * content may be shared under several names, and the manifest has the first.
  */
 async function resolveNamed(src: Source, idOrName: string): Promise<{ id: string; name?: string }> {
+  if (idOrName.trim() === "") {
+    throw new UsageError("No file given: name a file by its id, its first 6+ hex digits or its name");
+  }
   const lower = idOrName.toLowerCase(); // before isSha256Hex, whose type guard leaves `never` behind it
   if (isSha256Hex(idOrName)) return { id: idOrName };
   const found = await catalog(src, idOrName);
@@ -114,7 +118,7 @@ export function pickFile<F extends { id: string; name: string }>(files: F[], tex
     throw new ShoalError(
       "ambiguous",
       `${hits.length} files match ${JSON.stringify(text)}; pick one by id: ${hits.map((f) => f.id).join(", ")}`,
-      2,
+      exitCodeFor("ambiguous"),
     );
   }
   return hits[0];

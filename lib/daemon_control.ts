@@ -10,7 +10,7 @@ import { delay } from "./async.ts";
 import { connectUnix } from "./connection.ts";
 import { ShoalError } from "./errors.ts";
 import type { Home, SessionFile } from "./home.ts";
-import type { Message, MessageName, MessageOf } from "./messages.ts";
+import { checkSendable, type Message, type MessageName, type MessageOf } from "./messages.ts";
 import { configPath, type ConfigValues, readConfig, sameConfig } from "./config.ts";
 import { answers } from "./daemon.ts";
 import { peerCommand } from "./launch.ts";
@@ -23,6 +23,7 @@ export const DAEMON_STOP_TIMEOUT_MS = 5_000;
 
 /** One request to the daemon over its control socket. */
 export async function ctl<T extends MessageName>(home: Home, msg: Message, expect: T): Promise<MessageOf<T>> {
+  checkSendable(msg);
   await using conn = await connectUnix(home.socketPath);
   return await conn.request(msg, expect);
 }

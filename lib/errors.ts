@@ -45,6 +45,8 @@ const EXIT_BY_CODE: Record<string, number> = {
   rate_limited: ExitCode.rateLimited,
   grant_refused: ExitCode.accessDenied,
   access_denied: ExitCode.accessDenied,
+  // A name several files have: ask again by id, as `get` does for the catalog.
+  ambiguous: ExitCode.usage,
   // Local results a peer forwards over its control channel (a request-file whose output exists, ...).
   usage: ExitCode.usage,
   exists: ExitCode.exists,

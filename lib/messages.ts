@@ -13,7 +13,7 @@
  */
 
 import { fromHex, isSha256Hex, toBase64, toHex, utf8Decoder, utf8Encoder } from "./bytes.ts";
-import { ProtocolError } from "./errors.ts";
+import { ProtocolError, UsageError } from "./errors.ts";
 import { type Frame, FRAME_HEADER_BYTES, writeFrameHeader } from "./framing.ts";
 import { type Manifest, MAX_CHUNKS, verifyManifest } from "./manifest.ts";
 
@@ -798,6 +798,23 @@ function text(bytes: Uint8Array, name: string): string {
 
 function bad(name: string, what: string): ProtocolError {
   return new ProtocolError(`Malformed ${name} message: ${what}`, "malformed");
+}
+
+/**
+ * Throws UsageError when the other side would refuse `msg` as malformed (a
+ * text past {@link MAX_TEXT}, say): a command line argument too long for
+ * the protocol is the user's to fix, not a protocol failure of either side.
+ * For requests made from the command line; what a program builds itself
+ * needs no such check.
+ */
+export function checkSendable(msg: Message): void {
+  try {
+    const bytes = encodeMessage(msg);
+    decodeMessage({ type: bytes[FRAME_HEADER_BYTES - 1]!, payload: bytes.subarray(FRAME_HEADER_BYTES) });
+  } catch (err) {
+    if (!(err instanceof ProtocolError) && !(err instanceof RangeError)) throw err;
+    throw new UsageError(`Cannot send ${msg.type}: ${err.message.replace(/^Malformed \S+ message: /, "")}`);
+  }
 }
 
 /** The HELLO every connection opens with. */

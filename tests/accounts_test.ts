@@ -124,6 +124,16 @@ Deno.test("accounts: names, passwords, duplicates, owners and members", async ()
   assert.equal(a.grant(bob, "team", id).grant.split(".").length, 2);
   const aliceId = a.share(a.session(alice), "team", { ...HELLO, name: "other.txt", chunkSize: 32768 });
   assert.ok(a.grant(bob, "team", aliceId).grant);
+  // Two files of the group under one name: asked by that name, the answer lists both ids, a usage error (exit 2).
+  const twin = a.share(a.session(bob), "team", { ...HELLO, name: "other.txt", chunkSize: 65536 });
+  assert.throws(
+    () => a.groupFile(alice, "team", "other.txt"),
+    (e: unknown) =>
+      e instanceof AccountError && e.code === "ambiguous" && e.exitCode === 2 && e.message.includes(aliceId) &&
+      e.message.includes(twin),
+  );
+  assert.throws(() => a.stopSharing(alice, "team", "other.txt"), code("ambiguous"));
+  assert.equal(a.stopSharing(bob, "team", twin), twin);
   assert.equal(a.stopSharing(alice, "team", "other.txt"), aliceId);
   assert.throws(() => a.grant(bob, "team", aliceId), code("not_found"), "stop_sharing: no new grants");
   assert.throws(() => a.stopSharing(alice, "team", "other.txt"), code("not_found"));

@@ -12,12 +12,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fromHex, toHex } from "../lib/bytes.ts";
-import { ProtocolError } from "../lib/errors.ts";
+import { ProtocolError, UsageError } from "../lib/errors.ts";
 import { encodeFrame, type Frame, FrameDecoder } from "../lib/framing.ts";
 import { publicKeyFrom, verifyGrant } from "../lib/grants.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import {
   allocPieceFrame,
+  checkSendable,
   decodeMessage,
   encodeMessage,
   helloMessage,
@@ -697,6 +698,23 @@ Deno.test("a stream of every message, cut into 7-byte slices, decodes in order",
   for (let i = 0; i < stream.length; i += 7) got.push(...d.push(stream.subarray(i, i + 7)).map(decodeMessage));
   d.finish();
   assert.deepEqual(got.map(plain), all.map(plain));
+});
+
+Deno.test("checkSendable: what the other side would refuse as malformed is a usage error here, before sending", () => {
+  checkSendable({ type: "list_files", query: "a".repeat(MAX_TEXT) });
+  checkSendable(SAMPLES.announce_drop_names!);
+  const long = "a".repeat(MAX_TEXT + 1);
+  for (
+    const msg of [{ type: "list_files", query: long }, { type: "create_user", name: long, password: "pw" }] as const
+  ) {
+    assert.throws(
+      () => checkSendable(msg),
+      (e: unknown) =>
+        e instanceof UsageError && e.exitCode === 2 &&
+        e.message === `Cannot send ${msg.type}: field ${msg.type === "list_files" ? "query" : "name"} is not a ` +
+            `string of at most ${MAX_TEXT} characters`,
+    );
+  }
 });
 
 Deno.test("decoders accept JSON keys in any order and ignore unknown keys", () => {

@@ -188,6 +188,23 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
 
   // nobody listening at the tracker address: exit 4
   const dead = ["--tracker", `127.0.0.1:${freePort()}`];
+  // ... but an empty or over-long argument is a usage error (exit 2), found before anything is asked of the network
+  for (
+    const [source, args, message] of [
+      [dead, ["get", ""], /^error: No file given: name a file by its id/],
+      [dead, ["get", "small.bin", "-o", ""], /^error: -o needs a value; it was given an empty one$/],
+      [
+        dead,
+        ["search", "x".repeat(1025)],
+        /^error: Cannot send list_files: field query is not a string of at most 1024/,
+      ],
+      [["--peers", ""], ["files"], /^error: --peers needs at least one host:port$/],
+    ] as const
+  ) {
+    const r = await env.client([...source], ...args);
+    assert.equal(r.code, EXIT.usage, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(expectOneErrorLine(r.stderr), message);
+  }
   for (const args of [["files"], ["search", "small"], ["get", "small.bin", "-o", `${out}/z`]]) {
     const r = await env.client(dead, ...args);
     assert.equal(r.code, EXIT.unreachable, `${args.join(" ")}: ${r.stderr}`);
@@ -201,7 +218,7 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
   const again = await env.clientOk(src, "get", "small.bin", "-o", target);
   assert.match(
     again.stdout,
-    /^\S+small\.bin is already complete \(100\.0 KiB, all 1 chunks checked in \d+\.\d\d s\)$/m,
+    /^\S+small\.bin is already complete \(100\.0 KiB, 1 chunk checked in \d+\.\d\d s\)$/m,
   );
   const summary = (await env.clientOk(src, "get", "small.bin", "-o", target, "--json")).json<GetSummary>();
   assert.deepEqual([summary.alreadyComplete, summary.bytesFetched, summary.chunksReused], [true, 0, 1]);
@@ -328,6 +345,11 @@ Deno.test("e2e: direct mode (--peers) needs no tracker", async () => {
 
   const files = (await env.clientOk(both, "files", "--json")).json<FileEntry[]>();
   assert.deepEqual(files.map((f) => [f.name, f.size, f.peers]), [["direct.bin", 3 * MiB + 12345, 2]]);
+  // A peer named twice is one peer.
+  const twice = (await env.clientOk(["--peers", `${a.addr},${b.addr},${a.addr}`], "files", "--json")).json<
+    FileEntry[]
+  >();
+  assert.deepEqual(twice.map((f) => f.peers), [2]);
 
   const s = (await env.clientOk(both, "get", "direct.bin", "-o", `${out}/one`, "--json")).json<GetSummary>();
   assert.equal(await sha256File(`${out}/one`), sha);
