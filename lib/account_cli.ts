@@ -16,7 +16,7 @@ import type { Address } from "./connection.ts";
 import { outputPath, withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
 import { download } from "./download.ts";
-import { describeError, RemoteError } from "./errors.ts";
+import { describeError, exitCodeOf, RemoteError, ShoalError } from "./errors.ts";
 import { Home, type SessionFile } from "./home.ts";
 import { checkSendable, type Message, type MessageName, type MessageOf } from "./messages.ts";
 import { readPassword } from "./prompt.ts";
@@ -118,13 +118,23 @@ export function addAccountCommands(
       const h = home();
       const s = await h.session();
       await stopDaemon(h);
+      let untold: unknown = null;
       try {
         await call(trackerOf(s), { type: "logout", token: s.token }, "ok");
       } catch (err) {
-        if (!(err instanceof RemoteError && err.code === "session_expired")) throw err;
+        if (err instanceof RemoteError && err.code === "session_expired") {
+          // over already: nothing to end on the tracker
+        } else if (err instanceof RemoteError) throw err;
+        else untold = err; // the tracker is away: log out here all the same, and say what is left
       }
       await h.removeSession();
-      console.log(`logged out ${s.user}`);
+      if (untold === null) return console.log(`logged out ${s.user}`);
+      throw new ShoalError(
+        "unreachable",
+        `Logged out ${s.user} here and stopped the background peer, but the tracker was not told ` +
+          `(${describeError(untold)}): the session stays valid there until ${new Date(s.expiresAt).toISOString()}`,
+        exitCodeOf(untold),
+      );
     });
 
   cmd("status", "who is logged in, the tracker, and the background peer with what it shares", [

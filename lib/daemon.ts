@@ -46,16 +46,19 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   let session = await home.session();
   let token = session.token;
 
-  // Re-check what we shared last time before announcing it: files may have changed or gone.
+  // Re-check what we shared last time before announcing it: files may have changed or gone. Another user's shares
+  // on this home are kept for them, not served.
+  const mine = (r: ShareRecord) => r.user === undefined || r.user === session.user;
+  const recorded = await home.readShares();
   const shares: ShareRecord[] = [];
-  for (const s of await home.readShares()) {
+  for (const s of recorded.filter(mine)) {
     try {
-      shares.push(await refresh(s));
+      shares.push({ ...await refresh(s), user: session.user });
     } catch (err) {
       log(`not sharing ${s.path} in ${s.group} any more: ${describeError(err)}`);
     }
   }
-  await home.writeShares(shares);
+  await home.writeShares([...recorded.filter((r) => !mine(r)), ...shares]);
 
   const node = PeerNode.start([], {
     hostname: o.hostname ?? "127.0.0.1",
@@ -89,17 +92,18 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
           shares: node.groupShares(),
         };
       case "ctl_share": {
-        const rec = await shareRecord(msg.path, msg.group);
+        const rec = { ...await shareRecord(msg.path, msg.group), user: session.user };
         await node.shareInGroup(asShared(rec), msg.group);
-        const all = (await home.readShares()).filter((s) => !(s.group === rec.group && s.fileId === rec.fileId));
-        await home.writeShares([...all, rec]);
+        const same = (s: ShareRecord) => mine(s) && s.group === rec.group && s.fileId === rec.fileId;
+        await home.writeShares([...(await home.readShares()).filter((s) => !same(s)), rec]);
         log(`sharing ${rec.path} in ${rec.group} as ${rec.fileId}`);
         return { type: "ctl_shared", group: rec.group, fileId: rec.fileId, name: rec.manifest.name, size: rec.size };
       }
       case "ctl_unshare": {
         const all = await home.readShares();
         const hit = all.filter((s) =>
-          s.group === msg.group && (isSha256Hex(msg.file) ? s.fileId === msg.file : s.manifest.name === msg.file)
+          mine(s) && s.group === msg.group &&
+          (isSha256Hex(msg.file) ? s.fileId === msg.file : s.manifest.name === msg.file)
         );
         if (hit.length === 0) throw new NotFoundError(`This peer does not share ${msg.file} in ${msg.group}`);
         for (const h of hit) await node.unshareFromGroup(h.fileId, h.group);

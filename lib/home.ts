@@ -46,6 +46,12 @@ export interface DaemonFile {
 
 /** One file the daemon shares into a group. */
 export interface ShareRecord {
+  /**
+   * Who shared it: a daemon serves only its user's records (another user
+   * logged in on the same home must not share them as their own). Absent
+   * from records older than this field, which go with whoever logs in.
+   */
+  user?: string;
   group: string;
   path: string;
   size: number;

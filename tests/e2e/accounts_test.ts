@@ -287,3 +287,46 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
   const log = await Deno.readTextFile(`${alice.home}/peer.log`);
   assert.ok(!log.includes(alice.password), "password in the peer log");
 });
+
+Deno.test("e2e: two users on one home each share only their own uploads; logout with the tracker away still logs out here", async () => {
+  await using env = new E2E();
+  const dir = await env.tempDir();
+  await writeRandomFile(`${dir}/mine.bin`, 100 * 1024);
+  const tracker = await env.tracker();
+  const alice = await user(env, () => tracker.addr, "alice");
+  // Dave works on Alice's machine, with her home: the same state directory.
+  const dave = { ...await user(env, () => tracker.addr, "dave"), home: alice.home };
+  dave.run = (...args) => env.client(["--tracker", tracker.addr, "--home", alice.home], ...args);
+  dave.ok = (...args) => env.clientOk(["--tracker", tracker.addr, "--home", alice.home], ...args);
+  const shares = async (u: User) =>
+    (await u.ok("status", "--json")).json<{ peer: { shares: { fileId: string }[] } | null }>().peer?.shares ?? [];
+  try {
+    for (const u of [alice, dave]) await u.ok("create_user", u.name, u.password);
+    await alice.ok("login", alice.name, alice.password);
+    await alice.ok("create_group", "team");
+    const fileId =
+      (await alice.ok("upload_file", `${dir}/mine.bin`, "team", "--json")).json<{ fileId: string }>().fileId;
+    // Dave is in no group: before, his peer took Alice's uploads as his own (and the tracker refused them).
+    const login = await dave.ok("login", dave.name, dave.password);
+    assert.match(login.stdout, /sharing 0 group file\(s\)/);
+    assert.deepEqual(await shares(dave), []);
+    assert.match((await dave.run("stop_sharing", "team", "mine.bin")).stderr, /error:/, "not his to stop");
+    // Back as Alice: her upload is still hers.
+    await alice.ok("login", alice.name, alice.password);
+    assert.deepEqual((await shares(alice)).map((s) => s.fileId), [fileId]);
+
+    // The tracker goes away: logout stops the peer and ends the session here, and says the tracker was not told.
+    tracker.proc.kill("SIGKILL");
+    await tracker.proc.wait();
+    const out = await alice.run("logout");
+    assert.equal(out.code, 4, out.stderr);
+    assert.match(
+      expectOneErrorLine(out.stderr),
+      /^error: Logged out alice here and stopped the background peer, but the tracker was not told \(.*\): the session stays valid there until \d{4}-/,
+    );
+    const after = (await alice.ok("status", "--json")).json<{ user: string | null; peer: unknown }>();
+    assert.deepEqual([after.user ?? null, after.peer], [null, null]);
+  } finally {
+    await logoutQuietly(alice);
+  }
+});
