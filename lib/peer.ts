@@ -665,11 +665,15 @@ export class PeerNode {
         }
         if (preadFull(f.fd, data, index * f.manifest.chunkSize) < len) throw new Error("file shrank");
       } catch {
+        this.#withdrawIfGone(f);
         return reject("cannot read the file");
       }
       // Checked after the read: a complete file rewritten in place (a shared folder's watcher withdraws it soon)
       // would send bytes that match no manifest. Replaced by a rename, the open descriptor still reads the old file.
-      if (f.have === null && changedOnDisk(f)) return reject("the file changed on disk");
+      if (f.have === null && changedOnDisk(f)) {
+        this.#withdrawIfGone(f);
+        return reject("the file changed on disk");
+      }
       if (this.#corrupt && len > 0) data[0] = data[0]! ^ 0xff;
       if (pace && first < len) await conn.sendPaced(frame, frame.length - len + first, first, pace);
       else await conn.sendBytes(frame);
@@ -679,6 +683,27 @@ export class PeerNode {
     }
     this.stats.chunksServed++;
     this.stats.bytesServed += len;
+  }
+
+  /**
+   * After a failed read of a complete public file: when its copy is gone or
+   * no longer what was hashed, stops serving that copy (and the file, with
+   * no copy left), so the tracker stops sending downloaders to a dead
+   * source. A shared folder's watcher would do the same in a while; a file
+   * shared otherwise (a finished download, `share`) has no watcher.
+   */
+  #withdrawIfGone(f: Served): void {
+    if (f.have !== null || !f.public) return;
+    let st: Deno.FileInfo | null = null;
+    try {
+      st = Deno.statSync(f.path);
+    } catch {
+      // gone, or out of reach: either way it cannot be served
+    }
+    const mtime = st?.mtime?.getTime() ?? NaN;
+    const same = st !== null && st.isFile && st.size === f.manifest.size &&
+      (f.indexedMtimeMs === null || Math.abs(mtime - f.indexedMtimeMs) < 1);
+    if (!same) this.unshareCopy(f.id, f.path).catch(() => {}); // the tracker link re-announces the truth if this fails
   }
 
   #poolFor(size: number): BufferPool {

@@ -952,6 +952,27 @@ Deno.test("a directory (or a link to one) or a FIFO that appears at the output d
   }
 });
 
+Deno.test("a file shared outside a watched folder that is deleted, or changed, is withdrawn at the first failed read", async () => {
+  await using dir = await tempDir();
+  await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
+  const files = await indexedFile(dir.path, randomBytes(CHUNK * 2));
+  await Deno.mkdir(join(dir.path, "other"));
+  await Deno.writeFile(join(dir.path, "other", "g"), randomBytes(CHUNK + 1));
+  const [changed] = await indexDirectory(join(dir.path, "other"), { chunkSize: CHUNK });
+  await using peer = PeerNode.start([...files, changed!], { tracker: tracker.address });
+  await waitUntil(() => tracker.tracker.listFiles().length === 2, 5_000, "both announced");
+  // One deleted (a finished download, say), one rewritten in place; neither has a watcher to notice.
+  await Deno.remove(files[0]!.path);
+  await Deno.writeFile(changed!.path, randomBytes(CHUNK + 1));
+  await using c = await connect(peer.address);
+  for (const [f, reason] of [[files[0]!, "cannot read the file"], [changed!, "the file changed on disk"]] as const) {
+    const r = await c.request({ type: "request", fileId: f.id, index: 0 }, "reject");
+    assert.equal(r.reason, reason);
+  }
+  await waitUntil(() => tracker.tracker.listFiles().length === 0, 5_000, "the tracker lists neither any more");
+  assert.deepEqual(peer.catalog(), []);
+});
+
 Deno.test("a device or a FIFO at the output is refused before anything is made, even with --force", async () => {
   await using dir = await tempDir();
   const files = await indexedFile(dir.path, randomBytes(CHUNK * 2));
