@@ -10,6 +10,7 @@ import { join, resolve } from "node:path";
 import type { Address } from "./lib/connection.ts";
 import { formatBytes, parseAddress, parseSize, runMain, shutdownSignal } from "./lib/cli.ts";
 import { describeError, UsageError } from "./lib/errors.ts";
+import { describeLinkEvent } from "./lib/tracker_link.ts";
 import { runDaemon } from "./lib/daemon.ts";
 import { Home } from "./lib/home.ts";
 import { indexDirectory } from "./lib/indexer.ts";
@@ -69,8 +70,7 @@ async function main(argv: string[]): Promise<void> {
     corrupt: Boolean(o.corrupt),
     ...(uploadLimit ? { uploadLimit } : {}),
     onTrackerEvent: (e) => {
-      if (e.kind === "registered") say(`registered with tracker as ${e.peerId}`);
-      else if (e.kind === "lost") say(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
+      if (e.kind !== "group-refused") say(describeLinkEvent(e)); // a --shared peer shares into no group
     },
   });
   console.log(`peer listening on ${node.address.host}:${node.address.port}`);

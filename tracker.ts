@@ -6,7 +6,7 @@
 
 import { Command } from "commander";
 import { parseIntOption, runMain, shutdownSignal } from "./lib/cli.ts";
-import { ShoalError } from "./lib/errors.ts";
+import { ShoalError, UsageError } from "./lib/errors.ts";
 import { DEFAULT_EXPIRY_MS, DEFAULT_HEARTBEAT_MS, TrackerServer } from "./lib/tracker.ts";
 import { Accounts, DEFAULT_GRANT_TTL_MS, DEFAULT_SESSION_TTL_MS } from "./lib/accounts.ts";
 import { AccountStore } from "./lib/account_store.ts";
@@ -43,6 +43,14 @@ async function main(argv: string[]): Promise<void> {
   program.parse(argv, { from: "user" });
   const o = program.opts();
   const httpPort = o.http === undefined ? null : parseIntOption(o.http, "--http", 0, 65535);
+  const heartbeatMs = parseIntOption(o.heartbeatMs, "--heartbeat-ms");
+  const expiryMs = parseIntOption(o.expiryMs, "--expiry-ms");
+  // A live peer heartbeats every heartbeatMs: with expiry no longer than that, every peer would expire between beats.
+  if (expiryMs <= heartbeatMs) {
+    throw new UsageError(
+      `--expiry-ms ${expiryMs} must be longer than --heartbeat-ms ${heartbeatMs} (three times as long is usual)`,
+    );
+  }
   let store: AccountStore;
   try {
     store = new AccountStore(o.db);
@@ -57,8 +65,8 @@ async function main(argv: string[]): Promise<void> {
     accounts,
     hostname: o.host,
     port: parseIntOption(o.port, "--port", 0, 65535),
-    heartbeatMs: parseIntOption(o.heartbeatMs, "--heartbeat-ms"),
-    expiryMs: parseIntOption(o.expiryMs, "--expiry-ms"),
+    heartbeatMs,
+    expiryMs,
   });
   console.log(`tracker listening on ${server.address.host}:${server.address.port}`);
   console.log(`accounts in ${o.db} (schema ${store.schemaVersion})`);

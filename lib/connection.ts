@@ -384,6 +384,12 @@ async function handshake(conn: Connection): Promise<Connection> {
     checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS, "frame"));
   } catch (err) {
     conn.close();
+    // Garbage for a first frame is something else listening there (an HTTP server: "HTTP" read as a length): say so.
+    if (err instanceof ProtocolError && !(err instanceof VersionMismatchError)) {
+      throw new ProtocolError(`${conn.remote} did not answer as a Shoal node (${err.message})`, err.code, {
+        cause: err,
+      });
+    }
     throw err;
   }
   return conn;

@@ -13,6 +13,7 @@ import { basename } from "node:path";
 import type { ConfigValues } from "./config.ts";
 import { type Address, connectUnix, formatAddress } from "./connection.ts";
 import { describeError, NotFoundError, ShoalError } from "./errors.ts";
+import { describeLinkEvent } from "./tracker_link.ts";
 import { type Home, type ShareRecord } from "./home.ts";
 import type { Message } from "./messages.ts";
 import { PeerNode } from "./peer.ts";
@@ -67,12 +68,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
     ...(o.uploadLimit ? { uploadLimit: o.uploadLimit } : {}),
     token: () => token,
-    onTrackerEvent: (e) => {
-      if (e.kind === "registered") log(`registered with tracker as ${e.peerId}`);
-      else if (e.kind === "group-refused") {
-        log(`the tracker refused sharing into ${e.group}: ${describeError(e.error)}`);
-      } else log(`lost the tracker (${describeError(e.error)}); retrying in ${e.retryInMs} ms`);
-    },
+    onTrackerEvent: (e) => log(describeLinkEvent(e)),
   });
   for (const s of shares) node.addGroupShareLocally(asShared(s), s.group);
 

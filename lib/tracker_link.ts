@@ -8,7 +8,7 @@
 
 import { backoffMs, delay, settledWithin } from "./async.ts";
 import { type Address, connect, type Connection } from "./connection.ts";
-import { RemoteError, UnreachableError } from "./errors.ts";
+import { describeError, RemoteError, UnreachableError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
 import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 
@@ -33,7 +33,8 @@ export type HeartbeatStats = Pick<MessageOf<"heartbeat">, "up" | "down" | "parti
 /** Link state changes, for logs. */
 export type LinkEvent =
   | { kind: "registered"; peerId: string }
-  | { kind: "lost"; error: unknown; retryInMs: number }
+  /** `registered`: whether this connection had registered (else the tracker was never reached, or refused us). */
+  | { kind: "lost"; error: unknown; retryInMs: number; registered: boolean }
   | { kind: "group-refused"; group: string; error: unknown };
 
 /** Options for {@link TrackerLink}. */
@@ -165,6 +166,7 @@ export class TrackerLink {
           beating = true;
         }
       } catch (error) {
+        const registered = this.#peerId !== null;
         this.#conn?.close();
         this.#conn = null;
         this.#peerId = null;
@@ -174,7 +176,7 @@ export class TrackerLink {
         // went through (a broken or hostile one) would have us register in a tight loop: it waits like any failure.
         const forgotten = beating && error instanceof RemoteError && error.code === "unknown_peer";
         const retryInMs = forgotten ? 0 : backoffMs(attempt++);
-        this.#opts.onEvent?.({ kind: "lost", error, retryInMs });
+        this.#opts.onEvent?.({ kind: "lost", error, retryInMs, registered });
         try {
           await delay(retryInMs, signal);
         } catch {
@@ -246,6 +248,20 @@ export class TrackerLink {
       this.#conn?.close();
     }
     await this.#running;
+  }
+}
+
+/** One line for a log, e.g. `registered with tracker as 3f1c…` or `lost the tracker (…); retrying in 500 ms`. */
+export function describeLinkEvent(e: LinkEvent): string {
+  switch (e.kind) {
+    case "registered":
+      return `registered with tracker as ${e.peerId}`;
+    case "lost":
+      return `${e.registered ? "lost the tracker" : "cannot register with the tracker"} (${
+        describeError(e.error)
+      }); retrying in ${e.retryInMs} ms`;
+    case "group-refused":
+      return `the tracker refused sharing into ${e.group}: ${describeError(e.error)}`;
   }
 }
 

@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { concatBytes } from "../lib/bytes.ts";
-import { Connection } from "../lib/connection.ts";
+import { connect, Connection } from "../lib/connection.ts";
+import { ProtocolError } from "../lib/errors.ts";
 import { encodeFrame } from "../lib/framing.ts";
 
 /**
@@ -120,4 +121,21 @@ Deno.test("the bytes of a large frame count as they come, the first ones read wi
   assert.equal((await c.receiveFrame()).type, 4);
   assert.equal(c.largePayloadBytesIn, counted, "nor is one after it");
   c.close();
+});
+
+Deno.test("connect() to something that is not a Shoal node (an HTTP server, say) says so", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const served = (async () => {
+    const c = await listener.accept();
+    await c.write(new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"));
+    c.close();
+  })();
+  const { port } = listener.addr;
+  await assert.rejects(
+    connect({ host: "127.0.0.1", port }),
+    (e: unknown) =>
+      e instanceof ProtocolError &&
+      e.message.startsWith(`127.0.0.1:${port} did not answer as a Shoal node (Cannot decode frame: length 1213486160`),
+  );
+  await served;
 });

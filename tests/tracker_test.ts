@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, Tracker } from "../lib/tracker.ts";
+import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, Tracker, TrackerServer } from "../lib/tracker.ts";
+import { describeLinkEvent, type LinkEvent, TrackerLink } from "../lib/tracker_link.ts";
+import { waitUntil } from "./helpers.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import type { Message } from "../lib/messages.ts";
 import { ShoalError } from "../lib/errors.ts";
@@ -394,4 +396,26 @@ Deno.test("tracker: the names one source gives a file are capped, and extra name
   assert.equal(tracker.usage("10.0.0.1").names, 20);
   tracker.handle({ type: "unregister", peerId: a }, "10.0.0.1");
   assert.equal(tracker.usage("10.0.0.1").names, 5);
+});
+
+Deno.test("tracker link: a tracker never reached is 'cannot register', one that went away is 'lost'", async () => {
+  const server = TrackerServer.start({ heartbeatMs: 50, expiryMs: 1000 });
+  const events: LinkEvent[] = [];
+  const link = new TrackerLink({
+    tracker: server.address,
+    port: 9,
+    holdings: () => ({ complete: [], partial: [] }),
+    onEvent: (e) => events.push(e),
+  });
+  try {
+    await waitUntil(() => events.some((e) => e.kind === "registered"), 5_000, "registered");
+    await server.close(); // nobody listens there any more
+    await waitUntil(() => events.filter((e) => e.kind === "lost").length >= 2, 10_000, "two failures");
+    const [lost, again] = events.filter((e) => e.kind === "lost").map(describeLinkEvent);
+    assert.match(lost!, /^lost the tracker \(.*\); retrying in \d+ ms$/);
+    assert.match(again!, /^cannot register with the tracker \(Cannot reach .*\); retrying in \d+ ms$/);
+  } finally {
+    await link.stop({ unregister: false });
+    await server.close();
+  }
 });

@@ -186,6 +186,11 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
     assert.match(expectOneErrorLine(r.stderr), message);
   }
 
+  // a tracker whose peers would expire between two heartbeats is refused
+  const quick = await env.run("tracker.ts", ["--port", "0", "--db", ":memory:", "--expiry-ms", "10"]);
+  assert.equal(quick.code, EXIT.usage, quick.stderr);
+  assert.match(expectOneErrorLine(quick.stderr), /^error: --expiry-ms 10 must be longer than --heartbeat-ms 5000/);
+
   // nobody listening at the tracker address: exit 4
   const dead = ["--tracker", `127.0.0.1:${freePort()}`];
   // ... but an empty or over-long argument is a usage error (exit 2), found before anything is asked of the network
