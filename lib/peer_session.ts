@@ -11,7 +11,7 @@
  * @module
  */
 
-import { basename, resolve } from "node:path";
+import { basename, resolve, sep as SEP } from "node:path";
 import { settledWithin } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { formatBytes } from "./cli.ts";
@@ -169,7 +169,7 @@ export class PeerSession {
     // getFile saves into `out` under the file's name when it is a directory.
     const where: Pick<GetOptions, "out" | "outDir"> = options.out === undefined
       ? { outDir: this.downloadDir }
-      : { out: resolve(options.out) };
+      : { out: resolve(options.out) + (/[\\/]$/.test(options.out) ? SEP : "") }; // "dir/" still means "in dir"
     let live: (() => DownloadStatus) | null = null;
     let last: DownloadStatus | null = null;
     const started = Promise.withResolvers<Running>();

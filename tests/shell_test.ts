@@ -216,9 +216,15 @@ Deno.test("download runs in the background; status shows it; it completes and is
   );
   await waitUntil(() => w.lines.some((l) => l.startsWith("#3 hello.txt: done")), "the download into a directory");
   assert.equal(await Deno.readTextFile(join(w.dir, "into", "hello.txt")), "hello");
+  // A trailing slash means "in that directory", as for get -o, even before the directory is there.
+  assert.match(
+    (await w.run(`download hello.txt ${join(w.dir, "later")}/`))[0]!,
+    /^#4 downloading hello\.txt .*later\/hello\.txt$/,
+  );
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#4 hello.txt: ")), "the download into no directory to end");
   // Asked again for a file it has: checked in place, done, nothing fetched. Another file in the way is kept.
-  assert.deepEqual(await w.run("download data.bin"), [`#4 downloading data.bin (96.1 KiB) to ${out}`]);
-  await waitUntil(() => w.lines.some((l) => l.startsWith("#4 data.bin: done, it was there already")), "the recheck");
+  assert.deepEqual(await w.run("download data.bin"), [`#5 downloading data.bin (96.1 KiB) to ${out}`]);
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#5 data.bin: done, it was there already")), "the recheck");
   assert.equal(sha(await Deno.readFile(join(w.dir, "downloads", "data.bin"))), sha(w.data));
   await Deno.writeTextFile(join(w.dir, "other.bin"), "keep me");
   assert.match(
