@@ -57,8 +57,12 @@ export interface ServerOptions {
   /** Listen on this Unix socket path instead of TCP (a local control channel). */
   path?: string;
   maxFrameBytes?: number;
-  /** Largest payload of each frame type it takes (see FrameDecoderOptions.maxPayloadFor). */
-  maxPayloadFor?: (type: number) => number;
+  /**
+   * Largest payload of each frame type it takes on a connection (see
+   * FrameDecoderOptions.maxPayloadFor): the connection says what it has
+   * earned, e.g. a tracker takes large frames only once it registered.
+   */
+  maxPayloadFor?: (type: number, conn: Connection) => number;
   maxConnections?: number;
   /** Most connections from one address at once (default {@link DEFAULT_MAX_CONNECTIONS_PER_HOST}). */
   maxConnectionsPerHost?: number;
@@ -206,8 +210,9 @@ export class FrameServer {
         writeAfterEnd: true,
       };
       if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
-      if (this.options.maxPayloadFor !== undefined) opts.maxPayloadFor = this.options.maxPayloadFor;
-      const conn = new Connection(raw, opts);
+      const maxFor = this.options.maxPayloadFor;
+      if (maxFor !== undefined) opts.maxPayloadFor = (type) => maxFor(type, conn); // asked once bytes come, after this
+      const conn: Connection = new Connection(raw, opts);
       this.#conns.add(conn);
       const task = this.#serve(conn).finally(() => {
         this.#conns.delete(conn);

@@ -792,9 +792,22 @@ export class Tracker {
   }
 }
 
-/** ANNOUNCE carries manifests and HEARTBEAT partial bitfields, up to the frame cap; nothing else a tracker takes is large. */
-function trackerPayloadMax(type: number): number {
-  return type === WireType.announce || type === WireType.heartbeat ? Infinity : SMALL_FRAME_BYTES;
+/**
+ * Largest HEARTBEAT payload a tracker takes: MAX_HEARTBEAT_PARTIALS bitfields of MAX_CHUNKS bits with their ids come to
+ * about 540 KB.
+ */
+export const MAX_HEARTBEAT_BYTES = 1024 * 1024;
+
+/**
+ * ANNOUNCE carries manifests (up to the frame cap) and HEARTBEAT partial bitfields, and only on a connection that
+ * registered: before that, every frame is small, so a connection that never registers holds 64 KiB at most, not 16 MiB.
+ */
+function trackerPayloadMax(registered: WeakSet<Connection>): (type: number, conn: Connection) => number {
+  return (type, conn) => {
+    if (!registered.has(conn)) return SMALL_FRAME_BYTES;
+    if (type === WireType.announce) return Infinity;
+    return type === WireType.heartbeat ? MAX_HEARTBEAT_BYTES : SMALL_FRAME_BYTES;
+  };
 }
 
 /** A tracker listening on TCP. */
@@ -812,9 +825,14 @@ export class TrackerServer {
   /** Starts a tracker on `options.port` (0 for any free port). */
   static start(options: TrackerOptions & ServerOptions = {}): TrackerServer {
     const tracker = new Tracker(options);
+    const registered = new WeakSet<Connection>();
     const server = FrameServer.listen(
-      { maxPayloadFor: trackerPayloadMax, ...options },
-      (msg: Message, conn: Connection) => tracker.respond(msg, conn.remoteHost),
+      { maxPayloadFor: trackerPayloadMax(registered), ...options },
+      async (msg: Message, conn: Connection) => {
+        const reply = await tracker.respond(msg, conn.remoteHost);
+        if (reply.type === "registered") registered.add(conn);
+        return reply;
+      },
     );
     return new TrackerServer(tracker, server);
   }

@@ -18,10 +18,11 @@ import {
 } from "../lib/errors.ts";
 import { encodeFrame, FrameDecoder } from "../lib/framing.ts";
 import { indexDirectory } from "../lib/indexer.ts";
-import { decodeMessage, encodeMessage, helloMessage, type Message } from "../lib/messages.ts";
+import { fileIdOf, MAX_CHUNKS } from "../lib/manifest.ts";
+import { decodeMessage, encodeMessage, helloMessage, MAX_HEARTBEAT_PARTIALS, type Message } from "../lib/messages.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
-import { TrackerServer } from "../lib/tracker.ts";
+import { MAX_HEARTBEAT_BYTES, TrackerServer } from "../lib/tracker.ts";
 import { listFiles } from "../lib/tracker_link.ts";
 import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
@@ -825,13 +826,22 @@ Deno.test("servers refuse a large frame of a type that is never large with its h
   const files = await indexDirectory(dir.path, { chunkSize: CHUNK });
   await using tracker = TrackerServer.start();
   await using peer = PeerNode.start(files, {});
-  for (const [port, type] of [[tracker.address.port, 0x20], [peer.address.port, 0x24]] as const) {
+  // LIST_FILES to the tracker, GET_MANIFEST to the peer; and ANNOUNCE and HEARTBEAT to a tracker this connection has
+  // not registered with (16 MiB each, for the asking, before: a thousand connections held 16 GiB).
+  for (
+    const [port, type] of [
+      [tracker.address.port, 0x20],
+      [peer.address.port, 0x24],
+      [tracker.address.port, 0x14],
+      [tracker.address.port, 0x12],
+    ] as const
+  ) {
     const raw = await rawConn(port);
     await raw.write(encodeMessage(helloMessage()));
     assert.equal((await raw.readMessage())?.type, "hello");
     const header = new Uint8Array(5);
     new DataView(header.buffer).setUint32(0, 100_000);
-    header[4] = type; // LIST_FILES to the tracker, GET_MANIFEST to the peer: the header alone, no payload
+    header[4] = type; // the header alone, no payload
     await raw.write(header);
     const answer = await raw.readMessage();
     assert.equal(answer?.type === "error" && answer.code, "frame_too_large", JSON.stringify(answer));
@@ -843,6 +853,12 @@ Deno.test("servers refuse a large frame of a type that is never large with its h
   const reg = await c.request({ type: "register", port: 9 }, "registered");
   await c.request({ type: "announce", peerId: reg.peerId, add: [big], partial: [], remove: [] }, "ok");
   assert.equal((await listFiles(c)).length, 1);
+  // A HEARTBEAT as large as one can be (every partial bitfield at its longest) fits the tracker's cap for them.
+  const bits = new Uint8Array(Math.ceil(MAX_CHUNKS / 8)).fill(0xff);
+  const partials = Array.from({ length: MAX_HEARTBEAT_PARTIALS }, () => ({ fileId: fileIdOf(big), bits }));
+  const heartbeat: Message = { type: "heartbeat", peerId: reg.peerId, up: 2 ** 53 - 1, down: 2 ** 53 - 1, partials };
+  assert.ok(encodeMessage(heartbeat).length - 5 <= MAX_HEARTBEAT_BYTES);
+  await c.request(heartbeat, "ok");
 });
 
 Deno.test("an empty file is seeded when asked, like any other", async () => {
