@@ -7,6 +7,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { AccountError, NotFoundError, ShoalError } from "./errors.ts";
 import { Bitfield } from "./bitfield.ts";
 import { fileIdOf, type Manifest, queryMatcher } from "./manifest.ts";
@@ -171,6 +172,7 @@ function extraNames(names: Set<string> | undefined): number {
 
 /** A live peer as the dashboard shows it. */
 export interface PeerView {
+  /** {@link publicPeerId}: the peer id itself is its holder's key to its record, never shown */
   id: string;
   /** `host:port` other peers reach it at */
   address: string;
@@ -312,6 +314,13 @@ export class Tracker {
 
   /** Answers one request from `remoteHost`. Throws ShoalError for a refused request. */
   handle(msg: Message, remoteHost: string): Message {
+    if (msg.type === "heartbeat" || msg.type === "unregister" || msg.type === "announce") {
+      // A peer id works only from where it registered: one read elsewhere (a log, a screen) is no key to the record.
+      const p = this.#peers.get(msg.peerId);
+      if (p && p.from !== hostGroup(remoteHost)) {
+        throw new ShoalError("unknown_peer", `Peer ${msg.peerId} is not registered from this address`);
+      }
+    }
     switch (msg.type) {
       case "register":
         return this.#register(msg.host ?? remoteHost, msg.port, hostGroup(remoteHost), msg.token);
@@ -518,7 +527,7 @@ export class Tracker {
     const now = this.#now();
     const live = [...this.#peers.values()].filter((p) => this.#live(p));
     const peers: PeerView[] = live.map((p) => ({
-      id: p.id,
+      id: publicPeerId(p.id),
       address: formatAddress(p),
       complete: p.complete.size,
       partial: p.partial.size,
@@ -808,6 +817,15 @@ function trackerPayloadMax(registered: WeakSet<Connection>): (type: number, conn
     if (type === WireType.announce) return Infinity;
     return type === WireType.heartbeat ? MAX_HEARTBEAT_BYTES : SMALL_FRAME_BYTES;
   };
+}
+
+/**
+ * The handle the dashboard shows for a peer: the first 16 hex digits of the
+ * SHA-256 of its id. Stable for one registration, and no use to anyone
+ * else: the id itself is what ANNOUNCE, HEARTBEAT and UNREGISTER trust.
+ */
+export function publicPeerId(peerId: string): string {
+  return createHash("sha256").update(peerId).digest("hex").slice(0, 16);
 }
 
 /** A tracker listening on TCP. */

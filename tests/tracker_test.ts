@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, Tracker, TrackerServer } from "../lib/tracker.ts";
+import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, publicPeerId, Tracker, TrackerServer } from "../lib/tracker.ts";
 import { describeLinkEvent, type LinkEvent, TrackerLink } from "../lib/tracker_link.ts";
 import { waitUntil } from "./helpers.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
@@ -52,14 +52,16 @@ Deno.test("tracker: a peer that misses heartbeats drops out of every answer", ()
   const { tracker, register, advance } = setup();
   const a = register(9001), b = register(9002);
   const m = manifest("f");
-  for (const p of [a, b]) tracker.handle({ type: "announce", peerId: p, add: [m], partial: [], remove: [] }, "h");
+  for (const p of [a, b]) {
+    tracker.handle({ type: "announce", peerId: p, add: [m], partial: [], remove: [] }, "10.0.0.1");
+  }
   advance(200);
-  tracker.handle({ type: "heartbeat", peerId: a }, "h");
+  tracker.handle({ type: "heartbeat", peerId: a }, "10.0.0.1");
   advance(200); // b silent for 400 ms > expiry 300
   assert.deepEqual(tracker.peersOf(fileIdOf(m)).map((p) => p.port), [9001]);
   assert.equal(tracker.listFiles()[0]!.peers, 1);
   assert.throws(
-    () => tracker.handle({ type: "heartbeat", peerId: b }, "h"),
+    () => tracker.handle({ type: "heartbeat", peerId: b }, "10.0.0.1"),
     (e: ShoalError) => e.code === "unknown_peer",
   );
   advance(400);
@@ -73,20 +75,20 @@ Deno.test("tracker: unregister, remove, partial sources and re-registration", ()
   const a = register(9001);
   const m = manifest("f");
   const id = fileIdOf(m);
-  tracker.handle({ type: "announce", peerId: a, add: [m], partial: [], remove: [] }, "h");
+  tracker.handle({ type: "announce", peerId: a, add: [m], partial: [], remove: [] }, "10.0.0.1");
   const c = register(9003);
-  tracker.handle({ type: "announce", peerId: c, add: [], partial: [id], remove: [] }, "h");
+  tracker.handle({ type: "announce", peerId: c, add: [], partial: [id], remove: [] }, "10.0.0.1");
   assert.deepEqual(tracker.peersOf(id).map((p) => [p.port, p.complete]), [[9001, true], [9003, false]]);
   assert.equal(tracker.listFiles()[0]!.partial, 1);
-  tracker.handle({ type: "announce", peerId: a, add: [], partial: [], remove: [id] }, "h");
+  tracker.handle({ type: "announce", peerId: a, add: [], partial: [], remove: [id] }, "10.0.0.1");
   assert.deepEqual(tracker.peersOf(id).map((p) => p.port), [9003]);
-  tracker.handle({ type: "unregister", peerId: c }, "h");
+  tracker.handle({ type: "unregister", peerId: c }, "10.0.0.1");
   assert.deepEqual(tracker.listFiles(), []);
   // the same address registering again replaces the old record
   const a2 = register(9001);
   assert.notEqual(a2, a);
   assert.throws(
-    () => tracker.handle({ type: "heartbeat", peerId: a }, "h"),
+    () => tracker.handle({ type: "heartbeat", peerId: a }, "10.0.0.1"),
     (e: ShoalError) => e.code === "unknown_peer",
   );
   assert.equal(tracker.livePeers, 1);
@@ -97,9 +99,9 @@ Deno.test("tracker: a peer list names at most MAX_PEERS_LISTED sources, complete
   const m = manifest("f");
   const id = fileIdOf(m);
   const complete = (port: number) =>
-    tracker.handle({ type: "announce", peerId: register(port), add: [m], partial: [], remove: [] }, "h");
+    tracker.handle({ type: "announce", peerId: register(port), add: [m], partial: [], remove: [] }, "10.0.0.1");
   const partial = (port: number) =>
-    tracker.handle({ type: "announce", peerId: register(port), add: [], partial: [id], remove: [] }, "h");
+    tracker.handle({ type: "announce", peerId: register(port), add: [], partial: [id], remove: [] }, "10.0.0.1");
   for (let i = 0; i < 20; i++) complete(9000 + i);
   for (let i = 0; i < 40; i++) partial(10_000 + i);
   const seen = new Set<number>();
@@ -118,15 +120,15 @@ Deno.test("tracker: a peer list names at most MAX_PEERS_LISTED sources, complete
 Deno.test("tracker: unknown ids and unsupported messages are refused with a code", () => {
   const { tracker } = setup();
   assert.throws(
-    () => tracker.handle({ type: "get_peers", fileId: h("d") }, "h"),
+    () => tracker.handle({ type: "get_peers", fileId: h("d") }, "10.0.0.1"),
     (e: ShoalError) => e.code === "not_found",
   );
   assert.throws(
-    () => tracker.handle({ type: "request", fileId: h("d"), index: 0 }, "h"),
+    () => tracker.handle({ type: "request", fileId: h("d"), index: 0 }, "10.0.0.1"),
     (e: ShoalError) => e.code === "unsupported",
   );
   assert.throws(
-    () => tracker.handle({ type: "announce", peerId: "nope", add: [], partial: [], remove: [] }, "h"),
+    () => tracker.handle({ type: "announce", peerId: "nope", add: [], partial: [], remove: [] }, "10.0.0.1"),
     (e: ShoalError) => e.code === "unknown_peer",
   );
 });
@@ -352,7 +354,7 @@ Deno.test("tracker: a tracker that lists no features ignores dropNames, as an ol
   const m = manifest("a.txt"), id = fileIdOf(m);
   tracker.handle(
     { type: "announce", peerId: r.peerId, add: [m, { ...m, name: "b.txt" }], partial: [], remove: [] },
-    "h",
+    "10.0.0.1",
   );
   tracker.handle(
     {
@@ -363,7 +365,7 @@ Deno.test("tracker: a tracker that lists no features ignores dropNames, as an ol
       remove: [],
       dropNames: [{ fileId: id, name: "b.txt" }],
     },
-    "h",
+    "10.0.0.1",
   );
   assert.deepEqual(tracker.listFiles().map((f) => f.name), ["a.txt", "b.txt"]);
 });
@@ -418,4 +420,23 @@ Deno.test("tracker link: a tracker never reached is 'cannot register', one that 
     await link.stop({ unregister: false });
     await server.close();
   }
+});
+
+Deno.test("tracker: a peer id works only from the address it registered from, and the dashboard never shows it", () => {
+  const { tracker, register } = setup();
+  const a = register(9001);
+  const m = manifest("a.txt");
+  tracker.handle({ type: "announce", peerId: a, add: [m], partial: [], remove: [] }, "10.0.0.1");
+  const elsewhere: Message[] = [
+    { type: "announce", peerId: a, add: [], partial: [], remove: [fileIdOf(m)] },
+    { type: "heartbeat", peerId: a },
+    { type: "unregister", peerId: a },
+  ];
+  for (const msg of elsewhere) {
+    assert.throws(() => tracker.handle(msg, "10.9.9.9"), (e: ShoalError) => e.code === "unknown_peer", msg.type);
+  }
+  assert.deepEqual(tracker.listFiles().map((f) => [f.name, f.peers]), [["a.txt", 1]], "nothing changed");
+  const shown = tracker.snapshot().peers.map((p) => p.id);
+  assert.deepEqual(shown, [publicPeerId(a)]);
+  assert.ok(!JSON.stringify(tracker.snapshot()).includes(a), "the id itself appears nowhere in the snapshot");
 });
