@@ -22,7 +22,8 @@ import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
-import { PIECE_DATA_OFFSET } from "./messages.ts";
+import { PIECE_DATA_OFFSET, WireType } from "./messages.ts";
+import { SMALL_FRAME_BYTES } from "./server.ts";
 
 /**
  * Free frame buffers kept for reuse, at most, in bytes. The pool only makes
@@ -96,12 +97,19 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
   try {
     connecting.add(link);
     // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
-    conn = await connect({ host, port }, { allocate: (n) => pool!.take(n), ioTimeoutMs: 0 });
+    conn = await connect({ host, port }, {
+      allocate: (n) => pool!.take(n),
+      ioTimeoutMs: 0,
+      // A PIECE longer than a chunk is refused with its header, not buffered (16 MiB trickled in, byte by byte, looked
+      // like progress); nothing else a peer sends here comes near 64 KiB (a BITFIELD is at most 25 kB).
+      maxPayloadFor: (type) => type === WireType.piece ? PIECE_DATA_OFFSET + f.chunkSize : SMALL_FRAME_BYTES,
+    });
     if (abandoned.has(link)) return;
     links.set(link, conn);
     outstanding.set(link, new Set());
     if (grant !== null) await conn.request({ type: "authorize", fileId: f.fileId, grant }, "ok");
     const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
+    if (bf.fileId !== f.fileId) throw new Error(`sent the bitfield of another file (${bf.fileId.slice(0, 16)}…)`);
     if (bf.count !== f.count) {
       throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.count}`);
     }
@@ -116,8 +124,10 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
       } else if (msg.type === "have") {
         if (msg.fileId === f.fileId) post({ ev: "have", link, index: msg.index });
       } else if (msg.type === "reject") {
-        outstanding.get(link)?.delete(msg.index);
-        post({ ev: "reject", link, index: msg.index, reason: msg.reason });
+        // Only for a chunk asked for and still owed, like a PIECE: a flood of others cost the coordinator a timer each.
+        if (msg.fileId === f.fileId && outstanding.get(link)?.delete(msg.index)) {
+          post({ ev: "reject", link, index: msg.index, reason: msg.reason });
+        }
       } else if (msg.type === "ok") {
         // a refreshed grant was accepted
       } else if (msg.type === "error") {

@@ -9,7 +9,8 @@ import { type Address, type Connection, formatAddress } from "../lib/connection.
 import { download, type DownloadStatus, type DownloadSummary, failureSummary, listIndexes } from "../lib/download.ts";
 import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
-import type { Message } from "../lib/messages.ts";
+import { encodeMessage, type Message } from "../lib/messages.ts";
+import { concatBytes } from "../lib/bytes.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { maxPipeline } from "../lib/rate_meter.ts";
@@ -226,6 +227,70 @@ Deno.test("a peer that refuses every request serves nothing and stays connected;
       const gap = times[k]! - times[k - 1]!;
       assert.ok(gap >= REJECT_RETRY_MS - CLOCK_SLACK_MS, `chunk ${index} asked again after ${gap.toFixed(0)} ms`);
     }
+  }
+});
+
+Deno.test("REJECTs for chunks never asked are ignored: a lone source that sends them for every chunk still serves the file", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  const f = await indexedFile(dir.path, data);
+  await using flooder = fakePeer(f, {
+    // Before any request: more refusals of each chunk than a download retries, and 100 000 of chunks past the end
+    // (each cost the downloader a timer and a map entry: 300 000 froze it for minutes).
+    afterBitfield: (conn) => {
+      const frames: Uint8Array[] = [];
+      for (let round = 0; round <= REJECT_RETRIES; round++) {
+        for (let index = 0; index < 16; index++) {
+          frames.push(encodeMessage({ type: "reject", fileId: f.id, index, reason: "never asked" }));
+        }
+      }
+      for (let i = 0; i < 100_000; i++) {
+        frames.push(encodeMessage({ type: "reject", fileId: f.id, index: 26 + i, reason: "never asked" }));
+      }
+      conn.sendBytes(concatBytes(frames)).catch(() => {});
+    },
+    onRequest: (index) => ({
+      type: "piece",
+      fileId: f.id,
+      index,
+      data: data.subarray(index * CHUNK, (index + 1) * CHUNK),
+    }),
+  });
+  const out = join(dir.path, "out");
+  const summary = await boundedGet([flooder.address], f, out, { giveUpMs: 3_000 }, 15_000);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(summary.peersDropped, []);
+});
+
+Deno.test("a PIECE whose header claims more than a chunk drops its peer at once; the other peer serves the file", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 16);
+  const f = await indexedFile(dir.path, data);
+  await using good = PeerNode.start([f], { uploadLimit: 100_000 });
+  const trickles = new Set<ReturnType<typeof setInterval>>();
+  await using liar = fakePeer(f, {
+    // A PIECE header for 16 MiB, then a byte every 100 ms: bytes arrive, so it never looked stalled.
+    onRequest: (_index, conn) => {
+      if (trickles.size > 0) return;
+      const header = new Uint8Array(5);
+      new DataView(header.buffer).setUint32(0, 16 * 1024 * 1024 + 60);
+      header[4] = 0x34; // PIECE
+      conn.sendBytes(header).catch(() => {});
+      const t = setInterval(
+        () => conn.closed ? clearInterval(t) : conn.sendBytes(new Uint8Array(1)).catch(() => {}),
+        100,
+      );
+      trickles.add(t);
+    },
+  });
+  const out = join(dir.path, "out");
+  try {
+    const summary = await boundedGet([liar.address, good.address], f, out, { giveUpMs: 30_000 }, 15_000);
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+    const dropped = summary.peersDropped.filter((d) => d.peer === formatAddress(liar.address));
+    assert.ok(dropped.some((d) => /exceeds maximum/.test(d.reason)), JSON.stringify(summary.peersDropped));
+  } finally {
+    for (const t of trickles) clearInterval(t);
   }
 });
 
