@@ -112,6 +112,11 @@ function fakePeer(f: SharedFile, fake: Fake): FrameServer {
   });
 }
 
+/** An `onRequest` for {@link fakePeer} that answers with the chunk's true bytes, taken from `data`. */
+function honest(f: SharedFile, data: Uint8Array): Fake["onRequest"] {
+  return (index) => ({ type: "piece", fileId: f.id, index, data: data.subarray(index * CHUNK, (index + 1) * CHUNK) });
+}
+
 /** A good peer holding every chunk of `f` but `lacking`, as a download in progress would. */
 async function partialPeer(f: SharedFile, lacking: number, uploadLimit?: number): Promise<PeerNode> {
   const node = PeerNode.start([], uploadLimit === undefined ? {} : { uploadLimit });
@@ -249,12 +254,7 @@ Deno.test("REJECTs for chunks never asked are ignored: a lone source that sends 
       }
       conn.sendBytes(concatBytes(frames)).catch(() => {});
     },
-    onRequest: (index) => ({
-      type: "piece",
-      fileId: f.id,
-      index,
-      data: data.subarray(index * CHUNK, (index + 1) * CHUNK),
-    }),
+    onRequest: honest(f, data),
   });
   const out = join(dir.path, "out");
   const summary = await boundedGet([flooder.address], f, out, { giveUpMs: 3_000 }, 15_000);
@@ -353,12 +353,7 @@ Deno.test("a peer that hung up is tried again after its backoff although another
     afterBitfield: (conn) => {
       if (++connections === 1) conn.close(); // only the first time
     },
-    onRequest: (index) => ({
-      type: "piece",
-      fileId: f.id,
-      index,
-      data: data.subarray(index * CHUNK, (index + 1) * CHUNK),
-    }),
+    onRequest: honest(f, data),
   });
   const out = join(dir.path, "out");
 
