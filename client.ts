@@ -20,6 +20,7 @@ import {
   shutdownSignal,
 } from "./lib/cli.ts";
 import { formatAddress } from "./lib/connection.ts";
+import { printable } from "./lib/names.ts";
 import { DEFAULT_MAX_PEERS, failureSummary, MAX_KNOWN_PEERS } from "./lib/download.ts";
 import { describeError, ExitCode, exitCodeOf, ShoalError, UsageError } from "./lib/errors.ts";
 import type { FileSummary } from "./lib/messages.ts";
@@ -105,7 +106,7 @@ export function build(): Command {
       const peers = await peersOf(src, await resolveFile(src, file));
       if (o.json) return console.log(JSON.stringify(peers, null, 2));
       if (peers.length === 0) return console.log("no live peers");
-      for (const p of peers) console.log(`${formatAddress(p)}  ${p.complete ? "complete" : "partial"}`);
+      for (const p of peers) console.log(`${printable(formatAddress(p))}  ${p.complete ? "complete" : "partial"}`);
     });
 
   program.command("get")

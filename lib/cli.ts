@@ -11,6 +11,7 @@ import type { Address } from "./connection.ts";
 import type { DownloadSummary } from "./download.ts";
 import { describeError, exitCodeOf, UsageError } from "./errors.ts";
 import type { FileSummary } from "./messages.ts";
+import { printable } from "./names.ts";
 
 /** Default tracker address. */
 export const DEFAULT_TRACKER = "127.0.0.1:7070";
@@ -94,7 +95,7 @@ export function formatSaved(s: DownloadSummary): string {
 /** One catalog entry as one line: id, size, sources, name (`client.ts files` and the peer shell's `files`). */
 export function formatFileSummary(f: FileSummary): string {
   const sources = f.partial > 0 ? `${f.peers}+${f.partial} peers` : `${f.peers} peer(s)`;
-  return `${f.id}  ${formatBytes(f.size).padStart(10)}  ${sources.padEnd(12)}  ${f.name}`;
+  return `${f.id}  ${formatBytes(f.size).padStart(10)}  ${sources.padEnd(12)}  ${printable(f.name)}`;
 }
 
 /**
@@ -109,7 +110,8 @@ export async function runMain(main: () => Promise<number | void>): Promise<never
     // commander has printed its own message (or the help) already
     if (err instanceof CommanderError) Deno.exit(err.exitCode === 0 ? 0 : 2);
     if (Deno.env.get("SHOAL_DEBUG")) console.error(err);
-    console.error(`${paint("error", "red", Deno.stderr)}: ${describeError(err)}`);
+    // One line, whatever a peer or tracker put in its message (a newline, an escape sequence).
+    console.error(`${paint("error", "red", Deno.stderr)}: ${printable(describeError(err))}`);
     Deno.exit(exitCodeOf(err));
   }
 }

@@ -25,16 +25,20 @@ export function fileNameProblem(name: unknown): string | null {
 }
 
 /**
- * `text` with control characters (C0, DEL, C1) shown as escapes (`\n`,
- * `\x1b`), for printing a local name, which may hold any: a file named with
- * an escape sequence must not recolour or rewrite the terminal.
+ * `text` with control characters (C0, DEL, C1) and the bidirectional
+ * overrides shown as escapes (`\n`, `\x1b`, `\u202e`), for printing what
+ * may hold any: a local file name, or a host, reason or message a peer
+ * sent. An escape sequence must not recolour or rewrite the terminal, a
+ * newline must not forge a line, and an override must not make
+ * `exe.txt` read as `txt.exe`.
  */
 export function printable(text: string): string {
   // deno-lint-ignore no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => {
     if (c === "\n") return "\\n";
     if (c === "\t") return "\\t";
-    return `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+    const code = c.charCodeAt(0);
+    return code > 0xff ? `\\u${code.toString(16)}` : `\\x${code.toString(16).padStart(2, "0")}`;
   });
 }
 

@@ -9,6 +9,7 @@
 
 import { formatBytes } from "./cli.ts";
 import type { DownloadEvent } from "./download.ts";
+import { printable } from "./names.ts";
 
 /** How often a line is printed when stderr is not a terminal. */
 const PIPE_INTERVAL_MS = 3_000;
@@ -190,6 +191,7 @@ export class ProgressView {
   /** Prints a message on its own line (clearing the bar). */
   note(text: string): void {
     if (this.quiet) return;
+    text = printable(text); // it may quote a peer: a reason, a message, a host
     this.#out.write(this.#out.tty ? `\r\x1b[2K${text}\n` : `${text}\n`);
     this.#barOnLine = false;
   }

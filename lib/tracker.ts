@@ -608,6 +608,10 @@ export class Tracker {
   }
 
   #register(host: string, port: number, from: string, token?: string): Message {
+    // Every client prints it and connects to it: a host name or an IP address, nothing else.
+    if (!HOST.test(host)) {
+      throw new ShoalError("bad_host", `${JSON.stringify(host.slice(0, 64))} is not a host name or an IP address`);
+    }
     const session = token === undefined ? undefined : this.#accounts().session(token);
     const key = `${host}|${port}`;
     const old = this.#peers.get(this.#byAddress.get(key) ?? "");
@@ -800,6 +804,9 @@ export class Tracker {
     return f;
   }
 }
+
+/** A host name, or an IPv4 or IPv6 address (with a zone): letters, digits, `.-:_%`, at most 253 characters. */
+const HOST = /^[A-Za-z0-9._:%-]{1,253}$/;
 
 /**
  * Largest HEARTBEAT payload a tracker takes: MAX_HEARTBEAT_PARTIALS bitfields of MAX_CHUNKS bits with their ids come to

@@ -76,6 +76,13 @@ Deno.test("on a pipe: a plain line every few seconds, not one per update", () =>
   assert.equal(out.text.at(-1), "resuming: reused 4 of 100 chunks\n");
   view.done();
   assert.equal(out.text.at(-1), "resuming: reused 4 of 100 chunks\n", "no bar line to end");
+  // What a peer sent is printed with its controls escaped: one line, no terminal commands, no reordered text.
+  view.event({
+    kind: "peer-dropped",
+    peer: "evil\x1b[2J:1",
+    reason: "error from the peer: a\nfake line \u202etxt.exe",
+  });
+  assert.equal(out.text.at(-1), "dropped peer evil\\x1b[2J:1: error from the peer: a\\nfake line \\u202etxt.exe\n");
 });
 
 Deno.test("--quiet writes nothing at all", () => {

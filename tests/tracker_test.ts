@@ -440,3 +440,17 @@ Deno.test("tracker: a peer id works only from the address it registered from, an
   assert.deepEqual(shown, [publicPeerId(a)]);
   assert.ok(!JSON.stringify(tracker.snapshot()).includes(a), "the id itself appears nowhere in the snapshot");
 });
+
+Deno.test("tracker: a REGISTER host must be a host name or an IP address (it is printed and connected to)", () => {
+  const tracker = new Tracker();
+  for (const host of ["peer-1.example.org", "192.0.2.7", "2001:db8::7", "fe80::1%eth0"]) {
+    assert.equal(tracker.handle({ type: "register", port: 9, host }, "10.0.0.1").type, "registered", host);
+  }
+  for (const host of ["", "evil\x1b[2J\nfake line", "a b", "x".repeat(254), "café.example"]) {
+    assert.throws(
+      () => tracker.handle({ type: "register", port: 9, host }, "10.0.0.1"),
+      (e: ShoalError) => e.code === "bad_host",
+      JSON.stringify(host),
+    );
+  }
+});
