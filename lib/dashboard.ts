@@ -40,6 +40,9 @@ export interface SnapshotSource {
   snapshot(): TrackerSnapshot;
 }
 
+/** How long a snapshot answers every request that comes: four a second at most, whoever asks. */
+export const SNAPSHOT_REUSE_MS = 250;
+
 /** Options for {@link Dashboard.start}. */
 export interface DashboardOptions {
   /** Default {@link DEFAULT_DASHBOARD_HOST}. */
@@ -87,6 +90,20 @@ export class Dashboard implements AsyncDisposable {
   readonly #streams = new Set<ReadableStreamDefaultController<Uint8Array>>();
   #timer: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
+  /** The last snapshot and when it was taken (see {@link SNAPSHOT_REUSE_MS}). */
+  #last: { at: number; snapshot: TrackerSnapshot } | null = null;
+
+  /**
+   * The tracker's snapshot, taken at most once per {@link SNAPSHOT_REUSE_MS}
+   * (or event interval, if shorter) however many requests come: one costs
+   * up to files x chunks x sources on the tracker's own thread.
+   */
+  #snapshot(): TrackerSnapshot {
+    const now = performance.now();
+    if (this.#last && now - this.#last.at < Math.min(SNAPSHOT_REUSE_MS, this.#intervalMs)) return this.#last.snapshot;
+    this.#last = { at: now, snapshot: this.#source.snapshot() };
+    return this.#last.snapshot;
+  }
 
   private constructor(source: SnapshotSource, options: DashboardOptions) {
     this.#source = source;
@@ -132,7 +149,7 @@ export class Dashboard implements AsyncDisposable {
     switch (path) {
       case "/": {
         const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
-        return new Response(head ? null : dashboardPage(this.#source.snapshot(), nonce), {
+        return new Response(head ? null : dashboardPage(this.#snapshot(), nonce), {
           headers: {
             ...COMMON_HEADERS,
             "content-type": "text/html; charset=utf-8",
@@ -142,11 +159,11 @@ export class Dashboard implements AsyncDisposable {
         });
       }
       case "/api/state":
-        return new Response(head ? null : JSON.stringify(this.#source.snapshot()), {
+        return new Response(head ? null : JSON.stringify(this.#snapshot()), {
           headers: { ...COMMON_HEADERS, "content-type": "application/json; charset=utf-8" },
         });
       case "/metrics":
-        return new Response(head ? null : renderMetrics(this.#source.snapshot()), {
+        return new Response(head ? null : renderMetrics(this.#snapshot()), {
           headers: { ...COMMON_HEADERS, "content-type": METRICS_CONTENT_TYPE },
         });
       case "/api/events":
@@ -171,7 +188,7 @@ export class Dashboard implements AsyncDisposable {
         controller = c;
         this.#streams.add(c);
         c.enqueue(encoder.encode(`retry: ${EVENT_RETRY_MS}\n\n`));
-        c.enqueue(this.#event(this.#source.snapshot()));
+        c.enqueue(this.#event(this.#snapshot()));
         this.#timer ??= setInterval(() => this.#tick(), this.#intervalMs);
       },
       cancel: () => this.#end(controller), // the browser went away
@@ -187,7 +204,7 @@ export class Dashboard implements AsyncDisposable {
   /** One snapshot, encoded once, to every stream. */
   #tick(): void {
     if (this.#streams.size === 0) return this.#stopTimer();
-    const event = this.#event(this.#source.snapshot());
+    const event = this.#event(this.#snapshot());
     for (const c of this.#streams) {
       // desiredSize goes negative by one per event queued past the (1-chunk) high-water mark.
       if (lagging(c, MAX_QUEUED_EVENTS)) this.#end(c);

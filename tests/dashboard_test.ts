@@ -12,7 +12,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Bitfield } from "../lib/bitfield.ts";
-import { Dashboard } from "../lib/dashboard.ts";
+import { Dashboard, SNAPSHOT_REUSE_MS } from "../lib/dashboard.ts";
+import { delay } from "../lib/async.ts";
 import { dashboardPage, escapeHtml, renderDashboard } from "../lib/dashboard_page.ts";
 import type { SharedFile } from "../lib/indexer.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
@@ -479,4 +480,24 @@ Deno.test("heartbeats carry a peer's transfer counters and the chunks of its par
     return f.partial === 1 && f.strip.counts.join() === "2,1,2,2" && leechView?.downloadedBytes === CHUNK;
   });
   assert.deepEqual(seed.heartbeatStats(), { up: 0, down: 0 }, "a complete-only peer sends no partials key");
+});
+
+Deno.test("http: many requests at once share one snapshot: its cost on the tracker does not grow with them", async () => {
+  const { tracker } = setup();
+  let taken = 0;
+  const source = {
+    snapshot: () => {
+      taken++;
+      return tracker.snapshot();
+    },
+  };
+  await using dash = Dashboard.start(source, { port: 0, intervalMs: 60_000 });
+  const answers = await Promise.all(
+    Array.from({ length: 20 }, async () => (await fetch(new URL("/api/state", dash.url))).json()),
+  );
+  assert.equal(answers.length, 20);
+  assert.ok(taken <= 2, `${taken} snapshots for 20 requests`);
+  await delay(SNAPSHOT_REUSE_MS + 50);
+  await (await fetch(new URL("/metrics", dash.url))).text();
+  assert.ok(taken >= 2, "a later request takes a fresh one");
 });
