@@ -40,6 +40,13 @@ export const DEFAULT_GRANT_TTL_MS = 60_000;
 export const MAX_LOGIN_FAILURES_PER_USER = 5;
 export const MAX_LOGINS_PER_ADDRESS = 20;
 export const LOGIN_WINDOW_MS = 60_000;
+/**
+ * New users allowed per address in {@link SIGNUP_WINDOW_MS}: each costs a
+ * 32 MiB scrypt hash and a row kept for good, so one address cannot fill
+ * the database or the tracker's CPU with accounts.
+ */
+export const MAX_SIGNUPS_PER_ADDRESS = 10;
+export const SIGNUP_WINDOW_MS = 60 * 60_000;
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$/;
 
@@ -61,6 +68,7 @@ export interface AccountsOptions {
   kdf?: KdfParams;
   maxFailuresPerUser?: number;
   maxLoginsPerAddress?: number;
+  maxSignupsPerAddress?: number;
   now?: () => number;
 }
 
@@ -85,6 +93,7 @@ export class Accounts {
   #now: () => number;
   #userFailures: AttemptLimiter;
   #addressAttempts: AttemptLimiter;
+  #signups: AttemptLimiter;
 
   constructor(store: AccountStore, options: AccountsOptions = {}) {
     this.store = store;
@@ -109,14 +118,30 @@ export class Accounts {
       LOGIN_WINDOW_MS,
       this.#now,
     );
+    this.#signups = new AttemptLimiter(
+      options.maxSignupsPerAddress ?? MAX_SIGNUPS_PER_ADDRESS,
+      SIGNUP_WINDOW_MS,
+      this.#now,
+    );
   }
 
   // ------------------------------------------------------------ users and sessions
 
-  async createUser(name: string, password: string): Promise<void> {
+  /** Adds a user; from the network (`address` given), at most {@link MAX_SIGNUPS_PER_ADDRESS} an hour per address. */
+  async createUser(name: string, password: string, address?: string): Promise<void> {
     checkName(name, "user");
     checkPassword(password);
     if (this.store.userByName(name)) throw new AccountError("duplicate", `User ${name} already exists`);
+    if (address !== undefined) {
+      const wait = this.#signups.retryAfter(address);
+      if (wait > 0) {
+        throw new AccountError(
+          "rate_limited",
+          `Too many new users from this address; try again in ${Math.ceil(wait / 60_000)} min`,
+        );
+      }
+      this.#signups.record(address);
+    }
     const hash = await hashPassword(password, this.#kdf);
     if (!this.store.addUser(name, hash, this.#now())) {
       throw new AccountError("duplicate", `User ${name} already exists`);

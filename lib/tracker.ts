@@ -350,7 +350,7 @@ export class Tracker {
   /** Answers any request, including those that hash passwords (create_user, login). */
   async respond(msg: Message, remoteHost: string): Promise<Message> {
     if (msg.type === "create_user") {
-      await this.#accounts().createUser(msg.name, msg.password);
+      await this.#accounts().createUser(msg.name, msg.password, hostGroup(remoteHost));
       return { type: "ok" };
     }
     if (msg.type === "login") {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { AccountStore, SCHEMA_VERSION } from "../lib/account_store.ts";
-import { Accounts } from "../lib/accounts.ts";
+import { Accounts, SIGNUP_WINDOW_MS } from "../lib/accounts.ts";
 import { AttemptLimiter } from "../lib/attempt_limiter.ts";
 import { connect } from "../lib/connection.ts";
 import { download } from "../lib/download.ts";
@@ -174,6 +174,23 @@ Deno.test("tracker: logins are limited per IPv4 address and per IPv6 /64, whiche
   for (const from of ["2001:db8::1", "2001:db8::2:3"]) await assert.rejects(login(from), code("unknown_user"));
   await assert.rejects(login("2001:db8:0:0:ffff::9"), code("rate_limited"), "the same /64");
   await assert.rejects(login("2001:db8:0:1::1"), code("unknown_user"), "another /64");
+  a.store.close();
+});
+
+Deno.test("accounts: new users are limited per address, an hour at a time", async () => {
+  let now = 1_000_000;
+  const a = new Accounts(new AccountStore(":memory:"), { kdf: FAST_KDF, maxSignupsPerAddress: 2, now: () => now });
+  await a.createUser("u1", "password-1", "10.0.0.1");
+  await a.createUser("u2", "password-2", "10.0.0.1");
+  await assert.rejects(
+    a.createUser("u3", "password-3", "10.0.0.1"),
+    (e: unknown) =>
+      e instanceof AccountError && e.code === "rate_limited" && e.exitCode === 18 &&
+      /try again in 60 min/.test(e.message),
+  );
+  await a.createUser("u3", "password-3", "10.0.0.2"); // another address has its own count
+  now += SIGNUP_WINDOW_MS;
+  await a.createUser("u4", "password-4", "10.0.0.1");
   a.store.close();
 });
 
