@@ -167,8 +167,12 @@ export class ProgressView {
         this.#samples = []; // what was on disk already is not part of this run's rate
         return this.note(
           `resuming: reused ${e.reused} of ${e.total} chunks${
-            e.rechecked ? ", found intact" : e.discarded ? `, ${e.discarded} failed their check` : ""
-          }`,
+            // Every chunk checked (no usable sidecar): those that passed were "found intact", if any did.
+            e.rechecked
+              ? (e.reused > 0 ? ", found intact" : ", none found intact")
+              : e.discarded
+              ? `, ${e.discarded} failed their check`
+              : ""}`,
         );
       case "recheck":
         return this.note(e.reason);

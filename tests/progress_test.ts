@@ -72,6 +72,9 @@ Deno.test("on a pipe: a plain line every few seconds, not one per update", () =>
     assert.ok(!line.includes("\r") && !line.includes("\x1b"), "no terminal controls on a pipe");
   }
   assert.match(out.text[0]!, /^get: {2}12\.0%/, "the first line comes 3 s in");
+  // A full recheck that found nothing intact says so.
+  view.event({ kind: "resumed", reused: 0, total: 77, discarded: 0, reusedBytes: 0, rechecked: true });
+  assert.equal(out.text.at(-1), "resuming: reused 0 of 77 chunks, none found intact\n");
   view.note("resuming: reused 4 of 100 chunks");
   assert.equal(out.text.at(-1), "resuming: reused 4 of 100 chunks\n");
   view.done();
