@@ -121,6 +121,11 @@ export function applyConfig(
       if (isSwitch && typeof value !== "boolean") {
         throw new UsageError(`Config file ${path}: ${section}.${key} is a switch: use true or false`);
       }
+      if (!isSwitch && typeof value === "boolean") {
+        throw new UsageError(
+          `Config file ${path}: ${section}.${key} takes a value, not ${value}: use a number or a string`,
+        );
+      }
       // a negatable switch (--no-share) is stored under its positive name, inverted
       const v = isSwitch ? (opt.negate ? !value : value) : String(value);
       cmd.setOptionValueWithSource(opt.attributeName(), v, "config");

@@ -109,6 +109,11 @@ Deno.test("config: bad files are errors that name the file and the key", async (
   assert.throws(() => applyConfig(program(), { trackr: "x" }, "/f.json", "client"), /client has no option --trackr/);
   assert.throws(() => applyConfig(program(), { share: "yes" }, "/f.json", "client"), /has no option --share/);
   assert.throws(() => applyConfig(program(), { "no-share": "yes" }, "/f.json", "client"), /is a switch/);
+  // true for an option that takes a value was handed on as "true", and refused later without naming the file.
+  assert.throws(
+    () => applyConfig(program(), { workers: true }, "/f.json", "client"),
+    /^UsageError: Config file \/f\.json: client\.workers takes a value, not true: use a number or a string$/,
+  );
 });
 
 Deno.test("config: a peer section is checked as peer.ts --daemon would read it, naming the file", () => {
