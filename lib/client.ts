@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { unlessAborted } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
@@ -201,13 +201,22 @@ export async function outputPath(out: string | undefined, outDir: string | undef
   if (out !== undefined && (out.endsWith("/") || await isDirectory(out))) {
     [outDir, out] = [out, undefined];
   }
-  if (out !== undefined) return out;
+  if (out !== undefined) return await inExistingPlace(out);
   try {
     assertSafeFileName(name);
   } catch (err) {
     throw new UsageError(`${(err as Error).message}; choose an output file name`);
   }
-  return outDir === undefined ? name : join(outDir, name);
+  return await inExistingPlace(outDir === undefined ? name : join(outDir, name));
+}
+
+/** `path`, unless something that is not a directory stands where its directory should be (`-o notes.txt/x`). */
+async function inExistingPlace(path: string): Promise<string> {
+  const dir = dirname(path);
+  // A file where a directory of the path should be; a directory still to come is the download's to report.
+  const blocked = await Deno.stat(dir).then((st) => !st.isDirectory, (err) => err instanceof Deno.errors.NotADirectory);
+  if (blocked) throw new UsageError(`Cannot save to ${path}: a file stands where a directory of it should be`);
+  return path;
 }
 
 function isLoopback(host: string): boolean {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import type { Command } from "commander";
 import { build } from "../client.ts";
-import { ExitCode } from "../lib/errors.ts";
+import { ExitCode, UsageError } from "../lib/errors.ts";
 import { formatBytes, formatSaved, paint } from "../lib/cli.ts";
 import type { DownloadSummary } from "../lib/download.ts";
 import { outputPath } from "../lib/client.ts";
@@ -113,6 +113,15 @@ Deno.test("output path: a file as given; a directory or a trailing / holds the f
       join(dir, "safe"),
       "a named file needs no check",
     );
+    // A file where a directory of the path should be: a usage error now, not a raw "Not a directory" later.
+    await Deno.writeTextFile(join(dir, "notes.txt"), "mine");
+    for (const out of ["notes.txt/x", "notes.txt/a/b", "notes.txt/"]) {
+      await assert.rejects(
+        outputPath(join(dir, out), undefined, "report.pdf"),
+        (e: unknown) => e instanceof UsageError && /a file stands where a directory of it should be/.test(e.message),
+        out,
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
