@@ -12,7 +12,7 @@ import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
 import { download, type DownloadOptions, type DownloadSummary, existingOutput, isDirectory } from "./download.ts";
 import { exitCodeFor, NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
-import { isIdPrefix, type Manifest } from "./manifest.ts";
+import { isIdPrefix, type Manifest, nameKey } from "./manifest.ts";
 import { checkSendable, type FileSummary, type PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
 import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
@@ -111,6 +111,7 @@ function nearMatches(found: { id: string; name: string }[]): string {
 export function pickFile<F extends { id: string; name: string }>(files: F[], text: string): F | undefined {
   let hits = files.filter((f) => f.id === text);
   if (hits.length === 0) hits = files.filter((f) => f.name === text);
+  if (hits.length === 0) hits = files.filter((f) => nameKey(f.name) === nameKey(text)); // café typed, café stored
   if (hits.length === 0 && isIdPrefix(text)) hits = files.filter((f) => f.id.startsWith(text.toLowerCase()));
   // A file listed under several names (copies of one content) is one file.
   hits = [...new Map(hits.map((f) => [f.id, f])).values()];

@@ -112,14 +112,24 @@ export function isIdPrefix(query: string): boolean {
 }
 
 /**
+ * A name as typed and as stored compare equal however their accents were
+ * composed: macOS writes `café` decomposed (NFD), most keyboards type it
+ * composed (NFC).
+ */
+export function nameKey(name: string): string {
+  return name.normalize("NFC");
+}
+
+/**
  * What a catalog query matches: a file whose name contains `query` ignoring
- * case, or whose id starts with it ({@link isIdPrefix}). Made once per
- * query, then applied to each file of the catalog.
+ * case and how accents are composed ({@link nameKey}), or whose id starts
+ * with it ({@link isIdPrefix}). Made once per query, then applied to each
+ * file of the catalog.
  */
 export function queryMatcher(query: string): (file: { id: string; name: string }) => boolean {
-  const q = query.toLowerCase();
+  const q = nameKey(query).toLowerCase();
   const byId = isIdPrefix(query);
-  return (file) => file.name.toLowerCase().includes(q) || (byId && file.id.startsWith(q));
+  return (file) => nameKey(file.name).toLowerCase().includes(q) || (byId && file.id.startsWith(query.toLowerCase()));
 }
 
 /** Why `value` is not a well-formed manifest, or null when it is. */

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { MAX_NAMES_PER_SOURCE, MAX_PEERS_LISTED, publicPeerId, Tracker, TrackerServer } from "../lib/tracker.ts";
 import { describeLinkEvent, type LinkEvent, TrackerLink } from "../lib/tracker_link.ts";
 import { waitUntil } from "./helpers.ts";
+import { pickFile } from "../lib/client.ts";
 import { fileIdOf, type Manifest } from "../lib/manifest.ts";
 import type { Message } from "../lib/messages.ts";
 import { ShoalError } from "../lib/errors.ts";
@@ -453,4 +454,15 @@ Deno.test("tracker: a REGISTER host must be a host name or an IP address (it is 
       JSON.stringify(host),
     );
   }
+});
+
+Deno.test("tracker: a search matches a name however its accents were composed; get picks it by either form", () => {
+  const { tracker, register } = setup();
+  const a = register(9001);
+  const nfd = "cafe\u0301 notes.txt", nfc = "caf\u00e9 notes.txt"; // as macOS writes it, and as it is typed
+  tracker.handle({ type: "announce", peerId: a, add: [manifest(nfd)], partial: [], remove: [] }, "10.0.0.1");
+  for (const q of [nfc, nfd, "CAF\u00c9", "caf\u00e9"]) {
+    assert.deepEqual(tracker.listFiles(q).map((f) => f.name), [nfd], JSON.stringify(q));
+  }
+  assert.equal(pickFile(tracker.listFiles(nfc).map((f) => ({ id: f.id, name: f.name })), nfc)?.name, nfd);
 });
