@@ -762,7 +762,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         );
       } else if (failed instanceof DiskError) {
         // A write failed mid-download (a full disk, say): what was verified before it stays for a resume.
-        const when = /^Disk full|Disk full:/.test(failed.message) ? "once there is room" : "once that is fixed";
+        const when = failed.message.includes("Disk full:") ? "once there is room" : "once that is fixed"; // describeError's words
         failed = new DiskError(
           `${failed.message}. ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ${when} ` +
             `to resume`,
@@ -971,8 +971,8 @@ async function finish(part: Deno.FsFile, partPath: string, out: string, force: b
 }
 
 /** Whether `path` is a directory, or a link to one: what `get -o` saves inside (`outputPath` in lib/client.ts). */
-export function isDirectory(path: string): Promise<boolean> {
-  return Deno.stat(path).then((st) => st.isDirectory, () => false);
+export async function isDirectory(path: string): Promise<boolean> {
+  return (await kindOf(path)) === "directory";
 }
 
 /**

@@ -295,7 +295,6 @@ export class PeerNode {
     if (f.path === path) {
       // Read from a copy still there, as it was hashed (a descriptor on the one gone would read it on).
       closeFd(f);
-      f.fd = null;
       const [path, { name, indexedMtimeMs }] = next;
       f.path = path;
       f.manifest = { ...f.manifest, name };
