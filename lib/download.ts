@@ -762,7 +762,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         );
       } else if (failed instanceof DiskError) {
         // A write failed mid-download (a full disk, say): what was verified before it stays for a resume.
-        const when = failed.message.includes("Disk full:") ? "once there is room" : "once that is fixed"; // describeError's words
+        // "Disk full:" is how describeError words a full disk.
+        const when = failed.message.includes("Disk full:") ? "once there is room" : "once that is fixed";
         failed = new DiskError(
           `${failed.message}. ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ${when} ` +
             `to resume`,
