@@ -87,6 +87,22 @@ export class FrameTooLargeError extends ProtocolError {
   }
 }
 
+/**
+ * A large frame that would take an address, or the whole server, past its
+ * budget for large frames being received at once: refused with its header.
+ */
+export class BusyError extends ProtocolError {
+  override name = "BusyError";
+  constructor(readonly length: number, readonly scope: "address" | "server") {
+    super(
+      `Cannot take a frame of ${length} bytes now: the ${
+        scope === "address" ? "large frames from your address" : "server's large frames"
+      } being received are at their limit; retry later`,
+      "busy",
+    );
+  }
+}
+
 /** The stream ended in the middle of a frame. */
 export class TruncatedFrameError extends ProtocolError {
   override name = "TruncatedFrameError";

@@ -15,7 +15,14 @@ import {
   formatAddress,
   HANDSHAKE_TIMEOUT_MS,
 } from "./connection.ts";
-import { ConnectionClosedError, ProtocolError, ShoalError, TimeoutError, TruncatedFrameError } from "./errors.ts";
+import {
+  BusyError,
+  ConnectionClosedError,
+  ProtocolError,
+  ShoalError,
+  TimeoutError,
+  TruncatedFrameError,
+} from "./errors.ts";
 import { helloMessage, type Message } from "./messages.ts";
 
 /**
@@ -24,6 +31,16 @@ import { helloMessage, type Message } from "./messages.ts";
  * bitfields): refused with the header, before it is read or parsed.
  */
 export const SMALL_FRAME_BYTES = 64 * 1024;
+
+/**
+ * Bytes of large frames (above {@link SMALL_FRAME_BYTES}) one address
+ * ({@link hostGroup}) may have on their way in at once, over all its
+ * connections: four of the largest manifests. Without it, 64 connections of
+ * one address could each make a tracker hold a 16 MiB ANNOUNCE.
+ */
+export const DEFAULT_LARGE_FRAME_BYTES_PER_HOST = 64 * 1024 * 1024;
+/** Bytes of large frames a server has on their way in at once, from all addresses. */
+export const DEFAULT_LARGE_FRAME_BYTES = 512 * 1024 * 1024;
 
 /** Most connections served at once; more are closed on accept. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;
@@ -63,6 +80,10 @@ export interface ServerOptions {
    * earned, e.g. a tracker takes large frames only once it registered.
    */
   maxPayloadFor?: (type: number, conn: Connection) => number;
+  /** Bytes of large frames one address may have on their way in at once (default {@link DEFAULT_LARGE_FRAME_BYTES_PER_HOST}). */
+  largeFrameBytesPerHost?: number;
+  /** Bytes of large frames the server has on their way in at once (default {@link DEFAULT_LARGE_FRAME_BYTES}). */
+  largeFrameBytes?: number;
   maxConnections?: number;
   /** Most connections from one address at once (default {@link DEFAULT_MAX_CONNECTIONS_PER_HOST}). */
   maxConnectionsPerHost?: number;
@@ -117,6 +138,55 @@ export function hostGroup(host: string): string {
   return `${prefix.join(":")}::/64`;
 }
 
+/** What one connection's frames hold of a {@link LargeFrames} budget. */
+interface FrameCharges {
+  /** The decoder's allocator: charges a large frame, or refuses it with BusyError. */
+  allocate(length: number): Uint8Array<ArrayBuffer>;
+  /** The oldest frame received has been handled: what it held goes back. */
+  handled(): void;
+  /** The connection ended: everything it held goes back. */
+  release(): void;
+}
+
+/**
+ * The bytes of large frames (above {@link SMALL_FRAME_BYTES}) a server has
+ * taken in and not yet handled, per address and in all. A frame holds its
+ * length from its header until its handler returns, so the bound covers a
+ * whole frame waiting in a connection's queue as well as one being read.
+ */
+class LargeFrames {
+  #perHost = new Map<string, number>();
+  #total = 0;
+
+  constructor(readonly maxPerHost: number, readonly max: number) {}
+
+  forConnection(group: string): FrameCharges {
+    const held: number[] = []; // one entry per frame received and not handled, in order; 0 for a small one
+    const give = (bytes: number) => {
+      if (bytes === 0) return;
+      this.#total -= bytes;
+      const left = this.#perHost.get(group)! - bytes;
+      if (left === 0) this.#perHost.delete(group);
+      else this.#perHost.set(group, left);
+    };
+    return {
+      allocate: (length) => {
+        if (length > SMALL_FRAME_BYTES) {
+          const host = this.#perHost.get(group) ?? 0;
+          if (host + length > this.maxPerHost) throw new BusyError(length, "address");
+          if (this.#total + length > this.max) throw new BusyError(length, "server");
+          this.#perHost.set(group, host + length);
+          this.#total += length;
+        }
+        held.push(length > SMALL_FRAME_BYTES ? length : 0);
+        return new Uint8Array(length);
+      },
+      handled: () => give(held.shift() ?? 0),
+      release: () => held.splice(0).forEach(give),
+    };
+  }
+}
+
 /**
  * The ERROR reply to a message whose handling threw `err`, which the
  * connection survives; rethrows `err` when it must end the connection (a
@@ -152,6 +222,7 @@ export class FrameServer {
   /** live connections per {@link hostGroup} */
   #perHost = new Map<string, number>();
   #tasks = new Set<Promise<void>>();
+  #largeFrames: LargeFrames;
   #accepting: Promise<void>;
   #closed = false;
 
@@ -161,6 +232,10 @@ export class FrameServer {
     this.address = addr.transport === "unix"
       ? { host: addr.path, port: 0 }
       : { host: (addr as Deno.NetAddr).hostname, port: (addr as Deno.NetAddr).port };
+    this.#largeFrames = new LargeFrames(
+      options.largeFrameBytesPerHost ?? DEFAULT_LARGE_FRAME_BYTES_PER_HOST,
+      options.largeFrameBytes ?? DEFAULT_LARGE_FRAME_BYTES,
+    );
     this.#accepting = this.#acceptLoop();
   }
 
@@ -212,9 +287,12 @@ export class FrameServer {
       if (this.options.maxFrameBytes !== undefined) opts.maxFrameBytes = this.options.maxFrameBytes;
       const maxFor = this.options.maxPayloadFor;
       if (maxFor !== undefined) opts.maxPayloadFor = (type) => maxFor(type, conn); // asked once bytes come, after this
+      const charges = this.#largeFrames.forConnection(group);
+      opts.allocate = charges.allocate;
       const conn: Connection = new Connection(raw, opts);
       this.#conns.add(conn);
-      const task = this.#serve(conn).finally(() => {
+      const task = this.#serve(conn, charges).finally(() => {
+        charges.release();
         this.#conns.delete(conn);
         const left = this.#perHost.get(group)! - 1;
         if (left === 0) this.#perHost.delete(group);
@@ -227,10 +305,11 @@ export class FrameServer {
     }
   }
 
-  async #serve(conn: Connection): Promise<void> {
+  async #serve(conn: Connection, charges: FrameCharges): Promise<void> {
     try {
       // The whole HELLO within the time, not each byte of it: a byte every few seconds must not hold a slot for good.
       const hello = await conn.receive(this.options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS, "frame");
+      charges.handled();
       if (hello.type !== "hello") throw new ProtocolError("The other side did not open with a Shoal HELLO", "no_hello");
       checkHello(hello);
       await conn.send(helloMessage());
@@ -241,6 +320,8 @@ export class FrameServer {
           reply = await this.handler(msg, conn);
         } catch (err) {
           reply = errorReply(err);
+        } finally {
+          charges.handled();
         }
         if (reply) await conn.send(reply);
       }

@@ -861,6 +861,56 @@ Deno.test("servers refuse a large frame of a type that is never large with its h
   await c.request(heartbeat, "ok");
 });
 
+Deno.test("large frames one address, or everyone, has on their way in at once are bounded; a frame refused gets busy", async () => {
+  // 3000 chunks: an ANNOUNCE of about 200 KB.
+  const big = { name: "big", size: 3000 * CHUNK, chunkSize: CHUNK, chunks: Array(3000).fill("ab".repeat(32)) };
+  const announce = encodeMessage({ type: "announce", peerId: "p", add: [big], partial: [], remove: [] });
+  const handled: string[] = [];
+  for (
+    const [limits, scope] of [[{ largeFrameBytesPerHost: 300_000 }, "your address"], [
+      { largeFrameBytes: 300_000 },
+      "server's",
+    ]] as const
+  ) {
+    await using server = FrameServer.listen({ ...limits, maxPayloadFor: () => Infinity }, (msg) => {
+      handled.push(msg.type);
+      return { type: "ok" };
+    });
+    const open = async () => {
+      const raw = await rawConn(server.address.port);
+      await raw.write(encodeMessage(helloMessage()));
+      assert.equal((await raw.readMessage())?.type, "hello");
+      return raw;
+    };
+    // One frame on its way holds its length: a second one from the same address does not fit.
+    const first = await open();
+    await first.write(announce.subarray(0, 1000));
+    const second = await open();
+    await second.write(announce.subarray(0, 1000));
+    const refused = await second.readMessage();
+    assert.equal(refused?.type === "error" && refused.code, "busy", JSON.stringify(refused));
+    assert.match(refused?.type === "error" ? refused.message : "", new RegExp(scope));
+    assert.equal(await second.readMessage(), null, "and the connection is closed");
+    second.conn.close();
+    // The first is served whole; once handled, its bytes are free again for the next connection.
+    await first.write(announce.subarray(1000));
+    assert.equal((await first.readMessage())?.type, "ok");
+    const third = await open();
+    await third.write(announce);
+    assert.equal((await third.readMessage())?.type, "ok");
+    third.conn.close();
+    // A connection that ends mid-frame gives its bytes back too.
+    await first.write(announce.subarray(0, 1000));
+    first.conn.close();
+    await waitUntil(() => server.stats.active === 0);
+    const fourth = await open();
+    await fourth.write(announce);
+    assert.equal((await fourth.readMessage())?.type, "ok");
+    fourth.conn.close();
+  }
+  assert.deepEqual(handled, Array(6).fill("announce"));
+});
+
 Deno.test("an empty file is seeded when asked, like any other", async () => {
   await using dir = await tempDir();
   await Deno.writeFile(join(dir.path, "empty"), new Uint8Array());
