@@ -6,7 +6,7 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { unlessAborted } from "./async.ts";
 import { isSha256Hex } from "./bytes.ts";
 import { type Address, connect, type Connection, formatAddress } from "./connection.ts";
@@ -211,12 +211,25 @@ export async function outputPath(out: string | undefined, outDir: string | undef
   return await inExistingPlace(outDir === undefined ? name : join(outDir, name));
 }
 
-/** `path`, unless something that is not a directory stands where its directory should be (`-o notes.txt/x`). */
+/**
+ * `path`, if its directory is there: checked before the download is said to
+ * begin (a peer asked by request-file answers with it), where creating
+ * `x.part` would only fail later.
+ */
 async function inExistingPlace(path: string): Promise<string> {
   const dir = dirname(path);
-  // A file where a directory of the path should be; a directory still to come is the download's to report.
-  const blocked = await Deno.stat(dir).then((st) => !st.isDirectory, (err) => err instanceof Deno.errors.NotADirectory);
-  if (blocked) throw new UsageError(`Cannot save to ${path}: a file stands where a directory of it should be`);
+  let found: "directory" | "other" | "missing";
+  try {
+    found = (await Deno.stat(dir)).isDirectory ? "directory" : "other";
+  } catch (err) {
+    if (err instanceof Deno.errors.NotADirectory) found = "other"; // `-o notes.txt/x`
+    else if (err instanceof Deno.errors.NotFound) found = "missing";
+    else return path; // no permission to look, say: creating the file reports it
+  }
+  if (found === "other") {
+    throw new UsageError(`Cannot save to ${path}: a file stands where a directory of it should be`);
+  }
+  if (found === "missing") throw new UsageError(`Cannot save to ${path}: there is no directory ${resolve(dir)}`);
   return path;
 }
 

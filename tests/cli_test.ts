@@ -103,7 +103,14 @@ Deno.test("output path: a file as given; a directory or a trailing / holds the f
   try {
     assert.equal(await outputPath(join(dir, "x.bin"), undefined, "report.pdf"), join(dir, "x.bin"));
     assert.equal(await outputPath(dir, undefined, "report.pdf"), join(dir, "report.pdf"), "an existing directory");
-    assert.equal(await outputPath("later/", undefined, "report.pdf"), join("later", "report.pdf"), "a trailing /");
+    assert.equal(
+      await outputPath(`${dir}/later/`, undefined, "report.pdf").catch(String),
+      `UsageError: Cannot save to ${join(dir, "later", "report.pdf")}: there is no directory ${join(dir, "later")}`,
+      "a trailing / names a directory, which must be there",
+    );
+    await Deno.mkdir(join(dir, "later"));
+    assert.equal(await outputPath(`${dir}/later/`, undefined, "report.pdf"), join(dir, "later", "report.pdf"));
+    await assert.rejects(outputPath(join(dir, "no", "x.bin"), undefined, "report.pdf"), /there is no directory/);
     assert.equal(await outputPath(undefined, dir, "report.pdf"), join(dir, "report.pdf"));
     assert.equal(await outputPath(undefined, undefined, "report.pdf"), "report.pdf");
     await assert.rejects(outputPath(dir, undefined, ".."), /choose an output file name/);

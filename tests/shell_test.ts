@@ -216,15 +216,13 @@ Deno.test("download runs in the background; status shows it; it completes and is
   );
   await waitUntil(() => w.lines.some((l) => l.startsWith("#3 hello.txt: done")), "the download into a directory");
   assert.equal(await Deno.readTextFile(join(w.dir, "into", "hello.txt")), "hello");
-  // A trailing slash means "in that directory", as for get -o, even before the directory is there.
-  assert.match(
-    (await w.run(`download hello.txt ${join(w.dir, "later")}/`))[0]!,
-    /^#4 downloading hello\.txt .*later\/hello\.txt$/,
-  );
-  await waitUntil(() => w.lines.some((l) => l.startsWith("#4 hello.txt: ")), "the download into no directory to end");
+  // A trailing slash means "in that directory", as for get -o, so one that is not there is refused before it begins.
+  assert.deepEqual(await w.run(`download hello.txt ${join(w.dir, "later")}/`), [
+    `error: Cannot save to ${join(w.dir, "later", "hello.txt")}: there is no directory ${join(w.dir, "later")}`,
+  ]);
   // Asked again for a file it has: checked in place, done, nothing fetched. Another file in the way is kept.
-  assert.deepEqual(await w.run("download data.bin"), [`#5 downloading data.bin (96.1 KiB) to ${out}`]);
-  await waitUntil(() => w.lines.some((l) => l.startsWith("#5 data.bin: done, it was there already")), "the recheck");
+  assert.deepEqual(await w.run("download data.bin"), [`#4 downloading data.bin (96.1 KiB) to ${out}`]);
+  await waitUntil(() => w.lines.some((l) => l.startsWith("#4 data.bin: done, it was there already")), "the recheck");
   assert.equal(sha(await Deno.readFile(join(w.dir, "downloads", "data.bin"))), sha(w.data));
   await Deno.writeTextFile(join(w.dir, "other.bin"), "keep me");
   assert.match(
@@ -529,6 +527,13 @@ Deno.test("control socket: register-file and request-file reach the peer; 0600; 
     peerRequest(home, w.node.address, { type: "ctl_register_file", path: join(w.dir, "nope") }, "ctl_file_registered"),
     (err: Error & { exitCode?: number }) => /Cannot share .*nope/.test(err.message) && err.exitCode === 3,
   );
+  // An output where no directory is: refused before the peer says it began, so nothing is listed as downloading.
+  const nowhere = join(w.dir, "missing", "data.bin");
+  await assert.rejects(
+    peerRequest(home, w.node.address, { type: "ctl_request_file", fileId: dataId, out: nowhere }, "ctl_file_requested"),
+    (err: Error & { exitCode?: number }) => /there is no directory .*missing/.test(err.message) && err.exitCode === 2,
+  );
+  assert.equal(w.session.transfers().length, 1);
   await assert.rejects(
     peerRequest(home, w.node.address, { type: "ctl_status" }, "ctl_state"),
     /does not handle ctl_status messages/,
