@@ -259,6 +259,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
 
   // Held until this function returns, past the rename: a second download to the same output is refused meanwhile.
   checkNameRoom(opts.out);
+  /** Whether this run makes the `.part`: if it ends with no chunk saved, there is nothing to keep, so nothing is left. */
+  const freshPart = !(await exists(partPath));
   using part = await claimPart(partPath);
   const resumed = await openPart(opts, part, partPath, sidecarPath);
   if (n === 0) {
@@ -754,10 +756,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       for (const t of timers) clearTimeout(t);
       dirty = true;
       await flush();
+      const nothingKept = failed !== null && saved === 0 && freshPart;
+      if (nothingKept) await Deno.remove(partPath).then(() => Deno.remove(sidecarPath)).catch(() => {});
       if (failed instanceof ShoalError && failed.code === "interrupted") {
         failed = new ShoalError(
           "interrupted",
-          `Download interrupted; ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again to resume`,
+          nothingKept
+            ? "Download interrupted before any chunk came; nothing is kept"
+            : `Download interrupted; ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ` +
+              "to resume",
           130,
         );
       } else if (failed instanceof DiskError) {
@@ -765,8 +772,10 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         // "Disk full:" is how describeError words a full disk.
         const when = failed.message.includes("Disk full:") ? "once there is room" : "once that is fixed";
         failed = new DiskError(
-          `${failed.message}. ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ${when} ` +
-            `to resume`,
+          nothingKept
+            ? `${failed.message}. No chunk was saved; run the same command again ${when}`
+            : `${failed.message}. ${saved} of ${n} chunks are saved in ${sidecarPath}: run the same command again ` +
+              `${when} to resume`,
           { cause: failed },
         );
       }

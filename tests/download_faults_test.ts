@@ -415,6 +415,8 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
   const partial = failureSummary(err)!;
   assert.deepEqual([partial.chunksMissing, partial.chunksFetched, partial.bytesFetched], [4, 0, 0]);
   assert.deepEqual(partial.peersDropped.map((d) => d.peer), [formatAddress(bad.address)]);
+  // Nothing to resume, so nothing is left: no empty .part and no sidecar marking nothing.
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), ["src"]);
 });
 
 Deno.test("a fetch worker that cannot open the .part, or fails as it loads, ends the download at once with its error", async () => {
