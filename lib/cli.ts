@@ -1,7 +1,7 @@
 /**
  * What the three entry points share: argument parsing helpers, one-line
  * error reporting with exit codes, human-readable sizes, and shutdown on
- * SIGINT/SIGTERM.
+ * SIGINT/SIGTERM/SIGHUP.
  *
  * @module
  */
@@ -131,11 +131,47 @@ export function paint(
   return off ? text : `\x1b[${COLORS[color]}m${text}\x1b[0m`;
 }
 
-/** An AbortSignal that fires on the first SIGINT or SIGTERM. */
+/**
+ * Whether a `SigIgn` mask from `/proc/<pid>/status` ignores SIGHUP (signal
+ * 1: bit 0). No mask counts as ignored: a hang-up is then left alone.
+ */
+export function hangupIgnored(status: string): boolean {
+  const m = /^SigIgn:\s*([0-9a-fA-F]+)$/m.exec(status);
+  return m === null || (BigInt(`0x${m[1]}`) & 1n) === 1n;
+}
+
+/**
+ * Whether this process was started ignoring SIGHUP (under `nohup`), read as
+ * this module loads: Deno sets SIGHUP back to its default (the end of the
+ * process) soon after it starts, so nohup alone does not keep it running.
+ * Null when unknown (not Linux, no permission to read it): SIGHUP is then
+ * left as it is.
+ */
+const STARTED_IGNORING_HANGUP: boolean | null = (() => {
+  const path = "/proc/self/status";
+  try {
+    if (Deno.build.os !== "linux" || Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
+      return null;
+    }
+    return hangupIgnored(Deno.readTextFileSync(path));
+  } catch {
+    return null;
+  }
+})();
+
+/**
+ * An AbortSignal that fires on the first SIGINT or SIGTERM, or SIGHUP (the
+ * terminal closed): a download then saves its progress, and a peer
+ * unregisters, instead of dying mid-write. A process started under nohup
+ * ignores SIGHUP, as nohup means.
+ */
 export function shutdownSignal(): AbortSignal {
   const ac = new AbortController();
   const stop = () => ac.abort(new Error("interrupted"));
-  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  if (STARTED_IGNORING_HANGUP === false) signals.push("SIGHUP");
+  if (STARTED_IGNORING_HANGUP === true) Deno.addSignalListener("SIGHUP", () => {}); // caught and dropped: ignored again
+  for (const sig of signals) {
     try {
       Deno.addSignalListener(sig, stop);
     } catch {

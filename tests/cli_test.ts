@@ -3,10 +3,11 @@ import assert from "node:assert/strict";
 import type { Command } from "commander";
 import { build } from "../client.ts";
 import { ExitCode, UsageError } from "../lib/errors.ts";
-import { formatBytes, formatSaved, paint } from "../lib/cli.ts";
+import { formatBytes, formatSaved, hangupIgnored, paint } from "../lib/cli.ts";
 import type { DownloadSummary } from "../lib/download.ts";
 import { outputPath } from "../lib/client.ts";
 import { join } from "node:path";
+import { delay } from "../lib/async.ts";
 
 function helpOf(c: Command): string {
   let out = "";
@@ -131,5 +132,47 @@ Deno.test("output path: a file as given; a directory or a trailing / holds the f
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGHUP stops like SIGTERM, unless the process was started ignoring it (nohup)", async () => {
+  assert.equal(hangupIgnored("Name:\tdeno\nSigIgn:\t0000000000001000\n"), false, "SIGPIPE ignored, SIGHUP not");
+  assert.equal(hangupIgnored("SigIgn:\t0000000000001001\n"), true);
+  assert.equal(hangupIgnored("no mask here"), true);
+  if (Deno.build.os !== "linux") return;
+  const code = `import { shutdownSignal } from "./lib/cli.ts";
+    const signal = shutdownSignal();
+    const keep = setInterval(() => {}, 1000);
+    signal.onabort = () => { clearInterval(keep); console.log("stopped"); };
+    console.log("ready");`;
+  for (const nohup of [false, true]) {
+    const args = [Deno.execPath(), "eval", code];
+    const child = new Deno.Command(nohup ? "nohup" : args.shift()!, {
+      args,
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      assert.match((await lines.read()).value ?? "", /ready/);
+      child.kill("SIGHUP");
+      const after = await Promise.race([
+        lines.read().then((r) => r.value ?? ""),
+        delay(1000).then(() => "still running"),
+      ]);
+      assert.match(after, nohup ? /still running/ : /stopped/, nohup ? "under nohup" : "on its own");
+      if (nohup) child.kill("SIGTERM");
+      assert.equal((await child.status).success, true);
+    } finally {
+      lines.releaseLock();
+      await child.stdout.cancel().catch(() => {});
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // ended already
+      }
+    }
   }
 });
