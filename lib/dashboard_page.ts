@@ -13,7 +13,7 @@
  * each other and browser globals.
  *
  * File names and addresses come from the network: every such string goes
- * through {@link escapeHtml}, and the page's Content-Security-Policy (set
+ * through {@link escapeHtml} (names through {@link showName}), and the page's Content-Security-Policy (set
  * by lib/dashboard.ts) runs only scripts carrying the response's nonce.
  *
  * Elements the browser test reads carry `data-testid`, and numbers carry
@@ -23,6 +23,7 @@
  */
 
 import { formatBytes } from "./cli.ts";
+import { printable } from "./names.ts";
 import type { TrackerSnapshot } from "./tracker.ts";
 
 /** How often the page polls `/api/state` when server-sent events are unavailable. */
@@ -32,6 +33,15 @@ export const POLL_INTERVAL_MS = 2_000;
 export function escapeHtml(text: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;").replaceAll('"', "&quot;")
     .replaceAll("'", "&#39;");
+}
+
+/**
+ * A file name as text: markup escaped, and controls and bidirectional
+ * overrides shown as escapes, as the command line shows them (an override
+ * would make `photo\u202egpj.exe` read as `photoexe.jpg`).
+ */
+function showName(name: string): string {
+  return escapeHtml(printable(name));
 }
 
 /** `<td data-testid=… data-value=…>text</td>`: a number shown for people, its raw value kept for machines. */
@@ -74,9 +84,9 @@ export function renderDashboard(s: TrackerSnapshot): string {
   ).join("") || `<tr><td colspan="6" class="empty">No live peers</td></tr>`;
   const fileRows = s.files.map((f) =>
     `<tr data-testid="file-row" data-file-id="${escapeHtml(f.id)}">` +
-    `<td class="file-name" title="${escapeHtml(f.id)}"><span data-testid="file-name">${escapeHtml(f.name)}</span>` +
+    `<td class="file-name" title="${escapeHtml(f.id)}"><span data-testid="file-name">${showName(f.name)}</span>` +
     (f.otherNames.length > 0
-      ? `<span class="note" data-testid="file-other-names">also ${f.otherNames.map(escapeHtml).join(", ")}</span>`
+      ? `<span class="note" data-testid="file-other-names">also ${f.otherNames.map(showName).join(", ")}</span>`
       : "") +
     `</td>` +
     numberCell("file-size", f.size, formatBytes(f.size)) +
@@ -192,7 +202,17 @@ function startLiveUpdates(pollMs: number): void {
 }
 
 /** Everything sent to the browser as source text; each may call only the others and browser globals. */
-const CLIENT_FUNCTIONS = [escapeHtml, formatBytes, formatRate, numberCell, totalFigure, renderDashboard, drawStrips];
+const CLIENT_FUNCTIONS = [
+  escapeHtml,
+  printable,
+  showName,
+  formatBytes,
+  formatRate,
+  numberCell,
+  totalFigure,
+  renderDashboard,
+  drawStrips,
+];
 
 /** The page's script: the shared renderer, then the live updates started. */
 function clientScript(): string {

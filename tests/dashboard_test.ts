@@ -281,6 +281,24 @@ Deno.test("page: a hostile file name is shown as text, never as markup", () => {
   new Function(scripts[0]![1]!); // throws SyntaxError if the functions sent as text do not form a program
 });
 
+Deno.test("page: a name's bidirectional override and control characters are shown as escapes, as on the command line", () => {
+  const { tracker, register, announce } = setup();
+  const a = register(9001);
+  const spoof = "photo\u202egpj.exe", beep = "bell\x07.txt";
+  announce(a, [manifestOf(spoof, 1), manifestOf(beep, 2)]);
+  const html = renderDashboard(tracker.snapshot());
+  assert.ok(html.includes(`data-testid="file-name">photo\\u202egpj.exe<`), "the override as text");
+  assert.ok(html.includes(`data-testid="file-name">bell\\x07.txt<`));
+  assert.ok(!html.includes("\u202e") && !html.includes("\x07"), "neither character itself");
+  // The browser redraws with the same functions, sent as text (all but the last line, which starts the live updates).
+  const script = /<script nonce="bm9uY2U=">([\s\S]*?)<\/script>/.exec(
+    dashboardPage(tracker.snapshot(), "bm9uY2U="),
+  )![1]!;
+  const functions = script.slice(0, script.trimEnd().lastIndexOf("\n("));
+  const sent = new Function(`${functions}\nreturn showName;`)() as (name: string) => string;
+  assert.equal(sent(spoof), "photo\\u202egpj.exe");
+});
+
 Deno.test("snapshot and page: one content under several names is one row, named as its live sources name it", () => {
   const { tracker, ask, register, announce } = setup();
   const a = register(9001), b = register(9002);
