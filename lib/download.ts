@@ -408,6 +408,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         const index = sched.next(peer);
         if (index === null) break;
         limiter?.spend(chunkLength(manifest, index));
+        // A peer that owed nothing was waiting on us (on the download limit, say): its stall clock starts now.
+        if (sched.inflight(peer) === 1) p.lastActivity = Date.now();
         send(p.worker, { op: "request", link: p.link, index });
       }
     };

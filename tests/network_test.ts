@@ -109,6 +109,23 @@ Deno.test("a download limit paces the requests: the file takes as long as the li
   );
 });
 
+Deno.test("a download limit slower than a chunk per stall time: waiting on the limit is no stall, no peer is dropped", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 5);
+  const files = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start(files, {});
+  const out = join(dir.path, "got.bin");
+  // A chunk every 0.4 s, and a peer that owes a chunk for 0.2 s without a byte of it is stalled.
+  const summary = await getFile({ peers: [peer.address] }, "f", {
+    out,
+    downloadLimit: CHUNK / 0.4,
+    stallMs: 200,
+  });
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+  assert.deepEqual(summary.peersDropped, [], "the peer was waiting on us, not stalled");
+  assert.ok(summary.seconds < 4, `${summary.seconds.toFixed(1)} s for 4 chunks paced 0.4 s apart`);
+});
+
 Deno.test("a peer's upload limit can be set, changed and lifted while it serves", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 8); // 128 KiB
