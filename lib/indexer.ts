@@ -135,12 +135,33 @@ export async function inspectPath(root: string, full: string): Promise<PathInfo>
   const name = basename(full);
   const problem = fileNameProblem(name);
   if (problem) return { kind: "skipped", relPath, reason: `name ${problem}` };
-  // A download in progress (`get -o` into the shared folder): the .part is incomplete and its sidecar is state.
+  // A download in progress (`get -o` into the shared folder): the .part is incomplete and its sidecar is state. Before
+  // its first chunk there is no sidecar yet, but the download holds the .part's lock from the start.
   if (name.endsWith(".part.json")) return { kind: "other" };
-  if (name.endsWith(".part") && await Deno.lstat(`${full}.json`).then(() => true, () => false)) {
+  if (
+    name.endsWith(".part") &&
+    (await Deno.lstat(`${full}.json`).then(() => true, () => false) || await lockedByDownload(real))
+  ) {
     return { kind: "other" };
   }
   return { kind: "file", real, relPath, name, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0 };
+}
+
+/** Whether a download holds `path`'s lock (lib/download.ts takes it on its `.part` before writing). */
+async function lockedByDownload(path: string): Promise<boolean> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch {
+    return false; // gone, or unreadable: hashing it reports that
+  }
+  try {
+    return !(await file.tryLock(false));
+  } catch {
+    return false; // a filesystem without locks
+  } finally {
+    file.close(); // closing lets go of a lock taken here
+  }
 }
 
 /**

@@ -346,14 +346,20 @@ Deno.test("peer: a shared file rewritten in place or truncated is refused, not s
   }
 });
 
-Deno.test("indexer: a download in progress in the shared folder (.part with its .part.json) is not shared", async () => {
+Deno.test("indexer: a download in progress in the shared folder (.part with its .part.json, or locked) is not shared", async () => {
   const dir = await Deno.makeTempDir({ prefix: "shoal-part-" });
   try {
     await Deno.writeTextFile(join(dir, "movie.bin.part"), "half");
     await Deno.writeTextFile(join(dir, "movie.bin.part.json"), "{}");
     await Deno.writeTextFile(join(dir, "notes.part"), "a file that happens to end in .part");
+    // Before its first chunk a download has no sidecar yet, but it holds its .part's lock.
+    await Deno.writeFile(join(dir, "fresh.bin.part"), new Uint8Array(2_000_000));
+    using fresh = await Deno.open(join(dir, "fresh.bin.part"), { read: true, write: true });
+    assert.equal(await fresh.tryLock(true), true);
     const names = (await indexDirectory(dir)).map((f) => f.relPath).sort();
     assert.deepEqual(names, ["notes.part"]);
+    await fresh.unlock();
+    assert.deepEqual((await indexDirectory(dir)).map((f) => f.relPath).sort(), ["fresh.bin.part", "notes.part"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
