@@ -19,7 +19,7 @@
  */
 
 import { join } from "node:path";
-import { AccountError, ShoalError } from "./errors.ts";
+import { AccountError, ShoalError, UsageError } from "./errors.ts";
 import type { ConfigValues } from "./config.ts";
 import type { Manifest } from "./manifest.ts";
 
@@ -112,10 +112,28 @@ export class Home {
     return join(this.dir, "shell_history");
   }
 
-  /** Creates the directory, private to this user. */
+  /**
+   * Creates the directory, private to this user. One that is there already
+   * keeps its mode (`--home` may name a directory that holds other things),
+   * but it must be one that no one else can write to: another user could
+   * put a link where a session is about to be written.
+   */
   async ensure(): Promise<void> {
-    await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
-    await Deno.chmod(this.dir, 0o700);
+    const st = await Deno.stat(this.dir).catch((err) => {
+      if (err instanceof Deno.errors.NotFound) return null;
+      throw err;
+    });
+    if (st === null) {
+      await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      return await Deno.chmod(this.dir, 0o700); // the umask may have taken bits off
+    }
+    if (!st.isDirectory) throw new UsageError(`${this.dir} is not a directory; choose another home (--home)`);
+    if (st.mode !== null && (st.mode & 0o022) !== 0) {
+      throw new UsageError(
+        `${this.dir} can be written by other users (mode ${(st.mode & 0o7777).toString(8)}); choose a home only you ` +
+          "can write to (--home or SHOAL_HOME)",
+      );
+    }
   }
 
   async readSession(): Promise<SessionFile | null> {

@@ -651,3 +651,33 @@ Deno.test("control socket: a stale socket left by a crash is replaced", async ()
   );
   assert.equal(reg.name, "notes.txt");
 });
+
+Deno.test("home: a new one is made private; one already there keeps its mode, unless others can write to it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-home-" });
+  try {
+    const fresh = new Home(join(dir, "a", "b"));
+    await fresh.writeShares([]);
+    assert.equal((await Deno.stat(fresh.dir)).mode! & 0o777, 0o700);
+    // A directory that holds other things (--home somewhere odd) is not made private behind its owner's back.
+    const shared = join(dir, "readable");
+    await Deno.mkdir(shared);
+    await Deno.chmod(shared, 0o755);
+    await new Home(shared).writeShares([]);
+    assert.equal((await Deno.stat(shared)).mode! & 0o777, 0o755);
+    // One that others can write to (a sticky /tmp too) is refused, and left as it was.
+    for (const mode of [0o1777, 0o775]) {
+      const open = join(dir, `open${mode.toString(8)}`);
+      await Deno.mkdir(open);
+      await Deno.chmod(open, mode);
+      await assert.rejects(
+        new Home(open).writeShares([]),
+        (err: Error & { exitCode?: number }) =>
+          err.exitCode === 2 && err.message.includes(`${open} can be written by other users`),
+      );
+      assert.equal((await Deno.stat(open)).mode! & 0o7777, mode);
+      assert.deepEqual(await Array.fromAsync(Deno.readDir(open)), []);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
