@@ -105,13 +105,27 @@ export function addAccountCommands(
       const tracker = parseAddress(trackerText, "--tracker");
       const r = await call(tracker, { type: "login", name, password: await password(pw, "password") }, "session");
       const session: SessionFile = { user: r.user, tracker: trackerText, token: r.token, expiresAt: r.expiresAt };
+      const earlier = await h.readSession().catch(() => null);
       await h.writeSession(session);
       const { state, replaced } = await daemon(h, session, true);
+      // The session this one replaces is ended, as logout would: nothing here could end it later.
+      const ended = earlier !== null && earlier.token !== r.token && await endSession(earlier);
       if (o.json) return console.log(JSON.stringify({ user: r.user, expiresAt: r.expiresAt, peer: state.address }));
+      if (ended && earlier.user !== r.user) console.log(`ended ${earlier.user}'s session`);
       console.log(`logged in as ${r.user} until ${new Date(r.expiresAt).toISOString()}`);
       const why = replaced === "settings" ? " (restarted: its config settings changed)" : "";
       console.log(`background peer on ${state.address}${why}, sharing ${state.shares.length} group file(s)`);
     });
+
+  /** Ends `s` on its tracker; false if the tracker could not be told (it then lasts until it expires). */
+  async function endSession(s: SessionFile): Promise<boolean> {
+    try {
+      await call(trackerOf(s), { type: "logout", token: s.token }, "ok");
+      return true;
+    } catch (err) {
+      return err instanceof RemoteError && err.code === "session_expired"; // over already
+    }
+  }
 
   cmd("logout", "log out: ends the session on the tracker and stops the background peer", ["client.ts logout"])
     .action(async () => {

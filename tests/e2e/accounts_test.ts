@@ -307,8 +307,14 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
     const fileId =
       (await alice.ok("upload_file", `${dir}/mine.bin`, "team", "--json")).json<{ fileId: string }>().fileId;
     // Dave is in no group: before, his peer took Alice's uploads as his own (and the tracker refused them).
+    const aliceToken = JSON.parse(await Deno.readTextFile(`${alice.home}/session.json`)).token as string;
     const login = await dave.ok("login", dave.name, dave.password);
     assert.match(login.stdout, /sharing 0 group file\(s\)/);
+    // Alice's session, which his replaced in this home, is ended: a copy of it taken before is no use.
+    assert.match(login.stdout, /^ended alice's session$/m);
+    assert.deepEqual(await ask(endpoint(tracker.addr), [{ type: "list_groups", token: aliceToken }]), [
+      "error session_expired: Not logged in: the session is unknown or was logged out",
+    ]);
     assert.deepEqual(await shares(dave), []);
     assert.match((await dave.run("stop_sharing", "team", "mine.bin")).stderr, /error:/, "not his to stop");
     // Back as Alice: her upload is still hers.
