@@ -16,7 +16,7 @@ import type { Address } from "./connection.ts";
 import { outputPath, withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
 import { download } from "./download.ts";
-import { describeError, exitCodeOf, RemoteError, ShoalError } from "./errors.ts";
+import { describeError, DownloadBusyError, exitCodeOf, OutputExistsError, RemoteError, ShoalError } from "./errors.ts";
 import { Home, type SessionFile } from "./home.ts";
 import { checkSendable, type Message, type MessageName, type MessageOf } from "./messages.ts";
 import { readPassword } from "./prompt.ts";
@@ -314,6 +314,7 @@ export function addAccountCommands(
       const out = await outputPath(dest, undefined, manifest.name);
       const own = (await h.readDaemon().catch(() => null))?.address;
       const record = {
+        user: s.user,
         group,
         name: manifest.name,
         fileId,
@@ -321,7 +322,7 @@ export function addAccountCommands(
         pid: Deno.pid,
         startedAt: Date.now(),
       };
-      await h.putDownload({ ...record, state: "D", updatedAt: Date.now() });
+      const before = await h.putDownload({ ...record, state: "D", updatedAt: Date.now() });
       const view = new ProgressView("download", Boolean(o.quiet) || Boolean(o.json));
       view.note(`${manifest.name} (${formatBytes(manifest.size)}) from ${group} -> ${out}`);
       let lookups = 0, usedFirstGrant = false;
@@ -370,7 +371,10 @@ export function addAccountCommands(
         }
       } catch (err) {
         view.done();
-        await h.putDownload({ ...record, state: "F", updatedAt: Date.now(), error: describeError(err) });
+        // Refused before anything was written (another file, or another download, at dest): that one's record stays.
+        const refused = err instanceof OutputExistsError || err instanceof DownloadBusyError;
+        if (refused && before) await h.putDownload(before);
+        else await h.putDownload({ ...record, state: "F", updatedAt: Date.now(), error: describeError(err) });
         throw err;
       }
     });
@@ -382,7 +386,10 @@ export function addAccountCommands(
   )
     .option("--json", "print JSON")
     .action(async (o) => {
-      const all = await home().readDownloads();
+      const h = home();
+      const user = (await h.readSession().catch(() => null))?.user;
+      // Each user sees their own (a home may be shared); no one logged in, every record.
+      const all = (await h.readDownloads()).filter((d) => user === undefined || (d.user ?? user) === user);
       // A "D" whose process is gone was interrupted.
       const shown = all.map((d) =>
         d.state === "D" && !alive(d.pid) ? { ...d, state: "F" as const, error: "interrupted" } : d

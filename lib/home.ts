@@ -62,6 +62,8 @@ export interface ShareRecord {
 
 /** One group download. */
 export interface DownloadRecord {
+  /** Who downloaded it (absent in records written before users were kept apart). */
+  user?: string;
   group: string;
   name: string;
   fileId: string;
@@ -180,11 +182,17 @@ export class Home {
     return (await this.#read<DownloadRecord[]>(this.downloadsPath)) ?? [];
   }
 
-  /** Adds or replaces the record for `dest` (several clients may run: read, change, replace). */
-  async putDownload(r: DownloadRecord): Promise<void> {
-    const all = (await this.readDownloads()).filter((d) => d.dest !== r.dest);
+  /**
+   * Adds or replaces `r.user`'s record for `r.dest` (several clients may
+   * run: read, change, replace); returns the record it replaced.
+   */
+  async putDownload(r: DownloadRecord): Promise<DownloadRecord | null> {
+    const all = await this.readDownloads();
+    const at = all.findIndex((d) => d.dest === r.dest && (d.user ?? r.user) === r.user);
+    const replaced = at < 0 ? null : all.splice(at, 1)[0]!;
     all.push(r);
     await this.#write(this.downloadsPath, all);
+    return replaced;
   }
 
   async #read<T>(path: string): Promise<T | null> {

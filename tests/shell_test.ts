@@ -681,3 +681,30 @@ Deno.test("home: a new one is made private; one already there keeps its mode, un
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("home: download records are kept per user and output; putting one back returns what it replaced", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-home-" });
+  try {
+    const home = new Home(dir);
+    const rec = (user: string | undefined, dest: string, state: "D" | "C" | "F") => ({
+      ...(user === undefined ? {} : { user }),
+      group: "team",
+      name: "a.bin",
+      fileId: "ab".repeat(32),
+      dest,
+      state,
+      pid: 1,
+      startedAt: 1,
+      updatedAt: 1,
+    });
+    assert.equal(await home.putDownload(rec("carol", "/x/a.bin", "C")), null);
+    assert.equal(await home.putDownload(rec("alice", "/x/a.bin", "D")), null, "another user's record is not hers");
+    assert.deepEqual(await home.putDownload(rec("carol", "/x/a.bin", "F")), rec("carol", "/x/a.bin", "C"));
+    assert.deepEqual((await home.readDownloads()).map((d) => [d.user, d.state]), [["alice", "D"], ["carol", "F"]]);
+    // A record from before users were kept apart is anyone's.
+    await home.putDownload(rec(undefined, "/x/old.bin", "C"));
+    assert.deepEqual(await home.putDownload(rec("alice", "/x/old.bin", "D")), rec(undefined, "/x/old.bin", "C"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

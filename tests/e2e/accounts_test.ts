@@ -152,10 +152,23 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     assert.equal(await sha256File(`${out}/report.bin`), want);
     const shown = (await bob.ok("show_downloads")).stdout;
     assert.match(shown, /^\[C\] team report\.bin -> .*report\.bin$/m);
+    // A download refused because another file is at its output is shown as failed, beside the one that completed.
+    await Deno.writeTextFile(`${out}/taken.bin`, "mine");
+    assert.equal((await bob.run("download_file", "team", "report.bin", `${out}/taken.bin`)).code, 7);
+    assert.equal(await Deno.readTextFile(`${out}/taken.bin`), "mine");
+    const both = (await bob.ok("show_downloads")).stdout;
+    assert.match(both, /^\[C\] team report\.bin -> .*\/report\.bin$/m);
+    assert.match(both, /^\[F\] team report\.bin -> .*\/taken\.bin \(.*already exists/m);
 
     // Carol is not a member: she can neither list, look up, nor download.
     await carol.ok("create_user", carol.name, carol.password);
     await carol.ok("login", carol.name, carol.password);
+    // On Bob's home, she does not see his downloads either (his session there is ended by hers; he logs in again).
+    const carolOnBobs = ["--tracker", tracker.addr, "--home", bob.home];
+    await env.clientOk(carolOnBobs, "login", carol.name, carol.password);
+    assert.equal((await env.clientOk(carolOnBobs, "show_downloads")).stdout, "no downloads\n");
+    await bob.ok("login", bob.name, bob.password);
+    assert.match((await bob.ok("show_downloads")).stdout, /^\[C\] team report\.bin/m);
     const listed = await carol.run("list_files", "team");
     assert.equal(listed.code, EXIT.notMember);
     assert.match(expectOneErrorLine(listed.stderr), /carol is not a member of team/);
