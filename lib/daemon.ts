@@ -12,7 +12,8 @@
 import { basename } from "node:path";
 import type { ConfigValues } from "./config.ts";
 import { type Address, connectUnix, formatAddress } from "./connection.ts";
-import { describeError, NotFoundError, ShoalError } from "./errors.ts";
+import { describeError, NotFoundError, RemoteError, ShoalError } from "./errors.ts";
+import { withConn } from "./client.ts";
 import { describeLinkEvent } from "./tracker_link.ts";
 import { type Home, type ShareRecord } from "./home.ts";
 import type { Message } from "./messages.ts";
@@ -52,14 +53,35 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   const mine = (r: ShareRecord) => r.user === undefined || r.user === session.user;
   const recorded = await home.readShares();
   const shares: ShareRecord[] = [];
+  /** Shares whose file changed or went: the tracker would list them in their groups with no one to serve them. */
+  const stale: ShareRecord[] = [];
   for (const s of recorded.filter(mine)) {
     try {
-      shares.push({ ...await refresh(s), user: session.user });
+      const now = await refresh(s);
+      if (now.fileId !== s.fileId) stale.push(s);
+      shares.push({ ...now, user: session.user });
     } catch (err) {
       log(`not sharing ${s.path} in ${s.group} any more: ${describeError(err)}`);
+      stale.push(s);
     }
   }
   await home.writeShares([...recorded.filter((r) => !mine(r)), ...shares]);
+
+  /** Ends this user's share of `s` on the tracker (STOP_SHARING), unless another of their copies still serves it. */
+  const withdraw = async (s: ShareRecord, kept: ShareRecord[]) => {
+    if (kept.some((k) => mine(k) && k.group === s.group && k.fileId === s.fileId)) return;
+    try {
+      await withConn(
+        o.tracker,
+        (c) => c.request({ type: "stop_sharing", token, group: s.group, file: s.fileId }, "ok"),
+      );
+      log(`withdrew ${s.fileId} (${s.manifest.name}) from ${s.group}: its file changed or went`);
+    } catch (err) {
+      if (!(err instanceof RemoteError && err.code === "not_found")) {
+        log(`cannot withdraw ${s.fileId}: ${describeError(err)}`);
+      }
+    }
+  };
 
   const node = PeerNode.start([], {
     hostname: o.hostname ?? "127.0.0.1",
@@ -71,6 +93,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     onTrackerEvent: (e) => log(describeLinkEvent(e)),
   });
   for (const s of shares) node.addGroupShareLocally(asShared(s), s.group);
+  for (const s of stale) void withdraw(s, shares);
 
   const stop = new AbortController();
   const onStop = () => stop.abort();
@@ -90,8 +113,17 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
       case "ctl_share": {
         const rec = { ...await shareRecord(msg.path, msg.group), user: session.user };
         await node.shareInGroup(asShared(rec), msg.group);
-        const same = (s: ShareRecord) => mine(s) && s.group === rec.group && s.fileId === rec.fileId;
-        await home.writeShares([...(await home.readShares()).filter((s) => !same(s)), rec]);
+        // The same file's earlier content (uploaded again after a change) is replaced, not listed beside it.
+        const same = (s: ShareRecord) =>
+          mine(s) && s.group === rec.group && (s.fileId === rec.fileId || s.path === rec.path);
+        const all = await home.readShares();
+        const kept = [...all.filter((s) => !same(s)), rec];
+        await home.writeShares(kept);
+        for (const old of all.filter((s) => same(s) && s.fileId !== rec.fileId)) {
+          if (kept.some((k) => mine(k) && k.group === old.group && k.fileId === old.fileId)) continue; // another copy
+          await node.unshareFromGroup(old.fileId, old.group);
+          await withdraw(old, kept);
+        }
         log(`sharing ${rec.path} in ${rec.group} as ${rec.fileId}`);
         return { type: "ctl_shared", group: rec.group, fileId: rec.fileId, name: rec.manifest.name, size: rec.size };
       }

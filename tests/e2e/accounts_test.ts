@@ -317,8 +317,16 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
     for (const u of [alice, dave]) await u.ok("create_user", u.name, u.password);
     await alice.ok("login", alice.name, alice.password);
     await alice.ok("create_group", "team");
-    const fileId =
+    const upload = async () =>
       (await alice.ok("upload_file", `${dir}/mine.bin`, "team", "--json")).json<{ fileId: string }>().fileId;
+    const listed = async () =>
+      (await alice.ok("list_files", "team", "--json")).json<{ id: string; name: string }[]>().map((f) => f.id);
+    const before = await upload();
+    // Uploaded again after a change: the new content replaces the old in the group, not beside it.
+    await writeRandomFile(`${dir}/mine.bin`, 100 * 1024);
+    const fileId = await upload();
+    assert.notEqual(fileId, before);
+    assert.deepEqual(await listed(), [fileId]);
     // Dave is in no group: before, his peer took Alice's uploads as his own (and the tracker refused them).
     const aliceToken = JSON.parse(await Deno.readTextFile(`${alice.home}/session.json`)).token as string;
     const login = await dave.ok("login", dave.name, dave.password);
@@ -330,9 +338,13 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
     ]);
     assert.deepEqual(await shares(dave), []);
     assert.match((await dave.run("stop_sharing", "team", "mine.bin")).stderr, /error:/, "not his to stop");
-    // Back as Alice: her upload is still hers.
+    // Back as Alice: her upload is still hers. It changed meanwhile: her peer shares what it holds now, and the
+    // tracker no longer lists what it held before.
+    await writeRandomFile(`${dir}/mine.bin`, 100 * 1024);
     await alice.ok("login", alice.name, alice.password);
-    assert.deepEqual((await shares(alice)).map((s) => s.fileId), [fileId]);
+    const [now] = (await shares(alice)).map((s) => s.fileId);
+    assert.ok(now !== undefined && now !== fileId, "the changed file is shared under its new id");
+    await waitUntil(async () => (await listed()).join() === now, 10_000, "the earlier content to be withdrawn");
 
     // The tracker goes away: logout stops the peer and ends the session here, and says the tracker was not told.
     tracker.proc.kill("SIGKILL");
