@@ -166,7 +166,12 @@ export function addAccountCommands(
           await call(trackerOf(s), { type: "whoami", token: s.token }, "session");
           session = "valid";
         } catch (err) {
-          session = err instanceof RemoteError ? describeError(err) : `tracker unreachable (${describeError(err)})`;
+          // The tracker forgets a session once it finds it expired: the local record can still say which it was.
+          if (err instanceof RemoteError && err.code === "session_expired" && s.expiresAt <= Date.now()) {
+            session = "expired; log in again";
+          } else {
+            session = err instanceof RemoteError ? describeError(err) : `tracker unreachable (${describeError(err)})`;
+          }
         }
       }
       const d = await daemonStatus(h);
@@ -180,9 +185,11 @@ export function addAccountCommands(
         );
       }
       console.log(`home:    ${h.dir}`);
-      console.log(
-        `user:    ${s ? `${s.user} (session ${session}, until ${new Date(s.expiresAt).toISOString()})` : session}`,
-      );
+      if (!s) console.log(`user:    ${session}`);
+      else {
+        const when = `${s.expiresAt <= Date.now() ? "at" : "until"} ${new Date(s.expiresAt).toISOString()}`;
+        console.log(`user:    ${s.user} (session ${session}, ${when})`);
+      }
       if (s) console.log(`tracker: ${s.tracker}`);
       if (!d) return console.log("peer:    not running");
       console.log(

@@ -219,6 +219,7 @@ export class Accounts {
     const g = this.#owned(this.session(token), group);
     const u = this.store.userByName(user);
     if (!u) throw new AccountError("unknown_user", `No user named ${user}`);
+    if (this.store.isMember(g.id, u.id)) throw new AccountError("duplicate", `${user} is already in ${group}`);
     if (!this.store.hasRequest(g.id, u.id)) {
       throw new AccountError("not_found", `${user} has not asked to join ${group}`);
     }
@@ -299,6 +300,7 @@ export class Accounts {
   }
 
   #group(name: string): GroupRow {
+    if (name === "") throw new UsageError("A group name is needed; it was given an empty one");
     const g = this.store.groupByName(name);
     if (!g) throw new AccountError("unknown_group", `No group named ${name}`);
     return g;

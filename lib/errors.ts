@@ -47,6 +47,8 @@ const EXIT_BY_CODE: Record<string, number> = {
   access_denied: ExitCode.accessDenied,
   // A name several files have: ask again by id, as `get` does for the catalog.
   ambiguous: ExitCode.usage,
+  // The owner leaving their group, or removing themselves: a request that cannot be, as a bad argument.
+  is_owner: ExitCode.usage,
   // Local results a peer forwards over its control channel (a request-file whose output exists, ...).
   usage: ExitCode.usage,
   exists: ExitCode.exists,

@@ -18,7 +18,7 @@ import { formatBytes } from "./cli.ts";
 import { getFile, type GetOptions, pickFile, type Source } from "./client.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
-import { describeError, DiskError, NotFoundError, ShoalError, UsageError } from "./errors.ts";
+import { describeError, DiskError, ExitCode, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
 import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, isIdPrefix, type Manifest } from "./manifest.ts";
 import { type CtlDownload, type FileSummary, MAX_TEXT } from "./messages.ts";
@@ -187,7 +187,7 @@ export class PeerSession {
       onResolved: (fileId: string, manifest: Manifest, out: string) => {
         const path = resolve(out);
         const busy = this.#transfers.find((t) => t.state === "downloading" && t.out === path);
-        if (busy) throw new UsageError(`Already downloading to ${path} (#${busy.number})`);
+        if (busy) throw new ShoalError("busy", `Already downloading to ${path} (#${busy.number})`, ExitCode.busy);
         const t: Running = {
           number: this.#transfers.length + 1,
           fileId,

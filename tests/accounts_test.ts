@@ -119,7 +119,12 @@ Deno.test("accounts: names, passwords, duplicates, owners and members", async ()
     2,
     "member",
   ]]);
-  assert.throws(() => a.leaveGroup(alice, "team"), code("is_owner"));
+  assert.throws(() => a.acceptRequest(alice, "team", "bob"), code("duplicate"), "a member already");
+  assert.throws(() => a.groupFiles(bob, ""), code("usage"));
+  assert.throws(
+    () => a.leaveGroup(alice, "team"),
+    (e: unknown) => e instanceof AccountError && e.code === "is_owner" && e.exitCode === 2,
+  );
   const id = a.share(a.session(bob), "team", HELLO);
   assert.equal(a.grant(bob, "team", id).grant.split(".").length, 2);
   const aliceId = a.share(a.session(alice), "team", { ...HELLO, name: "other.txt", chunkSize: 32768 });

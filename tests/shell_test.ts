@@ -564,6 +564,12 @@ Deno.test("control socket: list downloads and stop one; request-file resumes it"
   await peerRequest(home, w.node.address, { type: "ctl_request_file", fileId: dataId }, "ctl_file_requested");
   await waitUntil(() => (w.session.transfer("#1").status()?.doneChunks ?? 0) >= 1, "a chunk saved");
 
+  // Asked again while it runs: busy (exit 9), as a second `get` to one output is.
+  await assert.rejects(
+    peerRequest(home, w.node.address, { type: "ctl_request_file", fileId: dataId }, "ctl_file_requested"),
+    (err: Error & { exitCode?: number }) =>
+      /^Already downloading to .*data\.bin \(#1\)$/.test(err.message) && err.exitCode === 9,
+  );
   const [running] = (await ask({ type: "ctl_list_downloads" })).downloads;
   assert.ok(running);
   assert.deepEqual({ ...running, doneBytes: 0, rate: 0, elapsedMs: 0 }, {

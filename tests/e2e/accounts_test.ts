@@ -361,3 +361,41 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
     await logoutQuietly(alice);
   }
 });
+
+Deno.test("e2e: group requests that cannot be get clear exit codes; status says when a session has expired", async () => {
+  await using env = new E2E();
+  const tracker = await env.tracker(200, 1000, ["--db", ":memory:", "--session-ttl", "3"]);
+  const alice = await user(env, () => tracker.addr, "alice"), bob = await user(env, () => tracker.addr, "bob");
+  try {
+    for (const u of [alice, bob]) await u.ok("create_user", u.name, u.password);
+    await alice.ok("login", alice.name, alice.password);
+    await bob.ok("login", bob.name, bob.password);
+    await alice.ok("create_group", "team");
+    await bob.ok("join_group", "team");
+    await alice.ok("accept_request", "team", "bob");
+    const cases: [User, string[], number, RegExp][] = [
+      [alice, ["accept_request", "team", "bob"], EXIT.duplicate, /bob is already in team/],
+      [alice, ["leave_group", "team"], EXIT.usage, /alice owns team and cannot leave it/],
+      [alice, ["remove_member", "team", "alice"], EXIT.usage, /alice owns team and cannot be removed/],
+      [bob, ["list_files", ""], EXIT.usage, /A group name is needed/],
+    ];
+    for (const [u, args, code, message] of cases) {
+      const r = await u.run(...args);
+      assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(expectOneErrorLine(r.stderr), message);
+    }
+    // The session lasts 3 s; the tracker forgets one it finds expired, the home still knows when it ended.
+    await waitUntil(
+      async () => {
+        const s = (await alice.ok("status", "--json")).json<{ session: string }>();
+        return s.session === "expired; log in again" ? s : null;
+      },
+      10_000,
+      "the session to expire",
+    );
+    assert.match((await alice.ok("status")).stdout, /^user: +alice \(session expired; log in again, at \d{4}-/m);
+  } finally {
+    await logoutQuietly(alice);
+    await logoutQuietly(bob);
+  }
+});
