@@ -16,8 +16,16 @@ import type { Address } from "./connection.ts";
 import { outputPath, withConn } from "./client.ts";
 import { ctl, daemonStatus, ensureDaemon, stopDaemon } from "./daemon_control.ts";
 import { download } from "./download.ts";
-import { describeError, DownloadBusyError, exitCodeOf, OutputExistsError, RemoteError, ShoalError } from "./errors.ts";
-import { Home, type SessionFile } from "./home.ts";
+import {
+  describeError,
+  DownloadBusyError,
+  exitCodeOf,
+  NotFoundError,
+  OutputExistsError,
+  RemoteError,
+  ShoalError,
+} from "./errors.ts";
+import { Home, type SessionFile, type ShareRecord } from "./home.ts";
 import { checkSendable, type Message, type MessageName, type MessageOf } from "./messages.ts";
 import { readPassword } from "./prompt.ts";
 import { ProgressView } from "./progress.ts";
@@ -320,6 +328,13 @@ export function addAccountCommands(
       const { manifest, fileId } = first;
       const out = await outputPath(dest, undefined, manifest.name);
       const own = (await h.readDaemon().catch(() => null))?.address;
+      const others = (r: MessageOf<"group_file">) => r.peers.filter((p) => `${p.host}:${p.port}` !== own);
+      if (first.peers.length > 0 && others(first).length === 0 && manifest.size > 0) {
+        // Not a download that waits for peers and gives up: the file is here already.
+        throw new NotFoundError(
+          `Only your own background peer shares ${manifest.name} in ${group}: you have it (client.ts status shows where)`,
+        );
+      }
       const record = {
         user: s.user,
         group,
@@ -347,7 +362,7 @@ export function addAccountCommands(
             const r = lookups++ === 0
               ? first
               : await call(tracker, { type: "group_lookup", token: s.token, group, file: fileId }, "group_file");
-            return r.peers.filter((p) => `${p.host}:${p.port}` !== own).map((p) => ({ host: p.host, port: p.port }));
+            return others(r).map((p) => ({ host: p.host, port: p.port }));
           },
           authorize: async () => {
             if (!usedFirstGrant) {
@@ -361,20 +376,27 @@ export function addAccountCommands(
         });
         view.done();
         await h.putDownload({ ...record, state: "C", updatedAt: Date.now() });
-        // Become a source: the background peer shares the new copy in the group.
-        let sharing = false;
+        // Become a source: the background peer shares the new copy in the group; with none running, the next login's.
+        let sharing = false, later = false;
         if (await daemonStatus(h)) {
           sharing = await ctl(h, { type: "ctl_share", path: resolve(out), group }, "ctl_shared").then(
+            () => true,
+            () => false,
+          );
+        } else {
+          later = await shareAtLogin(h, { user: s.user, group, path: resolve(out), manifest, fileId }).then(
             () => true,
             () => false,
           );
         }
         if (o.json) return console.log(JSON.stringify({ ...summary, group, sharing }, null, 2));
         if (!o.quiet) {
-          console.log(
-            formatSaved(summary) +
-              (sharing ? `; now sharing it in ${group}` : ""),
-          );
+          const note = sharing
+            ? `; now sharing it in ${group}`
+            : later
+            ? `; your background peer is not running: it shares it in ${group} from your next login`
+            : "";
+          console.log(formatSaved(summary) + note);
         }
       } catch (err) {
         view.done();
@@ -385,6 +407,14 @@ export function addAccountCommands(
         throw err;
       }
     });
+
+  /** Records a completed download as shared, for the daemon the next login starts (it re-checks the file then). */
+  async function shareAtLogin(h: Home, r: Omit<ShareRecord, "size" | "mtimeMs">): Promise<void> {
+    const st = await Deno.stat(r.path);
+    const rec: ShareRecord = { ...r, size: st.size, mtimeMs: st.mtime?.getTime() ?? 0 };
+    const same = (x: ShareRecord) => x.user === r.user && x.group === r.group && x.path === r.path;
+    await h.writeShares([...(await h.readShares()).filter((x) => !same(x)), rec]);
+  }
 
   cmd(
     "show_downloads",

@@ -141,6 +141,13 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
     );
     assert.equal(files[0]!.id, fileId);
     assert.equal(files[0]!.owner, "alice");
+    // Alice asking for her own file, which only her peer serves: told so at once, not after waiting for peers.
+    const own = await alice.run("download_file", "team", "report.bin", `${out}/again.bin`);
+    assert.equal(own.code, 3, own.stderr);
+    assert.match(
+      expectOneErrorLine(own.stderr),
+      /Only your own background peer shares report\.bin in team: you have it/,
+    );
 
     // Bob downloads by name into a directory, at most 1 MiB a second: identical bytes, shown complete. The bucket
     // starts with a second's worth and a request may overdraw it by a chunk (1 MiB), so the 3 MiB and a bit take
@@ -364,7 +371,7 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
 
 Deno.test("e2e: group requests that cannot be get clear exit codes; status says when a session has expired", async () => {
   await using env = new E2E();
-  const tracker = await env.tracker(200, 1000, ["--db", ":memory:", "--session-ttl", "3"]);
+  const tracker = await env.tracker(200, 1000, ["--db", ":memory:", "--session-ttl", "6"]);
   const alice = await user(env, () => tracker.addr, "alice"), bob = await user(env, () => tracker.addr, "bob");
   try {
     for (const u of [alice, bob]) await u.ok("create_user", u.name, u.password);
@@ -384,7 +391,24 @@ Deno.test("e2e: group requests that cannot be get clear exit codes; status says 
       assert.equal(r.code, code, `${args.join(" ")}: ${r.stderr}`);
       assert.match(expectOneErrorLine(r.stderr), message);
     }
-    // The session lasts 3 s; the tracker forgets one it finds expired, the home still knows when it ended.
+    // Bob's background peer dies; what he downloads meanwhile is shared from his next login.
+    const dir = await env.tempDir(), out = await env.tempDir();
+    await writeRandomFile(`${dir}/notes.bin`, 50 * 1024);
+    const fileId = (await alice.ok("upload_file", `${dir}/notes.bin`, "team", "--json")).json<{ fileId: string }>()
+      .fileId;
+    const daemon = JSON.parse(await Deno.readTextFile(`${bob.home}/daemon.json`)) as { pid: number };
+    Deno.kill(daemon.pid, "SIGKILL");
+    await waitUntil(
+      async () => (await bob.ok("status", "--json")).json<{ peer: unknown }>().peer === null,
+      10_000,
+      "the peer gone",
+    );
+    const got = await bob.ok("download_file", "team", "notes.bin", out);
+    assert.match(got.stdout, /your background peer is not running: it shares it in team from your next login$/m);
+    await bob.ok("login", bob.name, bob.password);
+    const shares = (await bob.ok("status", "--json")).json<{ peer: { shares: { fileId: string }[] } }>().peer.shares;
+    assert.deepEqual(shares.map((f) => f.fileId), [fileId]);
+    // The session lasts 6 s; the tracker forgets one it finds expired, the home still knows when it ended.
     await waitUntil(
       async () => {
         const s = (await alice.ok("status", "--json")).json<{ session: string }>();
