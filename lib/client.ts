@@ -218,18 +218,16 @@ export async function outputPath(out: string | undefined, outDir: string | undef
  */
 async function inExistingPlace(path: string): Promise<string> {
   const dir = dirname(path);
-  let found: "directory" | "other" | "missing";
+  let st: Deno.FileInfo | null = null; // null: a file where a directory of the path should be (`-o notes.txt/x`)
   try {
-    found = (await Deno.stat(dir)).isDirectory ? "directory" : "other";
+    st = await Deno.stat(dir);
   } catch (err) {
-    if (err instanceof Deno.errors.NotADirectory) found = "other"; // `-o notes.txt/x`
-    else if (err instanceof Deno.errors.NotFound) found = "missing";
-    else return path; // no permission to look, say: creating the file reports it
+    if (err instanceof Deno.errors.NotFound) {
+      throw new UsageError(`Cannot save to ${path}: there is no directory ${resolve(dir)}`);
+    }
+    if (!(err instanceof Deno.errors.NotADirectory)) return path; // no permission to look, say: creating it reports it
   }
-  if (found === "other") {
-    throw new UsageError(`Cannot save to ${path}: a file stands where a directory of it should be`);
-  }
-  if (found === "missing") throw new UsageError(`Cannot save to ${path}: there is no directory ${resolve(dir)}`);
+  if (!st?.isDirectory) throw new UsageError(`Cannot save to ${path}: a file stands where a directory of it should be`);
   return path;
 }
 

@@ -67,9 +67,12 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   }
   await home.writeShares([...recorded.filter((r) => !mine(r)), ...shares]);
 
+  /** Whether one of `kept` (another copy of this user's) still shares `s`'s content in its group. */
+  const servedBy = (kept: ShareRecord[], s: ShareRecord) =>
+    kept.some((k) => mine(k) && k.group === s.group && k.fileId === s.fileId);
   /** Ends this user's share of `s` on the tracker (STOP_SHARING), unless another of their copies still serves it. */
   const withdraw = async (s: ShareRecord, kept: ShareRecord[]) => {
-    if (kept.some((k) => mine(k) && k.group === s.group && k.fileId === s.fileId)) return;
+    if (servedBy(kept, s)) return;
     try {
       await withConn(
         o.tracker,
@@ -120,7 +123,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
         const kept = [...all.filter((s) => !same(s)), rec];
         await home.writeShares(kept);
         for (const old of all.filter((s) => same(s) && s.fileId !== rec.fileId)) {
-          if (kept.some((k) => mine(k) && k.group === old.group && k.fileId === old.fileId)) continue; // another copy
+          if (servedBy(kept, old)) continue; // another copy
           await node.unshareFromGroup(old.fileId, old.group);
           await withdraw(old, kept);
         }

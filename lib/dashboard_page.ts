@@ -13,8 +13,9 @@
  * each other and browser globals.
  *
  * File names and addresses come from the network: every such string goes
- * through {@link escapeHtml} (names through {@link showName}), and the page's Content-Security-Policy (set
- * by lib/dashboard.ts) runs only scripts carrying the response's nonce.
+ * through {@link escapeHtml} (names through {@link showName}), and the
+ * page's Content-Security-Policy (set by lib/dashboard.ts) runs only
+ * scripts carrying the response's nonce.
  *
  * Elements the browser test reads carry `data-testid`, and numbers carry
  * their raw value in `data-value` next to the human-readable text.
