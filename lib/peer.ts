@@ -159,6 +159,8 @@ export interface PeerStats {
   rejected: number;
   /** REQUESTs dropped by a CANCEL before they were served. */
   cancelled: number;
+  /** Chunks sent under an upload limit (in paced slices). */
+  chunksPaced: number;
   /** Chunk data received by downloads that serve through this node (see {@link PeerNode.gained}). */
   bytesReceived: number;
 }
@@ -167,7 +169,14 @@ export interface PeerStats {
 export class PeerNode {
   readonly server: FrameServer;
   readonly link: TrackerLink | null;
-  readonly stats: PeerStats = { chunksServed: 0, bytesServed: 0, rejected: 0, cancelled: 0, bytesReceived: 0 };
+  readonly stats: PeerStats = {
+    chunksServed: 0,
+    bytesServed: 0,
+    rejected: 0,
+    cancelled: 0,
+    chunksPaced: 0,
+    bytesReceived: 0,
+  };
   #files = new Map<string, Served>();
   #corrupt: boolean;
   #limiter: RateLimiter | null;
@@ -620,6 +629,7 @@ export class PeerNode {
     // before the chunk is read, so a connection waiting on the limit holds no buffer.
     const slice = Math.min(len, uploadSlice(limiter.bytesPerSecond));
     const pace = (n: number) => limiter.take(n, this.#closing.signal);
+    this.stats.chunksPaced++;
     await pace(slice);
     return await this.#sendChunk(f, index, len, conn, slice, pace);
   }
