@@ -76,6 +76,10 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE group_files ADD COLUMN chunk_size INTEGER NOT NULL DEFAULT 0;
    UPDATE group_files SET chunk_size = json_extract(manifest, '$.chunkSize');
    CREATE INDEX group_files_by_name ON group_files (group_id, name, file_id);`,
+  // User and group names are one name whatever their case ("Alice" could pass for "alice"), checked on insert. Not
+  // unique indexes: a database may already hold such a pair, which keeps working.
+  `CREATE INDEX users_by_folded_name ON users (name COLLATE NOCASE);
+   CREATE INDEX groups_by_folded_name ON groups (name COLLATE NOCASE);`,
 ];
 
 /** The schema version this build writes. */
@@ -181,9 +185,16 @@ export class AccountStore {
   /** Inserts a user; false when the name is taken. */
   addUser(name: string, pw: PasswordHash, now: number): boolean {
     const r = this.db.prepare(
-      "INSERT OR IGNORE INTO users (name, pw_salt, pw_hash, pw_params, created_at) VALUES (?, ?, ?, ?, ?)",
-    ).run(name, pw.salt, pw.hash, JSON.stringify(pw.params), now);
+      `INSERT INTO users (name, pw_salt, pw_hash, pw_params, created_at) SELECT ?, ?, ?, ?, ?
+       WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = ? COLLATE NOCASE)`,
+    ).run(name, pw.salt, pw.hash, JSON.stringify(pw.params), now, name);
     return Number(r.changes) === 1;
+  }
+
+  /** The user or group name that `name` is, ignoring case (ASCII names: SQLite's NOCASE folds those), or null. */
+  takenName(table: "users" | "groups", name: string): string | null {
+    const r = this.db.prepare(`SELECT name FROM ${table} WHERE name = ? COLLATE NOCASE`).get(name) as Row | undefined;
+    return r ? String(r.name) : null;
   }
 
   addSession(tokenHash: Uint8Array, userId: number, now: number, expiresAt: number): void {
@@ -216,10 +227,12 @@ export class AccountStore {
     return r ? { id: Number(r.id), name: String(r.name), owner: String(r.owner), ownerId: Number(r.owner_id) } : null;
   }
 
-  /** Creates a group with its owner as first member; false when the name is taken. */
+  /** Creates a group with its owner as first member; false when the name is taken (in any case). */
   addGroup(name: string, ownerId: number, now: number): boolean {
-    const r = this.db.prepare("INSERT OR IGNORE INTO groups (name, owner_id, created_at) VALUES (?, ?, ?)")
-      .run(name, ownerId, now);
+    const r = this.db.prepare(
+      `INSERT INTO groups (name, owner_id, created_at) SELECT ?, ?, ?
+       WHERE NOT EXISTS (SELECT 1 FROM groups WHERE name = ? COLLATE NOCASE)`,
+    ).run(name, ownerId, now, name);
     if (Number(r.changes) !== 1) return false;
     this.addMember(Number(r.lastInsertRowid), ownerId, now);
     return true;

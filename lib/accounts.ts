@@ -131,7 +131,7 @@ export class Accounts {
   async createUser(name: string, password: string, address?: string): Promise<void> {
     checkName(name, "user");
     checkPassword(password);
-    if (this.store.userByName(name)) throw new AccountError("duplicate", `User ${name} already exists`);
+    this.#nameFree("users", name);
     if (address !== undefined) {
       const wait = this.#signups.retryAfter(address);
       if (wait > 0) {
@@ -144,8 +144,18 @@ export class Accounts {
     }
     const hash = await hashPassword(password, this.#kdf);
     if (!this.store.addUser(name, hash, this.#now())) {
+      this.#nameFree("users", name); // taken while it hashed
       throw new AccountError("duplicate", `User ${name} already exists`);
     }
+  }
+
+  /** Throws duplicate when a user or group goes by `name` in any case: "Alice" could pass for "alice". */
+  #nameFree(table: "users" | "groups", name: string): void {
+    const taken = this.store.takenName(table, name);
+    if (taken === null) return;
+    const what = table === "users" ? "User" : "Group";
+    if (taken === name) throw new AccountError("duplicate", `${what} ${name} already exists`);
+    throw new AccountError("duplicate", `${what} ${taken} already exists; names that differ only in case are one name`);
   }
 
   /** Checks the password and opens a session. Rate-limited per user name and per address. */
@@ -194,9 +204,8 @@ export class Accounts {
   createGroup(token: string, group: string): void {
     const s = this.session(token);
     checkName(group, "group");
-    if (!this.store.addGroup(group, s.userId, this.#now())) {
-      throw new AccountError("duplicate", `Group ${group} already exists`);
-    }
+    this.#nameFree("groups", group);
+    this.store.addGroup(group, s.userId, this.#now());
   }
 
   joinGroup(token: string, group: string): void {

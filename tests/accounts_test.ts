@@ -72,7 +72,8 @@ Deno.test("store: a database of schema version 1 gains the group files' chunk si
   a.createGroup(token, "team");
   a.share(session, "team", HELLO);
   // back to version 1 as it was
-  s.db.exec("DROP INDEX group_files_by_name; ALTER TABLE group_files DROP COLUMN chunk_size; PRAGMA user_version = 1");
+  s.db.exec(`DROP INDEX group_files_by_name; ALTER TABLE group_files DROP COLUMN chunk_size;
+    DROP INDEX users_by_folded_name; DROP INDEX groups_by_folded_name; PRAGMA user_version = 1`);
   s.close();
   s = new AccountStore(path);
   assert.equal(s.schemaVersion, SCHEMA_VERSION);
@@ -80,6 +81,25 @@ Deno.test("store: a database of schema version 1 gains the group files' chunk si
   const plan = s.db.prepare("EXPLAIN QUERY PLAN SELECT file_id FROM group_files WHERE group_id = 1 AND name = 'x'")
     .all();
   assert.match(JSON.stringify(plan), /group_files_by_name/);
+  s.close();
+});
+
+Deno.test("store: a database of schema version 2 with two names that differ only in case keeps both", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "t.db");
+  let s = new AccountStore(path);
+  await new Accounts(s, { kdf: FAST_KDF }).createUser("alice", "alice-pw-1");
+  // As an older tracker let it happen.
+  s.db.exec(`DROP INDEX users_by_folded_name; DROP INDEX groups_by_folded_name; PRAGMA user_version = 2;
+    INSERT INTO users (name, pw_salt, pw_hash, pw_params, created_at)
+      SELECT 'Alice', pw_salt, pw_hash, pw_params, created_at FROM users WHERE name = 'alice'`);
+  s.close();
+  s = new AccountStore(path);
+  assert.equal(s.schemaVersion, SCHEMA_VERSION);
+  const a = new Accounts(s, { kdf: FAST_KDF });
+  assert.equal((await a.login("Alice", "alice-pw-1", "h")).session.user, "Alice");
+  assert.equal((await a.login("alice", "alice-pw-1", "h")).session.user, "alice");
+  await assert.rejects(a.createUser("ALICE", "alice-pw-1"), code("duplicate"));
   s.close();
 });
 
@@ -99,6 +119,11 @@ Deno.test("accounts: names, passwords, duplicates, owners and members", async ()
   await a.createUser("alice", "alice-pw-1");
   await a.createUser("bob", "bob-pw-123");
   await assert.rejects(a.createUser("alice", "alice-pw-2"), code("duplicate"));
+  // One name whatever its case: "Alice" could pass for "alice" in a member list.
+  await assert.rejects(
+    a.createUser("Alice", "alice-pw-2"),
+    (e: AccountError) => e.code === "duplicate" && /^User alice already exists; .*differ only in case/.test(e.message),
+  );
   await assert.rejects(a.login("nobody", "x-password", "h"), code("unknown_user"));
   await assert.rejects(a.login("alice", "wrong-pw-1", "h"), code("bad_password"));
   const alice = (await a.login("alice", "alice-pw-1", "h")).token;
@@ -106,6 +131,7 @@ Deno.test("accounts: names, passwords, duplicates, owners and members", async ()
   assert.equal(alice.length, 43, "256-bit token, base64url");
   a.createGroup(alice, "team");
   assert.throws(() => a.createGroup(bob, "team"), code("duplicate"));
+  assert.throws(() => a.createGroup(bob, "TEAM"), /^AccountError: Group team already exists; /);
   assert.throws(() => a.joinGroup(bob, "nope"), code("unknown_group"));
   assert.throws(() => a.groupFiles(bob, "team"), code("not_member"));
   a.joinGroup(bob, "team");
