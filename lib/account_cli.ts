@@ -74,6 +74,11 @@ export function addAccountCommands(
     return ensureDaemon(h, s, { extraArgs: config === undefined ? [] : ["--config", resolve(config)], reconfigure });
   };
   const trackerOf = (s: SessionFile) => parseAddress(s.tracker, "tracker");
+  /** The groups the session's user owns or is a member of. */
+  const groupsOf = async (s: SessionFile) => {
+    const r = await call(trackerOf(s), { type: "list_groups", token: s.token }, "group_list");
+    return new Set(r.groups.filter((g) => g.role === "owner" || g.role === "member").map((g) => g.name));
+  };
   /** The session and a request to its tracker. */
   const withSession = async <T extends MessageName>(
     make: (token: string) => Message,
@@ -168,6 +173,7 @@ export function addAccountCommands(
       const h = home();
       const s = await h.readSession();
       let session: string;
+      let trackerAnswers = false;
       if (!s) session = "not logged in";
       else {
         try {
@@ -181,8 +187,18 @@ export function addAccountCommands(
             session = err instanceof RemoteError ? describeError(err) : `tracker unreachable (${describeError(err)})`;
           }
         }
+        trackerAnswers = !session.startsWith("tracker unreachable");
       }
-      const d = await daemonStatus(h);
+      // A share the peer still holds in a group the user left or was removed from is no longer shared there.
+      const inGroups = s && session === "valid" ? await groupsOf(s).catch(() => null) : null;
+      const state = await daemonStatus(h);
+      // The peer learns that the tracker is gone only at its next heartbeat: one that does not answer here now
+      // holds no registration.
+      const d = state && {
+        ...state,
+        registered: state.registered && (trackerAnswers || !s),
+        shares: state.shares.map((f) => ({ ...f, inGroup: inGroups?.has(f.group) ?? null })),
+      };
       if (o.json) {
         return console.log(
           JSON.stringify(
@@ -204,7 +220,8 @@ export function addAccountCommands(
         `peer:    ${d.address} (${d.registered ? "registered" : "not registered"}), ${d.shares.length} group file(s)`,
       );
       for (const f of d.shares) {
-        console.log(`  [${f.group}] ${f.name} (${formatBytes(f.size)}) ${f.fileId.slice(0, 16)}…  ${f.path}`);
+        const gone = f.inGroup === false ? `  (not shared: you are not in ${f.group} now)` : "";
+        console.log(`  [${f.group}] ${f.name} (${formatBytes(f.size)}) ${f.fileId.slice(0, 16)}…  ${f.path}${gone}`);
       }
     });
 

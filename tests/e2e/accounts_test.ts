@@ -308,11 +308,12 @@ Deno.test("e2e: alice shares into a group, bob joins and downloads, carol is kep
   assert.ok(!log.includes(alice.password), "password in the peer log");
 });
 
-Deno.test("e2e: two users on one home each share only their own uploads; logout with the tracker away still logs out here", async () => {
+Deno.test("e2e: two users on one home each share only their own uploads; status and logout with the tracker away", async () => {
   await using env = new E2E();
   const dir = await env.tempDir();
   await writeRandomFile(`${dir}/mine.bin`, 100 * 1024);
-  const tracker = await env.tracker();
+  // Heartbeats 30 s apart: the peer does not find out by itself, within the test, that the tracker went away.
+  const tracker = await env.tracker(30_000, 90_000);
   const alice = await user(env, () => tracker.addr, "alice");
   // Dave works on Alice's machine, with her home: the same state directory.
   const dave = { ...await user(env, () => tracker.addr, "dave"), home: alice.home };
@@ -353,9 +354,14 @@ Deno.test("e2e: two users on one home each share only their own uploads; logout 
     assert.ok(now !== undefined && now !== fileId, "the changed file is shared under its new id");
     await waitUntil(async () => (await listed()).join() === now, 10_000, "the earlier content to be withdrawn");
 
-    // The tracker goes away: logout stops the peer and ends the session here, and says the tracker was not told.
+    // The tracker goes away: status no longer calls the peer registered; logout stops the peer and ends the
+    // session here, and says the tracker was not told.
     tracker.proc.kill("SIGKILL");
     await tracker.proc.wait();
+    const away = (await alice.ok("status", "--json")).json<{ session: string; peer: { registered: boolean } }>();
+    assert.match(away.session, /^tracker unreachable /);
+    assert.equal(away.peer.registered, false);
+    assert.match((await alice.ok("status")).stdout, /^peer: +\S+ \(not registered\), 1 group file/m);
     const out = await alice.run("logout");
     assert.equal(out.code, 4, out.stderr);
     assert.match(
@@ -406,8 +412,17 @@ Deno.test("e2e: group requests that cannot be get clear exit codes; status says 
     const got = await bob.ok("download_file", "team", "notes.bin", out);
     assert.match(got.stdout, /your background peer is not running: it shares it in team from your next login$/m);
     await bob.ok("login", bob.name, bob.password);
-    const shares = (await bob.ok("status", "--json")).json<{ peer: { shares: { fileId: string }[] } }>().peer.shares;
-    assert.deepEqual(shares.map((f) => f.fileId), [fileId]);
+    type Shares = { peer: { shares: { fileId: string; inGroup: boolean | null }[] } };
+    const shares = (await bob.ok("status", "--json")).json<Shares>().peer.shares;
+    assert.deepEqual(shares.map((f) => [f.fileId, f.inGroup]), [[fileId, true]]);
+    // Removed from the group, Bob's peer still holds the file, and status says it is not shared there.
+    await alice.ok("remove_member", "team", "bob");
+    const removed = (await bob.ok("status", "--json")).json<Shares>().peer.shares;
+    assert.deepEqual(removed.map((f) => [f.fileId, f.inGroup]), [[fileId, false]]);
+    assert.match(
+      (await bob.ok("status")).stdout,
+      /^ {2}\[team\] notes\.bin .*\(not shared: you are not in team now\)$/m,
+    );
     // The session lasts 6 s; the tracker forgets one it finds expired, the home still knows when it ended.
     await waitUntil(
       async () => {
