@@ -282,6 +282,13 @@ export class PeerNode {
     );
   }
 
+  /** The local copies of a complete file shared publicly: each path and the name it is shared under. */
+  copies(id: string): { path: string; name: string }[] {
+    const f = this.#files.get(id);
+    if (f?.have !== null || !f.public) return [];
+    return [...f.copies].map(([path, { name }]) => ({ path, name }));
+  }
+
   /** Starts sharing a complete file publicly (a copy of a file shared already adds its name). */
   async share(f: SharedFile): Promise<void> {
     const was = this.#files.get(f.id);

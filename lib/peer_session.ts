@@ -20,7 +20,15 @@ import { PACING, RateLimiter } from "./rate_limit.ts";
 import type { DownloadStatus, DownloadSummary } from "./download.ts";
 import { describeError, DiskError, ExitCode, NotFoundError, ShoalError, UsageError } from "./errors.ts";
 import type { SharedFile } from "./indexer.ts";
-import { chunkSizeFor, DEFAULT_CHUNK_SIZE, fileIdOf, hashFile, isIdPrefix, type Manifest } from "./manifest.ts";
+import {
+  chunkSizeFor,
+  DEFAULT_CHUNK_SIZE,
+  fileIdOf,
+  hashFile,
+  isIdPrefix,
+  type Manifest,
+  nameKey,
+} from "./manifest.ts";
 import { type CtlDownload, type FileSummary, MAX_TEXT } from "./messages.ts";
 import { fileNameProblem } from "./names.ts";
 import type { PeerNode } from "./peer.ts";
@@ -111,12 +119,24 @@ export class PeerSession {
     return f;
   }
 
-  /** Stops sharing a file of {@link shared} (by id, id prefix or exact name). */
-  async unshare(file: string): Promise<FileSummary> {
+  /**
+   * Stops sharing a file of {@link shared}. By id or id prefix: every copy of
+   * that content. By name: the copies shared under that name, and the same
+   * content goes on under its other names (`kept`).
+   */
+  async unshare(file: string): Promise<{ file: FileSummary; stopped: string[]; kept: string[] }> {
     const f = pickFile(this.shared(), file);
     if (!f) throw new NotFoundError(`This peer does not share ${JSON.stringify(file)}`);
+    const copies = this.node.copies(f.id);
+    const names = (list: { name: string }[]) => [...new Set(list.map((c) => c.name))].sort();
+    const byName = f.id !== file.toLowerCase() && nameKey(f.name) === nameKey(file);
+    const named = copies.filter((c) => c.name === f.name);
+    if (byName && named.length < copies.length) {
+      for (const c of named) await this.node.unshareCopy(f.id, c.path);
+      return { file: f, stopped: [f.name], kept: names(copies.filter((c) => c.name !== f.name)) };
+    }
     await this.node.unshare(f.id);
-    return f;
+    return { file: f, stopped: copies.length > 0 ? names(copies) : [f.name], kept: [] };
   }
 
   /** The complete files this peer shares publicly, by name. */

@@ -21,6 +21,7 @@ import { catalog, peersOf, resolveFile, type Source } from "./client.ts";
 import { formatAddress } from "./connection.ts";
 import { type DownloadStatus, listIndexes } from "./download.ts";
 import { describeError, UsageError } from "./errors.ts";
+import { printable } from "./names.ts";
 import type { FileSummary } from "./messages.ts";
 import {
   describeTransfer,
@@ -190,8 +191,9 @@ export class Shell {
         return this.write(`sharing ${f.manifest.name} (${formatBytes(f.size)}) as ${f.id}`);
       }
       case "unshare": {
-        const f = await this.session.unshare(a!);
-        return this.write(`stopped sharing ${f.name} (${f.id})`);
+        const { file, stopped, kept } = await this.session.unshare(a!);
+        const also = kept.length === 0 ? "" : `; the same content is still shared as ${kept.join(", ")}`;
+        return this.write(`stopped sharing ${stopped.join(", ")} (${file.id})${also}`);
       }
       case "list":
         return this.#list();
@@ -257,7 +259,13 @@ export class Shell {
     const shared = this.session.shared();
     const partial = this.session.transfers().filter((t) => t.state === "downloading");
     if (shared.length === 0 && partial.length === 0) return this.write("this peer shares no files");
-    for (const f of shared) this.write(`${f.id}  ${formatBytes(f.size).padStart(10)}  ${f.name}`);
+    // One line per local copy, with its path: a shared folder's sub/a.txt is shared as a.txt.
+    for (const f of shared) {
+      const line = `${f.id}  ${formatBytes(f.size).padStart(10)}  ${printable(f.name)}`;
+      const paths = this.session.node.copies(f.id).filter((c) => c.name === f.name).map((c) => c.path);
+      if (paths.length === 0) this.write(line);
+      for (const path of paths) this.write(`${line}  ${printable(path)}`);
+    }
     for (const t of partial) {
       this.write(
         `${t.fileId}  ${formatBytes(t.size).padStart(10)}  ${t.name}  (partial: ${

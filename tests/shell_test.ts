@@ -164,7 +164,7 @@ Deno.test("share, list, unshare, files, search, peers: one line per item", async
   assert.equal(shared.length, 1);
   assert.match(shared[0]!, /^sharing notes\.txt \(10 B\) as [0-9a-f]{64}$/);
   const notesId = shared[0]!.split(" ").at(-1)!;
-  assert.deepEqual(await w.run("list"), [`${notesId}        10 B  notes.txt`]);
+  assert.deepEqual(await w.run("list"), [`${notesId}        10 B  notes.txt  ${notes}`]);
   await waitUntil(() => w.tracker.tracker.listFiles().some((f) => f.id === notesId), "the tracker to list notes.txt");
 
   const files = await w.run("files");
@@ -184,6 +184,36 @@ Deno.test("share, list, unshare, files, search, peers: one line per item", async
   assert.deepEqual(await w.run("list"), ["this peer shares no files"]);
   await waitUntil(() => !w.tracker.tracker.listFiles().some((f) => f.id === notesId), "the tracker to drop notes.txt");
   assert.deepEqual(await w.run("unshare notes.txt"), ['error: This peer does not share "notes.txt"']);
+});
+
+Deno.test("list shows each copy's path; unshare by name stops that name's copies and says what goes on", async () => {
+  await using w = await world();
+  // The same content three times: a shared folder's sub/deep.txt is shared as deep.txt.
+  const deep = join(w.dir, "local", "sub", "deep.txt");
+  const again = join(w.dir, "local", "deep.txt");
+  const other = join(w.dir, "local", "other.txt");
+  await Deno.copyFile(deep, again);
+  await Deno.copyFile(deep, other);
+  for (const path of [deep, again, other]) await w.run(`share ${path}`);
+  const id = w.session.shared()[0]!.id;
+  const row = (name: string, path: string) => `${id}         4 B  ${name}  ${path}`;
+  assert.deepEqual(
+    (await w.run("list")).sort(),
+    [row("deep.txt", deep), row("deep.txt", again), row("other.txt", other)].sort(),
+  );
+
+  assert.deepEqual(await w.run("unshare deep.txt"), [
+    `stopped sharing deep.txt (${id}); the same content is still shared as other.txt`,
+  ]);
+  assert.deepEqual(await w.run("list"), [row("other.txt", other)]);
+  await waitUntil(
+    () => w.tracker.tracker.listFiles().filter((f) => f.id === id).map((f) => f.name).join() === "other.txt",
+    "the tracker to drop the name deep.txt",
+  );
+  // By id: every name.
+  await w.run(`share ${deep}`);
+  assert.deepEqual(await w.run(`unshare ${id}`), [`stopped sharing deep.txt, other.txt (${id})`]);
+  assert.deepEqual(await w.run("list"), ["this peer shares no files"]);
 });
 
 Deno.test("download runs in the background; status shows it; it completes and is shared", async () => {
