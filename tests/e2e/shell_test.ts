@@ -98,7 +98,9 @@ Deno.test("e2e: peer.ts --shell from a pipe: share, list, download from another 
   const shared = await shell.waitForLine(/^sharing notes\.txt \(25 B\) as ([0-9a-f]{64})$/);
   const notesId = shared[1]!;
   await shell.write("list\n");
-  await shell.waitForLine(new RegExp(`^${notesId}\\s+25 B\\s+notes\\.txt$`));
+  // With the local copy's path: a temp dir's name holds no character special to a RegExp but ".".
+  const path = join(local, "notes.txt").replaceAll(".", "\\.");
+  await shell.waitForLine(new RegExp(`^${notesId}\\s+25 B\\s+notes\\.txt {2}${path}$`));
   const listed = async () =>
     (await env.clientOk(["--tracker", tracker.addr], "files", "--json")).json<FileEntry[]>().some((f) =>
       f.id === notesId
