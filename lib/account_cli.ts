@@ -179,15 +179,16 @@ export function addAccountCommands(
         try {
           await call(trackerOf(s), { type: "whoami", token: s.token }, "session");
           session = "valid";
+          trackerAnswers = true;
         } catch (err) {
+          trackerAnswers = err instanceof RemoteError; // an answer, if a refusal
           // The tracker forgets a session once it finds it expired: the local record can still say which it was.
           if (err instanceof RemoteError && err.code === "session_expired" && s.expiresAt <= Date.now()) {
             session = "expired; log in again";
           } else {
-            session = err instanceof RemoteError ? describeError(err) : `tracker unreachable (${describeError(err)})`;
+            session = trackerAnswers ? describeError(err) : `tracker unreachable (${describeError(err)})`;
           }
         }
-        trackerAnswers = !session.startsWith("tracker unreachable");
       }
       // A share the peer still holds in a group the user left or was removed from is no longer shared there.
       const inGroups = s && session === "valid" ? await groupsOf(s).catch(() => null) : null;
