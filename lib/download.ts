@@ -26,6 +26,7 @@ import {
 import { chunkDigests, chunkLength, fileMatches, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
+import { preferLaneHashing } from "./sha256_lanes.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
@@ -141,6 +142,8 @@ export interface DownloadOptions {
   workers?: number;
   /** Write chunks of 1 MiB and up around the page cache where the system allows (O_DIRECT, direct_io.ts). Default: true. */
   directIo?: boolean;
+  /** Hash full chunks four at a time in WebAssembly SIMD (sha256_lanes.ts). Default: where the CPU lacks SHA extensions. */
+  laneHashing?: boolean;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
   /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
@@ -206,6 +209,8 @@ export interface DownloadSummary {
   peersDropped: { peer: string; reason: string }[];
   /** The fetch workers' chunk buffers: how many were made, and how many let go for V8 to collect (ideally none). */
   chunkBuffers: PoolStats;
+  /** Chunks whose SHA-256 was checked four at a time (sha256_lanes.ts); the others one at a time. */
+  chunksHashedInLanes: number;
 }
 
 /** What a download that failed had done: a summary as at the end, and how many chunks it still missed. */
@@ -251,6 +256,7 @@ interface RetryInfo {
 export async function download(opts: DownloadOptions): Promise<DownloadSummary> {
   const started = performance.now();
   const { manifest, fileId } = opts;
+  const laneHashing = opts.laneHashing ?? preferLaneHashing(); // before anything is made: a bad setting stops here
   const partPath = `${opts.out}.part`;
   const sidecarPath = `${opts.out}.part.json`;
   const n = manifest.chunks.length;
@@ -306,6 +312,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       directIo: opts.directIo ?? true,
       writeLock,
       receivingMs: Math.min(RECEIVING_MS, (opts.stallMs ?? DEFAULT_STALL_MS) / 4),
+      laneHashing,
     };
     w.postMessage(init);
     workers.push(w);
@@ -319,8 +326,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   let stopWatching: (() => void) | undefined;
   let workersClosed = false;
   /** The counts for the summary, once there are any. */
-  let counts: (() => Omit<DownloadSummary, "seconds" | "mbPerSecond" | "alreadyComplete" | "chunkBuffers">) | null =
-    null;
+  let counts:
+    | (() => Omit<
+      DownloadSummary,
+      "seconds" | "mbPerSecond" | "alreadyComplete" | "chunkBuffers" | "chunksHashedInLanes"
+    >)
+    | null = null;
   try {
     // Resume: re-check the chunks the sidecar marks done, in parallel across the workers.
     const done = new Bitfield(n);
@@ -788,15 +799,15 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     await finish(part, partPath, opts.out, opts.force ?? false);
     await Deno.remove(sidecarPath).catch(() => {});
     await shareDone(opts);
-    const chunkBuffers = await closeWorkers(workers, dead);
+    const closed = await closeWorkers(workers, dead);
     workersClosed = true;
-    return summary(started, { ...counts(), chunkBuffers });
+    return summary(started, { ...counts(), ...closed });
   } catch (err) {
     const thrown = failed !== null && err !== failed ? failed : err;
     if (counts && typeof thrown === "object" && thrown !== null) {
-      const chunkBuffers = await closeWorkers(workers, dead);
+      const closed = await closeWorkers(workers, dead);
       workersClosed = true;
-      const done = summary(started, { ...counts(), chunkBuffers });
+      const done = summary(started, { ...counts(), ...closed });
       // Each chunk is reused or fetched once (an endgame duplicate is not counted): the rest are missing.
       failures.set(thrown, { ...done, chunksMissing: n - done.chunksReused - done.chunksFetched });
     }
@@ -1035,9 +1046,13 @@ async function checkRoom(partPath: string, manifest: Manifest): Promise<void> {
   );
 }
 
-/** Closes the workers; sums the counts of their buffer pools (a worker that does not answer within 2 s adds none). */
-async function closeWorkers(workers: Worker[], dead: Set<Worker>): Promise<PoolStats> {
+/** Closes the workers; sums the counts they report (a worker that does not answer within 2 s adds none). */
+async function closeWorkers(
+  workers: Worker[],
+  dead: Set<Worker>,
+): Promise<Pick<DownloadSummary, "chunkBuffers" | "chunksHashedInLanes">> {
   const pools: PoolStats[] = [];
+  let chunksHashedInLanes = 0;
   await Promise.all(workers.map((w) => {
     const { promise, resolve } = Promise.withResolvers<void>();
     // A worker that died, or dies now, would never answer: the failure would wait out the timeout.
@@ -1050,6 +1065,7 @@ async function closeWorkers(workers: Worker[], dead: Set<Worker>): Promise<PoolS
     w.onmessage = (e: MessageEvent<FromWorker>) => {
       if (e.data.ev !== "closed") return;
       pools.push(e.data.buffers);
+      chunksHashedInLanes += e.data.hashedInLanes;
       resolve();
     };
     w.postMessage({ op: "close" } satisfies ToWorker);
@@ -1058,7 +1074,7 @@ async function closeWorkers(workers: Worker[], dead: Set<Worker>): Promise<PoolS
       w.terminate();
     });
   }));
-  return sumPoolStats(pools);
+  return { chunkBuffers: sumPoolStats(pools), chunksHashedInLanes };
 }
 
 /** True when something (even a broken link) is at `path`. */
@@ -1130,6 +1146,7 @@ function fetchedNothing(started: number, opts: DownloadOptions, alreadyComplete:
     bytesPerPeer: {},
     peersDropped: [],
     chunkBuffers: { made: 0, dropped: 0 },
+    chunksHashedInLanes: 0,
   });
 }
 

@@ -24,12 +24,14 @@ import { compactHeap, Compactor } from "./heap.ts";
 import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
 import { PIECE_DATA_OFFSET, WireType } from "./messages.ts";
 import { SMALL_FRAME_BYTES } from "./server.ts";
+import { LaneHasher, LANES } from "./sha256_lanes.ts";
 
 /**
  * Free frame buffers kept for reuse, at most, in bytes. The pool only makes
  * a buffer when none is free, so it holds as many as were ever in use at
- * once: a frame being read on each link plus the writes queued (a worker
- * holding 4 links needs about 7 of 1 MiB). A lower cap would drop buffers
+ * once: a frame being read on each link, the chunks waiting to be hashed
+ * in lanes, the writes queued (a worker holding 4 links needs about 7 of
+ * 1 MiB, 10 hashing in lanes). A lower cap would drop buffers
  * after each busy moment and make new ones at the next: a megabyte of
  * garbage each time, which piles up until V8 collects it (session 13 saw
  * 57 dropped and 25 MB more at the peak of a 4 GiB download by one worker).
@@ -41,6 +43,20 @@ const POOL_BYTES = 16 * 1024 * 1024;
  * direct_io.ts) before this worker stops reading its sockets.
  */
 const MAX_QUEUED_WRITES = 2;
+
+/**
+ * Longest a full chunk waits for three more to be hashed with it (see
+ * {@link hashWaiting}). A worker that is short of CPU, where lane hashing
+ * pays, has the next chunks in hand well before this.
+ */
+const LANE_WAIT_MS = 10;
+
+/** A chunk received from a link and not yet hashed. */
+interface Received {
+  link: number;
+  index: number;
+  data: Uint8Array<ArrayBuffer>;
+}
 
 /** A verified chunk on its way to the disk. */
 interface Verified {
@@ -68,6 +84,13 @@ let grant: string | null = null;
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
+/** Hashes full chunks four at a time, where the coordinator found that faster (see sha256_lanes.ts). */
+let lanes: LaneHasher | null = null;
+/** Full chunks waiting to be hashed in lanes, fewer than {@link LANES}. */
+const waiting: Received[] = [];
+let waitingTimer: ReturnType<typeof setTimeout> | undefined;
+let hashedInLanes = 0;
+const laneDigests = Array.from({ length: LANES }, () => new Uint8Array(32));
 /** Open connections by link (see worker_messages.ts), and the chunks each was asked for and still owes. */
 const links = new Map<number, Connection>();
 /** Per link, {@link Connection.largePayloadBytesIn} when {@link reportReceiving} last looked. */
@@ -84,7 +107,10 @@ function post(msg: FromWorker, transfer: Transferable[] = []): void {
 
 /** Whether `bytes` hash to chunk `index`'s SHA-256. */
 function matches(f: FileInfo, index: number, bytes: Uint8Array): boolean {
-  const got = createHash("sha256").update(bytes).digest();
+  return sameDigest(f, index, createHash("sha256").update(bytes).digest());
+}
+
+function sameDigest(f: FileInfo, index: number, got: Uint8Array): boolean {
   const want = f.digests.subarray(32 * index, 32 * index + 32);
   for (let i = 0; i < 32; i++) if (got[i] !== want[i]) return false;
   return true;
@@ -158,12 +184,47 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
  */
 function onPiece(link: number, f: FileInfo, index: number, fileId: string, data: Uint8Array<ArrayBuffer>): boolean {
   if (fileId !== f.fileId || !outstanding.get(link)?.delete(index)) return false; // cancelled or never asked
-  if (index >= f.count || data.length !== chunkLength(f, index) || !matches(f, index, data)) {
+  if (index >= f.count || data.length !== chunkLength(f, index)) {
     post({ ev: "bad", link, index });
     return false;
   }
-  writes!.push({ item: { link, index, data, direct: false }, data, position: index * f.chunkSize });
+  if (lanes !== null && data.length === f.chunkSize) {
+    waiting.push({ link, index, data });
+    if (waiting.length === LANES) hashWaiting();
+    else waitingTimer ??= setTimeout(hashWaiting, LANE_WAIT_MS);
+    return true;
+  }
+  checked(f, { link, index, data }, matches(f, index, data));
   return true;
+}
+
+/** Queues a hashed chunk for writing, or reports it bad and frees its buffer. */
+function checked(f: FileInfo, r: Received, good: boolean): void {
+  if (good) {
+    writes!.push({ item: { ...r, direct: false }, data: r.data, position: r.index * f.chunkSize });
+  } else {
+    post({ ev: "bad", link: r.link, index: r.index });
+    pool!.give(r.data);
+  }
+}
+
+/**
+ * Hashes the waiting chunks: four at once in lanes, fewer (the timer ran
+ * out) one by one, as lanes cost the same for one chunk as for four.
+ */
+function hashWaiting(): void {
+  clearTimeout(waitingTimer);
+  waitingTimer = undefined;
+  const f = file;
+  const batch = waiting.splice(0);
+  if (f === null) return batch.forEach((r) => pool?.give(r.data)); // closed meanwhile
+  if (batch.length === LANES) {
+    lanes!.digest(batch.map((r) => r.data), laneDigests);
+    hashedInLanes += LANES;
+    batch.forEach((r, i) => checked(f, r, sameDigest(f, r.index, laneDigests[i]!)));
+  } else {
+    for (const r of batch) checked(f, r, matches(f, r.index, r.data));
+  }
 }
 
 /** Tells the coordinator which links have had chunk bytes arrive since the last look (see FromWorker "receiving"). */
@@ -202,6 +263,8 @@ function verify(indexes: number[]): void {
 /** Stops: drops the queued writes, lets those in flight finish (their buffers and descriptor are in use), closes. */
 async function close(): Promise<void> {
   clearInterval(receivingTimer);
+  clearTimeout(waitingTimer);
+  for (const r of waiting.splice(0)) pool?.give(r.data);
   writes?.close();
   for (const c of links.values()) c.close();
   try {
@@ -211,7 +274,7 @@ async function close(): Promise<void> {
     post({ ev: "fatal", message: describeError(err) });
   }
   file = null;
-  post({ ev: "closed", buffers: pool?.stats ?? { made: 0, dropped: 0 } });
+  post({ ev: "closed", buffers: pool?.stats ?? { made: 0, dropped: 0 }, hashedInLanes });
   self.close();
 }
 
@@ -241,6 +304,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
           v.direct = direct;
           return undefined;
         }, written);
+        if (m.laneHashing) lanes = new LaneHasher();
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         receivingTimer = setInterval(reportReceiving, m.receivingMs);
         break;

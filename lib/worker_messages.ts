@@ -29,6 +29,8 @@ export type ToWorker =
     writeLock: SharedArrayBuffer;
     /** How often to say which links are receiving chunk bytes: well within the coordinator's stall time. */
     receivingMs: number;
+    /** Hash full chunks four at a time (see sha256_lanes.ts). */
+    laneHashing: boolean;
   }
   | { op: "connect"; link: number; host: string; port: number }
   | { op: "grant"; grant: string }
@@ -52,4 +54,4 @@ export type FromWorker =
   | { ev: "verified"; good: number[]; bad: number[] }
   | { ev: "fatal"; message: string }
   /** The last message; with the counts of the worker's chunk buffer pool. */
-  | { ev: "closed"; buffers: PoolStats };
+  | { ev: "closed"; buffers: PoolStats; hashedInLanes: number };

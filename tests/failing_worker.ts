@@ -10,7 +10,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   const post = (m: FromWorker) => self.postMessage(m);
   if (e.data.op === "init") post({ ev: "fatal", message: `Cannot open ${e.data.partPath}: injected` });
   if (e.data.op === "close") {
-    post({ ev: "closed", buffers: { made: 0, dropped: 0 } });
+    post({ ev: "closed", buffers: { made: 0, dropped: 0 }, hashedInLanes: 0 });
     self.close();
   }
 };

@@ -26,7 +26,7 @@ export function playScript(script: (m: Exclude<ToWorker, { op: "init" | "close" 
   self.onmessage = (e: MessageEvent<ToWorker>) => {
     const m = e.data;
     if (m.op === "init") ({ size, chunkSize } = m);
-    else if (m.op === "close") stage.post({ ev: "closed", buffers: { made: 0, dropped: 0 } });
+    else if (m.op === "close") stage.post({ ev: "closed", buffers: { made: 0, dropped: 0 }, hashedInLanes: 0 });
     else script(m, stage);
   };
 }

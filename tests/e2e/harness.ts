@@ -342,6 +342,7 @@ export interface GetSummary {
   bytesPerPeer: Record<string, number>;
   peersDropped: { peer: string; reason: string }[];
   chunkBuffers: { made: number; dropped: number };
+  chunksHashedInLanes: number;
 }
 
 /** One entry of `files --json` / `search --json`. */
