@@ -24,7 +24,7 @@ import { compactHeap, Compactor } from "./heap.ts";
 import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
 import { PIECE_DATA_OFFSET, WireType } from "./messages.ts";
 import { SMALL_FRAME_BYTES } from "./server.ts";
-import { LaneHasher, LANES } from "./sha256_lanes.ts";
+import { LANE_READ_MAX_CHUNK, LaneHasher, LANES } from "./sha256_lanes.ts";
 
 /**
  * Free frame buffers kept for reuse, at most, in bytes. The pool only makes
@@ -248,11 +248,22 @@ function written(v: Verified, error: unknown): void {
   }
 }
 
+/** Checks chunks already in the `.part` (a resume): full ones four at a time where lanes are in use and chunks small. */
 function verify(indexes: number[]): void {
   const f = file!;
   const good: number[] = [], bad: number[] = [];
-  const buf = new Uint8Array(f.chunkSize);
-  for (const i of indexes) {
+  const inLanes = lanes !== null && f.chunkSize <= LANE_READ_MAX_CHUNK;
+  const buf = new Uint8Array((inLanes ? LANES : 1) * f.chunkSize);
+  const views = Array.from({ length: LANES }, (_, k) => buf.subarray(k * f.chunkSize, (k + 1) * f.chunkSize));
+  const full = inLanes ? indexes.filter((i) => chunkLength(f, i) === f.chunkSize) : [];
+  const rest = inLanes ? indexes.filter((i) => chunkLength(f, i) !== f.chunkSize) : indexes;
+  for (let k = 0; k + LANES <= full.length; k += LANES) {
+    const group = full.slice(k, k + LANES);
+    const read = group.map((i, lane) => preadFull(f.part.fd, views[lane]!, i * f.chunkSize) === f.chunkSize);
+    lanes!.digest(views, laneDigests);
+    group.forEach((i, lane) => (read[lane] && sameDigest(f, i, laneDigests[lane]!) ? good : bad).push(i));
+  }
+  for (const i of [...rest, ...full.slice(full.length - (full.length % LANES))]) {
     const len = chunkLength(f, i);
     const at = preadFull(f.part.fd, buf.subarray(0, len), i * f.chunkSize);
     (at === len && matches(f, i, buf.subarray(0, len)) ? good : bad).push(i);

@@ -497,6 +497,25 @@ export class LaneHasher {
   }
 }
 
+/**
+ * Largest chunk hashed in lanes where chunks are read from a file: four are
+ * read into memory at once (a 200 GiB file still has chunks this size).
+ */
+export const LANE_READ_MAX_CHUNK = 1024 * 1024;
+
+let threadHasher: LaneHasher | null | undefined;
+
+/** This thread's {@link LaneHasher} where {@link preferLaneHashing} says so, else null. Made on first use. */
+export function laneHasher(): LaneHasher | null {
+  if (threadHasher === undefined) threadHasher = preferLaneHashing() ? new LaneHasher() : null;
+  return threadHasher;
+}
+
+/** Makes {@link laneHasher} answer as `on` says in this thread (undefined: ask again), whatever the CPU. For tests. */
+export function setLaneHashing(on: boolean | undefined): void {
+  threadHasher = on === undefined ? undefined : on ? new LaneHasher() : null;
+}
+
 /** Set to `lanes` or `node` to choose how downloads hash chunks instead of asking the CPU (benchmarks, tests). */
 export const HASH_ENV = "SHOAL_SHA256";
 

@@ -27,6 +27,7 @@ import {
   verifyManifest,
 } from "../lib/manifest.ts";
 import { MAX_NAME_BYTES } from "../lib/names.ts";
+import { setLaneHashing } from "../lib/sha256_lanes.ts";
 
 const HELLO_CHUNK = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 const HELLO_TXT: Manifest = { name: "hello.txt", size: 5, chunkSize: 16384, chunks: [HELLO_CHUNK] };
@@ -288,6 +289,37 @@ Deno.test("fileMatches(): only a regular file of the manifest's size whose every
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const lanes of [true, false]) {
+  Deno.test(`hashFile() and fileMatches() ${lanes ? "four chunks at a time in lanes" : "one chunk at a time"}`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "shoal-manifest-test-" });
+    setLaneHashing(lanes);
+    try {
+      // 9 full chunks and a short one: two groups of four, then two chunks alone; 4 and 3 chunks: one group, or none.
+      for (const count of [9, 4, 3]) {
+        const bytes = Uint8Array.from({ length: count * MIN_CHUNK_SIZE + 77 }, (_, k) => (k * 2654435761) >>> 24);
+        const path = `${dir}/f${count}.bin`;
+        await Deno.writeFile(path, bytes);
+        const m = await hashFile(path, "f.bin", MIN_CHUNK_SIZE);
+        const expected = Array.from(
+          { length: count + 1 },
+          (_, i) => sha256Hex(bytes.subarray(i * MIN_CHUNK_SIZE, (i + 1) * MIN_CHUNK_SIZE)),
+        );
+        assert.deepEqual(m.chunks, expected, `${count} chunks`);
+        assert.equal(await fileMatches(path, m), true);
+        for (const chunk of [0, 3, count - 1]) {
+          const changed = Uint8Array.from(bytes);
+          changed[chunk * MIN_CHUNK_SIZE + 5]! ^= 1;
+          await Deno.writeFile(path, changed);
+          assert.equal(await fileMatches(path, m), false, `${count} chunks, chunk ${chunk} changed`);
+        }
+      }
+    } finally {
+      setLaneHashing(undefined);
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 // ------------------------------------------------------------------ bitfield
 

@@ -1174,6 +1174,27 @@ Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, 
   assert.deepEqual([short.reused, short.fetched], [3, 5]);
 });
 
+for (const laneHashing of [true, false]) {
+  const how = laneHashing ? "four at a time in lanes" : "one at a time";
+  Deno.test(`a resume checks the chunks its sidecar marks done ${how}: damaged ones are fetched again`, async () => {
+    await using dir = await tempDir();
+    const data = randomBytes(CHUNK * 11 + 500); // 11 full chunks and a short one
+    const files = await indexedFile(dir.path, data);
+    await using peer = PeerNode.start(files, {});
+    const out = join(dir.path, "out");
+    const part = data.slice();
+    part[2 * CHUNK + 7]! ^= 1; // in the first groups of four
+    part[9 * CHUNK]! ^= 1; // among the three full chunks left over
+    await Deno.writeFile(`${out}.part`, part);
+    const done = new Bitfield(12);
+    for (let i = 0; i < 12; i++) done.set(i);
+    await writeSidecar(`${out}.part.json`, { fileId: files[0]!.id, size: data.length, chunkSize: CHUNK, done });
+    const s = await getFile({ peers: [peer.address] }, files[0]!.id, { out, workers: 1, laneHashing });
+    assert.deepEqual([s.chunksReused, s.chunksFetched], [10, 2]);
+    assert.equal(sha(await Deno.readFile(out)), sha(data));
+  });
+}
+
 Deno.test("a file named like the .part that is no download of this file is kept, unless --force", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
