@@ -395,6 +395,32 @@ Deno.test("a peer being tried again does not keep a starved download from giving
   assert.ok(seconds < 8, `gave up after ${seconds.toFixed(1)} s: the first wait (${stallMs} ms) plus giveUpMs`);
 });
 
+Deno.test("a lone source that keeps stalling is given up once its backoff outlasts the give-up time", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 8);
+  const f = await indexedFile(dir.path, data);
+  let connections = 0;
+  // It says it has every chunk, then never answers a request: it is connected (so the download is not starved) for
+  // stallMs at each try, and starved only between tries.
+  await using staller = fakePeer(f, { afterBitfield: () => void connections++ });
+  const out = join(dir.path, "out");
+  // Backoffs of 1 s and 2 s are shorter than giveUpMs and end in another try; the third, 4 s, outlasts it. With the
+  // defaults (15 s, 10 s) the fifth (16 s) does: about 100 s of trying, as aria2c's five tries.
+  const stallMs = 500, giveUpMs = 3_000;
+
+  const err = await gaveUp(boundedGet([staller.address], f, out, { stallMs, giveUpMs }, 20_000), "from a staller");
+
+  assert.match(
+    String(err),
+    new RegExp(
+      `No live peer has 8 missing chunk\\(s\\): 0-7\\. Dropped: ${formatAddress(staller.address)} \\(stalled\\)\\. ` +
+        "No chunk was fetched; run the same command again once a peer has the file\\.$",
+    ),
+  );
+  assert.equal(connections, 3, "tried after the 1 s and 2 s backoffs, not after the 4 s one");
+  assert.deepEqual(failureSummary(err)!.peersDropped.map((d) => d.reason), ["stalled", "stalled", "stalled"]);
+});
+
 Deno.test("a download that gives up names the peer it banned for bad data: it was up, not gone", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
