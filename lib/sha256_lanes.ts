@@ -18,6 +18,8 @@
  * @module
  */
 
+import { UsageError } from "./errors.ts";
+
 /** Round constants (FIPS 180-4, 4.2.2). */
 // deno-fmt-ignore
 const K = [
@@ -478,13 +480,21 @@ export const HASH_ENV = "SHOAL_SHA256";
  * `SHOAL_SHA256` overrides the choice.
  */
 export function preferLaneHashing(setting = readEnv(), cpuinfo = readCpuinfo()): boolean {
-  if (setting === "lanes") return true;
-  if (setting === "node") return false;
-  if (setting !== undefined && setting !== "") {
-    throw new RangeError(`Cannot use ${HASH_ENV}=${setting}: expected "lanes" or "node"`);
-  }
+  const chosen = hashSetting(setting);
+  if (chosen !== undefined) return chosen === "lanes";
   const flags = cpuinfo?.match(/^flags\s*:(.*)$/m)?.[1];
   return flags !== undefined && !flags.split(/\s+/).includes("sha_ni");
+}
+
+/**
+ * `SHOAL_SHA256`'s choice, if any; a value that is neither `lanes` nor
+ * `node` is a usage error. The entry points ask at start, so that a typo
+ * stops them before anything is looked up, indexed or fetched.
+ */
+export function hashSetting(setting = readEnv()): "lanes" | "node" | undefined {
+  if (setting === "lanes" || setting === "node") return setting;
+  if (setting === undefined || setting === "") return undefined;
+  throw new UsageError(`Cannot use ${HASH_ENV}=${setting}: expected "lanes" or "node"`);
 }
 
 function readEnv(): string | undefined {

@@ -1,6 +1,7 @@
 // Bytes: lane hashing against node:crypto, and when it is chosen.
 import assert from "node:assert/strict";
-import { HASH_ENV, LaneHasher, LANES, preferLaneHashing } from "../lib/sha256_lanes.ts";
+import { HASH_ENV, hashSetting, LaneHasher, LANES, preferLaneHashing } from "../lib/sha256_lanes.ts";
+import { UsageError } from "../lib/errors.ts";
 import { randomBytes, sha } from "./helpers.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -54,8 +55,17 @@ Deno.test("lanes are preferred on an x86 CPU without the SHA extensions only, un
   assert.equal(preferLaneHashing(undefined, null), false, "no /proc/cpuinfo");
   assert.equal(preferLaneHashing("lanes", null), true);
   assert.equal(preferLaneHashing("node", x86("avx2")), false);
-  assert.throws(
-    () => preferLaneHashing("fast", null),
-    new RegExp(`Cannot use ${HASH_ENV}=fast: expected "lanes" or "node"`),
-  );
+  for (const check of [() => preferLaneHashing("fast", null), () => hashSetting("fast")]) {
+    assert.throws(check, (e) => {
+      assert.ok(e instanceof UsageError, "exit code 2");
+      assert.equal(e.message, `Cannot use ${HASH_ENV}=fast: expected "lanes" or "node"`);
+      return true;
+    });
+  }
+  assert.deepEqual(["lanes", "node", "", undefined].map((s) => hashSetting(s)), [
+    "lanes",
+    "node",
+    undefined,
+    undefined,
+  ]);
 });

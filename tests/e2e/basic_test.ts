@@ -185,6 +185,20 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
     assert.equal(r.code, EXIT.usage, `${args.join(" ")}: ${r.stderr}`);
     assert.match(expectOneErrorLine(r.stderr), message);
   }
+  // a hash setting that is neither "lanes" nor "node" stops either program before it looks up (the tracker named is
+  // not there) or indexes anything
+  const badHash = { env: { SHOAL_SHA256: "fast" } };
+  for (
+    const [script, args] of [
+      ["client.ts", ["--tracker", `127.0.0.1:${freePort()}`, "get", "small.bin", "-o", `${out}/h`]],
+      ["peer.ts", ["--shared", dir, "--tracker", tracker.addr, "--no-shell"]],
+    ] as const
+  ) {
+    const r = await env.run(script, [...args], undefined, badHash);
+    assert.equal(r.code, EXIT.usage, `${script}: ${r.stderr}`);
+    assert.match(expectOneErrorLine(r.stderr), /^error: Cannot use SHOAL_SHA256=fast: expected "lanes" or "node"$/);
+  }
+  assert.equal(await exists(`${out}/h.part`), false);
 
   // a tracker whose peers would expire between two heartbeats is refused
   const quick = await env.run("tracker.ts", ["--port", "0", "--db", ":memory:", "--expiry-ms", "10"]);

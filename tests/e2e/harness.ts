@@ -141,7 +141,7 @@ export class Proc {
     this.#child = new Deno.Command(cmd.command, {
       args: cmd.args,
       cwd,
-      env: childEnv(),
+      env: { ...childEnv(), ...options.env },
       clearEnv: true,
       stdin: options.stdin ?? "null",
       stdout: "piped",
@@ -287,6 +287,8 @@ export class Proc {
 export interface SpawnOptions {
   /** "piped" to drive the child through {@link Proc.write} (e.g. `peer.ts --shell`); default "null". */
   stdin?: "piped" | "null";
+  /** Variables set for the child on top of {@link childEnv}'s. */
+  env?: Record<string, string>;
 }
 
 /** The outcome of a one-shot command. */
@@ -397,8 +399,13 @@ export class E2E implements AsyncDisposable {
   }
 
   /** Runs a command to its end; it is killed after `timeoutMs`. */
-  async run(script: string, args: string[], timeoutMs = RUN_TIMEOUT_MS): Promise<RunResult> {
-    const p = await this.spawn(script, args);
+  async run(
+    script: string,
+    args: string[],
+    timeoutMs = RUN_TIMEOUT_MS,
+    options: SpawnOptions = {},
+  ): Promise<RunResult> {
+    const p = await this.spawn(script, args, options);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
