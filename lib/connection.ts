@@ -341,6 +341,11 @@ export function checkHello(msg: Message): void {
 /** Options for {@link connect}. */
 export interface ConnectOptions extends ConnectionOptions {
   connectTimeoutMs?: number;
+  /**
+   * Messages sent right behind the HELLO, before its answer is read: their
+   * answers come after the HELLO's, a round trip sooner than if each waited.
+   */
+  pipelined?: Message[];
 }
 
 /** Opens a TCP connection and runs the client side of the handshake. */
@@ -364,7 +369,7 @@ export async function connect(addr: Address, options: ConnectOptions = {}): Prom
     clearTimeout(timer);
   }
   raw.setNoDelay(true);
-  return await handshake(new Connection(raw, options));
+  return await handshake(new Connection(raw, options), options.pipelined);
 }
 
 /** Connects to a local Unix socket (a peer daemon's control channel) and does the HELLO exchange. */
@@ -378,9 +383,10 @@ export async function connectUnix(path: string, options: ConnectOptions = {}): P
   return await handshake(new Connection(raw, options));
 }
 
-async function handshake(conn: Connection): Promise<Connection> {
+async function handshake(conn: Connection, pipelined: Message[] = []): Promise<Connection> {
   try {
-    await conn.send(helloMessage());
+    const sent = [helloMessage(), ...pipelined].map((m) => conn.send(m));
+    await Promise.all(sent);
     checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS, "frame"));
   } catch (err) {
     conn.close();

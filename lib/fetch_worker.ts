@@ -14,7 +14,7 @@
 
 import { createHash } from "node:crypto";
 import { preadFull } from "./file_io.ts";
-import { connect, type Connection } from "./connection.ts";
+import { connect, type Connection, expectMessage } from "./connection.ts";
 import { describeError } from "./errors.ts";
 import type { FromWorker, ToWorker } from "./worker_messages.ts";
 import { BufferPool } from "./buffer_pool.ts";
@@ -22,7 +22,7 @@ import { chunkLength } from "./manifest.ts";
 import { WriteQueue } from "./write_queue.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
-import { PIECE_DATA_OFFSET, WireType } from "./messages.ts";
+import { type Message, PIECE_DATA_OFFSET, WireType } from "./messages.ts";
 import { SMALL_FRAME_BYTES } from "./server.ts";
 import { LANE_READ_MAX_CHUNK, LaneHasher, LANES } from "./sha256_lanes.ts";
 
@@ -123,7 +123,11 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
   try {
     connecting.add(link);
     // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
+    // AUTHORIZE and INTERESTED go out with the HELLO: their answers come a round trip sooner.
+    const first: Message[] = [{ type: "interested", fileId: f.fileId }];
+    if (grant !== null) first.unshift({ type: "authorize", fileId: f.fileId, grant });
     conn = await connect({ host, port }, {
+      pipelined: first,
       allocate: (n) => pool!.take(n),
       ioTimeoutMs: 0,
       // A PIECE longer than a chunk is refused with its header, not buffered (16 MiB trickled in, byte by byte, looked
@@ -133,8 +137,8 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
     if (abandoned.has(link)) return;
     links.set(link, conn);
     outstanding.set(link, new Set());
-    if (grant !== null) await conn.request({ type: "authorize", fileId: f.fileId, grant }, "ok");
-    const bf = await conn.request({ type: "interested", fileId: f.fileId }, "bitfield");
+    if (first.length > 1) expectMessage(await conn.receive(0), "ok");
+    const bf = expectMessage(await conn.receive(0), "bitfield");
     if (bf.fileId !== f.fileId) throw new Error(`sent the bitfield of another file (${bf.fileId.slice(0, 16)}…)`);
     if (bf.count !== f.count) {
       throw new Error(`sent a bitfield of ${bf.count} chunks, expected ${f.count}`);

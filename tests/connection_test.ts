@@ -10,6 +10,7 @@ import { concatBytes } from "../lib/bytes.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import { ProtocolError } from "../lib/errors.ts";
 import { encodeFrame } from "../lib/framing.ts";
+import { encodeMessage, helloMessage, type Message } from "../lib/messages.ts";
 
 /**
  * A Deno.Conn that hands out `stream` as a socket would: each read gets as
@@ -137,5 +138,38 @@ Deno.test("connect() to something that is not a Shoal node (an HTTP server, say)
       e instanceof ProtocolError &&
       e.message.startsWith(`127.0.0.1:${port} did not answer as a Shoal node (Cannot decode frame: length 1213486160`),
   );
+  await served;
+});
+
+Deno.test("connect() sends pipelined requests right behind its HELLO, before the answer; their replies follow it", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const fileId = "ab".repeat(32);
+  const interested: Message = { type: "interested", fileId };
+  const expected = concatBytes([encodeMessage(helloMessage()), encodeMessage(interested)]);
+  const served = (async () => {
+    using c = await listener.accept();
+    // Everything the client sends before it hears a byte: both frames, or it waited for the HELLO's answer.
+    const got = new Uint8Array(expected.length);
+    let at = 0;
+    const timer = setTimeout(() => c.close(), 5_000);
+    try {
+      while (at < got.length) {
+        const n = await c.read(got.subarray(at));
+        if (n === null) break;
+        at += n;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    assert.deepEqual(got.subarray(0, at), expected, "HELLO and INTERESTED before any answer");
+    const bits = new Uint8Array([0xff]);
+    await c.write(concatBytes([
+      encodeMessage(helloMessage()),
+      encodeMessage({ type: "bitfield", fileId, count: 8, bits }),
+    ]));
+  })();
+  await using conn = await connect({ host: "127.0.0.1", port: listener.addr.port }, { pipelined: [interested] });
+  const reply = await conn.receive(5_000);
+  assert.equal(reply.type, "bitfield");
   await served;
 });
