@@ -614,7 +614,8 @@ Deno.test("control socket: list downloads and stop one; request-file resumes it"
     peers: 1,
     elapsedMs: 0,
   });
-  assert.ok(running.doneBytes >= CHUNK && running.doneBytes < w.data.length, `${running.doneBytes} bytes done`);
+  // Some of it: the first chunk saved may be the short last one (100 bytes), as chunks are picked from a random place.
+  assert.ok(running.doneBytes > 0 && running.doneBytes < w.data.length, `${running.doneBytes} bytes done`);
   assert.ok(running.elapsedMs > 0);
 
   const [stopped] = (await ask({ type: "ctl_stop_download", file: "data.bin" })).downloads;
