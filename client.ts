@@ -29,7 +29,7 @@ import { ProgressView } from "./lib/progress.ts";
 import { addAccountCommands } from "./lib/account_cli.ts";
 import { addPeerControlCommands } from "./lib/peer_control_cli.ts";
 import { configure } from "./lib/config.ts";
-import { hashSetting } from "./lib/sha256_lanes.ts";
+import { hashSetting } from "./lib/chunk_hasher.ts";
 
 function parseListen(text: string) {
   const a = parseAddress(text.replace(/:0$/, ":1"), "--listen");

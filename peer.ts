@@ -25,7 +25,7 @@ import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
 import { PeerSession } from "./lib/peer_session.ts";
 import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
-import { hashSetting } from "./lib/sha256_lanes.ts";
+import { hashSetting } from "./lib/chunk_hasher.ts";
 
 async function main(argv: string[]): Promise<void> {
   const program = peerProgram();

@@ -26,7 +26,7 @@ import {
 import { chunkDigests, chunkLength, fileMatches, type Manifest } from "./manifest.ts";
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
-import { preferLaneHashing } from "./sha256_lanes.ts";
+import { defaultHasher, type HasherKind } from "./chunk_hasher.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
@@ -142,8 +142,8 @@ export interface DownloadOptions {
   workers?: number;
   /** Write chunks of 1 MiB and up around the page cache where the system allows (O_DIRECT, direct_io.ts). Default: true. */
   directIo?: boolean;
-  /** Hash full chunks four at a time in WebAssembly SIMD (sha256_lanes.ts). Default: where the CPU lacks SHA extensions. */
-  laneHashing?: boolean;
+  /** How to hash chunks (chunk_hasher.ts). Default: as the CPU and `SHOAL_SHA256` say. */
+  hasher?: HasherKind;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
   /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
@@ -209,8 +209,10 @@ export interface DownloadSummary {
   peersDropped: { peer: string; reason: string }[];
   /** The fetch workers' chunk buffers: how many were made, and how many let go for V8 to collect (ideally none). */
   chunkBuffers: PoolStats;
-  /** Chunks whose SHA-256 was checked four at a time (sha256_lanes.ts); the others one at a time. */
+  /** Chunks whose SHA-256 was checked several at a time (chunk_hasher.ts); the others one at a time. */
   chunksHashedInLanes: number;
+  /** How chunks were hashed (chunk_hasher.ts); null when none was fetched. */
+  hasher: HasherKind | null;
 }
 
 /** What a download that failed had done: a summary as at the end, and how many chunks it still missed. */
@@ -256,7 +258,7 @@ interface RetryInfo {
 export async function download(opts: DownloadOptions): Promise<DownloadSummary> {
   const started = performance.now();
   const { manifest, fileId } = opts;
-  const laneHashing = opts.laneHashing ?? preferLaneHashing(); // before anything is made: a bad setting stops here
+  const hasher = opts.hasher ?? defaultHasher(); // before anything is made: a bad setting stops here
   const partPath = `${opts.out}.part`;
   const sidecarPath = `${opts.out}.part.json`;
   const n = manifest.chunks.length;
@@ -312,7 +314,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       directIo: opts.directIo ?? true,
       writeLock,
       receivingMs: Math.min(RECEIVING_MS, (opts.stallMs ?? DEFAULT_STALL_MS) / 4),
-      laneHashing,
+      hasher,
     };
     w.postMessage(init);
     workers.push(w);
@@ -372,6 +374,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     let fetched = 0, refetched = 0, writtenDirect = 0, doneBytes = reusedBytes;
     let dirty = false;
     counts = () => ({
+      hasher,
       path: opts.out,
       bytes: manifest.size,
       bytesFetched: doneBytes - reusedBytes,
@@ -1147,6 +1150,7 @@ function fetchedNothing(started: number, opts: DownloadOptions, alreadyComplete:
     peersDropped: [],
     chunkBuffers: { made: 0, dropped: 0 },
     chunksHashedInLanes: 0,
+    hasher: null,
   });
 }
 

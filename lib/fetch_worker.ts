@@ -24,14 +24,14 @@ import { compactHeap, Compactor } from "./heap.ts";
 import { alignedBytes, DIRECT_MIN_CHUNK, PartFile } from "./direct_io.ts";
 import { type Message, PIECE_DATA_OFFSET, WireType } from "./messages.ts";
 import { SMALL_FRAME_BYTES } from "./server.ts";
-import { LANE_READ_MAX_CHUNK, LaneHasher, LANES } from "./sha256_lanes.ts";
+import { makeMultiHasher, MULTI_READ_MAX_CHUNK, type MultiHasher } from "./chunk_hasher.ts";
 
 /**
  * Free frame buffers kept for reuse, at most, in bytes. The pool only makes
  * a buffer when none is free, so it holds as many as were ever in use at
  * once: a frame being read on each link, the chunks waiting to be hashed
- * in lanes, the writes queued (a worker holding 4 links needs about 7 of
- * 1 MiB, 10 hashing in lanes). A lower cap would drop buffers
+ * several at a time, the writes queued (a worker holding 4 links needs
+ * about 7 of 1 MiB, 14 hashing eight at a time). A lower cap would drop buffers
  * after each busy moment and make new ones at the next: a megabyte of
  * garbage each time, which piles up until V8 collects it (session 13 saw
  * 57 dropped and 25 MB more at the peak of a 4 GiB download by one worker).
@@ -45,11 +45,11 @@ const POOL_BYTES = 16 * 1024 * 1024;
 const MAX_QUEUED_WRITES = 2;
 
 /**
- * Longest a full chunk waits for three more to be hashed with it (see
- * {@link hashWaiting}). A worker that is short of CPU, where lane hashing
- * pays, has the next chunks in hand well before this.
+ * Longest a full chunk waits for more to be hashed with it (see
+ * {@link hashWaiting}). A worker that is short of CPU, where hashing
+ * several at a time pays, has the next chunks in hand well before this.
  */
-const LANE_WAIT_MS = 10;
+const BATCH_WAIT_MS = 10;
 
 /** A chunk received from a link and not yet hashed. */
 interface Received {
@@ -84,13 +84,13 @@ let grant: string | null = null;
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
-/** Hashes full chunks four at a time, where the coordinator found that faster (see sha256_lanes.ts). */
-let lanes: LaneHasher | null = null;
-/** Full chunks waiting to be hashed in lanes, fewer than {@link LANES}. */
+/** Hashes full chunks several at a time, where the coordinator found that faster (see chunk_hasher.ts). */
+let multi: MultiHasher | null = null;
+/** Full chunks waiting to be hashed together, fewer than the hasher's lanes. */
 const waiting: Received[] = [];
 let waitingTimer: ReturnType<typeof setTimeout> | undefined;
 let hashedInLanes = 0;
-const laneDigests = Array.from({ length: LANES }, () => new Uint8Array(32));
+let multiDigests: Uint8Array[] = [];
 /** Open connections by link (see worker_messages.ts), and the chunks each was asked for and still owes. */
 const links = new Map<number, Connection>();
 /** Per link, {@link Connection.largePayloadBytesIn} when {@link reportReceiving} last looked. */
@@ -192,10 +192,10 @@ function onPiece(link: number, f: FileInfo, index: number, fileId: string, data:
     post({ ev: "bad", link, index });
     return false;
   }
-  if (lanes !== null && data.length === f.chunkSize) {
+  if (multi !== null && data.length === f.chunkSize) {
     waiting.push({ link, index, data });
-    if (waiting.length === LANES) hashWaiting();
-    else waitingTimer ??= setTimeout(hashWaiting, LANE_WAIT_MS);
+    if (waiting.length === multi.lanes) hashWaiting();
+    else waitingTimer ??= setTimeout(hashWaiting, BATCH_WAIT_MS);
     return true;
   }
   checked(f, { link, index, data }, matches(f, index, data));
@@ -213,8 +213,9 @@ function checked(f: FileInfo, r: Received, good: boolean): void {
 }
 
 /**
- * Hashes the waiting chunks: four at once in lanes, fewer (the timer ran
- * out) one by one, as lanes cost the same for one chunk as for four.
+ * Hashes the waiting chunks: together in one call when there are enough
+ * of them, else (the timer ran out) one by one, as a call costs the same
+ * for one chunk as for all its lanes.
  */
 function hashWaiting(): void {
   clearTimeout(waitingTimer);
@@ -222,10 +223,11 @@ function hashWaiting(): void {
   const f = file;
   const batch = waiting.splice(0);
   if (f === null) return batch.forEach((r) => pool?.give(r.data)); // closed meanwhile
-  if (batch.length === LANES) {
-    lanes!.digest(batch.map((r) => r.data), laneDigests);
-    hashedInLanes += LANES;
-    batch.forEach((r, i) => checked(f, r, sameDigest(f, r.index, laneDigests[i]!)));
+  if (batch.length >= multi!.minBatch) {
+    const digests = multiDigests.slice(0, batch.length);
+    multi!.digest(batch.map((r) => r.data), digests);
+    hashedInLanes += batch.length;
+    batch.forEach((r, i) => checked(f, r, sameDigest(f, r.index, digests[i]!)));
   } else {
     for (const r of batch) checked(f, r, matches(f, r.index, r.data));
   }
@@ -252,22 +254,26 @@ function written(v: Verified, error: unknown): void {
   }
 }
 
-/** Checks chunks already in the `.part` (a resume): full ones four at a time where lanes are in use and chunks small. */
+/**
+ * Checks chunks already in the `.part` (a resume): full ones several at a
+ * time where a multi-hasher is in use and chunks are small.
+ */
 function verify(indexes: number[]): void {
   const f = file!;
   const good: number[] = [], bad: number[] = [];
-  const inLanes = lanes !== null && f.chunkSize <= LANE_READ_MAX_CHUNK;
-  const buf = new Uint8Array((inLanes ? LANES : 1) * f.chunkSize);
-  const views = Array.from({ length: LANES }, (_, k) => buf.subarray(k * f.chunkSize, (k + 1) * f.chunkSize));
-  const full = inLanes ? indexes.filter((i) => chunkLength(f, i) === f.chunkSize) : [];
-  const rest = inLanes ? indexes.filter((i) => chunkLength(f, i) !== f.chunkSize) : indexes;
-  for (let k = 0; k + LANES <= full.length; k += LANES) {
-    const group = full.slice(k, k + LANES);
+  const lanes = multi !== null && f.chunkSize <= MULTI_READ_MAX_CHUNK ? multi.lanes : 1;
+  const buf = new Uint8Array(lanes * f.chunkSize);
+  const views = Array.from({ length: lanes }, (_, k) => buf.subarray(k * f.chunkSize, (k + 1) * f.chunkSize));
+  const full = lanes > 1 ? indexes.filter((i) => chunkLength(f, i) === f.chunkSize) : [];
+  const grouped = full.length - (full.length % lanes);
+  for (let k = 0; k < grouped; k += lanes) {
+    const group = full.slice(k, k + lanes);
     const read = group.map((i, lane) => preadFull(f.part.fd, views[lane]!, i * f.chunkSize) === f.chunkSize);
-    lanes!.digest(views, laneDigests);
-    group.forEach((i, lane) => (read[lane] && sameDigest(f, i, laneDigests[lane]!) ? good : bad).push(i));
+    multi!.digest(views, multiDigests);
+    group.forEach((i, lane) => (read[lane] && sameDigest(f, i, multiDigests[lane]!) ? good : bad).push(i));
   }
-  for (const i of [...rest, ...full.slice(full.length - (full.length % LANES))]) {
+  const rest = lanes > 1 ? indexes.filter((i) => chunkLength(f, i) !== f.chunkSize) : indexes;
+  for (const i of [...rest, ...full.slice(grouped)]) {
     const len = chunkLength(f, i);
     const at = preadFull(f.part.fd, buf.subarray(0, len), i * f.chunkSize);
     (at === len && matches(f, i, buf.subarray(0, len)) ? good : bad).push(i);
@@ -280,6 +286,8 @@ async function close(): Promise<void> {
   clearInterval(receivingTimer);
   clearTimeout(waitingTimer);
   for (const r of waiting.splice(0)) pool?.give(r.data);
+  multi?.close();
+  multi = null;
   writes?.close();
   for (const c of links.values()) c.close();
   try {
@@ -319,7 +327,8 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
           v.direct = direct;
           return undefined;
         }, written);
-        if (m.laneHashing) lanes = new LaneHasher();
+        multi = makeMultiHasher(m.hasher);
+        multiDigests = Array.from({ length: multi?.lanes ?? 0 }, () => new Uint8Array(32));
         compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         receivingTimer = setInterval(reportReceiving, m.receivingMs);
         break;

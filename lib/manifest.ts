@@ -19,7 +19,7 @@ import { isSha256Hex, toHex, utf8Encoder } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 import { MAX_CHUNK_SIZE } from "./framing.ts";
 import { fileNameProblem } from "./names.ts";
-import { LANE_READ_MAX_CHUNK, laneHasher, LANES } from "./sha256_lanes.ts";
+import { defaultHasher, makeMultiHasher, MULTI_READ_MAX_CHUNK } from "./chunk_hasher.ts";
 
 /** Default chunk size: 1 MiB. */
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
@@ -212,26 +212,31 @@ export async function fileMatches(path: string, m: Manifest): Promise<boolean> {
 
 /**
  * The SHA-256 of each chunk of the first `size` bytes of `file`, read from
- * where it is, in order: four chunks at a time where lanes are faster
- * (sha256_lanes.ts), then one buffer holds four.
+ * where it is, in order: several chunks at a time where that is faster
+ * (chunk_hasher.ts), then one buffer holds them all.
  */
 async function* chunkHashes(file: Deno.FsFile, size: number, chunkSize: number): AsyncGenerator<string> {
-  const lanes = chunkSize <= LANE_READ_MAX_CHUNK && size >= LANES * chunkSize ? laneHasher() : null;
-  const buf = new Uint8Array(Math.min(lanes === null ? chunkSize : LANES * chunkSize, size));
-  const views = Array.from({ length: LANES }, (_, k) => buf.subarray(k * chunkSize, (k + 1) * chunkSize));
-  const digests = views.map(() => new Uint8Array(32));
-  for (let done = 0; done < size;) {
-    if (lanes !== null && size - done >= LANES * chunkSize) {
-      await readFull(file, buf);
-      lanes.digest(views, digests);
-      for (const d of digests) yield toHex(d);
-      done += buf.length;
-      continue;
+  const multi = chunkSize <= MULTI_READ_MAX_CHUNK && size >= 2 * chunkSize ? makeMultiHasher(defaultHasher()) : null;
+  try {
+    const lanes = multi !== null && size >= multi.lanes * chunkSize ? multi.lanes : 1;
+    const buf = new Uint8Array(Math.min(lanes * chunkSize, size));
+    const views = Array.from({ length: lanes }, (_, k) => buf.subarray(k * chunkSize, (k + 1) * chunkSize));
+    const digests = views.map(() => new Uint8Array(32));
+    for (let done = 0; done < size;) {
+      if (lanes > 1 && size - done >= lanes * chunkSize) {
+        await readFull(file, buf);
+        multi!.digest(views, digests);
+        for (const d of digests) yield toHex(d);
+        done += buf.length;
+        continue;
+      }
+      const want = Math.min(chunkSize, size - done);
+      await readFull(file, buf.subarray(0, want));
+      yield toHex(createHash("sha256").update(buf.subarray(0, want)).digest());
+      done += want;
     }
-    const want = Math.min(chunkSize, size - done);
-    await readFull(file, buf.subarray(0, want));
-    yield toHex(createHash("sha256").update(buf.subarray(0, want)).digest());
-    done += want;
+  } finally {
+    multi?.close();
   }
 }
 

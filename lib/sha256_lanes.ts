@@ -13,12 +13,10 @@
  * description of SHA-256 (FIPS 180-4): the 64 rounds are unrolled with the
  * eight working variables renamed instead of moved. Inputs are copied into
  * the module's memory a segment at a time, so it stays small whatever the
- * input size. {@link preferLaneHashing} says whether to use it at all.
+ * input size. chunk_hasher.ts says whether to use it at all.
  *
  * @module
  */
-
-import { UsageError } from "./errors.ts";
 
 /** Round constants (FIPS 180-4, 4.2.2). */
 // deno-fmt-ignore
@@ -392,6 +390,9 @@ type Compress = (p0: number, p1: number, p2: number, p3: number, blocks: number)
  * ```
  */
 export class LaneHasher {
+  readonly lanes = LANES;
+  /** Fewer than four cost as much as four; the batching was measured with four (docs/PERFORMANCE.md, session 29). */
+  readonly minBatch = LANES;
   readonly #memory: WebAssembly.Memory;
   readonly #compress: Compress;
 
@@ -447,68 +448,7 @@ export class LaneHasher {
       for (let i = 0; i < 8; i++) o.setUint32(4 * i, view.getUint32(STATE_AT + 16 * i + 4 * lane, true), false);
     }
   }
-}
 
-/**
- * Largest chunk hashed in lanes where chunks are read from a file: four are
- * read into memory at once (a 200 GiB file still has chunks this size).
- */
-export const LANE_READ_MAX_CHUNK = 1024 * 1024;
-
-let threadHasher: LaneHasher | null | undefined;
-
-/** This thread's {@link LaneHasher} where {@link preferLaneHashing} says so, else null. Made on first use. */
-export function laneHasher(): LaneHasher | null {
-  if (threadHasher === undefined) threadHasher = preferLaneHashing() ? new LaneHasher() : null;
-  return threadHasher;
-}
-
-/** Makes {@link laneHasher} answer as `on` says in this thread (undefined: ask again), whatever the CPU. For tests. */
-export function setLaneHashing(on: boolean | undefined): void {
-  threadHasher = on === undefined ? undefined : on ? new LaneHasher() : null;
-}
-
-/** Set to `lanes` or `node` to choose how downloads hash chunks instead of asking the CPU (benchmarks, tests). */
-export const HASH_ENV = "SHOAL_SHA256";
-
-/**
- * Whether to hash full chunks four at a time with {@link LaneHasher}
- * rather than one at a time with `node:crypto`: only on an x86 CPU that
- * lacks the SHA extensions, where it is about 1.6 times as fast a core
- * (docs/PERFORMANCE.md). Elsewhere, or when the CPU cannot be asked (no
- * `/proc/cpuinfo`, or no permission to read it), `node:crypto`.
- * `SHOAL_SHA256` overrides the choice.
- */
-export function preferLaneHashing(setting = readEnv(), cpuinfo = readCpuinfo()): boolean {
-  const chosen = hashSetting(setting);
-  if (chosen !== undefined) return chosen === "lanes";
-  const flags = cpuinfo?.match(/^flags\s*:(.*)$/m)?.[1];
-  return flags !== undefined && !flags.split(/\s+/).includes("sha_ni");
-}
-
-/**
- * `SHOAL_SHA256`'s choice, if any; a value that is neither `lanes` nor
- * `node` is a usage error. The entry points ask at start, so that a typo
- * stops them before anything is looked up, indexed or fetched.
- */
-export function hashSetting(setting = readEnv()): "lanes" | "node" | undefined {
-  if (setting === "lanes" || setting === "node") return setting;
-  if (setting === undefined || setting === "") return undefined;
-  throw new UsageError(`Cannot use ${HASH_ENV}=${setting}: expected "lanes" or "node"`);
-}
-
-function readEnv(): string | undefined {
-  try {
-    return Deno.env.get(HASH_ENV);
-  } catch {
-    return undefined; // no --allow-env: decide from the CPU
-  }
-}
-
-function readCpuinfo(): string | null {
-  try {
-    return Deno.readTextFileSync("/proc/cpuinfo");
-  } catch {
-    return null;
-  }
+  /** Nothing to let go of: the module's memory is the garbage collector's. */
+  close(): void {}
 }

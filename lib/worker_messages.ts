@@ -9,6 +9,7 @@
  */
 
 import type { PoolStats } from "./buffer_pool.ts";
+import type { HasherKind } from "./chunk_hasher.ts";
 
 /** How often a fetch worker says at most which links are receiving chunk bytes (see FromWorker "receiving"). */
 export const RECEIVING_MS = 1_000;
@@ -29,8 +30,8 @@ export type ToWorker =
     writeLock: SharedArrayBuffer;
     /** How often to say which links are receiving chunk bytes: well within the coordinator's stall time. */
     receivingMs: number;
-    /** Hash full chunks four at a time (see sha256_lanes.ts). */
-    laneHashing: boolean;
+    /** How to hash chunks (see chunk_hasher.ts). */
+    hasher: HasherKind;
   }
   | { op: "connect"; link: number; host: string; port: number }
   | { op: "grant"; grant: string }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The test command of the README: installs the pinned Deno (npm), Chromium
-# (Debian, when missing) and the locked dependencies, then runs fmt check,
+# The test command of the README: installs the pinned Deno (npm), Chromium and
+# a C compiler (Debian, when missing) and the locked dependencies, builds the
+# native SHA-256 library (deno task native, in deno task test), runs fmt check,
 # lint, type check and every test with the op/resource sanitizers; ends with
 # a plain `tests: N passed, N failed` line.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 deno_bin="$(./scripts/install_deno.sh)" || { echo "cannot install deno from npm" >&2; exit 1; }
-./scripts/install_chromium.sh || exit 1
+./scripts/install_debian.sh chromium chromium "the dashboard's browser test" || exit 1
+./scripts/install_debian.sh "${CC:-cc}" gcc "the native SHA-256 library (deno task native)" || exit 1
 export PATH="$(dirname "$deno_bin"):$PATH" NO_COLOR=1 RUST_BACKTRACE=0
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

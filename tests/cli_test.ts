@@ -89,6 +89,7 @@ Deno.test("a download's last line gives the rate of what this run fetched, not o
     peersDropped: [],
     chunkBuffers: { made: 0, dropped: 0 },
     chunksHashedInLanes: 0,
+    hasher: "native",
   };
   assert.equal(formatSaved(base), "saved big.bin (96.0 MiB) in 2.00 s at 48.0 MiB/s");
   const resumed = { ...base, bytesFetched: 32 * 2 ** 20, chunksReused: 64, chunksFetched: 32 };

@@ -6,6 +6,7 @@
  */
 
 import { createHash } from "node:crypto";
+import type { HasherKind } from "../lib/chunk_hasher.ts";
 
 /** A fresh temporary directory, removed with `await using`. */
 export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
@@ -34,6 +35,12 @@ export function seeded(seed: number): () => number {
 
 /** SHA-256 of `b`, in hex. */
 export const sha = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
+
+/**
+ * Every way chunks can be hashed (lib/chunk_hasher.ts), for tests that run once with each. `native` needs the library
+ * that `deno task native` builds; `deno task test` builds it first.
+ */
+export const HASHERS: readonly HasherKind[] = ["native", "lanes", "node"];
 
 /** Polls `fn` every 20 ms until it returns true; throws after `ms`, naming `what` when given. */
 export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000, what?: string): Promise<void> {

@@ -27,7 +27,8 @@ import {
   verifyManifest,
 } from "../lib/manifest.ts";
 import { MAX_NAME_BYTES } from "../lib/names.ts";
-import { setLaneHashing } from "../lib/sha256_lanes.ts";
+import { setDefaultHasher } from "../lib/chunk_hasher.ts";
+import { HASHERS } from "./helpers.ts";
 
 const HELLO_CHUNK = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 const HELLO_TXT: Manifest = { name: "hello.txt", size: 5, chunkSize: 16384, chunks: [HELLO_CHUNK] };
@@ -290,13 +291,14 @@ Deno.test("fileMatches(): only a regular file of the manifest's size whose every
   }
 });
 
-for (const lanes of [true, false]) {
-  Deno.test(`hashFile() and fileMatches() ${lanes ? "four chunks at a time in lanes" : "one chunk at a time"}`, async () => {
+for (const kind of HASHERS) {
+  Deno.test(`hashFile() and fileMatches() with the ${kind} hasher`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "shoal-manifest-test-" });
-    setLaneHashing(lanes);
+    setDefaultHasher(kind);
     try {
-      // 9 full chunks and a short one: two groups of four, then two chunks alone; 4 and 3 chunks: one group, or none.
-      for (const count of [9, 4, 3]) {
+      // With L lanes: 2L+1 full chunks and a short one (two groups, then two chunks alone); L and L-1: one group, or none.
+      const lanes = kind === "native" ? 8 : 4;
+      for (const count of [2 * lanes + 1, lanes, lanes - 1]) {
         const bytes = Uint8Array.from({ length: count * MIN_CHUNK_SIZE + 77 }, (_, k) => (k * 2654435761) >>> 24);
         const path = `${dir}/f${count}.bin`;
         await Deno.writeFile(path, bytes);
@@ -315,7 +317,7 @@ for (const lanes of [true, false]) {
         }
       }
     } finally {
-      setLaneHashing(undefined);
+      setDefaultHasher(undefined);
       await Deno.remove(dir, { recursive: true });
     }
   });

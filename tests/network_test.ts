@@ -24,7 +24,7 @@ import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { MAX_HEARTBEAT_BYTES, TrackerServer } from "../lib/tracker.ts";
 import { listFiles } from "../lib/tracker_link.ts";
-import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
+import { HASHERS, randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 
@@ -90,9 +90,8 @@ Deno.test("a multi-chunk file shared by two peers downloads from both, verified"
   }
 });
 
-for (const laneHashing of [true, false]) {
-  const how = laneHashing ? "four at a time in lanes" : "one at a time";
-  Deno.test(`chunks hashed ${how}: a corrupting peer's chunks are caught, fetched again, and its peer named`, async () => {
+for (const hasher of HASHERS) {
+  Deno.test(`chunks hashed by the ${hasher} hasher: a corrupting peer's chunks are caught, fetched again, and its peer named`, async () => {
     await using dir = await tempDir();
     const data = randomBytes(CHUNK * 40 + 123); // a short last chunk, hashed alone
     await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
@@ -110,13 +109,14 @@ for (const laneHashing of [true, false]) {
     try {
       await waitUntil(() => tracker.tracker.listFiles().some((f) => f.name === "data.bin" && f.peers === 2));
       const out = join(dir.path, "got.bin");
-      const summary = await getFile({ tracker: tracker.address }, "data.bin", { out, workers: 1, laneHashing });
+      const summary = await getFile({ tracker: tracker.address }, "data.bin", { out, workers: 1, hasher });
       assert.equal(sha(await Deno.readFile(out)), sha(data));
       assert.equal(summary.peersDropped.length, 1, JSON.stringify(summary.peersDropped));
       assert.match(summary.peersDropped[0]!.reason, /SHA-256/);
       assert.equal(Object.keys(summary.bytesPerPeer).length, 1, "only the good peer's bytes were kept");
       assert.ok(summary.chunksRefetched > 0);
-      if (laneHashing) assert.ok(summary.chunksHashedInLanes >= 4, `${summary.chunksHashedInLanes} in lanes`);
+      assert.equal(summary.hasher, hasher);
+      if (hasher !== "node") assert.ok(summary.chunksHashedInLanes >= 3, `${summary.chunksHashedInLanes} in lanes`);
       else assert.equal(summary.chunksHashedInLanes, 0);
     } finally {
       for (const p of peers) await p.close();
@@ -777,8 +777,8 @@ Deno.test("one worker reading 4 peers keeps every 1 MiB chunk buffer it makes: n
     const served = Object.keys(s.bytesPerPeer).length;
     assert.ok(served >= 2, `${served} of 4 peers served`);
     // A frame being read on each of the 4 links, 2 queued writes and 1 being written: 7 at most (5 in the runs seen);
-    // 3 more where chunks wait to be hashed four at a time (sha256_lanes.ts).
-    const most = s.chunksHashedInLanes > 0 ? 10 : 7;
+    // 3 or 7 more where chunks wait to be hashed four or eight at a time (chunk_hasher.ts).
+    const most = 7 + { native: 7, lanes: 3, node: 0 }[s.hasher!];
     assert.ok(s.chunkBuffers.made >= 1 && s.chunkBuffers.made <= most, `made ${s.chunkBuffers.made}`);
     assert.equal(s.chunkBuffers.dropped, 0);
   } finally {
@@ -1174,22 +1174,21 @@ Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, 
   assert.deepEqual([short.reused, short.fetched], [3, 5]);
 });
 
-for (const laneHashing of [true, false]) {
-  const how = laneHashing ? "four at a time in lanes" : "one at a time";
-  Deno.test(`a resume checks the chunks its sidecar marks done ${how}: damaged ones are fetched again`, async () => {
+for (const hasher of HASHERS) {
+  Deno.test(`a resume checks the chunks its sidecar marks done with the ${hasher} hasher: damaged ones are fetched again`, async () => {
     await using dir = await tempDir();
-    const data = randomBytes(CHUNK * 11 + 500); // 11 full chunks and a short one
+    const data = randomBytes(CHUNK * 11 + 500); // 11 full chunks and a short one: one group of 8 or two of 4, and more
     const files = await indexedFile(dir.path, data);
     await using peer = PeerNode.start(files, {});
     const out = join(dir.path, "out");
     const part = data.slice();
-    part[2 * CHUNK + 7]! ^= 1; // in the first groups of four
-    part[9 * CHUNK]! ^= 1; // among the three full chunks left over
+    part[2 * CHUNK + 7]! ^= 1; // in the first group
+    part[9 * CHUNK]! ^= 1; // among the full chunks left over
     await Deno.writeFile(`${out}.part`, part);
     const done = new Bitfield(12);
     for (let i = 0; i < 12; i++) done.set(i);
     await writeSidecar(`${out}.part.json`, { fileId: files[0]!.id, size: data.length, chunkSize: CHUNK, done });
-    const s = await getFile({ peers: [peer.address] }, files[0]!.id, { out, workers: 1, laneHashing });
+    const s = await getFile({ peers: [peer.address] }, files[0]!.id, { out, workers: 1, hasher });
     assert.deepEqual([s.chunksReused, s.chunksFetched], [10, 2]);
     assert.equal(sha(await Deno.readFile(out)), sha(data));
   });

@@ -1,7 +1,6 @@
-// Bytes: lane hashing against node:crypto, and when it is chosen.
+// Bytes: lane hashing against node:crypto.
 import assert from "node:assert/strict";
-import { HASH_ENV, hashSetting, LaneHasher, LANES, preferLaneHashing } from "../lib/sha256_lanes.ts";
-import { UsageError } from "../lib/errors.ts";
+import { LaneHasher, LANES } from "../lib/sha256_lanes.ts";
 import { randomBytes, sha } from "./helpers.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -43,29 +42,4 @@ Deno.test("lane hashing refuses the wrong number of inputs, inputs of different 
   const short = out();
   short[1] = new Uint8Array(31);
   assert.throws(() => hasher.digest(uneven.map(() => uneven[0]!), short), /shorter than 32 bytes/);
-});
-
-Deno.test("lanes are preferred on an x86 CPU without the SHA extensions only, unless SHOAL_SHA256 says", () => {
-  const x86 = (flags: string) => `processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: ${flags}\n\nprocessor\t: 1\n`;
-  assert.equal(preferLaneHashing(undefined, x86("fpu sse2 avx2 avx512f")), true);
-  assert.equal(preferLaneHashing(undefined, x86("fpu sse2 sha_ni avx2")), false);
-  assert.equal(preferLaneHashing(undefined, x86("fpu sse2 avx2 sha_ni")), false, "the last flag too");
-  assert.equal(preferLaneHashing("", x86("fpu sse2")), true, "empty is unset");
-  assert.equal(preferLaneHashing(undefined, "processor\t: 0\nFeatures\t: fp asimd sha2\n"), false, "not x86");
-  assert.equal(preferLaneHashing(undefined, null), false, "no /proc/cpuinfo");
-  assert.equal(preferLaneHashing("lanes", null), true);
-  assert.equal(preferLaneHashing("node", x86("avx2")), false);
-  for (const check of [() => preferLaneHashing("fast", null), () => hashSetting("fast")]) {
-    assert.throws(check, (e) => {
-      assert.ok(e instanceof UsageError, "exit code 2");
-      assert.equal(e.message, `Cannot use ${HASH_ENV}=fast: expected "lanes" or "node"`);
-      return true;
-    });
-  }
-  assert.deepEqual(["lanes", "node", "", undefined].map((s) => hashSetting(s)), [
-    "lanes",
-    "node",
-    undefined,
-    undefined,
-  ]);
 });

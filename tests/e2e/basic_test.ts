@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { chooseHasher } from "../../lib/chunk_hasher.ts";
 import {
   E2E,
   ERROR_TYPE,
@@ -88,6 +89,10 @@ Deno.test("e2e: two peers, one tracker: files, search, peers, get by id and by n
   assert.equal(s.chunksReused, 0);
   assert.equal(s.chunksFetched, big.size / big.chunkSize);
   assert.equal(s.chunksWrittenDirect, s.chunksFetched, "1 MiB chunks go around the page cache (ext4, tmpfs)");
+  // hashed as lib/chunk_hasher.ts chooses for this CPU; a bundle has no native library beside it
+  const hasher = chooseHasher(undefined, undefined, env.entries.kind === "source" ? undefined : () => false);
+  assert.equal(s.hasher, hasher);
+  if (hasher !== "node") assert.ok(s.chunksHashedInLanes > 0, `${s.chunksHashedInLanes} chunks hashed together`);
   assert.equal(Object.values(s.bytesPerPeer).reduce((x, y) => x + y, 0), 32 * MiB);
   assert.equal(await sha256File(`${out}/big-by-id`), bigSha);
   assert.equal(await exists(`${out}/big-by-id.part`), false, "no .part left behind");
@@ -196,7 +201,10 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
   ) {
     const r = await env.run(script, [...args], undefined, badHash);
     assert.equal(r.code, EXIT.usage, `${script}: ${r.stderr}`);
-    assert.match(expectOneErrorLine(r.stderr), /^error: Cannot use SHOAL_SHA256=fast: expected "lanes" or "node"$/);
+    assert.match(
+      expectOneErrorLine(r.stderr),
+      /^error: Cannot use SHOAL_SHA256=fast: expected "native", "lanes" or "node"$/,
+    );
   }
   assert.equal(await exists(`${out}/h.part`), false);
 

@@ -345,6 +345,7 @@ export interface GetSummary {
   peersDropped: { peer: string; reason: string }[];
   chunkBuffers: { made: number; dropped: number };
   chunksHashedInLanes: number;
+  hasher: "native" | "lanes" | "node" | null;
 }
 
 /** One entry of `files --json` / `search --json`. */

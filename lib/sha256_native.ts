@@ -1,0 +1,141 @@
+/**
+ * SHA-256 of up to eight equal-length inputs at once, in native code
+ * (`native/sha256_multi.c`, through Deno's FFI).
+ *
+ * Why: on an x86 CPU without the SHA extensions a download is bound by
+ * SHA-256. Eight inputs side by side in the lanes of 256-bit vectors (AVX2,
+ * or AVX-512's rotate and three-input logic on them) hash 1.8-2.9 times as
+ * fast a core as `node:crypto`, and 1.5-1.7 times as fast as the four lanes
+ * WebAssembly has (sha256_lanes.ts); measured in docs/PERFORMANCE.md.
+ *
+ * The library is built from the sources by `deno task native`
+ * (scripts/build_native.ts) into `.tools/native/`, named by a hash of the
+ * sources, so a library built from other sources is never loaded. Where it
+ * is not built, FFI is not granted, or the CPU has no AVX2,
+ * {@link NativeHasher.open} answers null and downloads hash otherwise.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { addressOf } from "./direct_io.ts";
+
+/** Inputs hashed side by side: the 32-bit lanes of a 256-bit vector. */
+export const NATIVE_LANES = 8;
+
+/** The C sources, relative to the project root; the library's name carries a hash of them. */
+export const NATIVE_SOURCES = ["native/sha256_multi.c", "native/sha256_x8.h"] as const;
+
+/** Which kernel the library runs: its numbers in native/sha256_multi.c. */
+export type NativeKernel = "avx512" | "avx2";
+const KERNEL_NUMBERS: Record<NativeKernel, number> = { avx2: 1, avx512: 2 };
+
+const SYMBOLS = {
+  shoal_sha256_kernel: { parameters: [], result: "i32" },
+  shoal_sha256_multi: { parameters: ["buffer", "u32", "u64", "buffer", "i32"], result: "i32" },
+} as const;
+
+/** The project root, where this module is a local file (not in a bundle or a compiled binary). */
+function projectRoot(): string | null {
+  const url = new URL("..", import.meta.url);
+  return url.protocol === "file:" ? decodeURIComponent(url.pathname) : null;
+}
+
+/**
+ * Where `deno task native` puts the library built from the sources as they
+ * are now; null where the sources cannot be read (a bundle, a compiled
+ * binary, no read permission).
+ */
+export function nativeLibraryPath(root = projectRoot()): string | null {
+  if (root === null) return null;
+  try {
+    const hash = createHash("sha256");
+    for (const src of NATIVE_SOURCES) hash.update(Deno.readFileSync(`${root}/${src}`));
+    return `${root}/.tools/native/libshoal_sha256-${hash.digest("hex").slice(0, 16)}.so`;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether FFI is granted; asked first, so that a run without it gets no permission prompt on a terminal. */
+function ffiGranted(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Hashes 1-8 equal-length inputs in one call; fewer than eight cost as much
+ * as eight. Holds the library open until {@link close}.
+ *
+ * @example
+ * ```ts
+ * const hasher = NativeHasher.open();
+ * if (hasher) {
+ *   const inputs = [new Uint8Array(1024), new Uint8Array(1024)];
+ *   const digests = inputs.map(() => new Uint8Array(32));
+ *   hasher.digest(inputs, digests); // digests[i] is the SHA-256 of inputs[i]
+ *   hasher.close();
+ * }
+ * ```
+ */
+export class NativeHasher {
+  readonly lanes = NATIVE_LANES;
+  /** Fewest inputs worth a call: below three, `node:crypto` one at a time is faster. */
+  readonly minBatch = 3;
+  readonly kernel: NativeKernel;
+  readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  readonly #addresses = new BigUint64Array(NATIVE_LANES);
+  readonly #digests = new Uint8Array(32 * NATIVE_LANES);
+
+  /** Opens the library at `path`; throws when it cannot be opened or runs no kernel on this CPU (or `kernel`). */
+  constructor(path: string, kernel?: NativeKernel) {
+    this.#lib = Deno.dlopen(path, SYMBOLS);
+    const best = this.#lib.symbols.shoal_sha256_kernel();
+    const want = kernel === undefined ? best : KERNEL_NUMBERS[kernel];
+    if (best === 0 || want > best) {
+      this.#lib.close();
+      throw new RangeError(`Cannot hash with ${path}: this CPU lacks ${kernel === "avx512" ? "AVX-512VL" : "AVX2"}`);
+    }
+    this.kernel = want === KERNEL_NUMBERS.avx512 ? "avx512" : "avx2";
+  }
+
+  /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no AVX2. */
+  static open(path = nativeLibraryPath()): NativeHasher | null {
+    if (path === null || !ffiGranted()) return null;
+    try {
+      return new NativeHasher(path);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Writes the SHA-256 of each of `inputs` (1-8, all the same length) into the matching 32 bytes of `out`. */
+  digest(inputs: readonly Uint8Array[], out: readonly Uint8Array[]): void {
+    const n = inputs.length;
+    if (n < 1 || n > NATIVE_LANES || out.length !== n) {
+      throw new RangeError(`Cannot hash natively: expected 1-${NATIVE_LANES} inputs and as many outputs, got ${n}`);
+    }
+    const length = inputs[0]!.length;
+    if (inputs.some((x) => x.length !== length)) throw new RangeError("Cannot hash natively: inputs differ in length");
+    if (out.some((x) => x.length < 32)) {
+      throw new RangeError("Cannot hash natively: an output is shorter than 32 bytes");
+    }
+    for (let i = 0; i < n; i++) {
+      const at = addressOf(inputs[i]!);
+      if (at === null) throw new RangeError("Cannot hash natively: an input's address is unknown");
+      this.#addresses[i] = BigInt(at);
+    }
+    const kernel = KERNEL_NUMBERS[this.kernel];
+    if (this.#lib.symbols.shoal_sha256_multi(this.#addresses, n, BigInt(length), this.#digests, kernel) !== 0) {
+      throw new RangeError("Cannot hash natively: the library refused the call");
+    }
+    for (let i = 0; i < n; i++) out[i]!.set(this.#digests.subarray(32 * i, 32 * i + 32));
+  }
+
+  close(): void {
+    this.#lib.close();
+  }
+}

@@ -1,0 +1,43 @@
+// Which SHA-256 chunks are hashed with: the choice, from the CPU, the native library and SHOAL_SHA256.
+import assert from "node:assert/strict";
+import { chooseHasher, HASH_ENV, hashSetting } from "../lib/chunk_hasher.ts";
+import { UsageError } from "../lib/errors.ts";
+
+const x86 = (flags: string) => () => `processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: ${flags}\n\nprocessor\t: 1\n`;
+const built = () => true;
+const notBuilt = () => false;
+
+Deno.test("native where built and the CPU lacks the SHA extensions, else lanes there, else node:crypto", () => {
+  assert.equal(chooseHasher(undefined, x86("fpu sse2 avx2 avx512f"), built), "native");
+  assert.equal(chooseHasher(undefined, x86("fpu sse2 avx2 avx512f"), notBuilt), "lanes");
+  assert.equal(chooseHasher(undefined, x86("fpu sse2 sha_ni avx2"), built), "node");
+  assert.equal(chooseHasher(undefined, x86("fpu sse2 avx2 sha_ni"), built), "node", "the last flag too");
+  assert.equal(chooseHasher("", x86("fpu sse2"), notBuilt), "lanes", "empty is unset");
+  assert.equal(chooseHasher(undefined, () => "processor\t: 0\nFeatures\t: fp asimd sha2\n", built), "node", "not x86");
+  assert.equal(chooseHasher(undefined, () => null, built), "node", "no /proc/cpuinfo");
+});
+
+Deno.test("SHOAL_SHA256 chooses, whatever the CPU; native where it cannot be used, or any other value, is a usage error", () => {
+  assert.equal(chooseHasher("lanes", () => null, built), "lanes");
+  assert.equal(chooseHasher("node", x86("avx2"), built), "node");
+  assert.equal(chooseHasher("native", x86("avx2 sha_ni"), built), "native");
+  assert.throws(() => chooseHasher("native", x86("avx2"), notBuilt), (e) => {
+    assert.ok(e instanceof UsageError, "exit code 2");
+    assert.match(e.message, /^Cannot use SHOAL_SHA256=native: the native hasher is not built .*\(deno task native\)/);
+    return true;
+  });
+  for (const check of [() => chooseHasher("fast", () => null, built), () => hashSetting("fast")]) {
+    assert.throws(check, (e) => {
+      assert.ok(e instanceof UsageError, "exit code 2");
+      assert.equal(e.message, `Cannot use ${HASH_ENV}=fast: expected "native", "lanes" or "node"`);
+      return true;
+    });
+  }
+  assert.deepEqual(["native", "lanes", "node", "", undefined].map((s) => hashSetting(s)), [
+    "native",
+    "lanes",
+    "node",
+    undefined,
+    undefined,
+  ]);
+});
