@@ -30,6 +30,9 @@ import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { formatBytes, parseIntOption, parseSize } from "../lib/cli.ts";
 import { makeTorrent, MiniTracker } from "./bench_torrent.ts";
+import { buildNative } from "./build_native.ts";
+import { chooseHasher } from "../lib/chunk_hasher.ts";
+import { NativeHasher, nativeLibraryPath } from "../lib/sha256_native.ts";
 
 /** The repository root. */
 export const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
@@ -521,6 +524,28 @@ export function machineLines(): string[] {
   ];
 }
 
+/**
+ * Builds the native SHA-256 library when it is missing (a missing piece is
+ * built, never silently left out), then says how Shoal's clients will hash
+ * chunks on this machine (lib/chunk_hasher.ts): the same choice they make.
+ */
+export async function hasherLine(): Promise<string> {
+  let note = "";
+  const path = nativeLibraryPath();
+  if (path !== null && !exists(path)) {
+    try {
+      await buildNative(path);
+    } catch (err) {
+      note = ` (${(err as Error).message.split("\n")[0]})`;
+    }
+  }
+  const kind = chooseHasher();
+  if (kind !== "native") return `shoal hashes chunks with: ${kind}${note}`;
+  const native = NativeHasher.open()!;
+  native.close();
+  return `shoal hashes chunks with: native (${native.kernel}, ${native.lanes} at a time)`;
+}
+
 /** The results table: tool, median MB/s, every run, the tool's own figure, peak RSS, Shoal's ratio. */
 export function table(results: ToolResult[], shoalTool = "shoal"): string[] {
   const shoal = results.find((r) => r.tool === shoalTool);
@@ -883,6 +908,7 @@ async function main(): Promise<number> {
   try {
     const cmdline = `deno run -A scripts/bench.ts ${Deno.args.join(" ")}`.trim();
     say(machineLines()[0]!);
+    say(await hasherLine());
     say(`file: ${formatBytes(o.size)} (${o.size} bytes), runs: ${o.runs}, work dir: ${work}`);
     say(`command: ${cmdline}`);
 

@@ -21,6 +21,7 @@ import {
   aria2HttpArgv,
   emptyDir,
   ensureCommands,
+  hasherLine,
   leaveWork,
   machineLines,
   MB,
@@ -143,6 +144,7 @@ async function main(): Promise<number> {
   const http = o.sizes.map((): ToolResult => ({ tool: "aria2c-http", what: "-x4 -s4 -k1M", samples: [], errors: [] }));
   try {
     say(machineLines()[0]!);
+    say(await hasherLine());
     say(`sizes: ${o.sizes.map(formatBytes).join(", ")}, runs: ${o.runs}, work dir: ${work}`);
     say(`command: deno run -A scripts/bench_mem.ts ${Deno.args.join(" ")}`.trim());
     const missing = await ensureCommands(procs, { aria2c: "aria2", nginx: "nginx-light", [TIME_BIN]: "time" }, say);

@@ -30,6 +30,7 @@ import {
   emptyDir,
   endReport,
   ensureCommands,
+  hasherLine,
   leaveWork,
   linkInto,
   machineLines,
@@ -136,6 +137,7 @@ async function main(): Promise<number> {
   try {
     const cmdline = `deno run -A scripts/bench_wan.ts ${Deno.args.join(" ")}`.trim();
     say(machineLines()[0]!);
+    say(await hasherLine());
     say(`lab: ${SEEDS} seeders x ${lab.LAB_RATE}, ${lab.LAB_DELAY_MS} ms one way, extra node tracker`);
     say(`file: ${formatBytes(o.size)} (${o.size} bytes), runs: ${o.runs}, work dir: ${work}`);
     say(`command: ${cmdline}`);
