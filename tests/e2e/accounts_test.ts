@@ -377,7 +377,8 @@ Deno.test("e2e: two users on one home each share only their own uploads; status 
 
 Deno.test("e2e: group requests that cannot be get clear exit codes; status says when a session has expired", async () => {
   await using env = new E2E();
-  const tracker = await env.tracker(200, 1000, ["--db", ":memory:", "--session-ttl", "6"]);
+  // Sessions last 15 s: the steps before the expiry check take 3-4 s alone, and more than 6 s once in a full CI run.
+  const tracker = await env.tracker(200, 1000, ["--db", ":memory:", "--session-ttl", "15"]);
   const alice = await user(env, () => tracker.addr, "alice"), bob = await user(env, () => tracker.addr, "bob");
   try {
     for (const u of [alice, bob]) await u.ok("create_user", u.name, u.password);
@@ -423,13 +424,13 @@ Deno.test("e2e: group requests that cannot be get clear exit codes; status says 
       (await bob.ok("status")).stdout,
       /^ {2}\[team\] notes\.bin .*\(not shared: you are not in team now\)$/m,
     );
-    // The session lasts 6 s; the tracker forgets one it finds expired, the home still knows when it ended.
+    // The session lasts 15 s; the tracker forgets one it finds expired, the home still knows when it ended.
     await waitUntil(
       async () => {
         const s = (await alice.ok("status", "--json")).json<{ session: string }>();
         return s.session === "expired; log in again" ? s : null;
       },
-      10_000,
+      20_000,
       "the session to expire",
     );
     assert.match((await alice.ok("status")).stdout, /^user: +alice \(session expired; log in again, at \d{4}-/m);
