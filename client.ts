@@ -29,7 +29,7 @@ import { ProgressView } from "./lib/progress.ts";
 import { addAccountCommands } from "./lib/account_cli.ts";
 import { addPeerControlCommands } from "./lib/peer_control_cli.ts";
 import { configure } from "./lib/config.ts";
-import { hashSetting } from "./lib/chunk_hasher.ts";
+import { checkHashSetting } from "./lib/chunk_hasher.ts";
 
 function parseListen(text: string) {
   const a = parseAddress(text.replace(/:0$/, ":1"), "--listen");
@@ -203,7 +203,7 @@ function failedJson(err: unknown): Record<string, unknown> {
 async function main(argv: string[]): Promise<void> {
   const program = build();
   // A bad SHOAL_SHA256 is a usage error before any command looks anything up (--help still works).
-  program.hook("preAction", () => void hashSetting());
+  program.hook("preAction", checkHashSetting);
   await configure(program, "client", argv);
   await program.parseAsync(argv, { from: "user" });
 }

@@ -25,13 +25,13 @@ import process from "node:process";
 import { PeerControl } from "./lib/peer_control.ts";
 import { PeerSession } from "./lib/peer_session.ts";
 import { describeSessionEvent, runTerminal } from "./lib/shell.ts";
-import { hashSetting } from "./lib/chunk_hasher.ts";
+import { checkHashSetting } from "./lib/chunk_hasher.ts";
 
 async function main(argv: string[]): Promise<void> {
   const program = peerProgram();
   const fromConfig = await configure(program, "peer", argv);
   program.parse(argv, { from: "user" });
-  hashSetting(); // a bad SHOAL_SHA256 is a usage error before anything is indexed
+  checkHashSetting(); // a bad SHOAL_SHA256 is a usage error before anything is indexed
   const o = program.opts();
   // The background peer serves its session's tracker unless told otherwise on its command line.
   if (o.daemon && program.getOptionValueSource("tracker") !== "cli") delete o.tracker;

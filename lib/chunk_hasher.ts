@@ -44,15 +44,21 @@ export const HASH_ENV = "SHOAL_SHA256";
  */
 export const MULTI_READ_MAX_CHUNK = 1024 * 1024;
 
-/**
- * `SHOAL_SHA256`'s choice, if any; any other value is a usage error. The
- * entry points ask at start, so that a typo stops them before anything is
- * looked up, indexed or fetched.
- */
+/** `SHOAL_SHA256`'s choice, if any; any other value is a usage error. */
 export function hashSetting(setting = readEnv()): HasherKind | undefined {
   if ((KINDS as readonly string[]).includes(setting ?? "")) return setting as HasherKind;
   if (setting === undefined || setting === "") return undefined;
   throw new UsageError(`Cannot use ${HASH_ENV}=${setting}: expected "native", "lanes" or "node"`);
+}
+
+/**
+ * Checks `SHOAL_SHA256` at start, so that a bad setting stops an entry point
+ * before anything is looked up, indexed or fetched: a value that is not a
+ * hasher, or `native` where it cannot be used, is a usage error. Cheap
+ * unless it says `native` (then the library is opened once).
+ */
+export function checkHashSetting(): void {
+  if (hashSetting() === "native") defaultHasher();
 }
 
 /**
