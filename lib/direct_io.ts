@@ -37,23 +37,26 @@ export const DIRECT_MIN_CHUNK = 1024 * 1024;
 
 /** Where each buffer starts in memory (null: unknown); asked once per buffer, as a pool reuses its buffers. */
 const starts = new WeakMap<ArrayBufferLike, number | null>();
-let pointersAllowed: boolean | undefined;
+let ffiAllowed: boolean | undefined;
 
-/** Whether FFI is granted; asked first, so that a run without it gets no permission prompt on a terminal. */
-function mayReadAddresses(): boolean {
-  if (pointersAllowed === undefined) {
+/**
+ * Whether FFI is granted (asked once per thread); asked before any FFI use,
+ * so that a run without it gets no permission prompt on a terminal.
+ */
+export function ffiGranted(): boolean {
+  if (ffiAllowed === undefined) {
     try {
-      pointersAllowed = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+      ffiAllowed = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
     } catch {
-      pointersAllowed = false;
+      ffiAllowed = false;
     }
   }
-  return pointersAllowed;
+  return ffiAllowed;
 }
 
 /** The address of `bytes`' first byte; null where it cannot be known (FFI not granted, or missing). */
 export function addressOf(bytes: Uint8Array): number | null {
-  if (!mayReadAddresses()) return null;
+  if (!ffiGranted()) return null;
   let start = starts.get(bytes.buffer);
   if (start === undefined) {
     try {
@@ -94,7 +97,7 @@ type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
 
 /** Opens the C library for threaded writes; null where it cannot be (no FFI, another C library). */
 function openLibc(): Libc | null {
-  if (!mayReadAddresses()) return null;
+  if (!ffiGranted()) return null;
   try {
     return Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
   } catch {

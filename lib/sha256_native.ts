@@ -18,7 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { addressOf } from "./direct_io.ts";
+import { addressOf, ffiGranted } from "./direct_io.ts";
 
 /** Inputs hashed side by side: the 32-bit lanes of a 256-bit vector. */
 export const NATIVE_LANES = 8;
@@ -57,13 +57,12 @@ export function nativeLibraryPath(root = projectRoot()): string | null {
   }
 }
 
-/** Whether FFI is granted; asked first, so that a run without it gets no permission prompt on a terminal. */
-function ffiGranted(): boolean {
-  try {
-    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
-  } catch {
-    return false;
-  }
+let defaultPath: string | null | undefined;
+
+/** {@link nativeLibraryPath} of this project, worked out once per thread (it reads and hashes the sources). */
+function defaultLibraryPath(): string | null {
+  if (defaultPath === undefined) defaultPath = nativeLibraryPath();
+  return defaultPath;
 }
 
 /**
@@ -103,7 +102,7 @@ export class NativeHasher {
   }
 
   /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no AVX2. */
-  static open(path = nativeLibraryPath()): NativeHasher | null {
+  static open(path = defaultLibraryPath()): NativeHasher | null {
     if (path === null || !ffiGranted()) return null;
     try {
       return new NativeHasher(path);
