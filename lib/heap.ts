@@ -3,13 +3,14 @@
  *
  * A download's coordinator and each fetch worker compact once when their
  * start-up garbage (modules, option parsing, the parsed manifest message)
- * is dead and the chunks have not started to flow, then again every few
- * thousand chunks ({@link Compactor}). Without it V8 promotes that garbage
- * bit by bit during the download, the survivors make it double the young
- * generation, and every chunk leaves a little behind that only a full GC
- * frees (its `node:crypto` hash, for one); V8 runs no full GC of its own
- * before its old-generation limit (hundreds of MB) is near. What it saves
- * and costs is measured in docs/PERFORMANCE.md (Memory).
+ * is dead and the chunks have not started to flow, then again whenever
+ * their heap has grown by a megabyte ({@link Compactor}). Without it V8
+ * promotes that garbage bit by bit during the download, the survivors make
+ * it double the young generation, and every chunk leaves a little behind
+ * that only a full GC frees (its `node:crypto` hash, for one); V8 runs no
+ * full GC of its own before its old-generation limit (hundreds of MB) is
+ * near, so a long download would end with a bigger heap than a short one.
+ * What it saves and costs is measured in docs/PERFORMANCE.md (Memory).
  *
  * A program cannot set V8 flags for itself under `deno run`, so there is
  * no `gc()`; the in-process inspector's `HeapProfiler.collectGarbage` is
@@ -55,31 +56,71 @@ export function compactHeap(): Promise<void> {
   });
 }
 
-/** Chunks an isolate handles between two compactions: a 4 GiB stretch at the default chunk size. */
-export const COMPACT_EVERY_CHUNKS = 4096;
-/** Fewest milliseconds between two compactions, whatever the chunk size: each takes the isolate 10-80 ms. */
-export const COMPACT_MIN_MS = 5_000;
+/** Growth of the heap (committed, young generation included) since the last compaction that calls for the next. */
+export const COMPACT_GROWTH_BYTES = 1024 * 1024;
+/** Chunks between two looks at the heap's size (each look is a call into the runtime). */
+export const COMPACT_CHECK_CHUNKS = 32;
+/** Fewest milliseconds between two compactions: each takes the isolate 10-80 ms. */
+export const COMPACT_MIN_MS = 1_000;
 
-/** Compacts the heap every {@link COMPACT_EVERY_CHUNKS} chunks, at most once per {@link COMPACT_MIN_MS}. */
+/** The calling isolate's heap, in bytes: what V8 has committed for it. */
+function heapBytes(): number {
+  return Deno.memoryUsage().heapTotal;
+}
+
+/** Options for {@link Compactor}; the defaults are the constants above. */
+export interface CompactorOptions {
+  growthBytes?: number;
+  checkEveryChunks?: number;
+  minMs?: number;
+  compact?: () => Promise<void>;
+  heapBytes?: () => number;
+}
+
+/**
+ * Compacts the heap when it has grown by {@link COMPACT_GROWTH_BYTES} since
+ * the last compaction (or since the first look, a few chunks in), looking
+ * every {@link COMPACT_CHECK_CHUNKS} chunks and at most once per
+ * {@link COMPACT_MIN_MS}. A heap that does not grow (a short download) is
+ * never compacted; a long one stays near the size it had at its start.
+ */
 export class Compactor {
+  readonly #growth: number;
+  readonly #every: number;
+  readonly #minMs: number;
+  readonly #compact: () => Promise<void>;
+  readonly #heapBytes: () => number;
   #count = 0;
-  #last = performance.now();
+  #last = -Infinity;
+  /** The heap's size after the last compaction; undefined until the first look. */
+  #base: number | undefined;
+  #busy = false;
   #running: Promise<void> = Promise.resolve();
 
-  constructor(
-    readonly everyChunks = COMPACT_EVERY_CHUNKS,
-    readonly minMs = COMPACT_MIN_MS,
-    private readonly compact: () => Promise<void> = compactHeap,
-  ) {}
+  constructor(options: CompactorOptions = {}) {
+    this.#growth = options.growthBytes ?? COMPACT_GROWTH_BYTES;
+    this.#every = options.checkEveryChunks ?? COMPACT_CHECK_CHUNKS;
+    this.#minMs = options.minMs ?? COMPACT_MIN_MS;
+    this.#compact = options.compact ?? compactHeap;
+    this.#heapBytes = options.heapBytes ?? heapBytes;
+  }
 
   /** Counts one chunk handled; starts a compaction when one is due. */
   chunk(): void {
-    if (++this.#count < this.everyChunks) return;
+    if (++this.#count % this.#every !== 0 || this.#busy) return;
+    const size = this.#heapBytes();
+    if (this.#base === undefined) {
+      this.#base = size;
+      return;
+    }
     const now = performance.now();
-    if (now - this.#last < this.minMs) return;
-    this.#count = 0;
+    if (size < this.#base + this.#growth || now - this.#last < this.#minMs) return;
     this.#last = now;
-    this.#running = this.compact();
+    this.#busy = true;
+    this.#running = this.#compact().then(() => {
+      this.#base = this.#heapBytes();
+      this.#busy = false;
+    });
   }
 
   /** Resolves once no compaction is running. */

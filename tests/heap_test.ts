@@ -60,24 +60,76 @@ Deno.test("compactHeap() works in a worker too, and twice in a row", async () =>
   }
 });
 
-Deno.test("Compactor compacts every N chunks, and never twice within its minimum interval", async () => {
+Deno.test("Compactor compacts once the heap has grown by its threshold, looking every N chunks", async () => {
+  let heap = 1000;
   let calls = 0;
-  const counted = () => {
+  const compact = () => {
     calls++;
+    heap = 1010; // what a compaction leaves: the new base
     return Promise.resolve();
   };
-  const often = new Compactor(3, 0, counted);
-  for (let i = 0; i < 10; i++) often.chunk();
-  assert.equal(calls, 3, "10 chunks, one compaction per 3");
-  await often.idle();
+  const c = new Compactor({ growthBytes: 100, checkEveryChunks: 2, minMs: 0, compact, heapBytes: () => heap });
+  c.chunk();
+  c.chunk(); // the first look: 1000 is the base
+  heap = 1099;
+  c.chunk();
+  c.chunk();
+  assert.equal(calls, 0, "grown by 99 of 100");
+  heap = 1100;
+  c.chunk();
+  assert.equal(calls, 0, "not a chunk it looks at");
+  c.chunk();
+  assert.equal(calls, 1, "grown by 100 at a look");
+  await c.idle();
+  heap = 1109;
+  for (let i = 0; i < 6; i++) c.chunk();
+  assert.equal(calls, 1, "measured from what the compaction left (1010), not from the first base");
+  heap = 1110;
+  c.chunk();
+  c.chunk();
+  assert.equal(calls, 2);
+});
 
-  calls = 0;
-  const slow = new Compactor(3, 200, counted);
-  for (let i = 0; i < 9; i++) slow.chunk();
-  assert.equal(calls, 0, "within 200 ms of the start: none, however many chunks");
+Deno.test("Compactor never starts a compaction while one runs, nor twice within its minimum interval", async () => {
+  let heap = 0;
+  let calls = 0;
+  let finish = () => {};
+  const compact = () => {
+    calls++;
+    return new Promise<void>((resolve) => (finish = resolve));
+  };
+  const c = new Compactor({ growthBytes: 10, checkEveryChunks: 1, minMs: 200, compact, heapBytes: () => heap });
+  c.chunk(); // base 0
+  heap = 50;
+  c.chunk();
+  assert.equal(calls, 1);
+  c.chunk();
+  assert.equal(calls, 1, "one is running");
+  finish();
+  await c.idle();
+  heap = 100; // the base is 50 now
+  c.chunk();
+  assert.equal(calls, 1, "within 200 ms of the last");
   await new Promise((r) => setTimeout(r, 250));
-  slow.chunk();
-  assert.equal(calls, 1, "the first chunk after the interval, with 3 or more counted");
-  for (let i = 0; i < 5; i++) slow.chunk();
-  assert.equal(calls, 1, "and then not again within the interval");
+  c.chunk();
+  assert.equal(calls, 2, "after the interval");
+  finish();
+  await c.idle();
+});
+
+Deno.test("Compactor looks at the real heap by default", () => {
+  let calls = 0;
+  const c = new Compactor({
+    growthBytes: 1,
+    checkEveryChunks: 1,
+    minMs: 0,
+    compact: () => {
+      calls++;
+      return Promise.resolve();
+    },
+  });
+  c.chunk(); // the base
+  const keep = Array.from({ length: 200_000 }, (_, n) => ({ n }));
+  c.chunk();
+  assert.equal(calls, 1, `the heap grew (${keep.length} objects held)`);
 });
