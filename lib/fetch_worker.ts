@@ -194,12 +194,19 @@ function onPiece(link: number, f: FileInfo, index: number, fileId: string, data:
   }
   if (multi !== null && data.length === f.chunkSize) {
     waiting.push({ link, index, data });
-    if (waiting.length === multi.lanes) hashWaiting();
+    // No chunk is owed to this worker (a download's last ones, a small file's only one): none will join these.
+    if (waiting.length === multi.lanes || !chunksOwed()) hashWaiting();
     else waitingTimer ??= setTimeout(hashWaiting, BATCH_WAIT_MS);
     return true;
   }
   checked(f, { link, index, data }, matches(f, index, data));
   return true;
+}
+
+/** Whether any link of this worker has been asked for a chunk it has not sent yet. */
+function chunksOwed(): boolean {
+  for (const owed of outstanding.values()) if (owed.size > 0) return true;
+  return false;
 }
 
 /** Queues a hashed chunk for writing, or reports it bad and frees its buffer. */
