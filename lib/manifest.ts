@@ -175,8 +175,8 @@ export type HashProgress = (done: number, total: number) => void;
 
 /**
  * Reads a file once and builds its manifest. Reads chunk by chunk into one
- * reused buffer, so memory stays at one chunk (four of 1 MiB where they
- * are hashed in lanes) whatever the file size.
+ * reused buffer, so memory stays at one chunk (up to eight of at most
+ * 1 MiB where they are hashed several at a time) whatever the file size.
  */
 export async function hashFile(
   path: string,
@@ -197,7 +197,7 @@ export async function hashFile(
 /**
  * Whether the file at `path` holds exactly what `m` describes: a regular
  * file of its size whose chunks all have its SHA-256s. Stops at the first
- * chunk that differs; memory stays at one chunk (or four, as above).
+ * chunk that differs; memory stays at one chunk (or eight, as above).
  */
 export async function fileMatches(path: string, m: Manifest): Promise<boolean> {
   const st = await Deno.stat(path); // before opening: opening a FIFO would wait for a writer

@@ -45,10 +45,19 @@ Deno.test("native hashing: each kernel gives every input its SHA-256, for 1-8 in
   }
 });
 
-Deno.test("native hashing: views at odd offsets of one buffer, the same input twice, a hasher used again", async () => {
+/** Runs `fn` with a hasher of the library built into a temporary directory, closed afterwards. */
+async function withBuiltHasher(fn: (hasher: NativeHasher) => void): Promise<void> {
   await using dir = await tempDir();
   const hasher = new NativeHasher(await buildNative(join(dir.path, "lib.so")));
   try {
+    fn(hasher);
+  } finally {
+    hasher.close();
+  }
+}
+
+Deno.test("native hashing: views at odd offsets of one buffer, the same input twice, a hasher used again", async () => {
+  await withBuiltHasher((hasher) => {
     const big = randomBytes(8 * 3000 + 5);
     const views = Array.from({ length: 8 }, (_, i) => big.subarray(5 + 3000 * i, 5 + 3000 * (i + 1)));
     const out = views.map(() => new Uint8Array(40).fill(0xee));
@@ -61,24 +70,18 @@ Deno.test("native hashing: views at odd offsets of one buffer, the same input tw
     const abc = new TextEncoder().encode("abc");
     hasher.digest([abc], [out[0]!]);
     assert.equal(hex(out[0]!.subarray(0, 32)), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  } finally {
-    hasher.close();
-  }
+  });
 });
 
 Deno.test("native hashing refuses no inputs or more than 8, inputs of different lengths, short outputs", async () => {
-  await using dir = await tempDir();
-  const hasher = new NativeHasher(await buildNative(join(dir.path, "lib.so")));
-  try {
+  await withBuiltHasher((hasher) => {
     const out = (n: number) => Array.from({ length: n }, () => new Uint8Array(32));
     assert.throws(() => hasher.digest([], []), /expected 1-8 inputs and as many outputs, got 0/);
     assert.throws(() => hasher.digest(Array(9).fill(new Uint8Array(4)), out(9)), /got 9/);
     assert.throws(() => hasher.digest([new Uint8Array(4)], out(2)), /as many outputs/);
     assert.throws(() => hasher.digest([randomBytes(64), randomBytes(65)], out(2)), /differ in length/);
     assert.throws(() => hasher.digest([randomBytes(64)], [new Uint8Array(31)]), /shorter than 32 bytes/);
-  } finally {
-    hasher.close();
-  }
+  });
 });
 
 Deno.test("the native library is named by a hash of its sources; one that is not there is not opened", async () => {
