@@ -13,9 +13,17 @@ import { type Address, connect, type Connection, formatAddress } from "./connect
 import { download, type DownloadOptions, type DownloadSummary, existingOutput, isDirectory } from "./download.ts";
 import { exitCodeFor, NotFoundError, ShoalError, UnreachableError, UsageError } from "./errors.ts";
 import { isIdPrefix, type Manifest, nameKey } from "./manifest.ts";
-import { checkSendable, type FileSummary, type PeerEntry } from "./messages.ts";
+import { checkSendable, type FileSummary, type Message, type PeerEntry } from "./messages.ts";
 import { assertSafeFileName } from "./names.ts";
-import { getManifest, getPeers, listFiles } from "./tracker_link.ts";
+import {
+  fileQuestions,
+  getManifest,
+  getPeers,
+  listFiles,
+  receiveFileAnswers,
+  receiveFileList,
+  sendAll,
+} from "./tracker_link.ts";
 
 /** Where a client learns about files: a tracker, or peers asked directly. */
 export type Source = { tracker: Address } | { peers: Address[] };
@@ -77,14 +85,22 @@ export async function resolveFile(src: Source, idOrName: string): Promise<string
  * content may be shared under several names, and the manifest has the first.
  */
 async function resolveNamed(src: Source, idOrName: string): Promise<{ id: string; name?: string }> {
+  checkFileGiven(idOrName);
+  if (isSha256Hex(idOrName)) return { id: idOrName };
+  return pickNamed(await catalog(src, idOrName), idOrName);
+}
+
+function checkFileGiven(idOrName: string): void {
   if (idOrName.trim() === "") {
     throw new UsageError("No file given: name a file by its id, its first 6+ hex digits or its name");
   }
-  const lower = idOrName.toLowerCase(); // before isSha256Hex, whose type guard leaves `never` behind it
-  if (isSha256Hex(idOrName)) return { id: idOrName };
-  const found = await catalog(src, idOrName);
+}
+
+/** The file of a catalog's answer to `idOrName` ({@link pickFile}), with the name asked for; NotFoundError for none. */
+function pickNamed(found: FileSummary[], idOrName: string): { id: string; name?: string } {
   const f = pickFile(found, idOrName);
   if (f) return f.name === idOrName ? { id: f.id, name: f.name } : { id: f.id };
+  const lower = idOrName.toLowerCase();
   const what = isIdPrefix(idOrName)
     ? `named ${JSON.stringify(idOrName)} or with an id starting ${lower}`
     : `named ${JSON.stringify(idOrName)}`;
@@ -163,6 +179,39 @@ export async function getFile(src: Source, idOrName: string, options: GetOptions
   return await download({ ...options, ...ready });
 }
 
+/** A file as {@link findFile} finds it: what {@link resolveNamed} gives, its manifest, and a tracker's peers. */
+interface FoundFile {
+  id: string;
+  name?: string;
+  manifest: Manifest;
+  /** The live peers, where the tracker was asked for them with the manifest; else looked up when needed. */
+  peers?: PeerEntry[];
+}
+
+/**
+ * Resolves `idOrName` and fetches its manifest; from a tracker, its peers
+ * too. A tracker is asked on one connection, each question sent without
+ * waiting for the answer before it that it does not need: the HELLO goes
+ * with the first question, and GET_PEERS with GET_MANIFEST. So a file named
+ * by id takes two round trips (TCP, then the questions), by name three; with
+ * a connection per question it took six and nine. Peers asked directly are
+ * asked as before: each may have to be tried in turn.
+ */
+async function findFile(src: Source, idOrName: string): Promise<FoundFile> {
+  if (!("tracker" in src)) {
+    const { id, name } = await resolveNamed(src, idOrName);
+    return { id, name, manifest: await manifestOf(src, id) };
+  }
+  checkFileGiven(idOrName);
+  const byId = isSha256Hex(idOrName);
+  const search: Message = { type: "list_files", query: idOrName };
+  if (!byId) checkSendable(search);
+  await using conn = await connect(src.tracker, { pipelined: byId ? fileQuestions(idOrName) : [search] });
+  const named = byId ? { id: idOrName } : pickNamed(await receiveFileList(conn), idOrName);
+  if (!byId) await sendAll(conn, fileQuestions(named.id));
+  return { ...named, ...await receiveFileAnswers(conn, named.id) };
+}
+
 /** What {@link getFile} does before it downloads: the file, its output, its first peers; or the summary of an output found complete. */
 async function prepare(
   src: Source,
@@ -171,19 +220,18 @@ async function prepare(
 ): Promise<
   { summary: DownloadSummary } | Pick<DownloadOptions, "fileId" | "manifest" | "out" | "discover" | "initialPeers">
 > {
-  const { id: fileId, name } = await resolveNamed(src, idOrName);
-  const first = await manifestOf(src, fileId);
+  const { id: fileId, name, manifest: first, peers: found } = await findFile(src, idOrName);
   // Saved, and shared on, as the name asked for: the manifest names the content as it was first shared.
   const manifest = name === undefined || name === first.name ? first : { ...first, name };
   const out = await outputPath(options.out, options.outDir, manifest.name);
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
-  const discover = async () =>
-    (await peersOf(src, fileId)).filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
+  const others = (peers: PeerEntry[]) => peers.filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
+  const discover = async () => others(await peersOf(src, fileId));
   // An output already there needs no peers: it is this very file (done), or it is refused here.
   const already = await existingOutput({ ...options, fileId, manifest, out, discover, initialPeers: [] });
-  const initialPeers = manifest.size > 0 && !already ? await discover() : [];
+  const initialPeers = manifest.size > 0 && !already ? (found ? others(found) : await discover()) : [];
   if (manifest.size > 0 && !already && initialPeers.length === 0) {
     throw new NotFoundError(`No live peer has file ${fileId} (${manifest.name})`);
   }

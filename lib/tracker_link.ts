@@ -7,8 +7,8 @@
  */
 
 import { backoffMs, delay, settledWithin } from "./async.ts";
-import { type Address, connect, type Connection } from "./connection.ts";
-import { describeError, RemoteError, UnreachableError } from "./errors.ts";
+import { type Address, connect, type Connection, expectMessage } from "./connection.ts";
+import { describeError, ProtocolError, RemoteError, UnreachableError } from "./errors.ts";
 import type { Manifest } from "./manifest.ts";
 import type { FileSummary, GroupShare, GroupUnshare, Message, MessageOf, PeerEntry } from "./messages.ts";
 
@@ -306,4 +306,35 @@ export async function getPeers(conn: Connection, fileId: string): Promise<PeerEn
 /** A file's manifest, already checked against its id by the decoder. */
 export async function getManifest(conn: Connection, fileId: string): Promise<Manifest> {
   return (await conn.request({ type: "get_manifest", fileId }, "manifest")).manifest;
+}
+
+/** GET_MANIFEST and GET_PEERS for one file: sent together, answered in this order ({@link receiveFileAnswers}). */
+export function fileQuestions(fileId: string): Message[] {
+  return [{ type: "get_manifest", fileId }, { type: "get_peers", fileId }];
+}
+
+/** Sends `msgs` back to back, without waiting for any answer. */
+export async function sendAll(conn: Connection, msgs: Message[]): Promise<void> {
+  await Promise.all(msgs.map((m) => conn.send(m)));
+}
+
+/** The answer to a LIST_FILES already sent. */
+export async function receiveFileList(conn: Connection): Promise<FileSummary[]> {
+  return expectMessage(await conn.receive(), "file_list").files;
+}
+
+/**
+ * The answers to {@link fileQuestions} already sent: the manifest (checked
+ * against its id by the decoder) and the live peers, each for `fileId`.
+ */
+export async function receiveFileAnswers(
+  conn: Connection,
+  fileId: string,
+): Promise<{ manifest: Manifest; peers: PeerEntry[] }> {
+  const m = expectMessage(await conn.receive(), "manifest");
+  const p = expectMessage(await conn.receive(), "peer_list");
+  if (m.fileId !== fileId || p.fileId !== fileId) {
+    throw new ProtocolError(`${conn.remote} answered about another file than ${fileId}`, "wrong_file");
+  }
+  return { manifest: m.manifest, peers: p.peers };
 }

@@ -268,6 +268,53 @@ Deno.test("one content shared under several names is fetched by any of them, fro
   }
 });
 
+Deno.test("get asks the tracker on one connection, each question sent before the answers it does not need", async () => {
+  await using dir = await tempDir();
+  const manifest = { name: "f.bin", size: 3, chunkSize: CHUNK, chunks: [sha(new Uint8Array([1, 2, 3]))] };
+  const id = fileIdOf(manifest);
+  const summary = { id, name: "f.bin", size: 3, chunkSize: CHUNK, peers: 0, partial: 0 };
+  // A tracker that reads each flight whole before it answers: a client waiting for an answer first would stall it.
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const flights: string[][] = [];
+  let connections = 0;
+  const other = { ...manifest, chunks: [sha(new Uint8Array([3, 2, 1]))] }, otherId = fileIdOf(other);
+  const serve = async (byName: boolean, answer = { id, manifest }) => {
+    using conn = new Connection(await listener.accept(), { ioTimeoutMs: 2_000 });
+    connections++;
+    const read = async (n: number) => {
+      const got: string[] = [];
+      for (let i = 0; i < n; i++) got.push((await conn.receive()).type);
+      flights.push(got);
+    };
+    await read(byName ? 2 : 3);
+    await conn.send(helloMessage());
+    if (byName) {
+      await conn.send({ type: "file_list", files: [summary] });
+      await read(2);
+    }
+    await conn.send({ type: "manifest", fileId: answer.id, manifest: answer.manifest });
+    await conn.send({ type: "peer_list", fileId: answer.id, peers: [] });
+  };
+  for (const [byName, asked] of [[false, id], [true, "f.bin"]] as const) {
+    flights.length = 0;
+    const served = serve(byName);
+    const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
+    // No peer has it: the download never starts, and the look-ups are all there is to see.
+    await assert.rejects(getFile(src, asked, { outDir: dir.path }), /No live peer has file/);
+    await served;
+    assert.deepEqual(
+      flights,
+      byName ? [["hello", "list_files"], ["get_manifest", "get_peers"]] : [["hello", "get_manifest", "get_peers"]],
+    );
+  }
+  assert.equal(connections, 2, "one connection per get");
+  // The answers must be about the file asked for (a manifest is checked only against the id sent with it).
+  const served = serve(false, { id: otherId, manifest: other });
+  const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
+  await assert.rejects(getFile(src, id, { outDir: dir.path }), /answered about another file/);
+  await served;
+});
+
 /**
  * A download from two slow sources (50 kB/s each: 1 MiB would take 10 s); `midway` runs once they have served a
  * little, and returns a fast source it started. Returns the bytes that source served and the seconds taken.
