@@ -227,7 +227,8 @@ async function prepare(
   const self = options.peerNode?.address;
   const isSelf = (p: Address) =>
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
-  const others = (peers: PeerEntry[]) => peers.filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port }));
+  const others = (peers: PeerEntry[]) =>
+    peers.filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port, complete: p.complete }));
   const discover = async () => others(await peersOf(src, fileId));
   // An output already there needs no peers: it is this very file (done), or it is refused here.
   const already = await existingOutput({ ...options, fileId, manifest, out, discover, initialPeers: [] });

@@ -37,7 +37,7 @@ import { type PoolStats, sumPoolStats } from "./buffer_pool.ts";
 import { newWriteLock } from "./write_queue.ts";
 import { freeBytes } from "./file_io.ts";
 import { formatBytes } from "./cli.ts";
-import { Sources } from "./sources.ts";
+import { type SourceAddress, Sources } from "./sources.ts";
 import { basename, dirname, resolve } from "node:path";
 import { utf8Encoder } from "./bytes.ts";
 import { settledWithin } from "./async.ts";
@@ -147,9 +147,9 @@ export interface DownloadOptions {
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
   /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
-  discover: () => Promise<Address[]>;
+  discover: () => Promise<SourceAddress[]>;
   /** Sources the caller just looked up: the download starts with them instead of asking again. */
-  initialPeers?: Address[];
+  initialPeers?: SourceAddress[];
   /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
   maxPeers?: number;
   /**
@@ -414,9 +414,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const limiter = typeof opts.downloadLimit === "number"
       ? (opts.downloadLimit > 0 ? new RateLimiter(opts.downloadLimit, PACING) : null)
       : opts.downloadLimit ?? null;
-    const fill = (peer: string) => {
-      const p = peers.get(peer);
-      if (!p?.ready) return;
+    /** Chunks to ask `peer` for now, up to its queue depth (and the download limit); marked requested. */
+    const picks = (peer: string, p: PeerInfo): number[] => {
+      const out: number[] = [];
       while (sched.inflight(peer) < p.depth) {
         if (limiter && !limiter.ready) break; // the tick fills again
         const index = sched.next(peer);
@@ -424,8 +424,14 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         limiter?.spend(chunkLength(manifest, index));
         // A peer that owed nothing was waiting on us (on the download limit, say): its stall clock starts now.
         if (sched.inflight(peer) === 1) p.lastActivity = Date.now();
-        send(p.worker, { op: "request", link: p.link, index });
+        out.push(index);
       }
+      return out;
+    };
+    const fill = (peer: string) => {
+      const p = peers.get(peer);
+      if (!p?.ready) return;
+      for (const index of picks(peer, p)) send(p.worker, { op: "request", link: p.link, index });
     };
     const fillOne = (_p: PeerInfo, peer: string) => fill(peer);
     const fillAll = () => peers.forEach(fillOne); // forEach: no iterator per completed chunk
@@ -471,11 +477,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       return list("Dropped", new Map(dropped.map((d) => [d.peer, d.reason])), banned) +
         list("Refused", refusals, () => "");
     };
-    const connect = (peer: string, a: Address, now: number) => {
+    const connect = (peer: string, a: SourceAddress, now: number) => {
       const worker = workers[nextWorker++ % workers.length]!;
       const link = nextLink++;
       linkPeer.set(link, peer);
-      peers.set(peer, {
+      const p: PeerInfo = {
         worker,
         link,
         lastActivity: now,
@@ -484,9 +490,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         meter: new RateMeter(),
         depth: pipeline,
         first: sources.untried(peer),
-      });
+      };
+      peers.set(peer, p);
       sources.connected(peer);
-      send(worker, { op: "connect", link, host: a.host, port: a.port });
+      // A source the look-up named complete is asked for its first chunks with the HELLO, a round trip before its
+      // BITFIELD would allow; should it lack one after all, it refuses it and the chunk goes elsewhere. Only on a first
+      // connection: one that came back after a drop counts as holding chunks only once it says so, or a starved
+      // download would wait on each attempt as on a new source.
+      const assumed = a.complete === true && p.first;
+      if (assumed) sched.addPeer(peer, Bitfield.full(n));
+      send(worker, { op: "connect", link, host: a.host, port: a.port, early: assumed ? picks(peer, p) : [] });
     };
     const readyPeers = () => {
       let ready = 0;
@@ -503,7 +516,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       const now = Date.now();
       for (const [peer, a] of sources.next(maxPeers - peers.size, mayConnect(now))) connect(peer, a, now);
     };
-    const learn = (addrs: Iterable<Address>) => {
+    const learn = (addrs: Iterable<SourceAddress>) => {
       sources.learn(addrs);
       connectMore();
     };
@@ -582,7 +595,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         case "ready":
           p.ready = true;
           p.readyAt = Date.now();
-          sched.addPeer(peer, new Bitfield(n, m.bits));
+          sched.setHas(peer, new Bitfield(n, m.bits)); // the chunks asked for with the HELLO stay asked
           fill(peer);
           break;
         case "have":
@@ -696,7 +709,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       }
       for (const [peer, p] of peers) {
         const owes = sched.inflight(peer) > 0;
-        if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, owes ? "stalled" : "no answer");
+        if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, p.ready ? "stalled" : "no answer");
       }
       rotate(now);
       turnover(now);

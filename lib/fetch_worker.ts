@@ -116,16 +116,18 @@ function sameDigest(f: FileInfo, index: number, got: Uint8Array): boolean {
   return true;
 }
 
-async function runPeer(link: number, host: string, port: number): Promise<void> {
+async function runPeer(link: number, host: string, port: number, early: number[]): Promise<void> {
   const f = file!;
   let reason = "closed by the peer";
   let conn: Connection | null = null;
   try {
     connecting.add(link);
     // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
-    // AUTHORIZE and INTERESTED go out with the HELLO: their answers come a round trip sooner.
+    // AUTHORIZE, INTERESTED and the early REQUESTs go out with the HELLO: their answers come a round trip sooner.
     const first: Message[] = [{ type: "interested", fileId: f.fileId }];
-    if (grant !== null) first.unshift({ type: "authorize", fileId: f.fileId, grant });
+    const granted = grant; // a "grant" op while connecting goes to the open links only
+    if (granted !== null) first.unshift({ type: "authorize", fileId: f.fileId, grant: granted });
+    for (const index of early) first.push({ type: "request", fileId: f.fileId, index });
     conn = await connect({ host, port }, {
       pipelined: first,
       allocate: (n) => pool!.take(n),
@@ -136,8 +138,8 @@ async function runPeer(link: number, host: string, port: number): Promise<void> 
     });
     if (abandoned.has(link)) return;
     links.set(link, conn);
-    outstanding.set(link, new Set());
-    if (first.length > 1) expectMessage(await conn.receive(0), "ok");
+    outstanding.set(link, new Set(early));
+    if (granted !== null) expectMessage(await conn.receive(0), "ok");
     const bf = expectMessage(await conn.receive(0), "bitfield");
     if (bf.fileId !== f.fileId) throw new Error(`sent the bitfield of another file (${bf.fileId.slice(0, 16)}…)`);
     if (bf.count !== f.count) {
@@ -341,7 +343,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         break;
       }
       case "connect":
-        runPeer(m.link, m.host, m.port);
+        runPeer(m.link, m.host, m.port, m.early);
         break;
       case "grant":
         grant = m.grant;

@@ -95,6 +95,23 @@ export class Scheduler {
     for (let i = 0; i < has.size; i++) if (has.has(i)) this.#adjust(i, 1);
   }
 
+  /**
+   * What `peer` has, as it now says: adds it, or replaces what it was taken
+   * to have (a source the tracker lists as complete is asked for chunks
+   * before its BITFIELD comes) and keeps its requests in flight. One it
+   * turns out to lack it refuses, and {@link failed} takes it back.
+   */
+  setHas(peer: string, has: Bitfield): void {
+    const p = this.#peers.get(peer);
+    if (!p) return this.addPeer(peer, has);
+    for (let i = 0; i < has.size; i++) {
+      const now = has.has(i);
+      if (now !== p.has.has(i)) this.#adjust(i, now ? 1 : -1);
+    }
+    p.has = has;
+    p.nothingAt = -1;
+  }
+
   /** A peer announced a new chunk (HAVE). */
   peerGained(peer: string, index: number): void {
     const p = this.#peers.get(peer);

@@ -17,10 +17,15 @@ import { type Address, formatAddress } from "./connection.ts";
 /** Sources a download remembers at most; those heard of beyond it are ignored (the tracker names others again). */
 export const MAX_KNOWN_PEERS = 1_000;
 
+/** A source a look-up named; `complete`: the tracker lists it as holding the whole file. */
+export interface SourceAddress extends Address {
+  complete?: boolean;
+}
+
 /** The line of sources waiting for a connection slot. */
 export class Sources {
   /** Every source heard of, by name, in line order: one that leaves goes to the end. */
-  #known = new Map<string, Address>();
+  #known = new Map<string, SourceAddress>();
   /** Sources connected to at least once. */
   #tried = new Set<string>();
   #connected = new Set<string>();
@@ -36,9 +41,10 @@ export class Sources {
    * `max`); ones tried before and not connected now are due again (a
    * partial source may have gained chunks since).
    */
-  learn(addrs: Iterable<Address>): void {
+  learn(addrs: Iterable<SourceAddress>): void {
     for (const a of addrs) {
       const peer = formatAddress(a);
+      if (this.#known.has(peer)) this.#known.set(peer, a); // what it holds now; its place in line stays
       if (this.#tried.has(peer)) {
         if (!this.#connected.has(peer)) this.#due.add(peer);
       } else if (!this.#known.has(peer) && this.#known.size < this.max) {
@@ -86,8 +92,8 @@ export class Sources {
   }
 
   /** Up to `slots` sources to connect to, in turn order, of those not connected that `may` allows. */
-  next(slots: number, may: (peer: string) => boolean): [string, Address][] {
-    const out: [string, Address][] = [];
+  next(slots: number, may: (peer: string) => boolean): [string, SourceAddress][] {
+    const out: [string, SourceAddress][] = [];
     for (let turn = 0; turn <= 2; turn++) {
       for (const [peer, a] of this.#known) {
         if (out.length >= slots) return out;

@@ -33,7 +33,8 @@ export type ToWorker =
     /** How to hash chunks (see chunk_hasher.ts). */
     hasher: HasherKind;
   }
-  | { op: "connect"; link: number; host: string; port: number }
+  /** `early`: chunks to ask for right behind the HELLO (the peer is listed as complete); the coordinator counts them asked. */
+  | { op: "connect"; link: number; host: string; port: number; early: number[] }
   | { op: "grant"; grant: string }
   | { op: "request"; link: number; index: number }
   | { op: "cancel"; link: number; index: number }

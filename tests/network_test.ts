@@ -315,6 +315,58 @@ Deno.test("get asks the tracker on one connection, each question sent before the
   await served;
 });
 
+Deno.test("a source the tracker lists as complete is asked for its first chunks with the HELLO", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(CHUNK * 2);
+  const chunks = [0, 1].map((i) => sha(data.subarray(i * CHUNK, (i + 1) * CHUNK)));
+  const manifest = { name: "f.bin", size: data.length, chunkSize: CHUNK, chunks };
+  const id = fileIdOf(manifest);
+  using trackerSocket = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  using peerSocket = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peerPort = (peerSocket.addr as Deno.NetAddr).port;
+  const tracker = (async () => {
+    using conn = new Connection(await trackerSocket.accept(), { ioTimeoutMs: 2_000 });
+    for (let i = 0; i < 3; i++) await conn.receive();
+    await conn.send(helloMessage());
+    await conn.send({ type: "manifest", fileId: id, manifest });
+    await conn.send({ type: "peer_list", fileId: id, peers: [{ host: "127.0.0.1", port: peerPort, complete: true }] });
+  })();
+  // A peer that reads the whole first flight before it answers: a client waiting for the BITFIELD to ask for chunks
+  // would stall it.
+  const flight: Message[] = [];
+  const peer = (async () => {
+    using conn = new Connection(await peerSocket.accept(), { ioTimeoutMs: 2_000 });
+    for (let i = 0; i < 4; i++) flight.push(await conn.receive());
+    await conn.send(helloMessage());
+    const bits = Bitfield.full(2);
+    await conn.send({ type: "bitfield", fileId: id, count: 2, bits: bits.bytes });
+    for (const m of flight) {
+      if (m.type !== "request") continue;
+      await conn.send({
+        type: "piece",
+        fileId: id,
+        index: m.index,
+        data: data.subarray(m.index * CHUNK, (m.index + 1) * CHUNK),
+      });
+    }
+    await conn.receive().catch(() => {}); // until the client closes
+  })();
+  const out = join(dir.path, "out");
+  const summary = await getFile(
+    { tracker: { host: "127.0.0.1", port: (trackerSocket.addr as Deno.NetAddr).port } },
+    id,
+    {
+      out,
+      workers: 1,
+    },
+  );
+  await Promise.all([tracker, peer]);
+  assert.deepEqual(flight.map((m) => m.type), ["hello", "interested", "request", "request"]);
+  assert.deepEqual(flight.flatMap((m) => m.type === "request" ? [m.index] : []).sort(), [0, 1]);
+  assert.equal(summary.chunksFetched, 2);
+  assert.equal(sha(await Deno.readFile(out)), sha(data));
+});
+
 /**
  * A download from two slow sources (50 kB/s each: 1 MiB would take 10 s); `midway` runs once they have served a
  * little, and returns a fast source it started. Returns the bytes that source served and the seconds taken.

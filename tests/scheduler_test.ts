@@ -92,6 +92,23 @@ Deno.test("scheduler: a removed peer's chunks go back to the pool; unavailable n
   assert.deepEqual(s.unavailable(), [0, 1]);
 });
 
+Deno.test("scheduler: setHas replaces what a peer was taken to have and keeps its requests in flight", () => {
+  const s = new Scheduler(4);
+  s.setHas("b", bits(4, [2, 3])); // a peer not seen before is added
+  s.setHas("a", Bitfield.full(4)); // the tracker's word: complete
+  assert.deepEqual([s.next("a"), s.next("a")].sort(), [0, 1], "the rarest, as it was taken to have them");
+  // Its BITFIELD says otherwise: it lacks chunk 1, already asked for, and 3.
+  s.setHas("a", bits(4, [0, 2]));
+  assert.equal(s.inflight("a"), 2, "what was asked stays asked");
+  assert.deepEqual(s.unavailable(), [1]);
+  // It refuses chunk 1: asked of no one now, and of it never again.
+  s.failed(1, "a", true);
+  assert.equal(s.inflight("a"), 1);
+  assert.deepEqual([s.next("a"), s.next("a")], [2, null]);
+  assert.equal(s.next("b"), 3);
+  assert.deepEqual(s.unavailable(), [1]);
+});
+
 Deno.test("scheduler: chunks already done are never requested", () => {
   const s = new Scheduler(3, bits(3, [0, 2]));
   s.addPeer("a", Bitfield.full(3));
