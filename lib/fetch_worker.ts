@@ -84,6 +84,7 @@ let grant: string | null = null;
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
+let startCompacted = false;
 /** Hashes full chunks several at a time, where the coordinator found that faster (see chunk_hasher.ts). */
 let multi: MultiHasher | null = null;
 /** Full chunks waiting to be hashed together, fewer than the hasher's lanes. */
@@ -338,12 +339,16 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         }, written);
         multi = makeMultiHasher(m.hasher);
         multiDigests = Array.from({ length: multi?.lanes ?? 0 }, () => new Uint8Array(32));
-        compactHeap(); // module loading's garbage is dead now; see lib/heap.ts
         receivingTimer = setInterval(reportReceiving, m.receivingMs);
         break;
       }
       case "connect":
         runPeer(m.link, m.host, m.port, m.early);
+        // Module loading's garbage is dead now (lib/heap.ts): collected once the first connection is on its way.
+        if (!startCompacted) {
+          startCompacted = true;
+          compactHeap();
+        }
         break;
       case "grant":
         grant = m.grant;

@@ -3,7 +3,8 @@
  *
  * A download's coordinator and each fetch worker compact once when their
  * start-up garbage (modules, option parsing, the parsed manifest message)
- * is dead and the chunks have not started to flow, then again whenever
+ * is dead and the chunks have not started to flow (right after the first
+ * connections are asked for, while the peers answer), then again whenever
  * their heap has grown by a megabyte ({@link Compactor}). Without it V8
  * promotes that garbage bit by bit during the download, the survivors make
  * it double the young generation, and every chunk leaves a little behind
