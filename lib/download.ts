@@ -11,7 +11,6 @@
  */
 
 import { Bitfield } from "./bitfield.ts";
-import type { Address } from "./connection.ts";
 import {
   AccountError,
   DiskError,
