@@ -22,7 +22,6 @@ import {
   listFiles,
   receiveFileAnswers,
   receiveFileList,
-  sendAll,
 } from "./tracker_link.ts";
 
 /** Where a client learns about files: a tracker, or peers asked directly. */
@@ -208,7 +207,7 @@ async function findFile(src: Source, idOrName: string): Promise<FoundFile> {
   if (!byId) checkSendable(search);
   await using conn = await connect(src.tracker, { pipelined: byId ? fileQuestions(idOrName) : [search] });
   const named = byId ? { id: idOrName } : pickNamed(await receiveFileList(conn), idOrName);
-  if (!byId) await sendAll(conn, fileQuestions(named.id));
+  if (!byId) await conn.sendAll(fileQuestions(named.id));
   return { ...named, ...await receiveFileAnswers(conn, named.id) };
 }
 

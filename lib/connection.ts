@@ -188,6 +188,11 @@ export class Connection {
     return this.sendBytes(encodeMessage(msg));
   }
 
+  /** Sends `msgs` back to back, without waiting for an answer between them. */
+  async sendAll(msgs: readonly Message[]): Promise<void> {
+    await Promise.all(msgs.map((m) => this.send(m)));
+  }
+
   /** Sends pre-encoded frame bytes. */
   sendBytes(bytes: Uint8Array): Promise<void> {
     const next = this.#writing.then(() => this.#writeAll(bytes));
@@ -385,8 +390,7 @@ export async function connectUnix(path: string, options: ConnectOptions = {}): P
 
 async function handshake(conn: Connection, pipelined: Message[] = []): Promise<Connection> {
   try {
-    const sent = [helloMessage(), ...pipelined].map((m) => conn.send(m));
-    await Promise.all(sent);
+    await conn.sendAll([helloMessage(), ...pipelined]);
     checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS, "frame"));
   } catch (err) {
     conn.close();

@@ -313,11 +313,6 @@ export function fileQuestions(fileId: string): Message[] {
   return [{ type: "get_manifest", fileId }, { type: "get_peers", fileId }];
 }
 
-/** Sends `msgs` back to back, without waiting for any answer. */
-export async function sendAll(conn: Connection, msgs: Message[]): Promise<void> {
-  await Promise.all(msgs.map((m) => conn.send(m)));
-}
-
 /** The answer to a LIST_FILES already sent. */
 export async function receiveFileList(conn: Connection): Promise<FileSummary[]> {
   return expectMessage(await conn.receive(), "file_list").files;
