@@ -351,6 +351,11 @@ export interface ConnectOptions extends ConnectionOptions {
    * answers come after the HELLO's, a round trip sooner than if each waited.
    */
   pipelined?: Message[];
+  /**
+   * Called once the HELLO and the pipelined messages are written, before
+   * their answer is read: a fetch worker does its own set-up in that wait.
+   */
+  onSent?: () => void;
 }
 
 /** Opens a TCP connection and runs the client side of the handshake. */
@@ -374,7 +379,7 @@ export async function connect(addr: Address, options: ConnectOptions = {}): Prom
     clearTimeout(timer);
   }
   raw.setNoDelay(true);
-  return await handshake(new Connection(raw, options), options.pipelined);
+  return await handshake(new Connection(raw, options), options.pipelined, options.onSent);
 }
 
 /** Connects to a local Unix socket (a peer daemon's control channel) and does the HELLO exchange. */
@@ -388,9 +393,10 @@ export async function connectUnix(path: string, options: ConnectOptions = {}): P
   return await handshake(new Connection(raw, options));
 }
 
-async function handshake(conn: Connection, pipelined: Message[] = []): Promise<Connection> {
+async function handshake(conn: Connection, pipelined: Message[] = [], onSent?: () => void): Promise<Connection> {
   try {
     await conn.sendAll([helloMessage(), ...pipelined]);
+    onSent?.();
     checkHello(await conn.receive(HANDSHAKE_TIMEOUT_MS, "frame"));
   } catch (err) {
     conn.close();

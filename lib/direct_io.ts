@@ -26,7 +26,7 @@
  * @module
  */
 
-import { closeSync, constants, openSync } from "node:fs";
+import { nodeFs } from "./builtins.ts";
 import { pwriteFull } from "./file_io.ts";
 
 /** Alignment of direct writes: a page, a multiple of every common logical block size (512, 4096). */
@@ -157,6 +157,7 @@ export class PartFile {
 
   /** Opens `path` (which must exist) for reading and writing. */
   constructor(readonly path: string, opts: PartFileOptions = {}) {
+    const { constants, openSync } = nodeFs();
     this.fd = openSync(path, "r+");
     if ((opts.direct ?? true) && constants.O_DIRECT !== undefined) {
       try {
@@ -197,6 +198,7 @@ export class PartFile {
   /** Closes the file once the writes in flight have settled. */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#inflight]);
+    const { closeSync } = nodeFs();
     if (this.#direct !== null) closeSync(this.#direct);
     this.#direct = null;
     this.#calls?.close?.();

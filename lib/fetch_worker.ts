@@ -12,7 +12,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { nodeCrypto } from "./builtins.ts";
 import { preadFull } from "./file_io.ts";
 import { connect, type Connection, expectMessage } from "./connection.ts";
 import { describeError } from "./errors.ts";
@@ -74,16 +74,21 @@ interface FileInfo {
   chunkSize: number;
   digests: Uint8Array;
   count: number;
-  part: PartFile;
 }
 
+type Init = Extract<ToWorker, { op: "init" }>;
+
 let file: FileInfo | null = null;
+/** The "init" message until {@link prepare} has set up what it asks for. */
+let pending: Init | null = null;
+let part: PartFile | null = null;
 /** The grant presented to peers of a group file (refreshed by the coordinator). */
 let grant: string | null = null;
 /** Buffers for whole PIECE payloads (36 header bytes + a full chunk). */
 let pool: BufferPool | null = null;
 let writes: WriteQueue<Verified> | null = null;
 const compactor = new Compactor();
+/** Whether the start-up compaction has run (see {@link written}). */
 let startCompacted = false;
 /** Hashes full chunks several at a time, where the coordinator found that faster (see chunk_hasher.ts). */
 let multi: MultiHasher | null = null;
@@ -106,9 +111,54 @@ function post(msg: FromWorker, transfer: Transferable[] = []): void {
   self.postMessage(msg, transfer);
 }
 
+/**
+ * Opens the `.part` and makes what handling chunks takes (buffers, write
+ * queue, hasher), once; true when that is done. Not at "init": its first
+ * use of `node:fs` starts Deno's Node layer (lib/builtins.ts), 40-60 ms
+ * that the first HELLOs need not wait for. It runs once the first link's
+ * HELLO is sent, in the wait for the peer's answer (no chunk can arrive
+ * before it), or when a "verify" needs the file. A failure is reported as
+ * fatal, and the worker then ignores all but "close".
+ */
+function prepare(): boolean {
+  const m = pending;
+  if (m === null) return part !== null;
+  pending = null;
+  const fail = (message: string) => {
+    file = null;
+    post({ ev: "fatal", message });
+    return false;
+  };
+  let opened: PartFile;
+  try {
+    opened = part = new PartFile(m.partPath, { direct: m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK });
+  } catch (err) {
+    return fail(`Cannot open ${m.partPath}: ${describeError(err)}`);
+  }
+  const size = PIECE_DATA_OFFSET + m.chunkSize;
+  pool = new BufferPool(
+    size,
+    Math.max(4, Math.floor(POOL_BYTES / size)),
+    opened.direct ? (n) => alignedBytes(n, PIECE_DATA_OFFSET) : undefined,
+  );
+  writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at, v) => {
+    const direct = opened.write(data, at);
+    if (typeof direct !== "boolean") return direct.then((d) => void (v.direct = d));
+    v.direct = direct;
+    return undefined;
+  }, written);
+  try {
+    multi = makeMultiHasher(m.hasher);
+  } catch (err) {
+    return fail(describeError(err));
+  }
+  multiDigests = Array.from({ length: multi?.lanes ?? 0 }, () => new Uint8Array(32));
+  return true;
+}
+
 /** Whether `bytes` hash to chunk `index`'s SHA-256. */
 function matches(f: FileInfo, index: number, bytes: Uint8Array): boolean {
-  return sameDigest(f, index, createHash("sha256").update(bytes).digest());
+  return sameDigest(f, index, nodeCrypto().createHash("sha256").update(bytes).digest());
 }
 
 function sameDigest(f: FileInfo, index: number, got: Uint8Array): boolean {
@@ -132,6 +182,7 @@ async function runPeer(link: number, host: string, port: number, early: number[]
     conn = await connect({ host, port }, {
       pipelined: first,
       allocate: (n) => pool!.take(n),
+      onSent: prepare,
       ioTimeoutMs: 0,
       // A PIECE longer than a chunk is refused with its header, not buffered (16 MiB trickled in, byte by byte, looked
       // like progress); nothing else a peer sends here comes near 64 KiB (a BITFIELD is at most 25 kB).
@@ -258,6 +309,12 @@ function written(v: Verified, error: unknown): void {
   pool!.give(v.data);
   if (error === null) {
     post({ ev: "done", link: v.link, index: v.index, bytes: chunkLength(file!, v.index), direct: v.direct });
+    // The garbage of loading and of prepare() is dead (lib/heap.ts). The full GC blocks this thread for 20-50 ms: now
+    // the requests out keep the peers sending meanwhile; at the first HELLO it held up the answers to it.
+    if (!startCompacted) {
+      startCompacted = true;
+      compactHeap();
+    }
     compactor.chunk();
   } else {
     post({ ev: "fatal", message: `Cannot write the .part file: ${describeError(error)}` });
@@ -278,14 +335,14 @@ function verify(indexes: number[]): void {
   const grouped = full.length - (full.length % lanes);
   for (let k = 0; k < grouped; k += lanes) {
     const group = full.slice(k, k + lanes);
-    const read = group.map((i, lane) => preadFull(f.part.fd, views[lane]!, i * f.chunkSize) === f.chunkSize);
+    const read = group.map((i, lane) => preadFull(part!.fd, views[lane]!, i * f.chunkSize) === f.chunkSize);
     multi!.digest(views, multiDigests);
     group.forEach((i, lane) => (read[lane] && sameDigest(f, i, multiDigests[lane]!) ? good : bad).push(i));
   }
   const rest = lanes > 1 ? indexes.filter((i) => chunkLength(f, i) !== f.chunkSize) : indexes;
   for (const i of [...rest, ...full.slice(grouped)]) {
     const len = chunkLength(f, i);
-    const at = preadFull(f.part.fd, buf.subarray(0, len), i * f.chunkSize);
+    const at = preadFull(part!.fd, buf.subarray(0, len), i * f.chunkSize);
     (at === len && matches(f, i, buf.subarray(0, len)) ? good : bad).push(i);
   }
   post({ ev: "verified", good, bad });
@@ -302,11 +359,12 @@ async function close(): Promise<void> {
   for (const c of links.values()) c.close();
   try {
     await writes?.idle();
-    await file?.part.close();
+    await part?.close();
   } catch (err) {
     post({ ev: "fatal", message: describeError(err) });
   }
   file = null;
+  part = null;
   post({ ev: "closed", buffers: pool?.stats ?? { made: 0, dropped: 0 }, hashedInLanes });
   self.close();
 }
@@ -317,38 +375,19 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
   if (file === null && m.op !== "init" && m.op !== "close") return;
   try {
     switch (m.op) {
-      case "init": {
-        let part: PartFile;
-        try {
-          part = new PartFile(m.partPath, { direct: m.directIo && m.chunkSize >= DIRECT_MIN_CHUNK });
-        } catch (err) {
-          return post({ ev: "fatal", message: `Cannot open ${m.partPath}: ${describeError(err)}` });
-        }
-        file = { ...m, part, count: m.digests.length / 32 };
-        const size = PIECE_DATA_OFFSET + m.chunkSize;
-        pool = new BufferPool(
-          size,
-          Math.max(4, Math.floor(POOL_BYTES / size)),
-          part.direct ? (n) => alignedBytes(n, PIECE_DATA_OFFSET) : undefined,
-        );
-        writes = new WriteQueue(m.writeLock, MAX_QUEUED_WRITES, (data, at, v) => {
-          const direct = part.write(data, at);
-          if (typeof direct !== "boolean") return direct.then((d) => void (v.direct = d));
-          v.direct = direct;
-          return undefined;
-        }, written);
-        multi = makeMultiHasher(m.hasher);
-        multiDigests = Array.from({ length: multi?.lanes ?? 0 }, () => new Uint8Array(32));
+      case "init":
+        file = {
+          fileId: m.fileId,
+          size: m.size,
+          chunkSize: m.chunkSize,
+          digests: m.digests,
+          count: m.digests.length / 32,
+        };
+        pending = m;
         receivingTimer = setInterval(reportReceiving, m.receivingMs);
         break;
-      }
       case "connect":
         runPeer(m.link, m.host, m.port, m.early);
-        // Module loading's garbage is dead now (lib/heap.ts): collected once the first connection is on its way.
-        if (!startCompacted) {
-          startCompacted = true;
-          compactHeap();
-        }
         break;
       case "grant":
         grant = m.grant;
@@ -378,7 +417,7 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
         links.get(m.link)?.close();
         break;
       case "verify":
-        verify(m.indexes);
+        if (prepare()) verify(m.indexes);
         break;
       case "close":
         close();

@@ -3,14 +3,16 @@
  *
  * A download's coordinator and each fetch worker compact once when their
  * start-up garbage (modules, option parsing, the parsed manifest message)
- * is dead and the chunks have not started to flow (right after the first
- * connections are asked for, while the peers answer), then again whenever
- * their heap has grown by a megabyte ({@link Compactor}). Without it V8
- * promotes that garbage bit by bit during the download, the survivors make
- * it double the young generation, and every chunk leaves a little behind
- * that only a full GC frees (its `node:crypto` hash, for one); V8 runs no
- * full GC of its own before its old-generation limit (hundreds of MB) is
- * near, so a long download would end with a bigger heap than a short one.
+ * is dead: the coordinator right after it asks for the first connections,
+ * while the peers answer; a fetch worker once its first chunk is written,
+ * as until then its thread is on the way to the first chunks. Then again
+ * whenever their heap has grown by a megabyte ({@link Compactor}).
+ * Without it V8 promotes that garbage bit by bit during the download, the
+ * survivors make it double the young generation, and every chunk leaves a
+ * little behind that only a full GC frees (its `node:crypto` hash, for
+ * one); V8 runs no full GC of its own before its old-generation limit
+ * (hundreds of MB) is near, so a long download would end with a bigger heap
+ * than a short one.
  * What it saves and costs is measured in docs/PERFORMANCE.md (Memory).
  *
  * A program cannot set V8 flags for itself under `deno run`, so there is
@@ -20,7 +22,7 @@
  * @module
  */
 
-import { Session } from "node:inspector";
+import { nodeInspector } from "./builtins.ts";
 
 /** Longest wait for the collection to report back; it takes about 20 ms. */
 const COMPACT_WAIT_MS = 2_000;
@@ -31,9 +33,9 @@ const COMPACT_WAIT_MS = 2_000;
  * memory, so it never fails.
  */
 export function compactHeap(): Promise<void> {
-  let session: Session;
+  let session: InstanceType<ReturnType<typeof nodeInspector>["Session"]>;
   try {
-    session = new Session();
+    session = new (nodeInspector().Session)();
     session.connect();
   } catch {
     return Promise.resolve();

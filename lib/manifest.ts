@@ -14,7 +14,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { nodeCrypto } from "./builtins.ts";
 import { isSha256Hex, toHex, utf8Encoder } from "./bytes.ts";
 import { ProtocolError } from "./errors.ts";
 import { MAX_CHUNK_SIZE } from "./framing.ts";
@@ -91,7 +91,7 @@ export function canonicalManifestBytes(m: Manifest): Uint8Array<ArrayBuffer> {
 
 /** SHA-256 of `bytes`, as lowercase hex. */
 export function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
+  return nodeCrypto().createHash("sha256").update(bytes).digest("hex");
 }
 
 /** The content-derived id of a manifest (64 lowercase hex digits). */
@@ -232,7 +232,7 @@ async function* chunkHashes(file: Deno.FsFile, size: number, chunkSize: number):
       }
       const want = Math.min(chunkSize, size - done);
       await readFull(file, buf.subarray(0, want));
-      yield toHex(createHash("sha256").update(buf.subarray(0, want)).digest());
+      yield toHex(nodeCrypto().createHash("sha256").update(buf.subarray(0, want)).digest());
       done += want;
     }
   } finally {

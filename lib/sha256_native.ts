@@ -17,7 +17,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { nodeCrypto } from "./builtins.ts";
 import { addressOf, ffiGranted } from "./direct_io.ts";
 
 /** Inputs hashed side by side: the 32-bit lanes of a 256-bit vector. */
@@ -49,7 +49,7 @@ function projectRoot(): string | null {
 export function nativeLibraryPath(root = projectRoot()): string | null {
   if (root === null) return null;
   try {
-    const hash = createHash("sha256");
+    const hash = nodeCrypto().createHash("sha256");
     for (const src of NATIVE_SOURCES) hash.update(Deno.readFileSync(`${root}/${src}`));
     return `${root}/.tools/native/libshoal_sha256-${hash.digest("hex").slice(0, 16)}.so`;
   } catch {

@@ -173,3 +173,46 @@ Deno.test("connect() sends pipelined requests right behind its HELLO, before the
   assert.equal(reply.type, "bitfield");
   await served;
 });
+
+Deno.test("connect() calls onSent once, when its HELLO and pipelined messages are written and before their answer", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const fileId = "cd".repeat(32);
+  const interested: Message = { type: "interested", fileId };
+  const expected = encodeMessage(helloMessage()).length + encodeMessage(interested).length;
+  const sent = Promise.withResolvers<void>();
+  let calls = 0;
+  let answered = false;
+  const served = (async () => {
+    using c = await listener.accept();
+    const got = new Uint8Array(expected);
+    let at = 0;
+    while (at < got.length) {
+      const n = await c.read(got.subarray(at));
+      if (n === null) break;
+      at += n;
+    }
+    assert.equal(at, expected, "HELLO and INTERESTED before any answer");
+    // No answer until onSent: a client that called it only after reading one would wait here until the timeout.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      sent.promise,
+      new Promise((_, reject) => timer = setTimeout(() => reject(new Error("onSent was not called")), 5_000)),
+    ]).finally(() => clearTimeout(timer));
+    answered = true;
+    await c.write(concatBytes([
+      encodeMessage(helloMessage()),
+      encodeMessage({ type: "bitfield", fileId, count: 8, bits: new Uint8Array([0xff]) }),
+    ]));
+  })();
+  await using conn = await connect({ host: "127.0.0.1", port: listener.addr.port }, {
+    pipelined: [interested],
+    onSent: () => {
+      calls++;
+      assert.equal(answered, false);
+      sent.resolve();
+    },
+  });
+  assert.equal((await conn.receive(5_000)).type, "bitfield");
+  await served;
+  assert.equal(calls, 1);
+});
