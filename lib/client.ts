@@ -18,10 +18,10 @@ import { assertSafeFileName } from "./names.ts";
 import {
   fileQuestions,
   getManifest,
-  getPeers,
   listFiles,
   receiveFileAnswers,
   receiveFileList,
+  receivePeers,
 } from "./tracker_link.ts";
 
 /** Where a client learns about files: a tracker, or peers asked directly. */
@@ -55,7 +55,11 @@ export async function catalog(src: Source, query?: string): Promise<FileSummary[
 
 /** Live peers holding `fileId`. */
 export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]> {
-  if ("tracker" in src) return await withConn(src.tracker, (c) => getPeers(c, fileId));
+  if ("tracker" in src) {
+    // GET_PEERS goes with the HELLO: the answer comes a round trip after TCP's, not two.
+    await using conn = await connect(src.tracker, { pipelined: [{ type: "get_peers", fileId }] });
+    return await receivePeers(conn, fileId);
+  }
   // A peer that knows the manifest serves the file, whole or in part.
   const have = await Promise.all(src.peers.map(async (p) => {
     try {

@@ -298,11 +298,6 @@ export async function listFiles(conn: Connection, query?: string): Promise<FileS
   return (await conn.request(msg, "file_list")).files;
 }
 
-/** Live peers holding a file. */
-export async function getPeers(conn: Connection, fileId: string): Promise<PeerEntry[]> {
-  return (await conn.request({ type: "get_peers", fileId }, "peer_list")).peers;
-}
-
 /** A file's manifest, already checked against its id by the decoder. */
 export async function getManifest(conn: Connection, fileId: string): Promise<Manifest> {
   return (await conn.request({ type: "get_manifest", fileId }, "manifest")).manifest;
@@ -327,9 +322,17 @@ export async function receiveFileAnswers(
   fileId: string,
 ): Promise<{ manifest: Manifest; peers: PeerEntry[] }> {
   const m = expectMessage(await conn.receive(), "manifest");
+  if (m.fileId !== fileId) throw wrongFile(conn, fileId);
+  return { manifest: m.manifest, peers: await receivePeers(conn, fileId) };
+}
+
+/** The answer to a GET_PEERS for `fileId` already sent: the live peers holding it. */
+export async function receivePeers(conn: Connection, fileId: string): Promise<PeerEntry[]> {
   const p = expectMessage(await conn.receive(), "peer_list");
-  if (m.fileId !== fileId || p.fileId !== fileId) {
-    throw new ProtocolError(`${conn.remote} answered about another file than ${fileId}`, "wrong_file");
-  }
-  return { manifest: m.manifest, peers: p.peers };
+  if (p.fileId !== fileId) throw wrongFile(conn, fileId);
+  return p.peers;
+}
+
+function wrongFile(conn: Connection, fileId: string): ProtocolError {
+  return new ProtocolError(`${conn.remote} answered about another file than ${fileId}`, "wrong_file");
 }

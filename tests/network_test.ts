@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
-import { getFile } from "../lib/client.ts";
+import { getFile, peersOf } from "../lib/client.ts";
 import { download, type DownloadEvent, type DownloadStatus, exists } from "../lib/download.ts";
 import { writeSidecar } from "../lib/sidecar.ts";
 import { connect, Connection } from "../lib/connection.ts";
@@ -313,6 +313,21 @@ Deno.test("get asks the tracker on one connection, each question sent before the
   const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
   await assert.rejects(getFile(src, id, { outDir: dir.path }), /answered about another file/);
   await served;
+  // A later look-up of peers (a download's, `client.ts peers`): GET_PEERS goes with the HELLO, and is about this file.
+  const peer = { host: "127.0.0.1", port: 9, complete: true };
+  for (const fileId of [id, otherId]) {
+    flights.length = 0;
+    const servedPeers = (async () => {
+      using conn = new Connection(await listener.accept(), { ioTimeoutMs: 2_000 });
+      flights.push([(await conn.receive()).type, (await conn.receive()).type]);
+      await conn.send(helloMessage());
+      await conn.send({ type: "peer_list", fileId, peers: [peer] });
+    })();
+    if (fileId === id) assert.deepEqual(await peersOf(src, id), [peer]);
+    else await assert.rejects(peersOf(src, id), /answered about another file/);
+    await servedPeers;
+    assert.deepEqual(flights, [["hello", "get_peers"]]);
+  }
 });
 
 Deno.test("a source the tracker lists as complete is asked for its first chunks with the HELLO", async () => {
