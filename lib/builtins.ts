@@ -3,13 +3,13 @@
  * that needs them is imported.
  *
  * Why: the first `node:` module an isolate loads starts Deno's Node
- * compatibility layer, which costs that isolate 40-45 ms of CPU (a worker
- * that imports none answers in 25-35 ms, one that imports `node:fs` in
- * 65-90; docs/PERFORMANCE.md, session 34). A fetch worker needs none of it
+ * compatibility layer, which costs that isolate 40-50 ms of CPU (a worker
+ * that imports none answers in 20-37 ms, one that imports `node:fs` in
+ * 63-92; docs/PERFORMANCE.md, session 34). A fetch worker needs none of it
  * to reach its peers, so the modules it loads take `node:fs`,
  * `node:crypto` and `node:inspector` from here, and it first asks for them
- * once its first connections are on their way: the layer then starts while
- * the peers answer, not before the worker can dial them.
+ * once its first HELLO is sent: the layer then starts while the peer
+ * answers, not before the worker can dial.
  *
  * `process.getBuiltinModule` hands over a built-in module synchronously
  * (Node 22.3 and later; Deno has it). Only a call reaches `process`: even

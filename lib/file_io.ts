@@ -21,8 +21,8 @@ export function preadFull(fd: number, into: Uint8Array, position: number): numbe
 
 /** Writes all of `data` at `position`. */
 export function pwriteFull(fd: number, data: Uint8Array, position: number): void {
-  let at = 0;
   const { writeSync } = nodeFs();
+  let at = 0;
   while (at < data.length) at += writeSync(fd, data, at, data.length - at, position + at);
 }
 
