@@ -15,7 +15,7 @@ import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { maxPipeline } from "../lib/rate_meter.ts";
 import { DEFAULT_PIPELINE } from "../lib/scheduler.ts";
-import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
+import { randomBytes, sha, tempDir, waitUntil, warmWorker } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 /** lib/download.ts: a failed peer is retried after this long, doubling each time (not exported). */
@@ -538,12 +538,14 @@ Deno.test("a dropped connection's late messages are not taken for the peer's new
   const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
   const peer = { host: "127.0.0.1", port: 9 }; // never dialled: the scripted worker plays the peer
   const drops: string[] = [];
+  const workerUrl = new URL("./scripted_worker.ts", import.meta.url).href;
+  await warmWorker(workerUrl); // a cold start would outlast stallMs, then the retry's too
   const summary = await download({
     fileId: f.id,
     manifest: f.manifest,
     out: join(dir.path, "out"),
     workers: 1,
-    workerUrl: new URL("./scripted_worker.ts", import.meta.url).href,
+    workerUrl,
     initialPeers: [peer],
     discover: () => Promise.resolve([peer]),
     stallMs: 500,
@@ -552,7 +554,7 @@ Deno.test("a dropped connection's late messages are not taken for the peer's new
     },
   });
   // Taken for link 1, the late GONE would drop the peer again, and the late DONE would count a chunk written directly.
-  // (Link 0 is dropped as stalled, or as "no answer" should the worker take longer than stallMs to start.)
+  // (Link 0 is dropped as stalled, or as "no answer" should the worker still take longer than stallMs to start.)
   assert.equal(drops.length, 1, `dropped: ${drops.join("; ")}`);
   assert.match(drops[0]!, /^(stalled|no answer)$/);
   assert.equal(summary.chunksFetched, 8);

@@ -50,3 +50,29 @@ export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * Loads the worker module at `url` once, and lets it go once it has answered a "close": `deno test` type-checks a
+ * worker's modules when the first worker loads them (over 2 s in a fresh clone), which a test that times a worker's
+ * answers (a stall limit of half a second) must not count.
+ */
+export async function warmWorker(url: string): Promise<void> {
+  const w = new Worker(url, { type: "module" });
+  try {
+    const answered = new Promise<void>((resolve, reject) => {
+      w.onmessage = () => resolve();
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`worker ${url} failed: ${e.message}`));
+      };
+    });
+    w.postMessage({ op: "close" });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      answered,
+      new Promise((_, reject) => timer = setTimeout(() => reject(new Error(`worker ${url} did not answer`)), 60_000)),
+    ]).finally(() => clearTimeout(timer));
+  } finally {
+    w.terminate();
+  }
+}
