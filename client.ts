@@ -5,7 +5,7 @@
  */
 
 import { Command, Option } from "commander";
-import { catalog, getFile, peersOf, resolveFile, type Source } from "./lib/client.ts";
+import { catalog, filePeers, getFile, type Source } from "./lib/client.ts";
 import {
   count,
   DEFAULT_TRACKER,
@@ -104,7 +104,7 @@ export function build(): Command {
     .addHelpText("after", "\nExamples:\n  client.ts peers report.pdf\n  client.ts peers 3f2a...e1 --json")
     .action(async (file: string, o) => {
       const src = sourceOf(program.opts());
-      const peers = await peersOf(src, await resolveFile(src, file));
+      const peers = await filePeers(src, file);
       if (o.json) return console.log(JSON.stringify(peers, null, 2));
       if (peers.length === 0) return console.log("no live peers");
       for (const p of peers) console.log(`${printable(formatAddress(p))}  ${p.complete ? "complete" : "partial"}`);

@@ -55,11 +55,7 @@ export async function catalog(src: Source, query?: string): Promise<FileSummary[
 
 /** Live peers holding `fileId`. */
 export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]> {
-  if ("tracker" in src) {
-    // GET_PEERS goes with the HELLO: the answer comes a round trip after TCP's, not two.
-    await using conn = await connect(src.tracker, { pipelined: [{ type: "get_peers", fileId }] });
-    return await receivePeers(conn, fileId);
-  }
+  if ("tracker" in src) return (await askTracker(src.tracker, fileId, peersQuestion, receivePeers)).answers;
   // A peer that knows the manifest serves the file, whole or in part.
   const have = await Promise.all(src.peers.map(async (p) => {
     try {
@@ -76,16 +72,23 @@ export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]>
 }
 
 /**
- * Resolves a file id, an exact file name or the start of an id to one id
- * ({@link pickFile}); throws NotFoundError for none.
+ * Live peers of the file that a file id, an exact file name or the start of
+ * an id names ({@link pickFile}); NotFoundError for none. A tracker is asked
+ * on one connection ({@link askTracker}).
  */
-export async function resolveFile(src: Source, idOrName: string): Promise<string> {
-  return (await resolveNamed(src, idOrName)).id;
+export async function filePeers(src: Source, idOrName: string): Promise<PeerEntry[]> {
+  if ("tracker" in src) return (await askTracker(src.tracker, idOrName, peersQuestion, receivePeers)).answers;
+  return await peersOf(src, (await resolveNamed(src, idOrName)).id);
+}
+
+function peersQuestion(fileId: string): Message[] {
+  return [{ type: "get_peers", fileId }];
 }
 
 /**
- * {@link resolveFile}, and the name asked for when the file was named: one
- * content may be shared under several names, and the manifest has the first.
+ * The id of the file `idOrName` names ({@link pickFile}), and the name asked
+ * for when the file was named: one content may be shared under several
+ * names, and the manifest has the first. NotFoundError for none.
  */
 async function resolveNamed(src: Source, idOrName: string): Promise<{ id: string; name?: string }> {
   checkFileGiven(idOrName);
@@ -193,26 +196,42 @@ interface FoundFile {
 
 /**
  * Resolves `idOrName` and fetches its manifest; from a tracker, its peers
- * too. A tracker is asked on one connection, each question sent without
- * waiting for the answer before it that it does not need: the HELLO goes
- * with the first question, and GET_PEERS with GET_MANIFEST. So a file named
- * by id takes two round trips (TCP, then the questions), by name three; with
- * a connection per question it took six and nine. Peers asked directly are
- * asked as before: each may have to be tried in turn.
+ * too, with GET_PEERS sent together with GET_MANIFEST ({@link askTracker}).
+ * Peers asked directly are asked as before: each may have to be tried in
+ * turn.
  */
 async function findFile(src: Source, idOrName: string): Promise<FoundFile> {
   if (!("tracker" in src)) {
     const { id, name } = await resolveNamed(src, idOrName);
     return { id, name, manifest: await manifestOf(src, id) };
   }
+  const { answers, ...named } = await askTracker(src.tracker, idOrName, fileQuestions, receiveFileAnswers);
+  return { ...named, ...answers };
+}
+
+/**
+ * Asks `tracker` `questions` about the file `idOrName` names, and reads
+ * their `answers`, on one connection; each question goes out without
+ * waiting for an answer it does not need. By id, the questions go with the
+ * HELLO: two round trips (TCP's, then theirs). By name, LIST_FILES goes with
+ * the HELLO and the questions with the pick: three. A connection per
+ * question, each waiting on its HELLO's answer, took two round trips more
+ * for each question.
+ */
+async function askTracker<T>(
+  tracker: Address,
+  idOrName: string,
+  questions: (fileId: string) => Message[],
+  answers: (conn: Connection, fileId: string) => Promise<T>,
+): Promise<{ id: string; name?: string; answers: T }> {
   checkFileGiven(idOrName);
   const byId = isSha256Hex(idOrName);
   const search: Message = { type: "list_files", query: idOrName };
   if (!byId) checkSendable(search);
-  await using conn = await connect(src.tracker, { pipelined: byId ? fileQuestions(idOrName) : [search] });
+  await using conn = await connect(tracker, { pipelined: byId ? questions(idOrName) : [search] });
   const named = byId ? { id: idOrName } : pickNamed(await receiveFileList(conn), idOrName);
-  if (!byId) await conn.sendAll(fileQuestions(named.id));
-  return { ...named, ...await receiveFileAnswers(conn, named.id) };
+  if (!byId) await conn.sendAll(questions(named.id));
+  return { ...named, answers: await answers(conn, named.id) };
 }
 
 /** What {@link getFile} does before it downloads: the file, its output, its first peers; or the summary of an output found complete. */

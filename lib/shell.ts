@@ -17,7 +17,7 @@ import type { Readable, Writable } from "node:stream";
 import { dirname, join, resolve } from "node:path";
 import { settledWithin } from "./async.ts";
 import { formatBytes, formatFileSummary, parseSize } from "./cli.ts";
-import { catalog, peersOf, resolveFile, type Source } from "./client.ts";
+import { catalog, filePeers, type Source } from "./client.ts";
 import { formatAddress } from "./connection.ts";
 import { type DownloadStatus, listIndexes } from "./download.ts";
 import { describeError, UsageError } from "./errors.ts";
@@ -206,9 +206,7 @@ export class Shell {
         return;
       }
       case "peers": {
-        const src = this.#source();
-        const id = await resolveFile(src, a!);
-        const peers = await peersOf(src, id);
+        const peers = await filePeers(this.#source(), a!);
         if (peers.length === 0) return this.write("no live peers");
         const self = formatAddress(this.session.node.address);
         for (const p of peers) {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
-import { getFile, peersOf } from "../lib/client.ts";
+import { filePeers, getFile, peersOf } from "../lib/client.ts";
 import { download, type DownloadEvent, type DownloadStatus, exists } from "../lib/download.ts";
 import { writeSidecar } from "../lib/sidecar.ts";
 import { connect, Connection } from "../lib/connection.ts";
@@ -268,7 +268,7 @@ Deno.test("one content shared under several names is fetched by any of them, fro
   }
 });
 
-Deno.test("get asks the tracker on one connection, each question sent before the answers it does not need", async () => {
+Deno.test("get and peers ask the tracker on one connection, each question sent before the answers it does not need", async () => {
   await using dir = await tempDir();
   const manifest = { name: "f.bin", size: 3, chunkSize: CHUNK, chunks: [sha(new Uint8Array([1, 2, 3]))] };
   const id = fileIdOf(manifest);
@@ -328,6 +328,19 @@ Deno.test("get asks the tracker on one connection, each question sent before the
     await servedPeers;
     assert.deepEqual(flights, [["hello", "get_peers"]]);
   }
+  // `client.ts peers NAME`: the name's look-up, then GET_PEERS, on one connection.
+  flights.length = 0;
+  const servedByName = (async () => {
+    using conn = new Connection(await listener.accept(), { ioTimeoutMs: 2_000 });
+    flights.push([(await conn.receive()).type, (await conn.receive()).type]);
+    await conn.send(helloMessage());
+    await conn.send({ type: "file_list", files: [summary] });
+    flights.push([(await conn.receive()).type]);
+    await conn.send({ type: "peer_list", fileId: id, peers: [peer] });
+  })();
+  assert.deepEqual(await filePeers(src, "f.bin"), [peer]);
+  await servedByName;
+  assert.deepEqual(flights, [["hello", "list_files"], ["get_peers"]]);
 });
 
 Deno.test("a source the tracker lists as complete is asked for its first chunks with the HELLO", async () => {
