@@ -122,7 +122,7 @@ function post(msg: FromWorker, transfer: Transferable[] = []): void {
  */
 function prepare(): boolean {
   const m = pending;
-  if (m === null) return part !== null;
+  if (m === null) return file !== null; // a failure set it to null
   pending = null;
   const fail = (message: string) => {
     file = null;

@@ -22,6 +22,7 @@
  * @module
  */
 
+import type { Session } from "node:inspector";
 import { nodeInspector } from "./builtins.ts";
 
 /** Longest wait for the collection to report back; it takes about 20 ms. */
@@ -33,7 +34,7 @@ const COMPACT_WAIT_MS = 2_000;
  * memory, so it never fails.
  */
 export function compactHeap(): Promise<void> {
-  let session: InstanceType<ReturnType<typeof nodeInspector>["Session"]>;
+  let session: Session;
   try {
     session = new (nodeInspector().Session)();
     session.connect();

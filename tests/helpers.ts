@@ -58,20 +58,22 @@ export async function waitUntil(fn: () => boolean | Promise<boolean>, ms = 5_000
  */
 export async function warmWorker(url: string): Promise<void> {
   const w = new Worker(url, { type: "module" });
+  let answered = false, failed: string | null = null;
+  w.onmessage = () => answered = true;
+  w.onerror = (e) => {
+    e.preventDefault();
+    failed = e.message;
+  };
   try {
-    const answered = new Promise<void>((resolve, reject) => {
-      w.onmessage = () => resolve();
-      w.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`worker ${url} failed: ${e.message}`));
-      };
-    });
     w.postMessage({ op: "close" });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      answered,
-      new Promise((_, reject) => timer = setTimeout(() => reject(new Error(`worker ${url} did not answer`)), 60_000)),
-    ]).finally(() => clearTimeout(timer));
+    await waitUntil(
+      () => {
+        if (failed !== null) throw new Error(`worker ${url} failed: ${failed}`);
+        return answered;
+      },
+      60_000,
+      `worker ${url} to answer`,
+    );
   } finally {
     w.terminate();
   }
