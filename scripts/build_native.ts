@@ -21,8 +21,7 @@ const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const COMPILE_TIMEOUT_MS = 120_000;
 
 /** Compiles the library into `out` (written beside it first, then renamed, so a half-written one is never loaded). */
-export async function buildNative(out = nativeLibraryPath(ROOT)!): Promise<string> {
-  const cc = Deno.env.get("CC") || "cc";
+export async function buildNative(out = nativeLibraryPath(ROOT)!, cc = Deno.env.get("CC") || "cc"): Promise<string> {
   await Deno.mkdir(dirname(out), { recursive: true });
   const tmp = `${out}.${Deno.pid}.tmp`;
   const args = ["-O2", "-shared", "-fPIC", "-o", tmp, join(ROOT, "native/sha256_multi.c")];

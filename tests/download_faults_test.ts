@@ -504,6 +504,33 @@ Deno.test("a fetch worker that cannot open the .part, or fails as it loads, ends
   assert.ok(seconds < 1.9, `ended after ${seconds.toFixed(2)} s`);
 });
 
+Deno.test("the real fetch worker that cannot open the .part, found once its HELLO is out, ends the download with its error", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
+  await using peer = PeerNode.start([f], {});
+  const workerUrl = new URL("./unopenable_worker.ts", import.meta.url).href;
+  await warmWorker(workerUrl); // the first load of a module type-checks it: not timed
+  const out = join(dir.path, "out");
+  const started = performance.now();
+  await assert.rejects(
+    download({
+      fileId: f.id,
+      manifest: f.manifest,
+      out,
+      workers: 2,
+      workerUrl,
+      initialPeers: [peer.address],
+      discover: () => Promise.resolve([peer.address]),
+      signal: AbortSignal.timeout(15_000),
+    }),
+    (e: ShoalError) => e.code === "disk" && e.message.startsWith(`Cannot open ${out}.part.missing: `),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  assert.ok(seconds < 5, `ended after ${seconds.toFixed(2)} s`);
+  // Nothing was saved, so nothing is left: no output, no empty .part, no sidecar.
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), ["src"]);
+});
+
 Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as its measured rate needs to hide its latency, within the cap", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 512); // 8 MiB

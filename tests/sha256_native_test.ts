@@ -102,3 +102,15 @@ Deno.test("the native library is named by a hash of its sources; one that is not
   assert.ok(hasher !== null, "built, opened");
   hasher.close();
 });
+
+Deno.test("without a C compiler, or with one that fails, the build says so and leaves no library behind", async () => {
+  await using dir = await tempDir();
+  const out = join(dir.path, "lib.so");
+  await assert.rejects(
+    buildNative(out, join(dir.path, "no-such-cc")),
+    /^Error: Cannot build the native hasher: no C compiler \(.*no-such-cc\)$/,
+  );
+  await assert.rejects(buildNative(out, "false"), /^Error: Cannot build the native hasher: false failed:/);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), []);
+  assert.equal(NativeHasher.open(out), null, "nothing to open: downloads hash otherwise (lib/chunk_hasher.ts)");
+});
