@@ -8,14 +8,14 @@ import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
 import { download, type DownloadStatus, type DownloadSummary, failureSummary, listIndexes } from "../lib/download.ts";
 import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
-import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
+import type { SharedFile } from "../lib/indexer.ts";
 import { encodeMessage, type Message } from "../lib/messages.ts";
 import { concatBytes } from "../lib/bytes.ts";
 import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { maxPipeline } from "../lib/rate_meter.ts";
 import { DEFAULT_PIPELINE } from "../lib/scheduler.ts";
-import { randomBytes, sha, tempDir, waitUntil, warmWorker } from "./helpers.ts";
+import { indexedFile, randomBytes, sha, tempDir, waitUntil, warmWorker } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 /** lib/download.ts: a failed peer is retried after this long, doubling each time (not exported). */
@@ -28,12 +28,6 @@ const REJECT_RETRIES = 3;
 const CLOCK_SLACK_MS = 20;
 
 /** Writes `data` as `<dir>/src/f` and indexes it in chunks of `chunkSize`: the one shared file. */
-async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK): Promise<SharedFile> {
-  await Deno.mkdir(join(dir, "src"));
-  await Deno.writeFile(join(dir, "src", "f"), data);
-  return (await indexDirectory(join(dir, "src"), { chunkSize }))[0]!;
-}
-
 /** The error a download that must give up fails with; `how` says what finishing would have meant. */
 function gaveUp(run: Promise<unknown>, how: string): Promise<unknown> {
   return run.then(() => assert.fail(`the download finished ${how}`), (e) => e);

@@ -6,7 +6,9 @@
  */
 
 import { createHash } from "node:crypto";
+import { join } from "node:path";
 import type { HasherKind } from "../lib/chunk_hasher.ts";
+import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 
 /** A fresh temporary directory, removed with `await using`. */
 export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
@@ -31,6 +33,13 @@ export function seeded(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
   };
+}
+
+/** `data` written as `<dir>/src/f` and indexed in chunks of `chunkSize` (16 KiB unless said): what a test peer shares. */
+export async function indexedFile(dir: string, data: Uint8Array, chunkSize = 16 * 1024): Promise<SharedFile> {
+  await Deno.mkdir(join(dir, "src"));
+  await Deno.writeFile(join(dir, "src", "f"), data);
+  return (await indexDirectory(join(dir, "src"), { chunkSize }))[0]!;
 }
 
 /** SHA-256 of `b`, in hex. */

@@ -24,16 +24,9 @@ import { PeerNode } from "../lib/peer.ts";
 import { FrameServer } from "../lib/server.ts";
 import { MAX_HEARTBEAT_BYTES, TrackerServer } from "../lib/tracker.ts";
 import { listFiles } from "../lib/tracker_link.ts";
-import { HASHERS, randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
+import { HASHERS, indexedFile, randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
-
-/** Writes `data` as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
-async function indexedFile(dir: string, data: Uint8Array, chunkSize = CHUNK) {
-  await Deno.mkdir(join(dir, "src"));
-  await Deno.writeFile(join(dir, "src", "f"), data);
-  return await indexDirectory(join(dir, "src"), { chunkSize });
-}
 
 /** Opens a raw socket that speaks HELLO, then returns the reader of frames. */
 async function rawConn(port: number) {
@@ -127,7 +120,7 @@ for (const hasher of HASHERS) {
 Deno.test("a download limit paces the requests: the file takes as long as the limit says, and arrives whole", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 64); // 1 MiB
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const out = join(dir.path, "got.bin");
   const limit = 800_000;
@@ -146,7 +139,7 @@ Deno.test("a download limit paces the requests: the file takes as long as the li
 Deno.test("a download limit slower than a chunk per stall time: waiting on the limit is no stall, no peer is dropped", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const out = join(dir.path, "got.bin");
   // A chunk a second, and a peer that owes a chunk for 0.6 s without a byte of it is stalled: the peer answers in
@@ -166,7 +159,7 @@ Deno.test("a download limit slower than a chunk per stall time: waiting on the l
 Deno.test("a peer's upload limit can be set, changed and lifted while it serves", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 8); // 128 KiB
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const fetch = async (name: string) => {
     const out = join(dir.path, name);
@@ -192,7 +185,7 @@ Deno.test("a peer's upload limit can be set, changed and lifted while it serves"
 Deno.test("1 MiB chunks are written around the page cache, all but the short last one; --no-direct-io writes none so", async () => {
   await using dir = await tempDir();
   const data = randomBytes(3 * 1024 * 1024 + 5);
-  await using peer = PeerNode.start(await indexedFile(dir.path, data, 1024 * 1024), {});
+  await using peer = PeerNode.start([await indexedFile(dir.path, data, 1024 * 1024)], {});
   const src = { peers: [peer.address] };
   // Where the temp dir's filesystem takes O_DIRECT (ext4; tmpfs since Linux 6.6).
   const direct = await getFile(src, "f", { out: join(dir.path, "direct"), workers: 2 });
@@ -405,7 +398,7 @@ async function slowThenFast(
 ) {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 64); // 1 MiB
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
   const started: PeerNode[] = [];
   const start = (uploadLimit?: number) => {
@@ -545,7 +538,7 @@ Deno.test("a peer that stops heartbeating drops out; one that exits unregisters 
 
 Deno.test("a finished download goes on sharing the file only when asked to seed", async () => {
   await using dir = await tempDir();
-  const files = await indexedFile(dir.path, randomBytes(CHUNK * 3));
+  const files = [await indexedFile(dir.path, randomBytes(CHUNK * 3))];
   const id = files[0]!.id;
   await using tracker = TrackerServer.start();
   await using seeder = PeerNode.start(files, { tracker: tracker.address });
@@ -665,7 +658,7 @@ Deno.test("a peer serves only indexed ids and says why it refuses", async () => 
 Deno.test("a second download to the same output is refused while the first runs, which ends correct", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 16);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   const id = files[0]!.id;
   await using peer = PeerNode.start(files, { uploadLimit: 150_000 }); // about 2 s for the file
   const out = join(dir.path, "out");
@@ -701,7 +694,7 @@ Deno.test("a second download to the same output is refused while the first runs,
 Deno.test("a download with no live source for some chunks stops, names them, and keeps progress", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files);
   const out = join(dir.path, "out");
   // A partial source: the same file, but only chunks 0 and 1.
@@ -727,7 +720,7 @@ Deno.test("a download with no live source for some chunks stops, names them, and
 Deno.test("an interrupted download saves its progress on the way out, with no periodic flush in between", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 64); // 1 MiB
-  await using peer = PeerNode.start(await indexedFile(dir.path, data), { uploadLimit: 200_000 }); // about 5 s
+  await using peer = PeerNode.start([await indexedFile(dir.path, data)], { uploadLimit: 200_000 }); // about 5 s
   const out = join(dir.path, "out");
   const ac = new AbortController();
   let seen = 0;
@@ -760,7 +753,7 @@ Deno.test("an interrupted download saves its progress on the way out, with no pe
 Deno.test("the progress shows only peers that answered, not those still connecting", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 32);
-  const f = (await indexedFile(dir.path, data))[0]!;
+  const f = await indexedFile(dir.path, data);
   await using peer = PeerNode.start([f], { uploadLimit: 150_000 }); // about 2.5 s
   // A peer that accepts and then says nothing: it stays "connecting" for the whole download.
   const mute = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -851,12 +844,12 @@ Deno.test("a server takes at most maxConnectionsPerHost connections from one add
 Deno.test("a client that sends its requests and then ends its side of the stream (a half-close) gets every answer", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 12);
-  const [f] = await indexedFile(dir.path, data);
-  await using peer = PeerNode.start([f!], {});
+  const f = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start([f], {});
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: peer.address.port });
   try {
-    const asks: Message[] = [helloMessage(), { type: "interested", fileId: f!.id }];
-    for (let i = 0; i < 12; i++) asks.push({ type: "request", fileId: f!.id, index: i });
+    const asks: Message[] = [helloMessage(), { type: "interested", fileId: f.id }];
+    for (let i = 0; i < 12; i++) asks.push({ type: "request", fileId: f.id, index: i });
     for (const m of asks) await conn.write(encodeMessage(m));
     await conn.closeWrite();
     const decoder = new FrameDecoder(), buf = new Uint8Array(65536), got: Message[] = [];
@@ -893,11 +886,11 @@ Deno.test("one worker reading 4 peers keeps every 1 MiB chunk buffer it makes: n
   await using dir = await tempDir();
   const MiB = 1024 * 1024;
   const data = randomBytes(64 * MiB);
-  const [f] = await indexedFile(dir.path, data, MiB);
-  const peers = [0, 1, 2, 3].map(() => PeerNode.start([f!], {}));
+  const f = await indexedFile(dir.path, data, MiB);
+  const peers = [0, 1, 2, 3].map(() => PeerNode.start([f], {}));
   try {
     const out = join(dir.path, "out");
-    const s = await getFile({ peers: peers.map((p) => p.address) }, f!.id, { out, workers: 1 });
+    const s = await getFile({ peers: peers.map((p) => p.address) }, f.id, { out, workers: 1 });
     assert.equal(sha(await Deno.readFile(out)), sha(data));
     // Several links read at once (peers that connect late on a busy machine may find the download done: 2 of 4 were
     // seen while other programs ran).
@@ -917,7 +910,7 @@ Deno.test("60 sources holding a chunk each: the tracker names 50 at a time, the 
   const n = 60;
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * n);
-  const f = (await indexedFile(dir.path, data))[0]!;
+  const f = await indexedFile(dir.path, data);
   await using tracker = TrackerServer.start({ heartbeatMs: 500, expiryMs: 10_000 });
   await using stack = new AsyncDisposableStack();
   const sources = [...Array(n).keys()].map((k) => {
@@ -1117,7 +1110,7 @@ Deno.test("an empty file is seeded when asked, like any other", async () => {
 /** A download of 16 chunks from a peer that takes about 2 s to send them; `fetching` once chunks arrive. */
 async function slowGet(dir: string, force = false) {
   const data = randomBytes(CHUNK * 16);
-  const files = await indexedFile(dir, data);
+  const files = [await indexedFile(dir, data)];
   const peer = PeerNode.start(files, { uploadLimit: CHUNK * 8 });
   const out = join(dir, "out");
   let fetching = false;
@@ -1207,7 +1200,7 @@ Deno.test("a directory (or a link to one) or a FIFO that appears at the output d
 Deno.test("a file shared outside a watched folder that is deleted, or changed, is withdrawn at the first failed read", async () => {
   await using dir = await tempDir();
   await using tracker = TrackerServer.start({ heartbeatMs: 100, expiryMs: 1000 });
-  const files = await indexedFile(dir.path, randomBytes(CHUNK * 2));
+  const files = [await indexedFile(dir.path, randomBytes(CHUNK * 2))];
   await Deno.mkdir(join(dir.path, "other"));
   await Deno.writeFile(join(dir.path, "other", "g"), randomBytes(CHUNK + 1));
   const [changed] = await indexDirectory(join(dir.path, "other"), { chunkSize: CHUNK });
@@ -1227,7 +1220,7 @@ Deno.test("a file shared outside a watched folder that is deleted, or changed, i
 
 Deno.test("a device or a FIFO at the output is refused before anything is made, even with --force", async () => {
   await using dir = await tempDir();
-  const files = await indexedFile(dir.path, randomBytes(CHUNK * 2));
+  const files = [await indexedFile(dir.path, randomBytes(CHUNK * 2))];
   await using peer = PeerNode.start(files, {});
   // A link to /dev/null, not /dev/null itself: were the check gone, the rename would replace the link, not the device.
   const device = join(dir.path, "null"), fifo = join(dir.path, "pipe");
@@ -1250,7 +1243,7 @@ Deno.test("a device or a FIFO at the output is refused before anything is made, 
 Deno.test("chunks on disk are not thrown away for want of a record: no sidecar, a damaged one, or a .part cut short", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 8);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   /** A .part holding chunks 0-4 of the file (the rest zeros), and what the rerun says and reuses. */
   const rerun = async (name: string, prepare: (out: string) => Promise<void>) => {
@@ -1305,7 +1298,7 @@ for (const hasher of HASHERS) {
   Deno.test(`a resume checks the chunks its sidecar marks done with the ${hasher} hasher: damaged ones are fetched again`, async () => {
     await using dir = await tempDir();
     const data = randomBytes(CHUNK * 11 + 500); // 11 full chunks and a short one: one group of 8 or two of 4, and more
-    const files = await indexedFile(dir.path, data);
+    const files = [await indexedFile(dir.path, data)];
     await using peer = PeerNode.start(files, {});
     const out = join(dir.path, "out");
     const part = data.slice();
@@ -1324,7 +1317,7 @@ for (const hasher of HASHERS) {
 Deno.test("a file named like the .part that is no download of this file is kept, unless --force", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const out = join(dir.path, "thesis");
   await Deno.writeTextFile(`${out}.part`, "my thesis, chapter 1");
@@ -1340,7 +1333,7 @@ Deno.test("a file named like the .part that is no download of this file is kept,
 Deno.test("a name too long to keep progress beside is refused before anything is written; leftovers beside a complete output go", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const long = join(dir.path, "a".repeat(246)); // a valid name, but its .part.json.tmp would be 260 bytes
   await assert.rejects(
@@ -1370,7 +1363,7 @@ Deno.test("a name too long to keep progress beside is refused before anything is
 Deno.test("a sidecar that is not a regular file: a FIFO is ignored (not read, which would wait for good), a directory with things in it refused", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   await using peer = PeerNode.start(files, {});
   const out = join(dir.path, "out");
   await mkfifo(`${out}.part.json`);
@@ -1394,7 +1387,7 @@ Deno.test("a sidecar that is not a regular file: a FIFO is ignored (not read, wh
 Deno.test("downloading a file a node serves already leaves that share alone; a second partial of it does not take the first's place", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 4);
-  const files = await indexedFile(dir.path, data);
+  const files = [await indexedFile(dir.path, data)];
   const f = files[0]!;
   await using source = PeerNode.start(files, {});
   await using node = PeerNode.start(files, {}); // serves f whole, from its folder

@@ -1,26 +1,17 @@
 // A peer's request queue, over real sockets on port 0 in one process: a CANCEL drops a queued REQUEST, the queue is
 // bounded and goes with its connection, and every reply still comes in arrival order.
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { connect, type Connection } from "../lib/connection.ts";
 import { concatBytes } from "../lib/bytes.ts";
-import { indexDirectory } from "../lib/indexer.ts";
 import { encodeMessage, type Message, PIECE_PREFIX_BYTES } from "../lib/messages.ts";
 import { MAX_QUEUED_REQUESTS, PeerNode } from "../lib/peer.ts";
 import { BufferPool } from "../lib/buffer_pool.ts";
 import { delay } from "../lib/async.ts";
-import { randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
+import { indexedFile, randomBytes, sha, tempDir, waitUntil } from "./helpers.ts";
 
 const CHUNK = 16 * 1024;
 
 /** Writes `chunks` chunks of random bytes as `<dir>/src/f` and indexes that folder in chunks of `chunkSize`. */
-async function indexedFile(dir: string, chunks: number, chunkSize = CHUNK) {
-  const data = randomBytes(chunks * chunkSize);
-  await Deno.mkdir(join(dir, "src"));
-  await Deno.writeFile(join(dir, "src", "f"), data);
-  return await indexDirectory(join(dir, "src"), { chunkSize });
-}
-
 /** Sends `msgs` in one write, so that the peer reads them all at once. */
 async function sendAll(c: Connection, msgs: Message[]): Promise<void> {
   await c.sendBytes(concatBytes(msgs.map(encodeMessage)));
@@ -47,12 +38,12 @@ async function next(c: Connection, digests: string[]): Promise<string> {
 
 Deno.test("a CANCEL drops queued requests the peer has not started to serve; the rest come in request order", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 8);
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
   // 32 KiB/s with a one-second burst: chunks 0 and 1 go at once, then one every 0.5 s, so 3 and 4 are still queued
   // when their CANCELs are read.
-  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK });
+  await using peer = PeerNode.start([f], { uploadLimit: 2 * CHUNK });
   await using c = await connect(peer.address);
-  const id = f!.id, digests = f!.manifest.chunks;
+  const id = f.id, digests = f.manifest.chunks;
   assert.equal((await c.request({ type: "interested", fileId: id }, "bitfield")).count, 8);
   await sendAll(c, [
     ...[0, 1, 2, 3, 4, 5].map((i) => request(id, i)),
@@ -79,12 +70,12 @@ Deno.test("a CANCEL drops queued requests the peer has not started to serve; the
 
 Deno.test("a peer reads at most MAX_QUEUED_REQUESTS requests ahead and drops them when the connection goes", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 8);
-  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK }); // two chunks a second
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
+  await using peer = PeerNode.start([f], { uploadLimit: 2 * CHUNK }); // two chunks a second
   const c = await connect(peer.address);
   try {
     // About 45 KB of requests: the kernel takes them all, the peer must stop reading.
-    await sendAll(c, Array.from({ length: 1000 }, (_, i) => request(f!.id, i % 8)));
+    await sendAll(c, Array.from({ length: 1000 }, (_, i) => request(f.id, i % 8)));
     await waitUntil(() => peer.queuedRequests >= MAX_QUEUED_REQUESTS);
     assert.equal(peer.queuedRequests, MAX_QUEUED_REQUESTS);
     // As chunks are sent it reads on, one request for each: the queue stays full, never more.
@@ -99,10 +90,10 @@ Deno.test("a peer reads at most MAX_QUEUED_REQUESTS requests ahead and drops the
 
 Deno.test("closing a peer ends its connections at once, even with full queues waiting on the upload limit", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 4, 16 * CHUNK); // 256 KiB chunks
-  const peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // 16 s a chunk after the first
+  const f = await indexedFile(dir.path, randomBytes(4 * 16 * CHUNK), 16 * CHUNK); // 256 KiB chunks
+  const peer = PeerNode.start([f], { uploadLimit: CHUNK }); // 16 s a chunk after the first
   await using c = await connect(peer.address);
-  await sendAll(c, Array.from({ length: 400 }, (_, i) => request(f!.id, i % 4)));
+  await sendAll(c, Array.from({ length: 400 }, (_, i) => request(f.id, i % 4)));
   await waitUntil(() => peer.queuedRequests === MAX_QUEUED_REQUESTS);
   const started = performance.now();
   await peer.close();
@@ -113,10 +104,10 @@ Deno.test("closing a peer ends its connections at once, even with full queues wa
 
 Deno.test("replies keep arrival order across queued requests; REJECT and ERROR answers are as before", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 2);
-  await using peer = PeerNode.start([f!], { uploadLimit: 2 * CHUNK });
+  const f = await indexedFile(dir.path, randomBytes(2 * CHUNK));
+  await using peer = PeerNode.start([f], { uploadLimit: 2 * CHUNK });
   await using c = await connect(peer.address);
-  const id = f!.id, digests = f!.manifest.chunks, unknown = "0".repeat(64);
+  const id = f.id, digests = f.manifest.chunks, unknown = "0".repeat(64);
   await sendAll(c, [
     request(id, 0),
     request(id, 1),
@@ -147,13 +138,13 @@ Deno.test("replies keep arrival order across queued requests; REJECT and ERROR a
 Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for each, lets none go, and frees them once idle", async () => {
   await using dir = await tempDir();
   // 4 MiB chunks: 12 in use at once are 48 MiB, more than a pool kept before it kept all the send budget allows.
-  const [f] = await indexedFile(dir.path, 4, 4 * 1024 * 1024);
-  const peer = PeerNode.start([f!], {});
+  const f = await indexedFile(dir.path, randomBytes(4 * 4 * 1024 * 1024), 4 * 1024 * 1024);
+  const peer = PeerNode.start([f], {});
   const conns: Connection[] = [];
   try {
-    await openInterested(peer, f!.id, 4, 12, conns);
+    await openInterested(peer, f.id, 4, 12, conns);
     // 32 MiB asked of each and nothing read: the socket buffers fill and the peer's send waits, holding its buffer.
-    for (const c of conns) await sendAll(c, [...Array(8).keys()].map((i) => request(f!.id, i % 4)));
+    for (const c of conns) await sendAll(c, [...Array(8).keys()].map((i) => request(f.id, i % 4)));
     await waitUntil(() => peer.buffers.made >= 12);
   } finally {
     for (const c of conns) c.close();
@@ -169,20 +160,20 @@ Deno.test("a peer sending to 12 downloaders at once makes a chunk buffer for eac
 Deno.test("chunk frames in use stay within the peer's send budget: downloaders that never read cannot hold more", async () => {
   await using dir = await tempDir();
   const MiB = 1024 * 1024;
-  const [f] = await indexedFile(dir.path, 16, MiB);
-  const peer = PeerNode.start([f!], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB) });
+  const f = await indexedFile(dir.path, randomBytes(16 * MiB), MiB);
+  const peer = PeerNode.start([f], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB) });
   const stuck: Connection[] = [];
   try {
-    await openInterested(peer, f!.id, 16, 3, stuck);
-    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f!.id, i % 16)));
+    await openInterested(peer, f.id, 16, 3, stuck);
+    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f.id, i % 16)));
     // Two sends hold the budget, blocked on full sockets; the third connection's waits for room.
     await waitUntil(() => peer.sendsWaiting === 1);
     assert.equal(peer.buffers.made, 2);
     await using c = await connect(peer.address);
-    assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 16);
-    await c.send(request(f!.id, 5));
+    assert.equal((await c.request({ type: "interested", fileId: f.id }, "bitfield")).count, 16);
+    await c.send(request(f.id, 5));
     for (const s of stuck) s.close(); // their sends fail and give their room back
-    assert.equal(await next(c, f!.manifest.chunks), "piece 5");
+    assert.equal(await next(c, f.manifest.chunks), "piece 5");
     assert.deepEqual(peer.buffers, { made: 2, dropped: 0, free: 2 });
     assert.equal(peer.sendsWaiting, 0);
   } finally {
@@ -193,8 +184,8 @@ Deno.test("chunk frames in use stay within the peer's send budget: downloaders t
 
 Deno.test("a send whose buffer cannot be made (memory ran out) gives its room in the send budget back", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 4);
-  const peer = PeerNode.start([f!], { sendBudgetBytes: PIECE_PREFIX_BYTES + CHUNK }); // room for one frame
+  const f = await indexedFile(dir.path, randomBytes(4 * CHUNK));
+  const peer = PeerNode.start([f], { sendBudgetBytes: PIECE_PREFIX_BYTES + CHUNK }); // room for one frame
   const take = BufferPool.prototype.take;
   let failures = 0;
   BufferPool.prototype.take = function () {
@@ -203,17 +194,17 @@ Deno.test("a send whose buffer cannot be made (memory ran out) gives its room in
   };
   try {
     await using first = await connect(peer.address);
-    assert.equal((await first.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
-    await first.send(request(f!.id, 0));
+    assert.equal((await first.request({ type: "interested", fileId: f.id }, "bitfield")).count, 4);
+    await first.send(request(f.id, 0));
     await waitUntil(() => failures === 1);
     BufferPool.prototype.take = take;
     await using second = await connect(peer.address);
-    assert.equal((await second.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
-    await second.send(request(f!.id, 1));
+    assert.equal((await second.request({ type: "interested", fileId: f.id }, "bitfield")).count, 4);
+    await second.send(request(f.id, 1));
     // Kept by the failed send, the budget's only room would make this wait until the peer closes.
     const timeout = new AbortController();
     const late = delay(5_000, timeout.signal).then(() => "no answer in 5 s", () => "");
-    const got = await Promise.race([next(second, f!.manifest.chunks), late]);
+    const got = await Promise.race([next(second, f.manifest.chunks), late]);
     timeout.abort();
     assert.equal(got, "piece 1");
     assert.equal(peer.sendsWaiting, 0);
@@ -225,13 +216,13 @@ Deno.test("a send whose buffer cannot be made (memory ran out) gives its room in
 
 Deno.test("downloaders waiting on the upload limit hold no chunk buffer until their first slice is paid for", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 12);
-  const peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // one chunk a second, in slices of a quarter of one
+  const f = await indexedFile(dir.path, randomBytes(12 * CHUNK));
+  const peer = PeerNode.start([f], { uploadLimit: CHUNK }); // one chunk a second, in slices of a quarter of one
   const conns: Connection[] = [];
   try {
-    await openInterested(peer, f!.id, 12, 12, conns);
+    await openInterested(peer, f.id, 12, 12, conns);
     const started = performance.now();
-    for (const [k, c] of conns.entries()) await c.send(request(f!.id, k));
+    for (const [k, c] of conns.entries()) await c.send(request(f.id, k));
     await waitUntil(() => peer.buffers.made >= 1);
     await delay(300);
     // The 12 connections share the limit slice by slice. A second's worth goes at once (4 slices), then one slice
@@ -250,18 +241,18 @@ Deno.test("downloaders waiting on the upload limit hold no chunk buffer until th
 Deno.test("a downloader that asks and never reads is closed once its send has stalled, and gives its room back", async () => {
   await using dir = await tempDir();
   const MiB = 1024 * 1024;
-  const [f] = await indexedFile(dir.path, 16, MiB);
-  const peer = PeerNode.start([f!], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB), sendStallMs: 300 });
+  const f = await indexedFile(dir.path, randomBytes(16 * MiB), MiB);
+  const peer = PeerNode.start([f], { sendBudgetBytes: 2 * (PIECE_PREFIX_BYTES + MiB), sendStallMs: 300 });
   const stuck: Connection[] = [];
   try {
-    await openInterested(peer, f!.id, 16, 3, stuck);
-    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f!.id, i % 16)));
+    await openInterested(peer, f.id, 16, 3, stuck);
+    for (const c of stuck) await sendAll(c, [...Array(32).keys()].map((i) => request(f.id, i % 16)));
     await waitUntil(() => peer.sendsWaiting === 1, 5_000);
     // Nobody closes the stuck ones here: the peer does, once their sends have waited 300 ms for room in their sockets.
     await using c = await connect(peer.address);
-    assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 16);
-    await c.send(request(f!.id, 5));
-    assert.equal(await next(c, f!.manifest.chunks), "piece 5");
+    assert.equal((await c.request({ type: "interested", fileId: f.id }, "bitfield")).count, 16);
+    await c.send(request(f.id, 5));
+    assert.equal(await next(c, f.manifest.chunks), "piece 5");
     // The third stuck one waited for room rather than for its socket; it has its turn to stall now.
     await waitUntil(() => peer.server.stats.active === 1, 5_000);
     assert.deepEqual(peer.buffers, { made: 2, dropped: 0, free: 2 });
@@ -282,24 +273,24 @@ async function openFds(path: string): Promise<number> {
 
 Deno.test("a request that waited while its file was shared again is refused, and leaves no descriptor open", async () => {
   await using dir = await tempDir();
-  const [f] = await indexedFile(dir.path, 4);
-  await using peer = PeerNode.start([f!], { uploadLimit: CHUNK }); // one chunk a second, after the first second's
+  const f = await indexedFile(dir.path, randomBytes(4 * CHUNK));
+  await using peer = PeerNode.start([f], { uploadLimit: CHUNK }); // one chunk a second, after the first second's
   await using c = await connect(peer.address);
-  assert.equal((await c.request({ type: "interested", fileId: f!.id }, "bitfield")).count, 4);
-  await c.send(request(f!.id, 0));
-  assert.equal(await next(c, f!.manifest.chunks), "piece 0");
-  await c.send(request(f!.id, 1)); // waits about a second for the upload limit
+  assert.equal((await c.request({ type: "interested", fileId: f.id }, "bitfield")).count, 4);
+  await c.send(request(f.id, 0));
+  assert.equal(await next(c, f.manifest.chunks), "piece 0");
+  await c.send(request(f.id, 1)); // waits about a second for the upload limit
   await delay(200);
-  await peer.share(f!); // the same file again (a shared folder saw it touched): a new record, its descriptor closed
+  await peer.share(f); // the same file again (a shared folder saw it touched): a new record, its descriptor closed
   const answer = await c.receive();
   assert.deepEqual(answer, {
     type: "reject",
-    fileId: f!.id,
+    fileId: f.id,
     index: 1,
     reason: "the file changed while the request waited",
   });
   // Read into the replaced record, chunk 1 opened a descriptor nothing would ever close.
-  assert.equal(await openFds(f!.path), 0);
-  await c.send(request(f!.id, 2));
-  assert.equal(await next(c, f!.manifest.chunks), "piece 2", "the file is served again from its new record");
+  assert.equal(await openFds(f.path), 0);
+  await c.send(request(f.id, 2));
+  assert.equal(await next(c, f.manifest.chunks), "piece 2", "the file is served again from its new record");
 });
