@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { settledWithin } from "../lib/async.ts";
 import { concatBytes } from "../lib/bytes.ts";
 import { connect, Connection } from "../lib/connection.ts";
 import { ProtocolError } from "../lib/errors.ts";
@@ -141,6 +142,18 @@ Deno.test("connect() to something that is not a Shoal node (an HTTP server, say)
   await served;
 });
 
+/** What `c` sends: `n` bytes, or fewer if it closes first. */
+async function readUpTo(c: Deno.Conn, n: number): Promise<Uint8Array> {
+  const got = new Uint8Array(n);
+  let at = 0;
+  while (at < n) {
+    const read = await c.read(got.subarray(at));
+    if (read === null) break;
+    at += read;
+  }
+  return got.subarray(0, at);
+}
+
 Deno.test("connect() sends pipelined requests right behind its HELLO, before the answer; their replies follow it", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const fileId = "ab".repeat(32);
@@ -149,19 +162,12 @@ Deno.test("connect() sends pipelined requests right behind its HELLO, before the
   const served = (async () => {
     using c = await listener.accept();
     // Everything the client sends before it hears a byte: both frames, or it waited for the HELLO's answer.
-    const got = new Uint8Array(expected.length);
-    let at = 0;
     const timer = setTimeout(() => c.close(), 5_000);
     try {
-      while (at < got.length) {
-        const n = await c.read(got.subarray(at));
-        if (n === null) break;
-        at += n;
-      }
+      assert.deepEqual(await readUpTo(c, expected.length), expected, "HELLO and INTERESTED before any answer");
     } finally {
       clearTimeout(timer);
     }
-    assert.deepEqual(got.subarray(0, at), expected, "HELLO and INTERESTED before any answer");
     const bits = new Uint8Array([0xff]);
     await c.write(concatBytes([
       encodeMessage(helloMessage()),
@@ -178,26 +184,16 @@ Deno.test("connect() calls onSent once, when its HELLO and pipelined messages ar
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const fileId = "cd".repeat(32);
   const interested: Message = { type: "interested", fileId };
-  const expected = encodeMessage(helloMessage()).length + encodeMessage(interested).length;
+  const expected = concatBytes([encodeMessage(helloMessage()), encodeMessage(interested)]);
   const sent = Promise.withResolvers<void>();
   let calls = 0;
   let answered = false;
   const served = (async () => {
     using c = await listener.accept();
-    const got = new Uint8Array(expected);
-    let at = 0;
-    while (at < got.length) {
-      const n = await c.read(got.subarray(at));
-      if (n === null) break;
-      at += n;
-    }
-    assert.equal(at, expected, "HELLO and INTERESTED before any answer");
+    assert.deepEqual(await readUpTo(c, expected.length), expected, "HELLO and INTERESTED before any answer");
     // No answer until onSent: a client that called it only after reading one would wait here until the timeout.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      sent.promise,
-      new Promise((_, reject) => timer = setTimeout(() => reject(new Error("onSent was not called")), 5_000)),
-    ]).finally(() => clearTimeout(timer));
+    await settledWithin(sent.promise, 5_000);
+    assert.equal(calls, 1, "onSent was not called");
     answered = true;
     await c.write(concatBytes([
       encodeMessage(helloMessage()),
