@@ -468,21 +468,26 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
   assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), ["src"]);
 });
 
+/** A download of `f` from `peer` alone into `<dir>/out`, by two workers of the module at `workerUrl`; 15 s at most. */
+function downloadWith(workerUrl: string, f: SharedFile, peer: Address, dir: string): Promise<DownloadSummary> {
+  return download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out: join(dir, "out"),
+    workers: 2,
+    workerUrl,
+    initialPeers: [peer],
+    discover: () => Promise.resolve([peer]),
+    signal: AbortSignal.timeout(15_000),
+  });
+}
+
 Deno.test("a fetch worker that cannot open the .part, or fails as it loads, ends the download at once with its error", async () => {
   await using dir = await tempDir();
   const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
   await using peer = PeerNode.start([f], {});
   const get = (search: string) =>
-    download({
-      fileId: f.id,
-      manifest: f.manifest,
-      out: join(dir.path, "out"),
-      workers: 2,
-      workerUrl: new URL(`./failing_worker.ts${search}`, import.meta.url).href,
-      initialPeers: [peer.address],
-      discover: () => Promise.resolve([peer.address]),
-      signal: AbortSignal.timeout(15_000),
-    });
+    downloadWith(new URL(`./failing_worker.ts${search}`, import.meta.url).href, f, peer.address, dir.path);
   // Its report came before the download listened for one, and was lost: the download waited on the peer it never
   // asked, until the signal.
   await assert.rejects(
@@ -507,16 +512,7 @@ Deno.test("the real fetch worker that cannot open the .part, found once its HELL
   const out = join(dir.path, "out");
   const started = performance.now();
   await assert.rejects(
-    download({
-      fileId: f.id,
-      manifest: f.manifest,
-      out,
-      workers: 2,
-      workerUrl,
-      initialPeers: [peer.address],
-      discover: () => Promise.resolve([peer.address]),
-      signal: AbortSignal.timeout(15_000),
-    }),
+    downloadWith(workerUrl, f, peer.address, dir.path),
     (e: ShoalError) => e.code === "disk" && e.message.startsWith(`Cannot open ${out}.part.missing: `),
   );
   const seconds = (performance.now() - started) / 1000;

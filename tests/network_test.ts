@@ -288,10 +288,10 @@ Deno.test("get and peers ask the tracker on one connection, each question sent b
     await conn.send({ type: "manifest", fileId: answer.id, manifest: answer.manifest });
     await conn.send({ type: "peer_list", fileId: answer.id, peers: [] });
   };
+  const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
   for (const [byName, asked] of [[false, id], [true, "f.bin"]] as const) {
     flights.length = 0;
     const served = serve(byName);
-    const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
     // No peer has it: the download never starts, and the look-ups are all there is to see.
     await assert.rejects(getFile(src, asked, { outDir: dir.path }), /No live peer has file/);
     await served;
@@ -303,7 +303,6 @@ Deno.test("get and peers ask the tracker on one connection, each question sent b
   assert.equal(connections, 2, "one connection per get");
   // The answers must be about the file asked for (a manifest is checked only against the id sent with it).
   const served = serve(false, { id: otherId, manifest: other });
-  const src = { tracker: { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port } };
   await assert.rejects(getFile(src, id, { outDir: dir.path }), /answered about another file/);
   await served;
   // A later look-up of peers (a download's, `client.ts peers`): GET_PEERS goes with the HELLO, and is about this file.
