@@ -124,7 +124,9 @@ Deno.test("e2e: errors are one line with the documented exit code", async () => 
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
   await writeRandomFile(`${dir}/small.bin`, 100 * 1024);
-  const tracker = await env.tracker();
+  // The peer is killed at the end and the file still looked up by name: its listing must outlast two client runs (the
+  // harness's 1 s expiry did not on a loaded machine).
+  const tracker = await env.tracker(200, 30_000);
   const peer = await env.peer({ shared: dir, tracker: tracker.addr });
   const src = ["--tracker", tracker.addr];
 
