@@ -8,8 +8,8 @@
  * 63-92; docs/PERFORMANCE.md, session 34). A fetch worker needs none of it
  * to reach its peers, so the modules it loads take `node:fs`,
  * `node:crypto` and `node:inspector` from here, and it first asks for them
- * once its first HELLO is sent: the layer then starts while the peer
- * answers, not before the worker can dial.
+ * once its links' HELLOs are sent: the layer then starts while the peers
+ * answer, not before the worker can dial.
  *
  * `process.getBuiltinModule` hands over a built-in module synchronously
  * (Node 22.3 and later; Deno has it). Only a call reaches `process`: even

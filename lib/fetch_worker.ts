@@ -105,6 +105,8 @@ let receivingTimer: ReturnType<typeof setInterval> | undefined;
 const outstanding = new Map<number, Set<number>>();
 /** Links still connecting, and those of them the coordinator has dropped meanwhile (closed once connected). */
 const connecting = new Set<number>();
+/** Links being opened whose HELLO is not sent yet (see {@link prepare}). */
+const unsent = new Set<number>();
 const abandoned = new Set<number>();
 
 function post(msg: FromWorker, transfer: Transferable[] = []): void {
@@ -115,10 +117,12 @@ function post(msg: FromWorker, transfer: Transferable[] = []): void {
  * Opens the `.part` and makes what handling chunks takes (buffers, write
  * queue, hasher), once; true when that is done. Not at "init": its first
  * use of `node:fs` starts Deno's Node layer (lib/builtins.ts), 40-60 ms
- * that the first HELLOs need not wait for. It runs once the first link's
- * HELLO is sent, in the wait for the peer's answer (no chunk can arrive
- * before it), or when a "verify" needs the file. A failure is reported as
- * fatal, and the worker then ignores all but "close".
+ * that the first HELLOs need not wait for. It runs once every link being
+ * opened has sent its HELLO, in the wait for the answers (run at the first
+ * one, it held the second link's HELLO back 45-90 ms in the WAN lab), at
+ * the first frame received if that comes sooner (a link still connecting),
+ * or when a "verify" needs the file. A failure is reported as fatal, and
+ * the worker then ignores all but "close".
  */
 function prepare(): boolean {
   const m = pending;
@@ -156,6 +160,18 @@ function prepare(): boolean {
   return true;
 }
 
+/** Marks `link`'s HELLO sent, and prepares once no link being opened still has its HELLO to send. */
+function helloSent(link: number): void {
+  unsent.delete(link);
+  if (unsent.size === 0) prepare();
+}
+
+/** A buffer for a received frame's payload: the pool's, so {@link prepare} must have run by then. */
+function frameBuffer(length: number): Uint8Array<ArrayBuffer> {
+  if (!prepare() || pool === null) throw new Error("the worker could not set up the download's file");
+  return pool.take(length);
+}
+
 /** Whether `bytes` hash to chunk `index`'s SHA-256. */
 function matches(f: FileInfo, index: number, bytes: Uint8Array): boolean {
   return sameDigest(f, index, nodeCrypto().createHash("sha256").update(bytes).digest());
@@ -173,6 +189,7 @@ async function runPeer(link: number, host: string, port: number, early: number[]
   let conn: Connection | null = null;
   try {
     connecting.add(link);
+    unsent.add(link);
     // No per-write deadline (a timer per request): the coordinator drops a peer that owes chunks and goes quiet.
     // AUTHORIZE, INTERESTED and the early REQUESTs go out with the HELLO: their answers come a round trip sooner.
     const first: Message[] = [{ type: "interested", fileId: f.fileId }];
@@ -181,8 +198,8 @@ async function runPeer(link: number, host: string, port: number, early: number[]
     for (const index of early) first.push({ type: "request", fileId: f.fileId, index });
     conn = await connect({ host, port }, {
       pipelined: first,
-      allocate: (n) => pool!.take(n),
-      onSent: prepare,
+      allocate: frameBuffer,
+      onSent: () => helloSent(link),
       ioTimeoutMs: 0,
       // A PIECE longer than a chunk is refused with its header, not buffered (16 MiB trickled in, byte by byte, looked
       // like progress); nothing else a peer sends here comes near 64 KiB (a BITFIELD is at most 25 kB).
@@ -227,6 +244,7 @@ async function runPeer(link: number, host: string, port: number, early: number[]
   } finally {
     conn?.close();
     connecting.delete(link);
+    unsent.delete(link);
     abandoned.delete(link);
     links.delete(link);
     receivedSeen.delete(link);

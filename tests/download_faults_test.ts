@@ -521,6 +521,62 @@ Deno.test("the real fetch worker that cannot open the .part, found once its HELL
   assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), ["src"]);
 });
 
+/**
+ * An address whose TCP handshake never completes: a listener that accepts nothing, its queue filled (Deno listens
+ * with a backlog of 511), so the kernel drops the SYNs that come next.
+ */
+async function unansweredAddress(): Promise<{ address: Address } & AsyncDisposable> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port };
+  const queued: Deno.Conn[] = [];
+  const close = () => {
+    for (const c of queued) c.close();
+    listener.close();
+  };
+  try {
+    for (let i = 0; i < 600; i++) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const pending = Deno.connect({ hostname: address.host, port: address.port });
+      const conn = await Promise.race([pending, new Promise<null>((r) => timer = setTimeout(() => r(null), 200))]);
+      clearTimeout(timer);
+      if (conn === null) {
+        // The SYN was dropped: the queue is full. Once the listener is closed, this probe's next SYN (a second after
+        // its first) is refused.
+        const settled = pending.then((c) => c.close(), () => {});
+        return { address, [Symbol.asyncDispose]: () => (close(), settled) };
+      }
+      queued.push(conn);
+    }
+  } catch (err) {
+    close();
+    throw err;
+  }
+  close();
+  throw new Error("the listener's queue never filled");
+}
+
+Deno.test("a worker whose other link is still connecting when its first peer answers sets up its file then, and downloads", async () => {
+  await using dir = await tempDir();
+  const data = randomBytes(8 * CHUNK);
+  const f = await indexedFile(dir.path, data);
+  await using peer = PeerNode.start([f], {});
+  await using dead = await unansweredAddress();
+  // One worker holds both links: the dead one's HELLO is never sent, so the worker has not set up its file when the
+  // good peer's answer comes with the chunks asked with the HELLO.
+  const peers = [peer.address, dead.address];
+  const summary = await download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out: join(dir.path, "out"),
+    workers: 1,
+    initialPeers: peers,
+    discover: () => Promise.resolve(peers),
+    signal: AbortSignal.timeout(8_000),
+  });
+  assert.equal(summary.chunksFetched, 8);
+  assert.equal(sha(await Deno.readFile(join(dir.path, "out"))), sha(data));
+});
+
 Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as its measured rate needs to hide its latency, within the cap", async () => {
   await using dir = await tempDir();
   const data = randomBytes(CHUNK * 512); // 8 MiB
