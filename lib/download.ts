@@ -322,6 +322,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   /** The start-up compaction (lib/heap.ts), once the first connections are asked for. */
   let compacted = Promise.resolve();
   const compactor = new Compactor();
+  /** Whether the workers were told the last chunks are asked for. */
+  let ending = false;
 
   const timers: ReturnType<typeof setInterval>[] = [];
   let stopWatching: (() => void) | undefined;
@@ -618,6 +620,11 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
           opts.peerNode?.gained(fileId, m.index, m.bytes, partPath);
           if (sched.complete) return pending.resolve();
           fillAll();
+          if (!ending && sched.endgame) {
+            ending = true;
+            compactor.stop();
+            for (const w of workers) send(w, { op: "ending" });
+          }
           compactor.chunk();
           break;
         }

@@ -437,6 +437,9 @@ self.onmessage = (e: MessageEvent<ToWorker>) => {
       case "verify":
         if (prepare()) verify(m.indexes);
         break;
+      case "ending":
+        compactor.stop();
+        break;
       case "close":
         close();
         break;

@@ -6,7 +6,8 @@
  * is dead: the coordinator right after it asks for the first connections,
  * while the peers answer; a fetch worker once its first chunk is written,
  * as until then its thread is on the way to the first chunks. Then again
- * whenever their heap has grown by a megabyte ({@link Compactor}).
+ * whenever their heap has grown by a megabyte ({@link Compactor}), but not
+ * once the last chunks are asked for.
  * Without it V8 promotes that garbage bit by bit during the download, the
  * survivors make it double the young generation, and every chunk leaves a
  * little behind that only a full GC frees (its `node:crypto` hash, for
@@ -99,6 +100,7 @@ export class Compactor {
   /** The heap's size after the last compaction; undefined until the first look. */
   #base: number | undefined;
   #busy = false;
+  #stopped = false;
   #running: Promise<void> = Promise.resolve();
 
   constructor(options: CompactorOptions = {}) {
@@ -111,7 +113,7 @@ export class Compactor {
 
   /** Counts one chunk handled; starts a compaction when one is due. */
   chunk(): void {
-    if (++this.#count % this.#every !== 0 || this.#busy) return;
+    if (++this.#count % this.#every !== 0 || this.#busy || this.#stopped) return;
     const size = this.#heapBytes();
     if (this.#base === undefined) {
       this.#base = size;
@@ -125,6 +127,16 @@ export class Compactor {
       this.#base = this.#heapBytes();
       this.#busy = false;
     });
+  }
+
+  /**
+   * Starts no compaction from now on: a download's last chunks are coming.
+   * One holds its isolate 10-80 ms, and run then, it held up the last
+   * chunks or the workers' closing by as much (the WAN lab, session 36);
+   * what the heap grows by in those chunks is freed when the process ends.
+   */
+  stop(): void {
+    this.#stopped = true;
   }
 
   /** Resolves once no compaction is running. */

@@ -80,6 +80,14 @@ export class Scheduler {
     return this.done.complete;
   }
 
+  /**
+   * Whether every missing chunk is asked of some peer: the download's last
+   * chunks (endgame). A dropped peer's chunks can make it false again.
+   */
+  get endgame(): boolean {
+    return this.#flying.size === this.total - this.done.count;
+  }
+
   get peerCount(): number {
     return this.#peers.size;
   }

@@ -40,6 +40,8 @@ export type ToWorker =
   | { op: "cancel"; link: number; index: number }
   | { op: "drop"; link: number }
   | { op: "verify"; indexes: number[] }
+  /** Every missing chunk is asked for: compact the heap no more (see Compactor.stop). */
+  | { op: "ending" }
   | { op: "close" };
 
 /** Worker to coordinator. */

@@ -6,7 +6,14 @@ import { delay } from "../lib/async.ts";
 import { Bitfield } from "../lib/bitfield.ts";
 import { getFile } from "../lib/client.ts";
 import { type Address, type Connection, formatAddress } from "../lib/connection.ts";
-import { download, type DownloadStatus, type DownloadSummary, failureSummary, listIndexes } from "../lib/download.ts";
+import {
+  download,
+  type DownloadOptions,
+  type DownloadStatus,
+  type DownloadSummary,
+  failureSummary,
+  listIndexes,
+} from "../lib/download.ts";
 import { IncompleteDownloadError, ShoalError } from "../lib/errors.ts";
 import type { SharedFile } from "../lib/indexer.ts";
 import { encodeMessage, type Message } from "../lib/messages.ts";
@@ -606,21 +613,35 @@ Deno.test("requests are pipelined: 4 outstanding to a new peer, then as many as 
   assert.ok(most <= maxPipeline(CHUNK), `never more than the cap: ${most} of ${maxPipeline(CHUNK)}`);
 });
 
+/** Never dialled: a scripted stand-in for the fetch worker (tests/scripted_*_worker.ts) plays this peer. */
+const SCRIPTED_PEER = { host: "127.0.0.1", port: 9 };
+
+/** A download of `f` into `out` by one worker of the module `tests/<script>`, from SCRIPTED_PEER. */
+function scriptedDownload(
+  script: string,
+  f: SharedFile,
+  out: string,
+  options: Partial<DownloadOptions> = {},
+): Promise<DownloadSummary> {
+  return download({
+    fileId: f.id,
+    manifest: f.manifest,
+    out,
+    workers: 1,
+    workerUrl: new URL(`./${script}`, import.meta.url).href,
+    initialPeers: [SCRIPTED_PEER],
+    discover: () => Promise.resolve([SCRIPTED_PEER]),
+    ...options,
+  });
+}
+
 Deno.test("a dropped connection's late messages are not taken for the peer's new one", async () => {
   await using dir = await tempDir();
   const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
-  const peer = { host: "127.0.0.1", port: 9 }; // never dialled: the scripted worker plays the peer
   const drops: string[] = [];
-  const workerUrl = new URL("./scripted_worker.ts", import.meta.url).href;
-  await warmWorker(workerUrl); // a cold start would outlast stallMs, then the retry's too
-  const summary = await download({
-    fileId: f.id,
-    manifest: f.manifest,
-    out: join(dir.path, "out"),
-    workers: 1,
-    workerUrl,
-    initialPeers: [peer],
-    discover: () => Promise.resolve([peer]),
+  // a cold start would outlast stallMs, then the retry's too
+  await warmWorker(new URL("./scripted_worker.ts", import.meta.url).href);
+  const summary = await scriptedDownload("scripted_worker.ts", f, join(dir.path, "out"), {
     stallMs: 500,
     onEvent: (e) => {
       if (e.kind === "peer-dropped") drops.push(e.reason);
@@ -632,23 +653,34 @@ Deno.test("a dropped connection's late messages are not taken for the peer's new
   assert.match(drops[0]!, /^(stalled|no answer)$/);
   assert.equal(summary.chunksFetched, 8);
   assert.equal(summary.chunksWrittenDirect, 0);
-  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(peer)]: f.size });
+  assert.deepEqual(summary.bytesPerPeer, { [formatAddress(SCRIPTED_PEER)]: f.size });
+});
+
+Deno.test("the workers are told once, when the last missing chunk is asked for, that the download is ending", async () => {
+  await using dir = await tempDir();
+  const f = await indexedFile(dir.path, randomBytes(8 * CHUNK));
+  const channel = new BroadcastChannel("scripted_ending_worker");
+  const heard: number[] = [];
+  channel.onmessage = (e: MessageEvent<number>) => void heard.push(e.data);
+  try {
+    const summary = await scriptedDownload("scripted_ending_worker.ts", f, join(dir.path, "out"), {
+      signal: AbortSignal.timeout(10_000),
+    });
+    assert.equal(summary.chunksFetched, 8);
+    await waitUntil(() => heard.length > 0, 2_000, "the ending message");
+    // Once: not at every chunk after; and only when all 8 were asked for (4 at a time, one more per chunk served).
+    assert.deepEqual(heard, [8]);
+  } finally {
+    channel.close();
+  }
 });
 
 Deno.test("an interrupted download's summary counts exactly the chunks its sidecar saved", async () => {
   await using dir = await tempDir();
   const f = await indexedFile(dir.path, randomBytes(4096 * CHUNK)); // 64 MiB, more than the worker finishes here
-  const peer = { host: "127.0.0.1", port: 9 }; // never dialled: the scripted worker plays the peer
   const out = join(dir.path, "out");
   const ac = new AbortController();
-  const run = download({
-    fileId: f.id,
-    manifest: f.manifest,
-    out,
-    workers: 1,
-    workerUrl: new URL("./scripted_trickle_worker.ts", import.meta.url).href,
-    initialPeers: [peer],
-    discover: () => Promise.resolve([peer]),
+  const run = scriptedDownload("scripted_trickle_worker.ts", f, out, {
     signal: ac.signal,
     onEvent: (e) => {
       if (e.kind === "progress" && e.doneBytes > 0) ac.abort();

@@ -117,6 +117,22 @@ Deno.test("Compactor never starts a compaction while one runs, nor twice within 
   await c.idle();
 });
 
+Deno.test("Compactor starts no compaction once stopped, however much the heap grows", async () => {
+  let heap = 0;
+  let calls = 0;
+  const compact = () => (calls++, Promise.resolve());
+  const c = new Compactor({ growthBytes: 10, checkEveryChunks: 1, minMs: 0, compact, heapBytes: () => heap });
+  c.chunk(); // base 0
+  heap = 50;
+  c.chunk();
+  assert.equal(calls, 1);
+  await c.idle();
+  c.stop();
+  heap = 1_000;
+  for (let i = 0; i < 10; i++) c.chunk();
+  assert.equal(calls, 1);
+});
+
 Deno.test("Compactor looks at the real heap by default", () => {
   let calls = 0;
   const c = new Compactor({

@@ -50,8 +50,11 @@ Deno.test("scheduler: a chunk is asked of one peer until endgame, then of a seco
   const s = new Scheduler(2);
   s.addPeer("a", Bitfield.full(2));
   s.addPeer("b", Bitfield.full(2));
-  const x = s.next("a")!, y = s.next("b")!;
+  const x = s.next("a")!;
+  assert.equal(s.endgame, false);
+  const y = s.next("b")!;
   assert.notEqual(x, y);
+  assert.equal(s.endgame, true);
   // everything is requested: endgame lets a ask for b's chunk
   assert.equal(s.next("a"), y);
   assert.equal(s.next("a"), null); // never the same peer twice
@@ -218,6 +221,8 @@ Deno.test("scheduler: random operations agree with a plain model (rarest first, 
       for (const q of names) assert.equal(s.wants(q), [...has.get(q) ?? []].some((i) => !done.has(i)), `wants ${q}`);
       const none = [...Array(n).keys()].filter((i) => !done.has(i) && avail(i) === 0);
       assert.deepEqual(s.unavailable(), none);
+      const allAsked = [...Array(n).keys()].every((i) => done.has(i) || requesters(i) > 0);
+      assert.equal(s.endgame, allAsked, `seed ${seed}, step ${step}: endgame`);
     }
   }
 });
