@@ -475,16 +475,28 @@ Deno.test("a download that gives up names the peer it banned for bad data: it wa
   assert.deepEqual(await Array.fromAsync(Deno.readDir(dir.path), (e) => e.name), ["src"]);
 });
 
-/** A download of `f` from `peer` alone into `<dir>/out`, by two workers of the module at `workerUrl`; 15 s at most. */
-function downloadWith(workerUrl: string, f: SharedFile, peer: Address, dir: string): Promise<DownloadSummary> {
+/** A download of `f` into `out` from `peers`, which every look-up names again. */
+function downloadFrom(
+  f: SharedFile,
+  out: string,
+  peers: Address[],
+  options: Partial<DownloadOptions> = {},
+): Promise<DownloadSummary> {
   return download({
     fileId: f.id,
     manifest: f.manifest,
-    out: join(dir, "out"),
+    out,
+    initialPeers: peers,
+    discover: () => Promise.resolve(peers),
+    ...options,
+  });
+}
+
+/** A download of `f` from `peer` alone into `<dir>/out`, by two workers of the module at `workerUrl`; 15 s at most. */
+function downloadWith(workerUrl: string, f: SharedFile, peer: Address, dir: string): Promise<DownloadSummary> {
+  return downloadFrom(f, join(dir, "out"), [peer], {
     workers: 2,
     workerUrl,
-    initialPeers: [peer],
-    discover: () => Promise.resolve([peer]),
     signal: AbortSignal.timeout(15_000),
   });
 }
@@ -570,14 +582,8 @@ Deno.test("a worker whose other link is still connecting when its first peer ans
   await using dead = await unansweredAddress();
   // One worker holds both links: the dead one's HELLO is never sent, so the worker has not set up its file when the
   // good peer's answer comes with the chunks asked with the HELLO.
-  const peers = [peer.address, dead.address];
-  const summary = await download({
-    fileId: f.id,
-    manifest: f.manifest,
-    out: join(dir.path, "out"),
+  const summary = await downloadFrom(f, join(dir.path, "out"), [peer.address, dead.address], {
     workers: 1,
-    initialPeers: peers,
-    discover: () => Promise.resolve(peers),
     signal: AbortSignal.timeout(8_000),
   });
   assert.equal(summary.chunksFetched, 8);
@@ -623,14 +629,9 @@ function scriptedDownload(
   out: string,
   options: Partial<DownloadOptions> = {},
 ): Promise<DownloadSummary> {
-  return download({
-    fileId: f.id,
-    manifest: f.manifest,
-    out,
+  return downloadFrom(f, out, [SCRIPTED_PEER], {
     workers: 1,
     workerUrl: new URL(`./${script}`, import.meta.url).href,
-    initialPeers: [SCRIPTED_PEER],
-    discover: () => Promise.resolve([SCRIPTED_PEER]),
     ...options,
   });
 }
