@@ -38,9 +38,14 @@ export interface AccountGlobals {
   config?: string;
 }
 
-function call<T extends MessageName>(tracker: Address, msg: Message, expect: T): Promise<MessageOf<T>> {
+function call<T extends MessageName>(
+  tracker: Address,
+  msg: Message,
+  expect: T,
+  signal?: AbortSignal,
+): Promise<MessageOf<T>> {
   checkSendable(msg);
-  return withConn(tracker, (c) => c.request(msg, expect));
+  return withConn(tracker, (c) => c.request(msg, expect), signal);
 }
 
 async function password(given: string | undefined, what: string): Promise<string> {
@@ -376,18 +381,21 @@ export function addAccountCommands(
           ...(o.downloadLimit === undefined ? {} : { downloadLimit: parseSize(o.downloadLimit, "--download-limit") }),
           directIo: o.directIo !== false,
           signal: shutdownSignal(),
-          discover: async () => {
-            const r = lookups++ === 0
-              ? first
-              : await call(tracker, { type: "group_lookup", token: s.token, group, file: fileId }, "group_file");
+          discover: async (signal) => {
+            const r = lookups++ === 0 ? first : await call(
+              tracker,
+              { type: "group_lookup", token: s.token, group, file: fileId },
+              "group_file",
+              signal,
+            );
             return others(r).map((p) => ({ host: p.host, port: p.port }));
           },
-          authorize: async () => {
+          authorize: async (signal) => {
             if (!usedFirstGrant) {
               usedFirstGrant = true;
               return { grant: first.grant, expiresAt: first.grantExpiresAt };
             }
-            const g = await call(tracker, { type: "get_grant", token: s.token, group, fileId }, "grant");
+            const g = await call(tracker, { type: "get_grant", token: s.token, group, fileId }, "grant", signal);
             return { grant: g.grant, expiresAt: g.expiresAt };
           },
           onEvent: (e) => view.event(e),

@@ -28,8 +28,12 @@ import {
 export type Source = { tracker: Address } | { peers: Address[] };
 
 /** Runs `fn` on a fresh connection to `addr`, closed afterwards. */
-export async function withConn<T>(addr: Address, fn: (c: Connection) => Promise<T>): Promise<T> {
-  await using conn = await connect(addr);
+export async function withConn<T>(
+  addr: Address,
+  fn: (c: Connection) => Promise<T>,
+  signal?: AbortSignal,
+): Promise<T> {
+  await using conn = await connect(addr, signal ? { signal } : {});
   return await fn(conn);
 }
 
@@ -53,16 +57,16 @@ export async function catalog(src: Source, query?: string): Promise<FileSummary[
   return [...merged.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** Live peers holding `fileId`. */
-export async function peersOf(src: Source, fileId: string): Promise<PeerEntry[]> {
-  if ("tracker" in src) return (await askTracker(src.tracker, fileId, peersQuestion, receivePeers)).answers;
+/** Live peers holding `fileId`. `signal` closes the connections still asking. */
+export async function peersOf(src: Source, fileId: string, signal?: AbortSignal): Promise<PeerEntry[]> {
+  if ("tracker" in src) return (await askTracker(src.tracker, fileId, peersQuestion, receivePeers, signal)).answers;
   // A peer that knows the manifest serves the file, whole or in part.
   const have = await Promise.all(src.peers.map(async (p) => {
     try {
       const complete = await withConn(p, async (c) => {
         await getManifest(c, fileId);
         return (await listFiles(c)).some((f) => f.id === fileId); // the catalog lists complete files only
-      });
+      }, signal);
       return [{ ...p, complete }];
     } catch {
       return [];
@@ -223,12 +227,16 @@ async function askTracker<T>(
   idOrName: string,
   questions: (fileId: string) => Message[],
   answers: (conn: Connection, fileId: string) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<{ id: string; name?: string; answers: T }> {
   checkFileGiven(idOrName);
   const byId = isSha256Hex(idOrName);
   const search: Message = { type: "list_files", query: idOrName };
   if (!byId) checkSendable(search);
-  await using conn = await connect(tracker, { pipelined: byId ? questions(idOrName) : [search] });
+  await using conn = await connect(tracker, {
+    pipelined: byId ? questions(idOrName) : [search],
+    ...signal ? { signal } : {},
+  });
   const named = byId ? { id: idOrName } : pickNamed(await receiveFileList(conn), idOrName);
   if (!byId) await conn.sendAll(questions(named.id));
   return { ...named, answers: await answers(conn, named.id) };
@@ -251,7 +259,7 @@ async function prepare(
     self !== undefined && p.port === self.port && (p.host === self.host || isLoopback(p.host));
   const others = (peers: PeerEntry[]) =>
     peers.filter((p) => !isSelf(p)).map((p) => ({ host: p.host, port: p.port, complete: p.complete }));
-  const discover = async () => others(await peersOf(src, fileId));
+  const discover = async (signal?: AbortSignal) => others(await peersOf(src, fileId, signal));
   // An output already there needs no peers: it is this very file (done), or it is refused here.
   const already = await existingOutput({ ...options, fileId, manifest, out, discover, initialPeers: [] });
   const initialPeers = manifest.size > 0 && !already ? (found ? others(found) : await discover()) : [];

@@ -111,7 +111,8 @@ export class Connection {
       ? `unix:${addr.path || "local"}`
       : formatAddress({ host: (addr as Deno.NetAddr).hostname, port: (addr as Deno.NetAddr).port });
     this.#signal = options.signal;
-    this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
+    if (this.#signal?.aborted) this.close();
+    else this.#signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   /** The remote IP address ("local" on a Unix socket). */
@@ -361,22 +362,24 @@ export interface ConnectOptions extends ConnectionOptions {
 /** Opens a TCP connection and runs the client side of the handshake. */
 export async function connect(addr: Address, options: ConnectOptions = {}): Promise<Connection> {
   const ms = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
-  const pending = Deno.connect({ hostname: addr.host, port: addr.port });
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  const { signal } = options;
+  // The timeout and the caller's signal cancel the dial itself: left running, it held a socket for minutes.
+  const dial = new AbortController();
+  const timer = setTimeout(() => dial.abort(new TimeoutError(`connecting to ${formatAddress(addr)}`, ms)), ms);
+  const onAbort = () => dial.abort(new UnreachableError(`Stopped connecting to ${formatAddress(addr)}`));
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener("abort", onAbort, { once: true });
   let raw: Deno.TcpConn;
   try {
-    raw = await Promise.race([
-      pending,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new TimeoutError(`connecting to ${formatAddress(addr)}`, ms)), ms);
-      }),
-    ]);
+    raw = await Deno.connect({ hostname: addr.host, port: addr.port, signal: dial.signal });
   } catch (err) {
-    pending.then((c) => c.close(), () => {});
-    if (err instanceof TimeoutError) throw new UnreachableError(err.message);
+    const reason = dial.signal.aborted ? dial.signal.reason : null;
+    if (reason instanceof TimeoutError) throw new UnreachableError(reason.message);
+    if (reason instanceof UnreachableError) throw reason;
     throw new UnreachableError(`Cannot reach ${formatAddress(addr)}: ${(err as Error).message}`, { cause: err });
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
   }
   raw.setNoDelay(true);
   return await handshake(new Connection(raw, options), options.pipelined, options.onSent);

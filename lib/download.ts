@@ -43,6 +43,20 @@ import { settledWithin } from "./async.ts";
 
 /** A peer that sent nothing for this long while owing us chunks is dropped. */
 export const DEFAULT_STALL_MS = 15_000;
+/**
+ * A peer that has not answered a connection (its BITFIELD) this long after
+ * its worker dialed is dropped as "no answer". Apart from the stall time, as
+ * BitTorrent clients keep a handshake timeout apart from a request timeout.
+ */
+export const DEFAULT_ANSWER_MS = 15_000;
+/**
+ * A fetch worker that has not taken up a connection this long after it was
+ * asked (it never finished loading, say) fails the download: the wait
+ * before a worker dials is its own, not the peer's (see stallMs).
+ */
+export const DEFAULT_WORKER_START_MS = 30_000;
+/** How long an ending download waits for its tracker calls to stop once told to (they close their connections). */
+const CALLS_WAIT_MS = 1_000;
 /** With missing chunks no live peer has, give up after this long. */
 export const DEFAULT_GIVE_UP_MS = 10_000;
 /** The sidecar is rewritten at most this often. */
@@ -145,8 +159,11 @@ export interface DownloadOptions {
   hasher?: HasherKind;
   /** Requests outstanding to a peer before its throughput is measured; then it follows the rate. */
   pipeline?: number;
-  /** Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short. */
-  discover: () => Promise<SourceAddress[]>;
+  /**
+   * Finds sources; called at the start (unless `initialPeers` are given) and again when sources run short.
+   * `signal` aborts when the download ends: a look-up still waiting on the tracker then closes its connection.
+   */
+  discover: (signal: AbortSignal) => Promise<SourceAddress[]>;
   /** Sources the caller just looked up: the download starts with them instead of asking again. */
   initialPeers?: SourceAddress[];
   /** Connections to hold at most (default {@link DEFAULT_MAX_PEERS}). */
@@ -162,7 +179,12 @@ export interface DownloadOptions {
   refreshMs?: number;
   /** The same after a peer was dropped (default {@link REFRESH_AFTER_DROP_MS}). */
   refreshAfterDropMs?: number;
+  /** A peer that owes chunks and sends nothing this long is dropped (default {@link DEFAULT_STALL_MS}). */
   stallMs?: number;
+  /** Default {@link DEFAULT_ANSWER_MS}: timed from when the connection's worker dials, not from when it was asked. */
+  answerMs?: number;
+  /** Default {@link DEFAULT_WORKER_START_MS}. */
+  workerStartMs?: number;
   giveUpMs?: number;
   flushMs?: number;
   /** While downloading, serve the chunks we have through this peer. */
@@ -176,9 +198,10 @@ export interface DownloadOptions {
   /**
    * For a group file: gets a fresh grant from the tracker. Called before
    * the first connection and again at half of each grant's lifetime; when
-   * it throws an AccountError (access lost), the download stops.
+   * it throws an AccountError (access lost), the download stops. `signal`
+   * aborts when the download ends, as for `discover`.
    */
-  authorize?: () => Promise<{ grant: string; expiresAt: number }>;
+  authorize?: (signal: AbortSignal) => Promise<{ grant: string; expiresAt: number }>;
   onEvent?: (e: DownloadEvent) => void;
   /** The fetch workers' module (default: fetch_worker.ts); tests give a scripted stand-in. */
   workerUrl?: string;
@@ -236,6 +259,8 @@ interface PeerInfo {
   /** This connection's number in the worker messages (a retried peer gets a new one). */
   link: number;
   lastActivity: number;
+  /** Its worker has taken the connection up: from then on its silence is the peer's (or the network's). */
+  dialed: boolean;
   ready: boolean;
   /** When it became ready; 0 before. */
   readyAt: number;
@@ -326,6 +351,16 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   let ending = false;
 
   const timers: ReturnType<typeof setInterval>[] = [];
+  /** The download's calls to the tracker (look-ups, grants): cancelled as it ends, or one could outlive it. */
+  const calls = new AbortController();
+  const asking = new Set<Promise<unknown>>();
+  const ask = <T>(call: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+    const p = call(calls.signal);
+    asking.add(p);
+    const settled = () => void asking.delete(p);
+    p.then(settled, settled);
+    return p;
+  };
   let stopWatching: (() => void) | undefined;
   let workersClosed = false;
   /** The counts for the summary, once there are any. */
@@ -363,6 +398,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     const sched = new Scheduler(n, done);
     const pipeline = opts.pipeline ?? DEFAULT_PIPELINE;
     const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
+    const answerMs = opts.answerMs ?? DEFAULT_ANSWER_MS;
+    const workerStartMs = opts.workerStartMs ?? DEFAULT_WORKER_START_MS;
     const giveUpMs = opts.giveUpMs ?? DEFAULT_GIVE_UP_MS;
     const maxPeers = Math.max(1, opts.maxPeers ?? DEFAULT_MAX_PEERS);
     const turnoverMs = opts.turnoverMs ?? DEFAULT_TURNOVER_MS;
@@ -485,6 +522,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         worker,
         link,
         lastActivity: now,
+        dialed: false,
         ready: false,
         readyAt: 0,
         meter: new RateMeter(),
@@ -570,7 +608,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       lastDiscover = Date.now();
       refreshSoon = false;
       try {
-        learn(await opts.discover());
+        learn(await ask(opts.discover));
       } catch {
         // the tracker may be briefly away; we try again later
       } finally {
@@ -589,7 +627,9 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       // An answer, not news: a peer sending HAVEs while it owes chunks is still stalled. Bytes of a chunk still on its
       // way ("receiving") are an answer: a peer slower than a chunk per stallMs was dropped before any chunk came.
       if (m.ev !== "have") p.lastActivity = Date.now();
+      p.dialed = true; // whatever it says of the link, the worker has taken it up
       switch (m.ev) {
+        case "dialing":
         case "receiving":
           break;
         case "ready":
@@ -713,8 +753,18 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         if (p.depth > before || limiter) fill(peer);
       }
       for (const [peer, p] of peers) {
-        const owes = sched.inflight(peer) > 0;
-        if ((owes || !p.ready) && now - p.lastActivity > stallMs) dropPeer(peer, p.ready ? "stalled" : "no answer");
+        const quiet = now - p.lastActivity;
+        if (!p.dialed) {
+          // A worker still loading on a busy machine (seconds, when the host takes most of the CPU) is no fault of
+          // the peer's; one that never takes the connection up is ours, and ends the download.
+          if (quiet > workerStartMs) {
+            fail(new ShoalError("worker", `A fetch worker did not start within ${workerStartMs / 1000} s`));
+          }
+        } else if (!p.ready && quiet > answerMs) {
+          dropPeer(peer, "no answer");
+        } else if (p.ready && quiet > stallMs && sched.inflight(peer) > 0) {
+          dropPeer(peer, "stalled");
+        }
       }
       rotate(now);
       turnover(now);
@@ -759,7 +809,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     if (opts.signal?.aborted) onAbort();
 
     if (opts.authorize) {
-      let current = { ...await opts.authorize(), at: Date.now() };
+      let current = { ...await ask(opts.authorize), at: Date.now() };
       for (const w of workers) send(w, { op: "grant", grant: current.grant });
       let refreshing = false;
       timers.push(setInterval(async () => {
@@ -767,7 +817,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
         if (refreshing || Date.now() - current.at < halfLife) return;
         refreshing = true;
         try {
-          current = { ...await opts.authorize!(), at: Date.now() };
+          current = { ...await ask(opts.authorize!), at: Date.now() };
           for (const w of workers) send(w, { op: "grant", grant: current.grant });
         } catch (err) {
           // Access lost: stop now. Anything else (tracker briefly away): try again on the next tick.
@@ -838,6 +888,8 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
     throw thrown;
   } finally {
     for (const t of timers) clearTimeout(t);
+    calls.abort();
+    await settledWithin(Promise.allSettled(asking), CALLS_WAIT_MS);
     stopWatching?.();
     await compacted;
     await compactor.idle();

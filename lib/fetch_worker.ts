@@ -187,6 +187,7 @@ async function runPeer(link: number, host: string, port: number, early: number[]
   const f = file!;
   let reason = "closed by the peer";
   let conn: Connection | null = null;
+  post({ ev: "dialing", link });
   try {
     connecting.add(link);
     unsent.add(link);

@@ -46,6 +46,8 @@ export type ToWorker =
 
 /** Worker to coordinator. */
 export type FromWorker =
+  /** The worker has taken up the connection (it may have been loading until now): the peer's answer is timed from here. */
+  | { ev: "dialing"; link: number }
   | { ev: "ready"; link: number; bits: Uint8Array }
   | { ev: "have"; link: number; index: number }
   /** Bytes of a chunk arrived on `link` since the last look, before it is whole: a slow peer is not a silent one. */

@@ -293,7 +293,6 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   const lookup = await ask({ type: "group_lookup", token: bob, group: "team", file: "big.bin" }, "group_file");
   assert.equal(lookup.peers.length, 1);
   let removedAt = 0;
-  const started = Date.now();
   const err = await download({
     fileId,
     manifest,
@@ -314,8 +313,8 @@ Deno.test("network: a download stops within a grant's lifetime once the user is 
   assert.ok(err instanceof RemoteError && err.code === "not_member", `stopped with ${err}`);
   assert.ok(removedAt > 0, "the download had started");
   const after = Date.now() - removedAt;
-  assert.ok(after <= 600 + 500, `stopped ${after} ms after the removal (grant lifetime 600 ms)`);
-  assert.ok(Date.now() - started < 8_000, "well before the download could have finished");
+  // Within the lifetime, and slack for a machine losing most of its CPU to its host; without the check it runs 10 s.
+  assert.ok(after <= 600 + 1_500, `stopped ${after} ms after the removal (grant lifetime 600 ms)`);
   // The partial download is kept for a resume, never a complete-looking file.
   await assert.rejects(Deno.stat(join(dir.path, "out.bin")));
   assert.ok((await Deno.stat(join(dir.path, "out.bin.part"))).isFile);
@@ -383,10 +382,12 @@ Deno.test("network: a grant that lapses while the tracker is away is survived: r
   await using dir = await tempDir();
   // 100 kB/s: about 2.6 s from the only source.
   await using f = await groupFileFixture(dir.path, 256 * 1024, 100_000);
-  const started = Date.now();
+  let first = 0;
   const summary = await f.download(() => {
-    // the tracker is unreachable from 0.3 s to 1.6 s: the first grant lapses at 1 s
-    const t = Date.now() - started;
+    // the tracker is unreachable from 0.3 s to 1.6 s after the first grant, which lapses at 1 s (timed from the first
+    // grant, not from the start: a busy machine may take longer than 0.3 s to ask for it)
+    first ||= Date.now();
+    const t = Date.now() - first;
     if (t > 300 && t < 1600) return Promise.reject(new Error("tracker briefly away"));
     return Promise.resolve(f.grant());
   });

@@ -9,9 +9,10 @@ import assert from "node:assert/strict";
 import { settledWithin } from "../lib/async.ts";
 import { concatBytes } from "../lib/bytes.ts";
 import { connect, Connection } from "../lib/connection.ts";
-import { ProtocolError } from "../lib/errors.ts";
+import { ProtocolError, UnreachableError } from "../lib/errors.ts";
 import { encodeFrame } from "../lib/framing.ts";
 import { encodeMessage, helloMessage, type Message } from "../lib/messages.ts";
+import { unansweredAddress } from "./helpers.ts";
 
 /**
  * A Deno.Conn that hands out `stream` as a socket would: each read gets as
@@ -140,6 +141,30 @@ Deno.test("connect() to something that is not a Shoal node (an HTTP server, say)
       e.message.startsWith(`127.0.0.1:${port} did not answer as a Shoal node (Cannot decode frame: length 1213486160`),
   );
   await served;
+});
+
+Deno.test("connect() stops when its signal aborts: in the TCP handshake, and in the wait for the HELLO's answer", async () => {
+  const stopping = (ms: number) => {
+    const c = new AbortController();
+    setTimeout(() => c.abort(), ms);
+    return c.signal;
+  };
+  const stopped = (e: unknown) =>
+    e instanceof UnreachableError && /^Stopped connecting to 127\.0\.0\.1:\d+$/.test(e.message);
+  // A SYN that is never answered: without the signal, the 10 s connect timeout.
+  await using dead = await unansweredAddress();
+  let started = performance.now();
+  await assert.rejects(connect(dead.address, { signal: stopping(200) }), stopped);
+  assert.ok(performance.now() - started < 2_000, "stopped in the handshake");
+  // Accepted, never answered: without the signal, the HELLO's own timeout.
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  started = performance.now();
+  await assert.rejects(connect({ host: "127.0.0.1", port: listener.addr.port }, { signal: stopping(200) }));
+  assert.ok(performance.now() - started < 2_000, "stopped in the wait for the answer");
+  (await accepted).close();
+  // Aborted before it starts: no dial at all.
+  await assert.rejects(connect(dead.address, { signal: AbortSignal.abort() }), stopped);
 });
 
 /** What `c` sends: `n` bytes, or fewer if it closes first. */

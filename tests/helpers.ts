@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { HasherKind } from "../lib/chunk_hasher.ts";
+import type { Address } from "../lib/connection.ts";
 import { indexDirectory, type SharedFile } from "../lib/indexer.ts";
 
 /** A fresh temporary directory, removed with `await using`. */
@@ -86,4 +87,38 @@ export async function warmWorker(url: string): Promise<void> {
   } finally {
     w.terminate();
   }
+}
+
+/**
+ * An address whose TCP handshake never completes: a listener that accepts nothing, its queue filled (Deno listens
+ * with a backlog of 511), so the kernel drops the SYNs that come next.
+ */
+export async function unansweredAddress(): Promise<{ address: Address } & AsyncDisposable> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { host: "127.0.0.1", port: (listener.addr as Deno.NetAddr).port };
+  const queued: Deno.Conn[] = [];
+  const close = () => {
+    for (const c of queued) c.close();
+    listener.close();
+  };
+  try {
+    for (let i = 0; i < 600; i++) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const pending = Deno.connect({ hostname: address.host, port: address.port });
+      const conn = await Promise.race([pending, new Promise<null>((r) => timer = setTimeout(() => r(null), 200))]);
+      clearTimeout(timer);
+      if (conn === null) {
+        // The SYN was dropped: the queue is full. Once the listener is closed, this probe's next SYN (a second after
+        // its first) is refused.
+        const settled = pending.then((c) => c.close(), () => {});
+        return { address, [Symbol.asyncDispose]: () => (close(), settled) };
+      }
+      queued.push(conn);
+    }
+  } catch (err) {
+    close();
+    throw err;
+  }
+  close();
+  throw new Error("the listener's queue never filled");
 }

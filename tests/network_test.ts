@@ -150,10 +150,7 @@ Deno.test("a download limit slower than a chunk per stall time: waiting on the l
     stallMs: 600,
   });
   assert.equal(sha(await Deno.readFile(out)), sha(data));
-  // Only "stalled" is this test's: on a loaded machine a worker that starts late can make the first connection
-  // "no answer", which is the stall timeout doing its job.
-  const stalled = summary.peersDropped.filter((d) => d.reason === "stalled");
-  assert.deepEqual(stalled, [], "the peer was waiting on us, not stalled");
+  assert.deepEqual(summary.peersDropped, [], "the peer was waiting on us, not stalled");
 });
 
 Deno.test("a peer's upload limit can be set, changed and lifted while it serves", async () => {
@@ -513,7 +510,9 @@ Deno.test("a peer behind a token bucket gets no deeper a queue than its real rat
     }
     assert.equal(sha(await Deno.readFile(join(dir.path, "got.bin"))), sha(data));
     assert.ok(deepest >= 1, "the slow peer was asked for chunks");
-    assert.ok(deepest <= 8, `the slow peer had up to ${deepest} requests outstanding`);
+    // Measured from its burst alone it got 16. (8 on a quiet machine; one losing most of its CPU to its host measures
+    // in jolts, and once gave 9.)
+    assert.ok(deepest <= 12, `the slow peer had up to ${deepest} requests outstanding`);
   } finally {
     for (const p of peers) await p.close();
   }
@@ -771,7 +770,7 @@ Deno.test("the progress shows only peers that answered, not those still connecti
       initialPeers: sources,
       discover: () => Promise.resolve(sources),
       workers: 2,
-      stallMs: 60_000, // not dropped as silent during the test
+      answerMs: 60_000, // not dropped as silent during the test
       onEvent: (e) => {
         if (e.kind === "progress") counts.push(e.peers);
         last = e;
