@@ -52,7 +52,7 @@ export const DEFAULT_ANSWER_MS = 15_000;
 /**
  * A fetch worker that has not taken up a connection this long after it was
  * asked (it never finished loading, say) fails the download: the wait
- * before a worker dials is its own, not the peer's (see stallMs).
+ * before a worker dials is its own, not the peer's (see answerMs).
  */
 export const DEFAULT_WORKER_START_MS = 30_000;
 /** How long an ending download waits for its tracker calls to stop once told to (they close their connections). */
