@@ -33,7 +33,7 @@ export async function withConn<T>(
   fn: (c: Connection) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  await using conn = await connect(addr, signal ? { signal } : {});
+  await using conn = await connect(addr, { signal });
   return await fn(conn);
 }
 
@@ -233,10 +233,7 @@ async function askTracker<T>(
   const byId = isSha256Hex(idOrName);
   const search: Message = { type: "list_files", query: idOrName };
   if (!byId) checkSendable(search);
-  await using conn = await connect(tracker, {
-    pipelined: byId ? questions(idOrName) : [search],
-    ...signal ? { signal } : {},
-  });
+  await using conn = await connect(tracker, { pipelined: byId ? questions(idOrName) : [search], signal });
   const named = byId ? { id: idOrName } : pickNamed(await receiveFileList(conn), idOrName);
   if (!byId) await conn.sendAll(questions(named.id));
   return { ...named, answers: await answers(conn, named.id) };
