@@ -144,23 +144,18 @@ Deno.test("connect() to something that is not a Shoal node (an HTTP server, say)
 });
 
 Deno.test("connect() stops when its signal aborts: in the TCP handshake, and in the wait for the HELLO's answer", async () => {
-  const stopping = (ms: number) => {
-    const c = new AbortController();
-    setTimeout(() => c.abort(), ms);
-    return c.signal;
-  };
   const stopped = (e: unknown) =>
     e instanceof UnreachableError && /^Stopped connecting to 127\.0\.0\.1:\d+$/.test(e.message);
   // A SYN that is never answered: without the signal, the 10 s connect timeout.
   await using dead = await unansweredAddress();
   let started = performance.now();
-  await assert.rejects(connect(dead.address, { signal: stopping(200) }), stopped);
+  await assert.rejects(connect(dead.address, { signal: AbortSignal.timeout(200) }), stopped);
   assert.ok(performance.now() - started < 2_000, "stopped in the handshake");
   // Accepted, never answered: without the signal, the HELLO's own timeout.
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = listener.accept();
   started = performance.now();
-  await assert.rejects(connect({ host: "127.0.0.1", port: listener.addr.port }, { signal: stopping(200) }));
+  await assert.rejects(connect({ host: "127.0.0.1", port: listener.addr.port }, { signal: AbortSignal.timeout(200) }));
   assert.ok(performance.now() - started < 2_000, "stopped in the wait for the answer");
   (await accepted).close();
   // Aborted before it starts: no dial at all.
