@@ -220,9 +220,12 @@ Deno.test("e2e swarm: SIGINT and SIGTERM save progress; the rerun re-checks it, 
 Deno.test("e2e swarm: a second client on the same output is refused and the first ends correct", async () => {
   await using env = new E2E();
   const dir = await env.tempDir(), out = await env.tempDir();
-  const chunks = 32; // 8 MiB in 256 KiB chunks
-  const sha = await writeRandomFile(`${dir}/twice.bin`, 8 * MiB);
-  const peer = await env.peer({ shared: dir, chunkSize: "256k", uploadLimit: "4m" });
+  // 4 MiB in 128 KiB chunks at 1 MiB/s: the first client takes 4 s, time enough for the second to start and look the
+  // file up while it runs, even with most of the CPU gone (at 2 s, a machine losing 75% of its CPU let the first one
+  // finish before the second came to the .part).
+  const chunks = 32;
+  const sha = await writeRandomFile(`${dir}/twice.bin`, 4 * MiB);
+  const peer = await env.peer({ shared: dir, chunkSize: "128k", uploadLimit: "1m" });
   const target = `${out}/twice.bin`;
   const first = await env.spawn("client.ts", ["--peers", peer.addr, "get", "twice.bin", "-o", target, "--json"]);
   await waitForProgress(target, 2, "first client");
