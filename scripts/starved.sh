@@ -15,7 +15,7 @@ fi
 cpus=$1
 shift
 period=100000
-quota=$(awk -v c="$cpus" 'BEGIN { printf "%d", c * 100000 }')
+quota=$(awk -v c="$cpus" -v p="$period" 'BEGIN { printf "%d", c * p }')
 if [ "$quota" -lt 1000 ]; then
   echo "starved.sh: $cpus cores is too little (at least 0.01)" >&2
   exit 2
