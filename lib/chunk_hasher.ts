@@ -1,14 +1,15 @@
 /**
  * How chunks are hashed: which SHA-256 a download and the indexer use.
  *
- * - `node`: `node:crypto`, one chunk at a time. On a CPU with the SHA
- *   extensions (`sha_ni`) that runs at well over 1 GB/s a core and nothing
- *   here beats it; elsewhere it is the fallback.
- * - `native`: eight chunks at a time in native vector code
- *   (sha256_native.ts), on an x86 CPU without the SHA extensions, where
- *   `deno task native` has built the library and FFI is granted.
- * - `lanes`: four chunks at a time in WebAssembly (sha256_lanes.ts), on
- *   such a CPU when the native library is not there.
+ * - `native`: several chunks at a time in native code (sha256_native.ts),
+ *   where `deno task native` has built the library and FFI is granted:
+ *   two interleaved with the SHA extensions (`sha_ni`), eight in vector
+ *   lanes on an x86 CPU without them.
+ * - `node`: `node:crypto`, one chunk at a time: with the SHA extensions
+ *   when the library is not there (about 1.2-1.9 GB/s a core), and on a CPU
+ *   that is not x86; elsewhere the last resort.
+ * - `lanes`: four chunks at a time in WebAssembly (sha256_lanes.ts), on an
+ *   x86 CPU without the SHA extensions when the native library is not there.
  *
  * `SHOAL_SHA256` overrides the choice (benchmarks, tests).
  *
@@ -62,10 +63,10 @@ export function checkHashSetting(): void {
 }
 
 /**
- * The hasher to use: `SHOAL_SHA256`'s if set; else `node` on a CPU with the
- * SHA extensions, on one that is not x86, or where the CPU cannot be asked
- * (no `/proc/cpuinfo`, or no permission to read it); else `native` where
- * the library can be used, else `lanes`. `SHOAL_SHA256=native` where it
+ * The hasher to use: `SHOAL_SHA256`'s if set; else `native` where the
+ * library can be used; else `node` on a CPU with the SHA extensions, on one
+ * that is not x86, or where the CPU cannot be asked (no `/proc/cpuinfo`, or
+ * no permission to read it); else `lanes`. `SHOAL_SHA256=native` where it
  * cannot be used is a usage error.
  */
 export function chooseHasher(
@@ -77,14 +78,13 @@ export function chooseHasher(
   if (chosen === "native" && !nativeWorks()) {
     throw new UsageError(
       `Cannot use ${HASH_ENV}=native: the native hasher is not built for these sources (deno task native), ` +
-        "FFI is not granted, or the CPU lacks AVX2",
+        "FFI is not granted, or the CPU runs none of its kernels (AVX2, the SHA extensions)",
     );
   }
   if (chosen !== undefined) return chosen;
-  const info = cpuinfo();
-  const flags = info?.match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/);
-  if (flags === undefined || flags.includes("sha_ni")) return "node";
-  return nativeWorks() ? "native" : "lanes";
+  if (nativeWorks()) return "native";
+  const flags = cpuinfo()?.match(/^flags\s*:(.*)$/m)?.[1]?.split(/\s+/);
+  return flags === undefined || flags.includes("sha_ni") ? "node" : "lanes";
 }
 
 function openNative(): boolean {

@@ -1,17 +1,21 @@
 /**
- * SHA-256 of up to eight equal-length inputs at once, in native code
+ * SHA-256 of several equal-length inputs at once, in native code
  * (`native/sha256_multi.c`, through Deno's FFI).
  *
- * Why: on an x86 CPU without the SHA extensions a download is bound by
- * SHA-256. Eight inputs side by side in the lanes of 256-bit vectors (AVX2,
- * or AVX-512's rotate and three-input logic on them) hash 1.8-2.9 times as
- * fast a core as `node:crypto`, and 1.5-1.7 times as fast as the four lanes
- * WebAssembly has (sha256_lanes.ts); measured in docs/PERFORMANCE.md.
+ * Why: on two cores a download's largest cost is SHA-256, and inputs side
+ * by side hash faster a core than one at a time (measured in
+ * docs/PERFORMANCE.md):
+ * - without the SHA extensions, eight in the lanes of 256-bit vectors
+ *   (AVX2, or AVX-512's rotate and three-input logic on them): 1.8-2.9
+ *   times `node:crypto`, 1.5-1.7 times the four lanes WebAssembly has
+ *   (sha256_lanes.ts);
+ * - with them (`sha_ni`), two interleaved: about 1.2 times `node:crypto`
+ *   on a chunk still in the cache, 1.5 times on one that has left it.
  *
  * The library is built from the sources by `deno task native`
  * (scripts/build_native.ts) into `.tools/native/`, named by a hash of the
  * sources, so a library built from other sources is never loaded. Where it
- * is not built, FFI is not granted, or the CPU has no AVX2,
+ * is not built, FFI is not granted, or the CPU runs none of the kernels,
  * {@link NativeHasher.open} answers null and downloads hash otherwise.
  *
  * @module
@@ -20,18 +24,21 @@
 import { nodeCrypto } from "./builtins.ts";
 import { addressOf, ffiGranted } from "./direct_io.ts";
 
-/** Inputs hashed side by side: the 32-bit lanes of a 256-bit vector. */
+/** Most inputs a kernel hashes side by side: the 32-bit lanes of a 256-bit vector. */
 export const NATIVE_LANES = 8;
 
 /** The C sources, relative to the project root; the library's name carries a hash of them. */
-export const NATIVE_SOURCES = ["native/sha256_multi.c", "native/sha256_x8.h"] as const;
+export const NATIVE_SOURCES = ["native/sha256_multi.c", "native/sha256_x8.h", "native/sha256_ni.h"] as const;
 
 /** Which kernel the library runs: its numbers in native/sha256_multi.c. */
-export type NativeKernel = "avx512" | "avx2";
-const KERNEL_NUMBERS: Record<NativeKernel, number> = { avx2: 1, avx512: 2 };
+export type NativeKernel = "shani" | "avx512" | "avx2";
+const KERNEL_NUMBERS: Record<NativeKernel, number> = { avx2: 1, avx512: 2, shani: 3 };
+/** What a CPU that cannot run the kernel lacks. */
+const KERNEL_NEEDS: Record<NativeKernel, string> = { avx2: "AVX2", avx512: "AVX-512VL", shani: "the SHA extensions" };
 
 const SYMBOLS = {
   shoal_sha256_kernel: { parameters: [], result: "i32" },
+  shoal_sha256_lanes: { parameters: ["i32"], result: "i32" },
   shoal_sha256_multi: { parameters: ["buffer", "u32", "u64", "buffer", "i32"], result: "i32" },
 } as const;
 
@@ -66,8 +73,9 @@ function defaultLibraryPath(): string | null {
 }
 
 /**
- * Hashes 1-8 equal-length inputs in one call; fewer than eight cost as much
- * as eight. Holds the library open until {@link close}.
+ * Hashes up to {@link lanes} equal-length inputs in one call (8, or 2 with
+ * the SHA extensions); fewer cost as much as that many. Holds the library
+ * open until {@link close}.
  *
  * @example
  * ```ts
@@ -81,27 +89,38 @@ function defaultLibraryPath(): string | null {
  * ```
  */
 export class NativeHasher {
-  readonly lanes = NATIVE_LANES;
-  /** Fewest inputs worth a call: below three, `node:crypto` one at a time is faster. */
-  readonly minBatch = 3;
+  /** Most inputs per call: the kernel's. */
+  readonly lanes: number;
+  /**
+   * Fewest inputs worth a call: below three, `node:crypto` one at a time is
+   * faster than the eight-lane kernels; with the SHA extensions, one input
+   * alone runs as fast there as here.
+   */
+  readonly minBatch: number;
   readonly kernel: NativeKernel;
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   readonly #addresses = new BigUint64Array(NATIVE_LANES);
   readonly #digests = new Uint8Array(32 * NATIVE_LANES);
 
-  /** Opens the library at `path`; throws when it cannot be opened or runs no kernel on this CPU (or `kernel`). */
+  /**
+   * Opens the library at `path` with `kernel`, or the best one this CPU runs;
+   * throws when it cannot be opened or the CPU runs no kernel (or not `kernel`).
+   */
   constructor(path: string, kernel?: NativeKernel) {
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const best = this.#lib.symbols.shoal_sha256_kernel();
-    const want = kernel === undefined ? best : KERNEL_NUMBERS[kernel];
-    if (best === 0 || want > best) {
+    const chosen = kernel ?? (Object.keys(KERNEL_NUMBERS) as NativeKernel[]).find((k) => KERNEL_NUMBERS[k] === best);
+    const lanes = chosen === undefined ? 0 : this.#lib.symbols.shoal_sha256_lanes(KERNEL_NUMBERS[chosen]);
+    if (chosen === undefined || lanes < 1 || lanes > NATIVE_LANES) {
       this.#lib.close();
-      throw new RangeError(`Cannot hash with ${path}: this CPU lacks ${kernel === "avx512" ? "AVX-512VL" : "AVX2"}`);
+      throw new RangeError(`Cannot hash with ${path}: this CPU lacks ${KERNEL_NEEDS[chosen ?? "avx2"]}`);
     }
-    this.kernel = want === KERNEL_NUMBERS.avx512 ? "avx512" : "avx2";
+    this.kernel = chosen;
+    this.lanes = lanes;
+    this.minBatch = chosen === "shani" ? 2 : 3;
   }
 
-  /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no AVX2. */
+  /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no kernel runs. */
   static open(path = defaultLibraryPath()): NativeHasher | null {
     if (path === null || !ffiGranted()) return null;
     try {
@@ -111,11 +130,11 @@ export class NativeHasher {
     }
   }
 
-  /** Writes the SHA-256 of each of `inputs` (1-8, all the same length) into the matching 32 bytes of `out`. */
+  /** Writes the SHA-256 of each of `inputs` (1 to {@link lanes}, all the same length) into the matching `out`. */
   digest(inputs: readonly Uint8Array[], out: readonly Uint8Array[]): void {
     const n = inputs.length;
-    if (n < 1 || n > NATIVE_LANES || out.length !== n) {
-      throw new RangeError(`Cannot hash natively: expected 1-${NATIVE_LANES} inputs and as many outputs, got ${n}`);
+    if (n < 1 || n > this.lanes || out.length !== n) {
+      throw new RangeError(`Cannot hash natively: expected 1-${this.lanes} inputs and as many outputs, got ${n}`);
     }
     const length = inputs[0]!.length;
     if (inputs.some((x) => x.length !== length)) throw new RangeError("Cannot hash natively: inputs differ in length");

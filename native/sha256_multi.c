@@ -1,26 +1,30 @@
 /*
- * SHA-256 of up to eight equal-length inputs at once, for lib/sha256_native.ts
+ * SHA-256 of several equal-length inputs at once, for lib/sha256_native.ts
  * (Deno's FFI). Built by `deno task native` (scripts/build_native.ts) into
  * .tools/native/; written from FIPS 180-4.
  *
- * Why: on an x86 CPU without the SHA extensions, one SHA-256 runs at 200-400
- * MB/s a core, and a download that checks every byte is bound by it. Eight
- * inputs side by side in the lanes of 256-bit vectors go about 2.5 times as
- * fast a core (docs/PERFORMANCE.md, session 31); WebAssembly's vectors have
- * four lanes and no rotate, which is why this is native code.
- *
- * The kernel is compiled twice from sha256_x8.h: for AVX-512 (AVX-512VL's
- * rotate and three-input logic on 256-bit vectors) and for AVX2 (shifts and
- * two-input logic); the CPU picks at run time.
+ * Why: a download checks every byte it receives, and on two cores the hash
+ * is the largest part of its CPU. Inputs side by side go faster a core than
+ * one at a time (docs/PERFORMANCE.md, sessions 31 and 39):
+ * - on an x86 CPU without the SHA extensions one SHA-256 runs at 200-400
+ *   MB/s a core; eight in the lanes of 256-bit vectors about 2.5 times as
+ *   fast (WebAssembly's vectors have four lanes and no rotate, which is why
+ *   this is native code). The kernel is compiled twice from sha256_x8.h:
+ *   for AVX-512 (AVX-512VL's rotate and three-input logic on 256-bit
+ *   vectors) and for AVX2 (shifts and two-input logic);
+ * - with the SHA extensions, two inputs interleaved (sha256_ni.h) about 1.2
+ *   to 1.5 times as fast as one.
+ * The CPU picks the kernel at run time.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-/* Returned by shoal_sha256_lanes and shoal_sha256_multi's `kernel`. */
-enum { KERNEL_NONE = 0, KERNEL_AVX2 = 1, KERNEL_AVX512 = 2 };
+/* The kernels, as shoal_sha256_kernel returns them and shoal_sha256_multi takes them. */
+enum { KERNEL_NONE = 0, KERNEL_AVX2 = 1, KERNEL_AVX512 = 2, KERNEL_SHANI = 3 };
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 
 /* Round constants and initial hash value (FIPS 180-4, 4.2.2 and 5.3.3). */
@@ -67,33 +71,56 @@ static const uint32_t ROUND_IV[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff
                    _mm256_i64gather_epi32((const int *)(intptr_t)(at), low, 1))
 #include "sha256_x8.h"
 
-static int best_kernel(void) {
+#include "sha256_ni.h"
+
+/* Whether the CPU has the SHA extensions (CPUID leaf 7, EBX bit 29), asked once: CPUID is slow in a virtual machine. */
+static int has_sha(void) {
+  static int known = -1; /* threads that race here store the same answer */
+  if (known < 0) {
+    unsigned a, b, c, d;
+    known = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29));
+  }
+  return known;
+}
+
+/* How many inputs `kernel` hashes at once, or 0 when this CPU cannot run it. */
+static int kernel_lanes(int kernel) {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return KERNEL_AVX512;
-  if (__builtin_cpu_supports("avx2")) return KERNEL_AVX2;
-  return KERNEL_NONE;
+  switch (kernel) {
+    case KERNEL_SHANI: return has_sha() && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3") ? NI_LANES : 0;
+    case KERNEL_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 8 : 0;
+    case KERNEL_AVX2: return __builtin_cpu_supports("avx2") ? 8 : 0;
+    default: return 0;
+  }
 }
 #else
-static int best_kernel(void) { return KERNEL_NONE; }
+static int kernel_lanes(int kernel) { return (void)kernel, 0; }
 #endif
 
-/* The best kernel this CPU runs (KERNEL_AVX512, KERNEL_AVX2), or KERNEL_NONE: then nothing here can be used. */
-int shoal_sha256_kernel(void) { return best_kernel(); }
+/* The best kernel this CPU runs (KERNEL_SHANI, KERNEL_AVX512, KERNEL_AVX2), or KERNEL_NONE: nothing here runs. */
+int shoal_sha256_kernel(void) {
+  if (kernel_lanes(KERNEL_SHANI)) return KERNEL_SHANI;
+  if (kernel_lanes(KERNEL_AVX512)) return KERNEL_AVX512;
+  return kernel_lanes(KERNEL_AVX2) ? KERNEL_AVX2 : KERNEL_NONE;
+}
+
+/* How many inputs `kernel` (a KERNEL_ value) hashes in one call, or 0 when this CPU cannot run it. */
+int shoal_sha256_lanes(int32_t kernel) { return kernel_lanes(kernel); }
 
 /*
  * Writes the SHA-256 of each of the `count` inputs (addresses in `inputs`, each `length` bytes) into `out`, 32 bytes
- * each. `kernel` is 0 for the best one, or a KERNEL_ value. Returns 0, or -1 when count is not 1-8 or the kernel
- * cannot run here. Fewer than eight inputs cost the same as eight.
+ * each, with `kernel` (a KERNEL_ value). Returns 0, or -1 when this CPU cannot run the kernel or count is not from 1
+ * to its lanes. Fewer inputs than lanes cost the same as a full call.
  */
 int shoal_sha256_multi(const uint64_t *inputs, uint32_t count, uint64_t length, uint8_t *out, int32_t kernel) {
-  const int best = best_kernel();
-  if (kernel == 0) kernel = best;
-  if (count < 1 || count > 8 || kernel == KERNEL_NONE || kernel > best) return -1;
+  const int lanes = kernel_lanes(kernel);
+  if (lanes == 0 || count < 1 || count > (uint32_t)lanes) return -1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   const uint8_t *in[8];
   uint8_t digests[8 * 32];
-  for (uint32_t i = 0; i < 8; i++) in[i] = (const uint8_t *)(uintptr_t)inputs[i < count ? i : 0];
-  if (kernel == KERNEL_AVX512) sha256_x8_avx512(in, (size_t)length, digests);
+  for (int i = 0; i < lanes; i++) in[i] = (const uint8_t *)(uintptr_t)inputs[(uint32_t)i < count ? i : 0];
+  if (kernel == KERNEL_SHANI) sha256_ni_x2(in, (size_t)length, digests);
+  else if (kernel == KERNEL_AVX512) sha256_x8_avx512(in, (size_t)length, digests);
   else sha256_x8_avx2(in, (size_t)length, digests);
   memcpy(out, digests, 32 * (size_t)count);
   return 0;
