@@ -29,6 +29,12 @@ export interface MultiHasher {
   readonly lanes: number;
   /** Fewest inputs worth a call; fewer are hashed one at a time with `node:crypto`. */
   readonly minBatch: number;
+  /**
+   * Longest a received chunk waits for others to be hashed with it: long
+   * where a full call is several times as fast a byte as one chunk alone,
+   * short where it gains less than the wait holds the chunk back.
+   */
+  readonly batchWaitMs: number;
   /** Writes the SHA-256 of each of `inputs` (minBatch to lanes, the same length) into the matching `out`. */
   digest(inputs: readonly Uint8Array[], out: readonly Uint8Array[]): void;
   /** Lets go of what it holds (the native library). */

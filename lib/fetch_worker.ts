@@ -44,13 +44,6 @@ const POOL_BYTES = 16 * 1024 * 1024;
  */
 const MAX_QUEUED_WRITES = 2;
 
-/**
- * Longest a full chunk waits for more to be hashed with it (see
- * {@link hashWaiting}). A worker that is short of CPU, where hashing
- * several at a time pays, has the next chunks in hand well before this.
- */
-const BATCH_WAIT_MS = 10;
-
 /** A chunk received from a link and not yet hashed. */
 interface Received {
   link: number;
@@ -269,7 +262,8 @@ function onPiece(link: number, f: FileInfo, index: number, fileId: string, data:
     waiting.push({ link, index, data });
     // No chunk is owed to this worker (a download's last ones, a small file's only one): none will join these.
     if (waiting.length === multi.lanes || !chunksOwed()) hashWaiting();
-    else waitingTimer ??= setTimeout(hashWaiting, BATCH_WAIT_MS);
+    // A worker that is short of CPU, where hashing several at a time pays, has the next chunks in hand well before.
+    else waitingTimer ??= setTimeout(hashWaiting, multi.batchWaitMs);
     return true;
   }
   checked(f, { link, index, data }, matches(f, index, data));

@@ -393,6 +393,7 @@ export class LaneHasher {
   readonly lanes = LANES;
   /** Fewer than four cost as much as four; the batching was measured with four (docs/PERFORMANCE.md, session 29). */
   readonly minBatch = LANES;
+  readonly batchWaitMs = 10;
   readonly #memory: WebAssembly.Memory;
   readonly #compress: Compress;
 

@@ -97,6 +97,13 @@ export class NativeHasher {
    * alone runs as fast there as here.
    */
   readonly minBatch: number;
+  /**
+   * Longest a downloaded chunk waits for others (lib/fetch_worker.ts): 10 ms
+   * for eight lanes, 2.5 times as fast a byte; 1 ms with the SHA extensions,
+   * where two gain a fifth to a half and a longer wait cost more than that
+   * (docs/PERFORMANCE.md, session 39).
+   */
+  readonly batchWaitMs: number;
   readonly kernel: NativeKernel;
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   readonly #addresses = new BigUint64Array(NATIVE_LANES);
@@ -118,6 +125,7 @@ export class NativeHasher {
     this.kernel = chosen;
     this.lanes = lanes;
     this.minBatch = chosen === "shani" ? 2 : 3;
+    this.batchWaitMs = chosen === "shani" ? 1 : 10;
   }
 
   /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no kernel runs. */

@@ -54,6 +54,7 @@ Deno.test("native hashing: the best kernel the CPU runs is the default", async (
   await withBuiltHasher((hasher) => {
     assert.equal(hasher.kernel, runs.shani ? "shani" : runs.avx512 ? "avx512" : "avx2");
     assert.equal(hasher.minBatch, hasher.kernel === "shani" ? 2 : 3);
+    assert.equal(hasher.batchWaitMs, hasher.kernel === "shani" ? 1 : 10);
   });
 });
 
