@@ -46,7 +46,7 @@ if (import.meta.main) {
   const { values } = parseArgs({ args: Deno.args, options: { out: { type: "string" } } });
   try {
     const out = await buildNative(values.out === undefined ? undefined : resolve(values.out));
-    let kernel = "none: this CPU lacks AVX2, so downloads will not use it";
+    let kernel = "none: this CPU runs none of its kernels (AVX2, the SHA extensions), so downloads will not use it";
     try {
       const hasher = new NativeHasher(out);
       kernel = hasher.kernel;
