@@ -30,11 +30,35 @@ export const NATIVE_LANES = 8;
 /** The C sources, relative to the project root; the library's name carries a hash of them. */
 export const NATIVE_SOURCES = ["native/sha256_multi.c", "native/sha256_x8.h", "native/sha256_ni.h"] as const;
 
-/** Which kernel the library runs: its numbers in native/sha256_multi.c. */
+/** Which kernel the library runs. */
 export type NativeKernel = "shani" | "avx512" | "avx2";
-const KERNEL_NUMBERS: Record<NativeKernel, number> = { avx2: 1, avx512: 2, shani: 3 };
-/** What a CPU that cannot run the kernel lacks. */
-const KERNEL_NEEDS: Record<NativeKernel, string> = { avx2: "AVX2", avx512: "AVX-512VL", shani: "the SHA extensions" };
+
+/** What each kernel is to the library and to a download. */
+interface KernelFacts {
+  /** Its number in native/sha256_multi.c. */
+  number: number;
+  /** What a CPU that cannot run it lacks. */
+  needs: string;
+  /**
+   * Fewest inputs worth a call: below three, `node:crypto` one at a time is
+   * faster than the eight-lane kernels; with the SHA extensions, one input
+   * alone runs as fast there as here.
+   */
+  minBatch: number;
+  /**
+   * Longest a downloaded chunk waits for others (lib/fetch_worker.ts): 10 ms
+   * for eight lanes, 2.5 times as fast a byte; 1 ms with the SHA extensions,
+   * where two gain a fifth to a half and a longer wait cost more than that
+   * (docs/PERFORMANCE.md, session 39).
+   */
+  batchWaitMs: number;
+}
+
+const KERNELS: Record<NativeKernel, KernelFacts> = {
+  avx2: { number: 1, needs: "AVX2", minBatch: 3, batchWaitMs: 10 },
+  avx512: { number: 2, needs: "AVX-512VL", minBatch: 3, batchWaitMs: 10 },
+  shani: { number: 3, needs: "the SHA extensions", minBatch: 2, batchWaitMs: 1 },
+};
 
 const SYMBOLS = {
   shoal_sha256_kernel: { parameters: [], result: "i32" },
@@ -91,18 +115,9 @@ function defaultLibraryPath(): string | null {
 export class NativeHasher {
   /** Most inputs per call: the kernel's. */
   readonly lanes: number;
-  /**
-   * Fewest inputs worth a call: below three, `node:crypto` one at a time is
-   * faster than the eight-lane kernels; with the SHA extensions, one input
-   * alone runs as fast there as here.
-   */
+  /** The kernel's {@link KernelFacts.minBatch}. */
   readonly minBatch: number;
-  /**
-   * Longest a downloaded chunk waits for others (lib/fetch_worker.ts): 10 ms
-   * for eight lanes, 2.5 times as fast a byte; 1 ms with the SHA extensions,
-   * where two gain a fifth to a half and a longer wait cost more than that
-   * (docs/PERFORMANCE.md, session 39).
-   */
+  /** The kernel's {@link KernelFacts.batchWaitMs}. */
   readonly batchWaitMs: number;
   readonly kernel: NativeKernel;
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -116,16 +131,16 @@ export class NativeHasher {
   constructor(path: string, kernel?: NativeKernel) {
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const best = this.#lib.symbols.shoal_sha256_kernel();
-    const chosen = kernel ?? (Object.keys(KERNEL_NUMBERS) as NativeKernel[]).find((k) => KERNEL_NUMBERS[k] === best);
-    const lanes = chosen === undefined ? 0 : this.#lib.symbols.shoal_sha256_lanes(KERNEL_NUMBERS[chosen]);
+    const chosen = kernel ?? (Object.keys(KERNELS) as NativeKernel[]).find((k) => KERNELS[k].number === best);
+    const lanes = chosen === undefined ? 0 : this.#lib.symbols.shoal_sha256_lanes(KERNELS[chosen].number);
     if (chosen === undefined || lanes < 1 || lanes > NATIVE_LANES) {
       this.#lib.close();
-      throw new RangeError(`Cannot hash with ${path}: this CPU lacks ${KERNEL_NEEDS[chosen ?? "avx2"]}`);
+      throw new RangeError(`Cannot hash with ${path}: this CPU lacks ${KERNELS[chosen ?? "avx2"].needs}`);
     }
     this.kernel = chosen;
     this.lanes = lanes;
-    this.minBatch = chosen === "shani" ? 2 : 3;
-    this.batchWaitMs = chosen === "shani" ? 1 : 10;
+    this.minBatch = KERNELS[chosen].minBatch;
+    this.batchWaitMs = KERNELS[chosen].batchWaitMs;
   }
 
   /** The library built for these sources, opened; null where it is not built, FFI is not granted, or no kernel runs. */
@@ -154,7 +169,7 @@ export class NativeHasher {
       if (at === null) throw new RangeError("Cannot hash natively: an input's address is unknown");
       this.#addresses[i] = BigInt(at);
     }
-    const kernel = KERNEL_NUMBERS[this.kernel];
+    const kernel = KERNELS[this.kernel].number;
     if (this.#lib.symbols.shoal_sha256_multi(this.#addresses, n, BigInt(length), this.#digests, kernel) !== 0) {
       throw new RangeError("Cannot hash natively: the library refused the call");
     }

@@ -16,11 +16,13 @@
 
 #define NI_LANES 2
 #define NI_TARGET "sha,sse4.1,ssse3"
+/* A shuffle that turns each 32-bit word around: the message and the digest are big-endian. */
+#define NI_BIG_ENDIAN _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL)
 
 /* One 64-byte block of each lane, at `offset` into lane l's input `in[l]`. */
 __attribute__((target(NI_TARGET), always_inline)) static inline void sha256_ni_block(
     __m128i abef[NI_LANES], __m128i cdgh[NI_LANES], const uint8_t *const in[NI_LANES], size_t offset) {
-  const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL); /* big-endian words */
+  const __m128i swap = NI_BIG_ENDIAN;
   __m128i w[NI_LANES][4], abef0[NI_LANES], cdgh0[NI_LANES];
   for (int l = 0; l < NI_LANES; l++) abef0[l] = abef[l], cdgh0[l] = cdgh[l];
   /* Four rounds a step, words 4i..4i+3 of the schedule in w[l][i % 4]. Unrolled, so that w stays in registers. */
@@ -72,7 +74,7 @@ __attribute__((target(NI_TARGET))) static void sha256_ni_x2(const uint8_t *const
     tails[l] = tail[l];
   }
   for (size_t b = 0; b < blocks; b++) sha256_ni_block(abef, cdgh, tails, 64 * b);
-  const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  const __m128i swap = NI_BIG_ENDIAN;
   for (int l = 0; l < NI_LANES; l++) {
     const __m128i ab_ef = _mm_shuffle_epi32(abef[l], 0x1b), gh_cd = _mm_shuffle_epi32(cdgh[l], 0xb1); /* A,B,E,F */
     _mm_storeu_si128((__m128i *)(out + 32 * l), _mm_shuffle_epi8(_mm_blend_epi16(ab_ef, gh_cd, 0xf0), swap));
