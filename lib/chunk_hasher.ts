@@ -99,11 +99,15 @@ function openNative(): boolean {
   return hasher !== null;
 }
 
-/** A hasher of `kind`, or null for `node`; throws when `native` cannot be opened. */
-export function makeMultiHasher(kind: HasherKind): MultiHasher | null {
+/**
+ * A hasher of `kind`, or null for `node`; throws when `native` cannot be
+ * opened. `nativeLibrary`: the native library's path, where another thread
+ * has found it already (default: found here, see {@link NativeHasher.open}).
+ */
+export function makeMultiHasher(kind: HasherKind, nativeLibrary?: string): MultiHasher | null {
   if (kind === "node") return null;
   if (kind === "lanes") return new LaneHasher();
-  const native = NativeHasher.open();
+  const native = NativeHasher.open(nativeLibrary);
   if (native === null) throw new RangeError("Cannot open the native hasher (see lib/sha256_native.ts)");
   return native;
 }

@@ -26,6 +26,7 @@ import { chunkDigests, chunkLength, fileMatches, type Manifest } from "./manifes
 import type { PeerNode } from "./peer.ts";
 import { DEFAULT_PIPELINE, Scheduler } from "./scheduler.ts";
 import { defaultHasher, type HasherKind } from "./chunk_hasher.ts";
+import { defaultLibraryPath } from "./sha256_native.ts";
 import { compactHeap, Compactor } from "./heap.ts";
 import { nextDepth, RateMeter } from "./rate_meter.ts";
 import { PACING, RateLimiter } from "./rate_limit.ts";
@@ -316,6 +317,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
   const dead = new Set<Worker>();
   const writeLock = newWriteLock();
   const digests = chunkDigests(manifest);
+  const nativeLibrary = hasher === "native" ? defaultLibraryPath() : null;
   for (let i = 0; i < workerCount; i++) {
     const w = new Worker(opts.workerUrl ?? fetchWorkerUrl(), { type: "module" });
     // A fatal report ends the download whatever stage it is at: a worker that cannot open the .part says so before
@@ -339,6 +341,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadSummary> 
       writeLock,
       receivingMs: Math.min(RECEIVING_MS, (opts.stallMs ?? DEFAULT_STALL_MS) / 4),
       hasher,
+      ...(nativeLibrary ? { nativeLibrary } : {}),
     };
     w.postMessage(init);
     workers.push(w);

@@ -145,7 +145,7 @@ function prepare(): boolean {
     return undefined;
   }, written);
   try {
-    multi = makeMultiHasher(m.hasher);
+    multi = makeMultiHasher(m.hasher, m.nativeLibrary);
   } catch (err) {
     return fail(describeError(err));
   }

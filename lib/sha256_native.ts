@@ -90,8 +90,12 @@ export function nativeLibraryPath(root = projectRoot()): string | null {
 
 let defaultPath: string | null | undefined;
 
-/** {@link nativeLibraryPath} of this project, worked out once per thread (it reads and hashes the sources). */
-function defaultLibraryPath(): string | null {
+/**
+ * {@link nativeLibraryPath} of this project, worked out once per thread (it
+ * reads and hashes the sources); a download's coordinator hands its answer
+ * to the fetch workers.
+ */
+export function defaultLibraryPath(): string | null {
   if (defaultPath === undefined) defaultPath = nativeLibraryPath();
   return defaultPath;
 }

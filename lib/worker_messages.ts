@@ -32,6 +32,11 @@ export type ToWorker =
     receivingMs: number;
     /** How to hash chunks (see chunk_hasher.ts). */
     hasher: HasherKind;
+    /**
+     * The native hasher's library, as the coordinator found it (`native` only): a worker that looked for it itself
+     * would read and hash the C sources again.
+     */
+    nativeLibrary?: string;
   }
   /** `early`: chunks to ask for right behind the HELLO (the peer is listed as complete); the coordinator counts them asked. */
   | { op: "connect"; link: number; host: string; port: number; early: number[] }

@@ -41,6 +41,9 @@ static const uint32_t ROUND_K[64] = {
 static const uint32_t ROUND_IV[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
 
+/* The vector kernels hash eight inputs at once, one in each 32-bit lane of a 256-bit register. */
+#define X8_LANES 8
+
 /* AVX-512VL: one instruction each for a rotate, a three-way xor, Ch and Maj (truth tables 0x96, 0xca, 0xe8). */
 #define KERNEL sha256_x8_avx512
 #define TARGET "avx2,avx512f,avx512vl"
@@ -88,8 +91,8 @@ static int kernel_lanes(int kernel) {
   __builtin_cpu_init();
   switch (kernel) {
     case KERNEL_SHANI: return has_sha() && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3") ? NI_LANES : 0;
-    case KERNEL_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? 8 : 0;
-    case KERNEL_AVX2: return __builtin_cpu_supports("avx2") ? 8 : 0;
+    case KERNEL_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? X8_LANES : 0;
+    case KERNEL_AVX2: return __builtin_cpu_supports("avx2") ? X8_LANES : 0;
     default: return 0;
   }
 }
@@ -116,8 +119,8 @@ int shoal_sha256_multi(const uint64_t *inputs, uint32_t count, uint64_t length, 
   const int lanes = kernel_lanes(kernel);
   if (lanes == 0 || count < 1 || count > (uint32_t)lanes) return -1;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  const uint8_t *in[8];
-  uint8_t digests[8 * 32];
+  const uint8_t *in[X8_LANES]; /* the most lanes of any kernel (NI_LANES is 2) */
+  uint8_t digests[X8_LANES * 32];
   for (int i = 0; i < lanes; i++) in[i] = (const uint8_t *)(uintptr_t)inputs[(uint32_t)i < count ? i : 0];
   if (kernel == KERNEL_SHANI) sha256_ni_x2(in, (size_t)length, digests);
   else if (kernel == KERNEL_AVX512) sha256_x8_avx512(in, (size_t)length, digests);

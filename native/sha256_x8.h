@@ -2,7 +2,7 @@
  * The body of one 8-lane SHA-256 kernel (FIPS 180-4): eight equal-length
  * inputs hashed side by side, one input per 32-bit lane of a 256-bit vector.
  * sha256_multi.c includes this file once per instruction set, after defining
- * KERNEL (the function's name), TARGET (its target attribute) and the vector
+ * X8_LANES (8), KERNEL (the function's name), TARGET (its target attribute) and the vector
  * operations ROR, XOR3, CH and MAJ for that set.
  */
 
@@ -10,7 +10,7 @@
 #define PASTE(a, b) PASTE2(a, b)
 
 /* One 64-byte block of each lane, at `offset` into lane i's input `in[i]`. */
-__attribute__((target(TARGET))) static void PASTE(KERNEL, _block)(__m256i s[8], const uint8_t *const in[8],
+__attribute__((target(TARGET))) static void PASTE(KERNEL, _block)(__m256i s[8], const uint8_t *const in[X8_LANES],
                                                                   size_t offset) {
   const __m256i swap = _mm256_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9,
                                        10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
@@ -52,17 +52,17 @@ __attribute__((target(TARGET))) static void PASTE(KERNEL, _block)(__m256i s[8], 
   s[7] = _mm256_add_epi32(s[7], h);
 }
 
-/* SHA-256 of in[0..7], each `length` bytes long, into out (8 x 32 bytes). */
-__attribute__((target(TARGET))) static void KERNEL(const uint8_t *const in[8], size_t length, uint8_t *out) {
+/* SHA-256 of in[0..X8_LANES-1], each `length` bytes long, into out (X8_LANES x 32 bytes). */
+__attribute__((target(TARGET))) static void KERNEL(const uint8_t *const in[X8_LANES], size_t length, uint8_t *out) {
   __m256i s[8];
   for (int i = 0; i < 8; i++) s[i] = _mm256_set1_epi32((int)ROUND_IV[i]);
   const size_t whole = length - length % 64;
   for (size_t at = 0; at < whole; at += 64) PASTE(KERNEL, _block)(s, in, at);
   /* The padding (FIPS 180-4, 5.1.1): 0x80, zeros, the length in bits, 64 bits big-endian; one block or two. */
   const size_t tail = length - whole, padded = tail < 56 ? 64 : 128;
-  uint8_t last[8][128];
-  const uint8_t *lastIn[8];
-  for (int lane = 0; lane < 8; lane++) {
+  uint8_t last[X8_LANES][128];
+  const uint8_t *lastIn[X8_LANES];
+  for (int lane = 0; lane < X8_LANES; lane++) {
     memset(last[lane], 0, padded);
     memcpy(last[lane], in[lane] + whole, tail);
     last[lane][tail] = 0x80;
@@ -70,9 +70,9 @@ __attribute__((target(TARGET))) static void KERNEL(const uint8_t *const in[8], s
     lastIn[lane] = last[lane];
   }
   for (size_t at = 0; at < padded; at += 64) PASTE(KERNEL, _block)(s, lastIn, at);
-  uint32_t words[8][8];
+  uint32_t words[8][X8_LANES]; /* [state word][lane] */
   for (int i = 0; i < 8; i++) _mm256_storeu_si256((__m256i *)words[i], s[i]);
-  for (int lane = 0; lane < 8; lane++) {
+  for (int lane = 0; lane < X8_LANES; lane++) {
     for (int i = 0; i < 8; i++) {
       const uint32_t v = words[i][lane];
       uint8_t *o = out + 32 * lane + 4 * i;

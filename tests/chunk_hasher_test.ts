@@ -1,7 +1,8 @@
 // Which SHA-256 chunks are hashed with: the choice, from the CPU, the native library and SHOAL_SHA256.
 import assert from "node:assert/strict";
-import { chooseHasher, HASH_ENV, hashSetting } from "../lib/chunk_hasher.ts";
+import { chooseHasher, HASH_ENV, hashSetting, makeMultiHasher } from "../lib/chunk_hasher.ts";
 import { UsageError } from "../lib/errors.ts";
+import { defaultLibraryPath, NativeHasher } from "../lib/sha256_native.ts";
 
 const x86 = (flags: string) => () => `processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: ${flags}\n\nprocessor\t: 1\n`;
 const built = () => true;
@@ -45,4 +46,18 @@ Deno.test("SHOAL_SHA256 chooses, whatever the CPU; native where it cannot be use
     undefined,
     undefined,
   ]);
+});
+
+Deno.test("a native hasher opens the library it is given (a fetch worker gets the coordinator's)", () => {
+  assert.throws(() => makeMultiHasher("native", "/nonexistent/libshoal_sha256.so"), RangeError);
+  // Where `deno task native` has built it (CI does): the path found here is the one opened.
+  const found = defaultLibraryPath();
+  const built = NativeHasher.open(found);
+  built?.close();
+  if (built !== null) {
+    const given = makeMultiHasher("native", found!)!;
+    assert.equal(given.lanes, built.lanes);
+    given.close();
+  }
+  assert.equal(makeMultiHasher("node", "/nonexistent/libshoal_sha256.so"), null, "node: no library to open");
 });
